@@ -1,0 +1,1 @@
+"""Normalised, platform-neutral device posture (see :mod:`mdm_core.posture.model`)."""

@@ -1,0 +1,273 @@
+"""The relational schema of the MDM core (SQLAlchemy Core tables, one ``MetaData``).
+
+Alembic migrations under ``migrations/`` are generated from this module; a test checks the
+two agree. Timestamps are stored as timezone-aware UTC. Secrets (enrollment tokens) are
+stored only as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["metadata"]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+def _ts(name: str, nullable: bool = False) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+# --- devices and identity -------------------------------------------------------------------
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("platform", String(16), nullable=False),
+    Column("ownership", String(16), nullable=False),
+    Column("serial_number", String(128), nullable=True, index=True),
+    # active | quarantined | retired | wiped
+    Column("status", String(16), nullable=False),
+    Column("status_reason", Text, nullable=True),
+    Column("cert_serial", String(64), nullable=True),
+    # DER SubjectPublicKeyInfo of the enrolled device key (P-256)
+    Column("public_key", LargeBinary, nullable=True),
+    Column("key_thumbprint", String(64), nullable=True),  # RFC 7638 JWK thumbprint
+    Column("enrollment_generation", Integer, nullable=False, default=1),
+    _ts("enrolled_at"),
+    _ts("updated_at"),
+    _ts("last_checkin_at", nullable=True),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("serial", String(64), primary_key=True),  # hex
+    Column("device_id", String(64), ForeignKey("devices.id"), nullable=False, index=True),
+    Column("user_id", String(128), nullable=False),
+    Column("key_thumbprint", String(64), nullable=False),
+    _ts("not_before"),
+    _ts("not_after"),
+    _ts("revoked_at", nullable=True),
+    Column("revocation_reason", String(64), nullable=True),
+    Column("pem", Text, nullable=False),
+)
+
+ca_keys = Table(
+    "ca_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # PKCS#8 encrypted with the configured passphrase (BestAvailableEncryption)
+    Column("encrypted_key_pem", Text, nullable=False),
+    Column("certificate_pem", Text, nullable=False),
+    _ts("created_at"),
+)
+
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex; the token is never kept
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("ownership", String(16), nullable=False),
+    Column("platform", String(16), nullable=True),
+    Column("created_by", String(128), nullable=False),
+    _ts("created_at"),
+    _ts("expires_at"),
+    _ts("used_at", nullable=True),
+    Column("used_by_device", String(64), nullable=True),
+)
+
+registered_serials = Table(
+    "registered_serials",
+    metadata,
+    Column("serial_number", String(128), primary_key=True),
+    Column("platform", String(16), nullable=False),
+    Column("user_id", String(128), nullable=True),
+    Column("registered_by", String(128), nullable=False),
+    _ts("registered_at"),
+    Column("device_id", String(64), nullable=True),
+)
+
+used_proofs = Table(
+    "used_proofs",
+    metadata,
+    Column("jti", String(128), primary_key=True),
+    _ts("expires_at"),
+    Index("ix_used_proofs_expires_at", "expires_at"),
+)
+
+# --- posture --------------------------------------------------------------------------------
+
+posture_latest = Table(
+    "posture_latest",
+    metadata,
+    Column("device_id", String(64), ForeignKey("devices.id"), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    _ts("collected_at"),
+    _ts("received_at"),
+    Column("posture", JSON, nullable=False),
+)
+
+# A ring of the last N reports per device: slot = seq % N, so history is bounded by
+# construction (an upsert per check-in, never a trim query).
+posture_history = Table(
+    "posture_history",
+    metadata,
+    Column("device_id", String(64), ForeignKey("devices.id"), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    _ts("collected_at"),
+    _ts("received_at"),
+    Column("posture", JSON, nullable=False),
+)
+
+compliance_state = Table(
+    "compliance_state",
+    metadata,
+    Column("device_id", String(64), ForeignKey("devices.id"), primary_key=True),
+    # compliant | noncompliant | quarantined | unknown
+    Column("state", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),  # allow | warn | restrict | block
+    Column("reasons", JSON, nullable=False),
+    Column("policy_ids", JSON, nullable=False),
+    _ts("evaluated_at"),
+)
+
+# Grace timelines count from the moment a rule first failed on a device.
+rule_failures = Table(
+    "rule_failures",
+    metadata,
+    Column("device_id", String(64), ForeignKey("devices.id"), primary_key=True),
+    Column("policy_id", String(128), primary_key=True),
+    Column("rule_id", String(128), primary_key=True),
+    _ts("first_failed_at"),
+)
+
+# --- commands -------------------------------------------------------------------------------
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("device_id", String(64), ForeignKey("devices.id"), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    # queued | delivered | acknowledged | error | not_now | cancelled
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("idempotency_key", String(128), nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("delivered_at", nullable=True),
+    _ts("acknowledged_at", nullable=True),
+    Index("ix_commands_device_status", "device_id", "status"),
+    UniqueConstraint("device_id", "idempotency_key", name="uq_commands_device_idempotency"),
+)
+
+command_transitions = Table(
+    "command_transitions",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("command_id", String(64), ForeignKey("commands.id"), nullable=False, index=True),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("detail", Text, nullable=True),
+    _ts("at"),
+)
+
+# --- events and audit -----------------------------------------------------------------------
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("payload", JSON, nullable=False),
+    _ts("occurred_at"),
+    _ts("published_at", nullable=True),
+    Index("ix_outbox_unpublished", "published_at", "id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    _ts("at"),
+    Column("actor", String(128), nullable=False),  # "device:<id>", "admin:<name>", "system"
+    Column("action", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("outcome", String(32), nullable=False),  # ok | refused | error | allow | block ...
+    Column("detail", JSON, nullable=False),
+    Index("ix_audit_subject_at", "subject", "at"),
+)
+
+# --- directory mirror -----------------------------------------------------------------------
+
+directory_users = Table(
+    "directory_users",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("username", String(256), nullable=False, unique=True),
+    Column("email", String(320), nullable=True),
+    Column("display_name", String(256), nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("source", String(32), nullable=False),  # local | ldap | scim
+    Column("external_id", String(256), nullable=True),
+    _ts("updated_at"),
+)
+
+directory_groups = Table(
+    "directory_groups",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(256), nullable=True),
+    _ts("updated_at"),
+)
+
+# A member is a user or a group (nested groups); exactly one of the two is set.
+directory_memberships = Table(
+    "directory_memberships",
+    metadata,
+    Column("group_id", String(128), ForeignKey("directory_groups.id"), primary_key=True),
+    Column("member_id", String(128), primary_key=True),
+    Column("member_kind", String(8), primary_key=True),  # user | group
+    Index("ix_directory_memberships_member", "member_kind", "member_id"),
+)

@@ -1,0 +1,67 @@
+"""The Flask app factory: builds the whole server from validated ``Settings``.
+
+``create_app(settings)`` opens the MDM core (database, bus, services), registers every
+feature blueprint, and keeps per-app state in ``app.extensions["posture"]``
+(:class:`GatewayState`), never in module globals.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from mdm_core.runtime import CoreConfig, MdmCore, build_core
+from posture_gateway.settings import Settings, load_settings
+
+__all__ = ["create_app", "GatewayState", "state"]
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    core: MdmCore
+
+
+def core_config(settings: Settings) -> CoreConfig:
+    ca = settings.ca
+    return CoreConfig(
+        database_url=settings.effective_database_url,
+        data_dir=settings.data_dir,
+        public_url=settings.public_url,
+        policy_dir=settings.policy_dir,
+        dev_mode=settings.dev_mode,
+        ca_passphrase=ca.passphrase.get_secret_value() if ca.passphrase else None,
+        ca_key_path=ca.key_path,
+        ca_cert_path=ca.cert_path,
+        device_cert_lifetime=ca.device_cert_lifetime,
+        renew_before=ca.renew_before,
+        proof_max_age=settings.proof.max_age,
+        proof_leeway=settings.proof.leeway,
+        posture_history_length=settings.posture_history_length,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["SECRET_KEY"] = (
+        settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)
+    )
+    core = build_core(core_config(settings))
+    app.extensions["posture"] = GatewayState(settings=settings, core=core)
+
+    from posture_gateway.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    # Feature blueprints register below (one line each).
+    return app
+
+
+def state() -> GatewayState:
+    """The gateway state of the current app (inside an app or request context)."""
+    st = current_app.extensions["posture"]
+    assert isinstance(st, GatewayState)
+    return st

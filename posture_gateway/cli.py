@@ -1,0 +1,58 @@
+"""The ``posture`` command line: a click group on Flask's ``FlaskGroup``.
+
+Every command runs inside an app context built by :func:`posture_gateway.app.create_app`
+from the validated settings. Sub-command groups live in their own modules and are added here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+
+from posture_gateway.settings import ConfigError, load_settings
+
+__all__ = ["cli", "main"]
+
+
+def _create_app_from_env() -> Flask:
+    from posture_gateway.app import create_app
+
+    ctx = click.get_current_context(silent=True)
+    config_file: Path | None = None
+    if ctx is not None:
+        root = ctx.find_root()
+        config_file = root.params.get("config")
+    try:
+        return create_app(load_settings(config_file))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(
+    cls=FlaskGroup,
+    create_app=_create_app_from_env,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="POSTURE_CONFIG",
+    help="YAML config file (POSTURE_* environment variables override it).",
+    is_eager=True,
+    expose_value=True,
+)
+def cli(config: Path | None) -> None:
+    """Posture Gateway: MDM core, zero-tolerance access gateway and admin tools."""
+
+
+# Sub-command groups register below (one line each).
+
+
+def main() -> None:
+    cli(prog_name="posture")
