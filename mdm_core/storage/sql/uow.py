@@ -1,0 +1,35 @@
+"""SQL unit of work: the per-concern SQL stores bound to one connection in a transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection
+
+from mdm_core.storage.sql.database import Database
+
+__all__ = ["SqlUnitOfWork", "SqlStorage"]
+
+
+class SqlUnitOfWork:
+    """Stores are created on first use and share ``conn`` (one transaction).
+
+    Add one ``functools.cached_property`` per concern, importing its module lazily.
+    """
+
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+
+class SqlStorage:
+    """:class:`mdm_core.storage.uow.Storage` on a :class:`Database`."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[SqlUnitOfWork]:
+        with self.database.transaction() as conn:
+            yield SqlUnitOfWork(conn, self.database.dialect)
