@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite talks to for real: PostgreSQL server binaries,
-# Redis, OpenLDAP slapd, Debian's chromium + chromedriver, Node.js/npm (independent protocol
+# Redis, Debian's chromium + chromedriver, Node.js/npm (independent protocol
 # peers). Idempotent: installs only what is missing. Needs root and apt-get; anywhere else it
 # says what is missing and stops, because the tests fail (never skip) without these services.
 set -euo pipefail
@@ -11,12 +11,11 @@ need() { # need <command-or-path> <debian-package>
 }
 need '/usr/lib/postgresql/*/bin/initdb' postgresql
 need redis-server redis-server
-need '/usr/sbin/slapd' slapd
-need ldapadd ldap-utils
 need chromium chromium
 need chromedriver chromium-driver
 need node nodejs
 need npm npm
+need wrk wrk
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
