@@ -51,8 +51,8 @@ devices = Table(
     Column("platform", String(16), nullable=False),
     Column("ownership", String(16), nullable=False),
     Column("serial_number", String(128), nullable=True, index=True),
-    # active | quarantined | retired | wiped
-    Column("status", String(16), nullable=False),
+    # active | quarantined | pending_verification | retired | wiped (mdm_core.model.DeviceStatus)
+    Column("status", String(24), nullable=False),
     Column("status_reason", Text, nullable=True),
     Column("cert_serial", String(64), nullable=True),
     # DER SubjectPublicKeyInfo of the enrolled device key (P-256)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:11:39.997478
+Create Date: 2026-11-23 09:16:01.580829
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("platform", sa.String(length=16), nullable=False),
         sa.Column("ownership", sa.String(length=16), nullable=False),
         sa.Column("serial_number", sa.String(length=128), nullable=True),
-        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=24), nullable=False),
         sa.Column("status_reason", sa.Text(), nullable=True),
         sa.Column("cert_serial", sa.String(length=64), nullable=True),
         sa.Column("public_key", sa.LargeBinary(), nullable=True),
