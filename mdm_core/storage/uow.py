@@ -12,13 +12,18 @@ concern.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mdm_core.storage.outbox import OutboxStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
 
 class UnitOfWork(Protocol):
     """Per-concern stores sharing one transaction. Attributes are added per concern."""
+
+    outbox: OutboxStore
 
 
 class Storage(Protocol):

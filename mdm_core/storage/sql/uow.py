@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
 from mdm_core.storage.sql.database import Database
+
+if TYPE_CHECKING:
+    from mdm_core.storage.sql.outbox import SqlOutboxStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage"]
 
@@ -21,6 +26,12 @@ class SqlUnitOfWork:
     def __init__(self, conn: Connection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+
+    @cached_property
+    def outbox(self) -> SqlOutboxStore:
+        from mdm_core.storage.sql.outbox import SqlOutboxStore
+
+        return SqlOutboxStore(self.conn, self.dialect)
 
 
 class SqlStorage:
