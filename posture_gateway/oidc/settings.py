@@ -1,0 +1,50 @@
+"""Settings of the OpenID provider: the ``oidc`` section of the gateway ``Settings``.
+
+Everything here is read once at start-up and validated by pydantic. Lifetimes are
+``timedelta`` (pydantic accepts ISO 8601 durations such as ``PT10M`` or plain seconds).
+Files named here (clients, users) are validated in full when the app starts; an invalid file
+stops the process with ``file:line: what is wrong``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+__all__ = ["OIDCSettings"]
+
+
+class OIDCSettings(BaseModel):
+    """The ``oidc`` section: issuer, relying parties, local users, lifetimes, signing keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Issuer identifier; None means ``Settings.public_url``. No trailing slash.
+    issuer: str | None = None
+    # Relying parties (YAML); None means no client is registered (every authorize is refused).
+    clients_file: Path | None = None
+    # Local password users (YAML); None means local password login is off.
+    users_file: Path | None = None
+    code_ttl: timedelta = timedelta(minutes=2)
+    id_token_ttl: timedelta = timedelta(minutes=10)
+    access_token_ttl: timedelta = timedelta(minutes=10)
+    refresh_token_ttl: timedelta = timedelta(hours=12)
+    # How long a login transaction (login page -> device check -> code) may take.
+    login_ttl: timedelta = timedelta(minutes=10)
+    # How long a device-check nonce is valid.
+    device_nonce_ttl: timedelta = timedelta(minutes=2)
+    # Loopback port of the local agent the device-check page asks for a login proof.
+    agent_port: int = 48421
+    # Signing keys: encrypted at rest in data_dir/oidc-keys with this passphrase (required
+    # outside dev mode), or a fixed key + certificate from PEM files (rotation then happens
+    # outside the gateway).
+    key_passphrase: SecretStr | None = None
+    signing_key_path: Path | None = None
+    signing_cert_path: Path | None = None
+    # After a rotation the previous key stays published (for verifiers) this long.
+    key_overlap: timedelta = timedelta(days=1)
+    # Failed password attempts allowed per (user, client IP) within the window.
+    max_failed_logins: int = 5
+    failed_login_window: timedelta = timedelta(minutes=15)
