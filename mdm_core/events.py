@@ -27,6 +27,7 @@ __all__ = [
     "EventHandler",
     "InProcessBus",
     "EventType",
+    "matches",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,13 @@ class InProcessBus:
             self._handlers.append(entry)
 
         def unsubscribe() -> None:
+            # Remove this very registration (by identity): comparing tuples by value would
+            # let a second call remove another subscription of the same handler and pattern.
             with self._lock:
-                if entry in self._handlers:
-                    self._handlers.remove(entry)
+                for i, registered in enumerate(self._handlers):
+                    if registered is entry:
+                        del self._handlers[i]
+                        break
 
         return unsubscribe
 
