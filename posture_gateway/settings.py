@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from posture_gateway.integration_settings import IntegrationSettings
 from posture_gateway.oidc.settings import OIDCSettings
 
 __all__ = ["Settings", "CASettings", "ProofSettings", "ConfigError", "load_settings"]
@@ -58,6 +59,7 @@ class Settings(_Strict):
     ca: CASettings = Field(default_factory=CASettings)
     proof: ProofSettings = Field(default_factory=ProofSettings)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
+    integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent
