@@ -1,0 +1,223 @@
+"""Platform-native posture reports for simulated devices.
+
+Each simulated device answers in the format a real one of its kind produces, the formats
+:mod:`mdm_core.posture.normalize` reads:
+
+- iOS / iPadOS / macOS: Apple MDM ``DeviceInformation`` + ``SecurityInfo`` results (``apple``).
+  Apple's MDM protocol has no jailbreak signal, so a jailbroken iPhone or iPad is seen through
+  its companion app's report (``agent`` format with ``jailbroken: true``), sent after the MDM
+  report, as the apps that detect jailbreaks do;
+- Android: an Android Management API ``Device`` resource (``android``), rooted devices report
+  ``POTENTIALLY_COMPROMISED`` with a ``COMPROMISED_OS`` posture detail;
+- Windows: the reference Windows collector's JSON (``windows``);
+- Linux: the reference agent's JSON (``agent``).
+
+A :class:`DeviceTraits` says what is wrong with a device: ``jailbroken`` (mobile platforms
+only), ``encryption_off``, ``old_os``. BYOD devices also report a personal app list, which the
+server's privacy profile must drop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "DeviceTraits",
+    "JAILBREAKABLE",
+    "CURRENT_OS",
+    "OLD_OS",
+    "native_reports",
+]
+
+JAILBREAKABLE = frozenset({"ios", "ipados", "android"})
+
+CURRENT_OS = {
+    "ios": ("18.1", "22B83"),
+    "ipados": ("18.1", "22B83"),
+    "macos": ("15.1", "24B83"),
+    "android": ("15", "AP3A.241105.007"),
+    "windows": ("10.0.26100", "26100.2314"),
+    "linux": ("12", "6.1.0-27-amd64"),
+}
+OLD_OS = {
+    "ios": ("15.7", "19H12"),
+    "ipados": ("15.7", "19H12"),
+    "macos": ("12.6", "21G115"),
+    "android": ("11", "RQ3A.211001.001"),
+    "windows": ("10.0.19041", "19041.1415"),
+    "linux": ("10", "4.19.0-18-amd64"),
+}
+_MODELS = {
+    "ios": "iPhone16,1",
+    "ipados": "iPad14,3",
+    "macos": "Mac15,3",
+    "android": "Pixel 8",
+    "windows": "Latitude 7440",
+    "linux": "ThinkPad X1 Carbon Gen 11",
+}
+_PERSONAL_APPS = [("com.example.chat", "4.2"), ("com.example.photos", "1.9")]
+_MANAGED_APPS = [("com.example.corpmail", "3.1.0"), ("com.example.vpn", "2.0.4")]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTraits:
+    jailbroken: bool = False
+    encryption_off: bool = False
+    old_os: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.jailbroken or self.encryption_off or self.old_os)
+
+    def labels(self) -> list[str]:
+        out = []
+        if self.jailbroken:
+            out.append("jailbroken")
+        if self.encryption_off:
+            out.append("encryption off")
+        if self.old_os:
+            out.append("old OS")
+        return out or ["healthy"]
+
+
+def _now(now: datetime | None) -> str:
+    return (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+
+
+def _apple(platform: str, serial: str, ownership: str, t: DeviceTraits, now: str) -> dict[str, Any]:
+    version, build = (OLD_OS if t.old_os else CURRENT_OS)[platform]
+    security: dict[str, Any]
+    if platform == "macos":
+        security = {
+            "FDE_Enabled": not t.encryption_off,
+            "FirewallSettings": {"FirewallEnabled": True, "BlockAllIncoming": False},
+            "SecureBoot": {"SecureBootLevel": "full"},
+            "PasscodePresent": True,
+        }
+    else:
+        # Data Protection needs a passcode: "encryption off" is a device without one.
+        security = {
+            "HardwareEncryptionCaps": 3,
+            "PasscodePresent": not t.encryption_off,
+            "PasscodeCompliant": not t.encryption_off,
+        }
+    report: dict[str, Any] = {
+        "OSVersion": version,
+        "BuildVersion": build,
+        "ProductName": _MODELS[platform],
+        "SerialNumber": serial,
+        "DeviceName": f"{platform}-{serial[-4:]}",
+        "SecurityInfo": security,
+        "ManagedApps": [{"Identifier": a, "ShortVersion": v} for a, v in _MANAGED_APPS],
+    }
+    if ownership == "byod":
+        report["InstalledApplicationList"] = [
+            {"Identifier": a, "ShortVersion": v} for a, v in _PERSONAL_APPS + _MANAGED_APPS
+        ]
+    return report
+
+
+def _android(serial: str, ownership: str, t: DeviceTraits, now: str) -> dict[str, Any]:
+    version, build = (OLD_OS if t.old_os else CURRENT_OS)["android"]
+    posture: dict[str, Any] = {"devicePosture": "SECURE"}
+    if t.jailbroken:
+        posture = {
+            "devicePosture": "POTENTIALLY_COMPROMISED",
+            "postureDetails": [{"securityRisk": "COMPROMISED_OS", "advice": []}],
+        }
+    report: dict[str, Any] = {
+        "name": f"enterprises/sim/devices/{serial}",
+        "managementMode": "PROFILE_OWNER" if ownership == "byod" else "DEVICE_OWNER",
+        "state": "ACTIVE",
+        "softwareInfo": {
+            "androidVersion": version,
+            "androidBuildNumber": build,
+            "securityPatchLevel": "2021-10-05" if t.old_os else "2024-11-05",
+        },
+        "deviceSettings": {
+            "isEncrypted": not t.encryption_off,
+            "encryptionStatus": "INACTIVE" if t.encryption_off else "ACTIVE_PER_USER",
+            "isDeviceSecure": True,
+        },
+        "securityPosture": posture,
+        "hardwareInfo": {"serialNumber": serial, "model": _MODELS["android"]},
+        "lastStatusReportTime": now,
+    }
+    if ownership == "byod":
+        report["applicationReports"] = [
+            {"packageName": a, "versionName": v} for a, v in _PERSONAL_APPS
+        ]
+    return report
+
+
+def _windows(serial: str, t: DeviceTraits, now: str) -> dict[str, Any]:
+    version, build = (OLD_OS if t.old_os else CURRENT_OS)["windows"]
+    return {
+        "OSVersion": version,
+        "BuildNumber": build,
+        "SerialNumber": serial,
+        "Model": _MODELS["windows"],
+        "ComputerName": f"WIN-{serial[-6:]}",
+        "BitLocker": {"ProtectionStatus": "Off" if t.encryption_off else "On"},
+        "SecureBoot": {"Enabled": True},
+        "Firewall": {
+            "Domain": {"Enabled": True},
+            "Private": {"Enabled": True},
+            "Public": {"Enabled": True},
+        },
+        "PasswordRequired": True,
+        "ScreenLock": {"Enabled": True, "TimeoutSeconds": 300},
+        "AgentVersion": "0.1.0",
+        "CollectedAt": now,
+    }
+
+
+def _agent(platform: str, serial: str, t: DeviceTraits, now: str) -> dict[str, Any]:
+    version, build = (OLD_OS if t.old_os else CURRENT_OS).get(platform, CURRENT_OS["linux"])
+    report: dict[str, Any] = {
+        "platform": platform,
+        "collected_at": now,
+        "os_version": version,
+        "os_build": build,
+        "serial_number": serial,
+        "storage_encrypted": not t.encryption_off,
+        "agent_present": True,
+        "agent_version": "0.1.0",
+    }
+    if platform in JAILBREAKABLE:
+        report["jailbroken"] = t.jailbroken
+    else:
+        report.update(firewall_enabled=True, secure_boot=True, screen_lock_enabled=True)
+        report["model"] = _MODELS.get(platform)
+    return report
+
+
+def native_reports(
+    platform: str,
+    serial: str,
+    ownership: str,
+    traits: DeviceTraits,
+    now: datetime | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(format, report)`` check-ins a device of this kind sends in one round."""
+    stamp = _now(now)
+    if platform in ("ios", "ipados", "macos"):
+        out = [("apple", _apple(platform, serial, ownership, traits, stamp))]
+        if platform in JAILBREAKABLE:
+            # the companion app's view (jailbreak detection lives in apps, not in MDM)
+            companion = {
+                "platform": platform,
+                "collected_at": stamp,
+                "jailbroken": traits.jailbroken,
+                "agent_present": True,
+                "agent_version": "0.1.0",
+            }
+            out.append(("agent", companion))
+        return out
+    if platform == "android":
+        return [("android", _android(serial, ownership, traits, stamp))]
+    if platform == "windows":
+        return [("windows", _windows(serial, traits, stamp))]
+    return [("agent", _agent(platform, serial, traits, stamp))]
