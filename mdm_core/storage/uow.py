@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from mdm_core.storage.outbox import OutboxStore
+    from mdm_core.storage.posture import PostureStore
+    from mdm_core.storage.queue import CommandStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
@@ -24,6 +26,8 @@ class UnitOfWork(Protocol):
     """Per-concern stores sharing one transaction. Attributes are added per concern."""
 
     outbox: OutboxStore
+    posture: PostureStore
+    commands: CommandStore
 
 
 class Storage(Protocol):

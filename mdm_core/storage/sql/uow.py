@@ -13,6 +13,8 @@ from mdm_core.storage.sql.database import Database
 
 if TYPE_CHECKING:
     from mdm_core.storage.sql.outbox import SqlOutboxStore
+    from mdm_core.storage.sql.posture import SqlPostureStore
+    from mdm_core.storage.sql.queue import SqlCommandStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage"]
 
@@ -32,6 +34,18 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.outbox import SqlOutboxStore
 
         return SqlOutboxStore(self.conn, self.dialect)
+
+    @cached_property
+    def posture(self) -> SqlPostureStore:
+        from mdm_core.storage.sql.posture import SqlPostureStore
+
+        return SqlPostureStore(self.conn, self.dialect)
+
+    @cached_property
+    def commands(self) -> SqlCommandStore:
+        from mdm_core.storage.sql.queue import SqlCommandStore
+
+        return SqlCommandStore(self.conn, self.dialect)
 
 
 class SqlStorage:

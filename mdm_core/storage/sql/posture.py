@@ -1,0 +1,148 @@
+"""SQL implementation of :class:`mdm_core.storage.posture.PostureStore`.
+
+On PostgreSQL a check-in is recorded in ONE round trip: a statement whose CTEs read the
+previous latest posture (from the statement's snapshot), upsert the latest row
+(``seq = seq + 1``, serialised by the row lock the upsert takes), upsert the history slot and
+touch ``devices.last_checkin_at``. (``FOR UPDATE`` on the read would hide the row this same
+statement updates, so it is not used: two check-ins of one device at the same instant may both
+compare against the same previous posture, which only affects change detection.)
+SQLite (embedded, in-process) runs the same steps as separate statements in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, text, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
+
+from mdm_core.errors import NotFound
+from mdm_core.posture.model import Posture
+from mdm_core.storage.posture import RecordedPosture, StoredPosture
+from mdm_core.storage.sql.encoding import as_utc, json_param
+from mdm_core.storage.sql.tables import devices, posture_history, posture_latest
+
+__all__ = ["SqlPostureStore"]
+
+_PG_RECORD = text(
+    """
+WITH prev AS (
+    SELECT posture FROM posture_latest WHERE device_id = :device_id
+), latest AS (
+    INSERT INTO posture_latest (device_id, seq, collected_at, received_at, posture)
+    VALUES (:device_id, 1, :collected_at, :received_at, CAST(:posture AS JSON))
+    ON CONFLICT (device_id) DO UPDATE SET
+        seq = posture_latest.seq + 1,
+        collected_at = EXCLUDED.collected_at,
+        received_at = EXCLUDED.received_at,
+        posture = EXCLUDED.posture
+    RETURNING seq
+), hist AS (
+    INSERT INTO posture_history (device_id, slot, seq, collected_at, received_at, posture)
+    SELECT :device_id, CAST(MOD(latest.seq, :ring) AS INTEGER), latest.seq, :collected_at,
+           :received_at, CAST(:posture AS JSON)
+    FROM latest
+    ON CONFLICT (device_id, slot) DO UPDATE SET
+        seq = EXCLUDED.seq,
+        collected_at = EXCLUDED.collected_at,
+        received_at = EXCLUDED.received_at,
+        posture = EXCLUDED.posture
+), dev AS (
+    UPDATE devices SET last_checkin_at = :received_at WHERE id = :device_id
+)
+SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous FROM latest
+"""
+)
+
+
+def _posture(value: Any) -> Posture:
+    return Posture.model_validate(value)
+
+
+class SqlPostureStore:
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def record(
+        self, device_id: str, posture: Posture, *, received_at: datetime, history_length: int
+    ) -> RecordedPosture:
+        if history_length < 1:
+            raise ValueError("history_length must be at least 1")
+        encoded = posture.model_dump_json(exclude_defaults=True)
+        params = {
+            "device_id": device_id,
+            "collected_at": posture.collected_at,
+            "received_at": received_at,
+            "posture": encoded,
+            "ring": history_length,
+        }
+        try:
+            if self.dialect == "postgresql":
+                row = self.conn.execute(_PG_RECORD, params).one()
+                previous = None if row.previous is None else _posture(row.previous)
+                return RecordedPosture(seq=int(row.seq), previous=previous)
+            return self._record_sqlite(params)
+        except IntegrityError as exc:
+            raise NotFound(f"unknown device {device_id!r}") from exc
+
+    def _record_sqlite(self, params: dict[str, Any]) -> RecordedPosture:
+        device_id = params["device_id"]
+        prev = self.conn.execute(
+            select(posture_latest.c.seq, posture_latest.c.posture).where(
+                posture_latest.c.device_id == device_id
+            )
+        ).one_or_none()
+        seq = 1 if prev is None else int(prev.seq) + 1
+        values = {
+            "device_id": device_id,
+            "seq": seq,
+            "collected_at": params["collected_at"],
+            "received_at": params["received_at"],
+            "posture": json_param("posture", self.dialect),
+        }
+        latest = sqlite.insert(posture_latest).values(values)
+        latest = latest.on_conflict_do_update(
+            index_elements=[posture_latest.c.device_id],
+            set_={k: latest.excluded[k] for k in ("seq", "collected_at", "received_at", "posture")},
+        )
+        self.conn.execute(latest, {"posture": params["posture"]})
+        hist = sqlite.insert(posture_history).values({**values, "slot": seq % params["ring"]})
+        hist = hist.on_conflict_do_update(
+            index_elements=[posture_history.c.device_id, posture_history.c.slot],
+            set_={k: hist.excluded[k] for k in ("seq", "collected_at", "received_at", "posture")},
+        )
+        self.conn.execute(hist, {"posture": params["posture"]})
+        self.conn.execute(
+            update(devices)
+            .where(devices.c.id == device_id)
+            .values(last_checkin_at=params["received_at"])
+        )
+        return RecordedPosture(seq=seq, previous=None if prev is None else _posture(prev.posture))
+
+    def latest(self, device_id: str) -> StoredPosture | None:
+        row = self.conn.execute(
+            select(
+                posture_latest.c.seq, posture_latest.c.received_at, posture_latest.c.posture
+            ).where(posture_latest.c.device_id == device_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        return StoredPosture(
+            device_id, int(row.seq), as_utc(row.received_at), _posture(row.posture)
+        )
+
+    def history(self, device_id: str, limit: int | None = None) -> list[StoredPosture]:
+        stmt = (
+            select(posture_history.c.seq, posture_history.c.received_at, posture_history.c.posture)
+            .where(posture_history.c.device_id == device_id)
+            .order_by(posture_history.c.seq.desc())
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [
+            StoredPosture(device_id, int(r.seq), as_utc(r.received_at), _posture(r.posture))
+            for r in self.conn.execute(stmt)
+        ]
