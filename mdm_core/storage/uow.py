@@ -15,6 +15,12 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from mdm_core.storage.compliance import ComplianceStore
+    from mdm_core.storage.directory import (
+        DirectoryGroupStore,
+        DirectoryUserStore,
+        MembershipStore,
+    )
     from mdm_core.storage.outbox import OutboxStore
     from mdm_core.storage.posture import PostureStore
     from mdm_core.storage.queue import CommandStore
@@ -25,6 +31,10 @@ __all__ = ["UnitOfWork", "Storage"]
 class UnitOfWork(Protocol):
     """Per-concern stores sharing one transaction. Attributes are added per concern."""
 
+    directory_users: DirectoryUserStore
+    directory_groups: DirectoryGroupStore
+    memberships: MembershipStore
+    compliance: ComplianceStore
     outbox: OutboxStore
     posture: PostureStore
     commands: CommandStore

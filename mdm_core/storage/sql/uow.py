@@ -12,6 +12,12 @@ from sqlalchemy import Connection
 from mdm_core.storage.sql.database import Database
 
 if TYPE_CHECKING:
+    from mdm_core.storage.sql.compliance import SqlComplianceStore
+    from mdm_core.storage.sql.directory import (
+        SqlDirectoryGroupStore,
+        SqlDirectoryUserStore,
+        SqlMembershipStore,
+    )
     from mdm_core.storage.sql.outbox import SqlOutboxStore
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
@@ -46,6 +52,30 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.queue import SqlCommandStore
 
         return SqlCommandStore(self.conn, self.dialect)
+
+    @cached_property
+    def directory_users(self) -> SqlDirectoryUserStore:
+        from mdm_core.storage.sql.directory import SqlDirectoryUserStore
+
+        return SqlDirectoryUserStore(self.conn, self.dialect)
+
+    @cached_property
+    def directory_groups(self) -> SqlDirectoryGroupStore:
+        from mdm_core.storage.sql.directory import SqlDirectoryGroupStore
+
+        return SqlDirectoryGroupStore(self.conn, self.dialect)
+
+    @cached_property
+    def memberships(self) -> SqlMembershipStore:
+        from mdm_core.storage.sql.directory import SqlMembershipStore
+
+        return SqlMembershipStore(self.conn, self.dialect)
+
+    @cached_property
+    def compliance(self) -> SqlComplianceStore:
+        from mdm_core.storage.sql.compliance import SqlComplianceStore
+
+        return SqlComplianceStore(self.conn, self.dialect)
 
 
 class SqlStorage:

@@ -1,0 +1,137 @@
+"""Directory mirror storage: users (with account state), groups, and memberships.
+
+Three small protocols, one per table family. A membership links a group to a member that is
+either a user or another group (nested groups); cycles can be stored (directories contain
+them) and are made harmless by the resolution in :mod:`mdm_core.directory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "DirectoryUser",
+    "DirectoryGroup",
+    "MemberKind",
+    "Membership",
+    "DirectoryUserStore",
+    "DirectoryGroupStore",
+    "MembershipStore",
+]
+
+
+class MemberKind(StrEnum):
+    USER = "user"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUser:
+    id: str
+    username: str
+    active: bool
+    source: str  # local | ldap | scim
+    updated_at: datetime
+    email: str | None = None
+    display_name: str | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryGroup:
+    id: str
+    name: str
+    source: str
+    updated_at: datetime
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Membership:
+    group_id: str
+    member_id: str
+    member_kind: MemberKind
+
+
+class DirectoryUserStore(Protocol):
+    def upsert(self, user: DirectoryUser) -> bool:
+        """Insert ``user`` or replace every field of the user with the same id.
+
+        Returns ``True`` if anything changed (a new user, or a different field other than
+        ``updated_at``). Raises :class:`mdm_core.errors.Conflict` when another user already
+        has the username.
+        """
+        ...
+
+    def get(self, user_id: str) -> DirectoryUser | None:
+        """The user, or ``None`` for an unknown id."""
+        ...
+
+    def find_by_username(self, username: str) -> DirectoryUser | None:
+        """The user with exactly this username, or ``None``."""
+        ...
+
+    def set_active(self, user_id: str, active: bool, *, at: datetime) -> DirectoryUser:
+        """Set the account state; returns the updated user.
+
+        Raises :class:`mdm_core.errors.NotFound` for an unknown id.
+        """
+        ...
+
+    def delete(self, user_id: str) -> bool:
+        """Remove the user and every membership naming it; ``False`` for an unknown id."""
+        ...
+
+
+class DirectoryGroupStore(Protocol):
+    def upsert(self, group: DirectoryGroup) -> bool:
+        """Insert or replace the group with ``group.id``; ``True`` if anything changed.
+
+        Raises :class:`mdm_core.errors.Conflict` when another group already has the name.
+        """
+        ...
+
+    def get(self, group_id: str) -> DirectoryGroup | None:
+        """The group, or ``None`` for an unknown id."""
+        ...
+
+    def names(self, group_ids: Collection[str] | None = None) -> dict[str, str]:
+        """Map of group id -> name for ``group_ids`` (unknown ids are left out), or for every
+        group when ``None``; ``{}`` when there are none."""
+        ...
+
+    def find_by_name(self, name: str) -> DirectoryGroup | None:
+        """The group with exactly this name, or ``None``."""
+        ...
+
+    def delete(self, group_id: str) -> bool:
+        """Remove the group, its memberships and every membership naming it as a member;
+        ``False`` for an unknown id."""
+        ...
+
+
+class MembershipStore(Protocol):
+    def add(self, membership: Membership) -> bool:
+        """Add the membership; ``False`` if it already existed.
+
+        Raises :class:`mdm_core.errors.NotFound` when the group is unknown (a user or group
+        member need not exist yet: directories sync members before their records).
+        """
+        ...
+
+    def remove(self, membership: Membership) -> bool:
+        """Remove the membership; ``False`` if it did not exist."""
+        ...
+
+    def members(self, group_ids: Collection[str]) -> list[Membership]:
+        """Direct memberships of the given groups, sorted; ``[]`` for none or unknown ids."""
+        ...
+
+    def parents(self, kind: MemberKind, member_ids: Collection[str]) -> list[Membership]:
+        """Memberships whose member is one of ``member_ids`` of ``kind`` (the groups that
+        directly contain them), sorted; ``[]`` when none."""
+        ...

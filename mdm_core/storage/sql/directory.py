@@ -1,0 +1,266 @@
+"""SQL implementation of the directory mirror stores (:mod:`mdm_core.storage.directory`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from mdm_core.errors import Conflict, NotFound
+from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
+from mdm_core.storage.sql.encoding import as_utc
+from mdm_core.storage.sql.tables import directory_groups, directory_memberships, directory_users
+
+__all__ = ["SqlDirectoryUserStore", "SqlDirectoryGroupStore", "SqlMembershipStore"]
+
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _user(row: Row[Any]) -> DirectoryUser:
+    return DirectoryUser(
+        id=row.id,
+        username=row.username,
+        active=bool(row.active),
+        source=row.source,
+        updated_at=as_utc(row.updated_at),
+        email=row.email,
+        display_name=row.display_name,
+        external_id=row.external_id,
+    )
+
+
+def _group(row: Row[Any]) -> DirectoryGroup:
+    return DirectoryGroup(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        updated_at=as_utc(row.updated_at),
+        external_id=row.external_id,
+    )
+
+
+def _chunks(ids: Collection[str]) -> list[list[str]]:
+    items = sorted(set(ids))
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+class SqlDirectoryUserStore:
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def upsert(self, user: DirectoryUser) -> bool:
+        existing = self.get(user.id)
+        values = {
+            "username": user.username,
+            "email": user.email,
+            "display_name": user.display_name,
+            "active": user.active,
+            "source": user.source,
+            "external_id": user.external_id,
+            "updated_at": as_utc(user.updated_at),
+        }
+        if existing is not None and _same_user(existing, user):
+            return False
+        other = self.find_by_username(user.username)
+        if other is not None and other.id != user.id:
+            raise Conflict(f"username {user.username!r} belongs to another user")
+        try:
+            if existing is None:
+                self.conn.execute(insert(directory_users).values(id=user.id, **values))
+            else:
+                self.conn.execute(
+                    update(directory_users).where(directory_users.c.id == user.id).values(**values)
+                )
+            return True
+        except IntegrityError as exc:  # a concurrent writer took the username
+            raise Conflict(f"username {user.username!r} belongs to another user") from exc
+
+    def get(self, user_id: str) -> DirectoryUser | None:
+        row = self.conn.execute(
+            select(directory_users).where(directory_users.c.id == user_id)
+        ).one_or_none()
+        return _user(row) if row is not None else None
+
+    def find_by_username(self, username: str) -> DirectoryUser | None:
+        row = self.conn.execute(
+            select(directory_users).where(directory_users.c.username == username)
+        ).one_or_none()
+        return _user(row) if row is not None else None
+
+    def set_active(self, user_id: str, active: bool, *, at: datetime) -> DirectoryUser:
+        result = self.conn.execute(
+            update(directory_users)
+            .where(directory_users.c.id == user_id)
+            .values(active=active, updated_at=as_utc(at))
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"unknown directory user {user_id!r}")
+        user = self.get(user_id)
+        assert user is not None
+        return user
+
+    def delete(self, user_id: str) -> bool:
+        self.conn.execute(
+            delete(directory_memberships).where(
+                and_(
+                    directory_memberships.c.member_kind == MemberKind.USER.value,
+                    directory_memberships.c.member_id == user_id,
+                )
+            )
+        )
+        result = self.conn.execute(delete(directory_users).where(directory_users.c.id == user_id))
+        return result.rowcount > 0
+
+
+def _same_user(a: DirectoryUser, b: DirectoryUser) -> bool:
+    return (a.username, a.email, a.display_name, a.active, a.source, a.external_id) == (
+        b.username,
+        b.email,
+        b.display_name,
+        b.active,
+        b.source,
+        b.external_id,
+    )
+
+
+class SqlDirectoryGroupStore:
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def upsert(self, group: DirectoryGroup) -> bool:
+        existing = self.get(group.id)
+        values = {
+            "name": group.name,
+            "source": group.source,
+            "external_id": group.external_id,
+            "updated_at": as_utc(group.updated_at),
+        }
+        if existing is not None and (existing.name, existing.source, existing.external_id) == (
+            group.name,
+            group.source,
+            group.external_id,
+        ):
+            return False
+        other = self.find_by_name(group.name)
+        if other is not None and other.id != group.id:
+            raise Conflict(f"group name {group.name!r} belongs to another group")
+        try:
+            if existing is None:
+                self.conn.execute(insert(directory_groups).values(id=group.id, **values))
+            else:
+                self.conn.execute(
+                    update(directory_groups)
+                    .where(directory_groups.c.id == group.id)
+                    .values(**values)
+                )
+            return True
+        except IntegrityError as exc:  # a concurrent writer took the name
+            raise Conflict(f"group name {group.name!r} belongs to another group") from exc
+
+    def get(self, group_id: str) -> DirectoryGroup | None:
+        row = self.conn.execute(
+            select(directory_groups).where(directory_groups.c.id == group_id)
+        ).one_or_none()
+        return _group(row) if row is not None else None
+
+    def names(self, group_ids: Collection[str] | None = None) -> dict[str, str]:
+        query = select(directory_groups.c.id, directory_groups.c.name)
+        if group_ids is None:
+            return {r.id: r.name for r in self.conn.execute(query)}
+        out: dict[str, str] = {}
+        for chunk in _chunks(group_ids):
+            for r in self.conn.execute(query.where(directory_groups.c.id.in_(chunk))):
+                out[r.id] = r.name
+        return out
+
+    def find_by_name(self, name: str) -> DirectoryGroup | None:
+        row = self.conn.execute(
+            select(directory_groups).where(directory_groups.c.name == name)
+        ).one_or_none()
+        return _group(row) if row is not None else None
+
+    def delete(self, group_id: str) -> bool:
+        self.conn.execute(
+            delete(directory_memberships).where(
+                or_(
+                    directory_memberships.c.group_id == group_id,
+                    and_(
+                        directory_memberships.c.member_kind == MemberKind.GROUP.value,
+                        directory_memberships.c.member_id == group_id,
+                    ),
+                )
+            )
+        )
+        result = self.conn.execute(
+            delete(directory_groups).where(directory_groups.c.id == group_id)
+        )
+        return result.rowcount > 0
+
+
+class SqlMembershipStore:
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def _exists(self, m: Membership) -> bool:
+        row = self.conn.execute(
+            select(directory_memberships.c.group_id).where(
+                directory_memberships.c.group_id == m.group_id,
+                directory_memberships.c.member_id == m.member_id,
+                directory_memberships.c.member_kind == m.member_kind.value,
+            )
+        ).first()
+        return row is not None
+
+    def add(self, membership: Membership) -> bool:
+        group = self.conn.execute(
+            select(directory_groups.c.id).where(directory_groups.c.id == membership.group_id)
+        ).first()
+        if group is None:
+            raise NotFound(f"unknown directory group {membership.group_id!r}")
+        if self._exists(membership):
+            return False
+        self.conn.execute(
+            insert(directory_memberships).values(
+                group_id=membership.group_id,
+                member_id=membership.member_id,
+                member_kind=membership.member_kind.value,
+            )
+        )
+        return True
+
+    def remove(self, membership: Membership) -> bool:
+        result = self.conn.execute(
+            delete(directory_memberships).where(
+                directory_memberships.c.group_id == membership.group_id,
+                directory_memberships.c.member_id == membership.member_id,
+                directory_memberships.c.member_kind == membership.member_kind.value,
+            )
+        )
+        return result.rowcount > 0
+
+    def members(self, group_ids: Collection[str]) -> list[Membership]:
+        out: list[Membership] = []
+        for chunk in _chunks(group_ids):
+            rows = self.conn.execute(
+                select(directory_memberships).where(directory_memberships.c.group_id.in_(chunk))
+            )
+            out.extend(Membership(r.group_id, r.member_id, MemberKind(r.member_kind)) for r in rows)
+        return sorted(out)
+
+    def parents(self, kind: MemberKind, member_ids: Collection[str]) -> list[Membership]:
+        out: list[Membership] = []
+        for chunk in _chunks(member_ids):
+            rows = self.conn.execute(
+                select(directory_memberships).where(
+                    directory_memberships.c.member_kind == kind.value,
+                    directory_memberships.c.member_id.in_(chunk),
+                )
+            )
+            out.extend(Membership(r.group_id, r.member_id, MemberKind(r.member_kind)) for r in rows)
+        return sorted(out)
