@@ -11,33 +11,69 @@ concern.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from mdm_core.storage.audit import AuditStore
+    from mdm_core.storage.certauth import CaKeyStore, CertificateStore
     from mdm_core.storage.compliance import ComplianceStore
+    from mdm_core.storage.devices import DeviceStore
     from mdm_core.storage.directory import (
         DirectoryGroupStore,
         DirectoryUserStore,
         MembershipStore,
     )
+    from mdm_core.storage.enrollment import EnrollmentTokenStore, RegisteredSerialStore
+    from mdm_core.storage.identity import DeviceIdentityStore
     from mdm_core.storage.outbox import OutboxStore
     from mdm_core.storage.posture import PostureStore
     from mdm_core.storage.queue import CommandStore
+    from mdm_core.storage.replay import ReplayStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
 
 class UnitOfWork(Protocol):
-    """Per-concern stores sharing one transaction. Attributes are added per concern."""
+    """Per-concern stores sharing one transaction. One read-only property per concern."""
 
-    directory_users: DirectoryUserStore
-    directory_groups: DirectoryGroupStore
-    memberships: MembershipStore
-    compliance: ComplianceStore
-    outbox: OutboxStore
-    posture: PostureStore
-    commands: CommandStore
+    @property
+    def outbox(self) -> OutboxStore: ...
+    @property
+    def posture(self) -> PostureStore: ...
+    @property
+    def commands(self) -> CommandStore: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def identities(self) -> DeviceIdentityStore: ...
+    @property
+    def certificates(self) -> CertificateStore: ...
+    @property
+    def ca_keys(self) -> CaKeyStore: ...
+    @property
+    def enrollment_tokens(self) -> EnrollmentTokenStore: ...
+    @property
+    def serials(self) -> RegisteredSerialStore: ...
+    @property
+    def replay(self) -> ReplayStore: ...
+    @property
+    def audit(self) -> AuditStore: ...
+    @property
+    def directory_users(self) -> DirectoryUserStore: ...
+    @property
+    def directory_groups(self) -> DirectoryGroupStore: ...
+    @property
+    def memberships(self) -> MembershipStore: ...
+    @property
+    def compliance(self) -> ComplianceStore: ...
+
+    def call_after(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` after this unit of work ends, committed or rolled back (for work
+        that must survive a rollback, e.g. auditing a refusal, or must wait for the commit
+        to release locks). A callback that raises is logged, not propagated."""
+        ...
 
 
 class Storage(Protocol):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -12,17 +13,25 @@ from sqlalchemy import Connection
 from mdm_core.storage.sql.database import Database
 
 if TYPE_CHECKING:
+    from mdm_core.storage.sql.audit import SqlAuditStore
+    from mdm_core.storage.sql.certauth import SqlCaKeyStore, SqlCertificateStore
     from mdm_core.storage.sql.compliance import SqlComplianceStore
+    from mdm_core.storage.sql.devices import SqlDeviceStore
     from mdm_core.storage.sql.directory import (
         SqlDirectoryGroupStore,
         SqlDirectoryUserStore,
         SqlMembershipStore,
     )
+    from mdm_core.storage.sql.enrollment import SqlEnrollmentTokenStore, SqlRegisteredSerialStore
+    from mdm_core.storage.sql.identity import SqlDeviceIdentityStore
     from mdm_core.storage.sql.outbox import SqlOutboxStore
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
+    from mdm_core.storage.sql.replay import SqlReplayStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage"]
+
+log = logging.getLogger(__name__)
 
 
 class SqlUnitOfWork:
@@ -34,6 +43,67 @@ class SqlUnitOfWork:
     def __init__(self, conn: Connection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._after: list[Callable[[], object]] = []
+
+    def call_after(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once this unit of work has ended (committed or rolled back)."""
+        self._after.append(callback)
+
+    def _run_after(self) -> None:
+        for callback in self._after:
+            try:
+                callback()
+            except Exception:  # an after-hook must not mask the unit of work's own outcome
+                log.exception("unit-of-work after-hook failed")
+        self._after.clear()
+
+    @cached_property
+    def devices(self) -> SqlDeviceStore:
+        from mdm_core.storage.sql.devices import SqlDeviceStore
+
+        return SqlDeviceStore(self.conn, self.dialect)
+
+    @cached_property
+    def identities(self) -> SqlDeviceIdentityStore:
+        from mdm_core.storage.sql.identity import SqlDeviceIdentityStore
+
+        return SqlDeviceIdentityStore(self.conn, self.dialect)
+
+    @cached_property
+    def certificates(self) -> SqlCertificateStore:
+        from mdm_core.storage.sql.certauth import SqlCertificateStore
+
+        return SqlCertificateStore(self.conn, self.dialect)
+
+    @cached_property
+    def ca_keys(self) -> SqlCaKeyStore:
+        from mdm_core.storage.sql.certauth import SqlCaKeyStore
+
+        return SqlCaKeyStore(self.conn, self.dialect)
+
+    @cached_property
+    def enrollment_tokens(self) -> SqlEnrollmentTokenStore:
+        from mdm_core.storage.sql.enrollment import SqlEnrollmentTokenStore
+
+        return SqlEnrollmentTokenStore(self.conn, self.dialect)
+
+    @cached_property
+    def serials(self) -> SqlRegisteredSerialStore:
+        from mdm_core.storage.sql.enrollment import SqlRegisteredSerialStore
+
+        return SqlRegisteredSerialStore(self.conn, self.dialect)
+
+    @cached_property
+    def replay(self) -> SqlReplayStore:
+        from mdm_core.storage.sql.replay import SqlReplayStore
+
+        return SqlReplayStore(self.conn, self.dialect)
+
+    @cached_property
+    def audit(self) -> SqlAuditStore:
+        from mdm_core.storage.sql.audit import SqlAuditStore
+
+        return SqlAuditStore(self.conn, self.dialect)
 
     @cached_property
     def outbox(self) -> SqlOutboxStore:
@@ -86,5 +156,11 @@ class SqlStorage:
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlUnitOfWork]:
-        with self.database.transaction() as conn:
-            yield SqlUnitOfWork(conn, self.database.dialect)
+        uow: SqlUnitOfWork | None = None
+        try:
+            with self.database.transaction() as conn:
+                uow = SqlUnitOfWork(conn, self.database.dialect)
+                yield uow
+        finally:
+            if uow is not None:
+                uow._run_after()
