@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(health_bp)
     # Feature blueprints register below (one line each).
+    from posture_gateway.oidc.setup import init_app as init_oidc
+
+    init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
     return app
 
 

@@ -99,6 +99,7 @@ class SigningKey:
             jwk: dict[str, Any] = dict(RSAAlgorithm.to_jwk(public, as_dict=True))
         else:
             jwk = dict(ECAlgorithm.to_jwk(public, as_dict=True))
+        jwk.pop("key_ops", None)  # RFC 7517 4.3: "use" and "key_ops" should not both be present
         der = self.certificate.public_bytes(serialization.Encoding.DER)
         jwk.update(
             kid=self.kid,

@@ -72,7 +72,7 @@ class LoginVerdict:
     reasons: tuple[Reason, ...] = ()
     remediation: tuple[str, ...] = ()
     acr: str = ACR_MANAGED_DEVICE
-    amr: tuple[str, ...] = ("pwd", "hwk")
+    amr: tuple[str, ...] = ("hwk",)  # the device key was proven; the flow adds the user's amr
     deadline: datetime | None = None
 
     def __post_init__(self) -> None:

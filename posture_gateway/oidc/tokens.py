@@ -226,12 +226,31 @@ class TokenIssuer:
             verify_exp=verify_exp,
         )
 
+    def verify_id_token_audience(self, token: str) -> str:
+        """The client an ID token we issued was for (an ``id_token_hint`` at end_session).
+
+        Signature, ``typ`` and issuer are verified; expiry is not (RP-initiated logout accepts
+        expired hints) and the audience is returned for the caller to match. Raises
+        :class:`TokenRejected`.
+        """
+        claims = self._verify(
+            token,
+            typ="JWT",
+            audience=None,
+            require=["iss", "sub", "aud", "exp", "iat"],
+            verify_exp=False,
+        )
+        aud = claims["aud"]
+        if not isinstance(aud, str):
+            raise TokenRejected("wrong_audience", "expected a single audience")
+        return aud
+
     def _verify(
         self,
         token: str,
         *,
         typ: str,
-        audience: str,
+        audience: str | None,
         require: list[str],
         verify_exp: bool = True,
     ) -> dict[str, Any]:
@@ -261,7 +280,7 @@ class TokenIssuer:
                     "verify_signature": True,
                     "verify_exp": verify_exp,
                     "verify_iat": True,
-                    "verify_aud": True,
+                    "verify_aud": audience is not None,
                     "verify_iss": True,
                     "strict_aud": True,
                 },

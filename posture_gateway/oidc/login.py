@@ -1,0 +1,441 @@
+"""The login flow pages: authorize -> who are you -> device check -> code (or remediation).
+
+1. ``/oauth/authorize`` validates the whole request with authlib first (client, EXACT redirect
+   URI, response type, scope, PKCE S256, nonce). An unknown client or a redirect URI that does
+   not match is answered with an error page and NEVER a redirect; other errors go back to the
+   (now trusted) redirect URI. A valid request starts a login transaction in the session.
+2. ``/login`` asks who the user is: the local password form and/or other
+   :class:`~posture_gateway.oidc.authn.Authenticator` s. Any authenticator finishes with
+   :func:`complete_authentication`.
+3. ``/login/device`` (GET) issues a single-use nonce and renders the device-check page, whose
+   script asks the local agent for a login proof and posts it back. ``/login/device`` (POST)
+   consumes the nonce (replays refused) and asks the :class:`DeviceGate`:
+   allow/restrict -> code; warn -> notice, then code; block -> remediation page with
+   "check again" (a fresh nonce). A gate that fails is a block.
+
+The transaction lives in the signed session cookie (HttpOnly, SameSite=Lax, Secure on https);
+every form carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, Response, abort, redirect, request, session, url_for
+from flask.typing import ResponseReturnValue
+
+from posture_gateway.login_decision import LoginVerdict, blocked
+from posture_gateway.nonces import NonceStore
+from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
+from posture_gateway.oidc.grants import GrantSubject
+from posture_gateway.oidc.server import (
+    LoginSubject,
+    OIDCProvider,
+    StoredAuthorizeRequest,
+    current_provider,
+)
+from posture_gateway.oidc.tokens import RESERVED_CLAIMS
+from posture_gateway.oidc.web import csrf_ok, origin_of, render_page, security_headers
+
+__all__ = ["bp", "complete_authentication", "TX_KEY"]
+
+bp = Blueprint("oidc_login", __name__, template_folder="../pages/templates")
+
+TX_KEY = "oidc_login"
+_AGENT_TIMEOUT_MS = 4000
+_LOGIN_ERRORS = {
+    "invalid_credentials": "The username or password is not right.",
+    "rate_limited": "Too many failed attempts. Wait a few minutes and try again.",
+    "unavailable": "Sign-in is unavailable right now. Try again in a moment.",
+}
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _error_page(error: str, message: str, status: int = 400, *, retry: bool = False) -> Response:
+    return render_page(
+        "oidc/error.html",
+        status,
+        title="We cannot continue this sign-in",
+        error=error,
+        message=message,
+        retry_url=url_for("oidc_login.device_page") if retry else None,
+    )
+
+
+def _oauth_error_response(provider: OIDCProvider, error: OAuth2Error) -> Response:
+    """Redirect to the client only when authlib validated client and redirect URI."""
+    if getattr(error, "redirect_uri", None):
+        response: Response = provider.server.handle_error_response(None, error)
+        return response
+    return _error_page(error.error, error.description or error.error)
+
+
+def _tx() -> dict[str, Any] | None:
+    """The current login transaction, or None if absent or expired."""
+    tx = session.get(TX_KEY)
+    if not isinstance(tx, dict):
+        return None
+    provider = current_provider()
+    if time.time() - float(tx.get("created", 0)) > provider.login_ttl.total_seconds():
+        session.pop(TX_KEY, None)
+        return None
+    return tx
+
+
+def _save(tx: dict[str, Any]) -> None:
+    session[TX_KEY] = tx
+    session.modified = True
+
+
+def _no_login() -> Response:
+    return _error_page(
+        "login_expired",
+        "This sign-in has expired or was already used. Go back to the application and start again.",
+    )
+
+
+def _check_csrf() -> None:
+    if not csrf_ok():
+        abort(
+            _error_page(
+                "csrf",
+                "This form expired or did not come from this site. Reload and try again.",
+                403,
+            )
+        )
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+# ---- 1. authorize ---------------------------------------------------------------------------
+
+
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize() -> ResponseReturnValue:
+    provider = current_provider()
+    values = request.values
+    duplicated = sorted(k for k in values if len(values.getlist(k)) > 1)
+    if duplicated:
+        return _error_page("invalid_request", f"Repeated parameters: {', '.join(duplicated)}.")
+    params = values.to_dict(flat=True)
+    if params.get("request") or params.get("request_uri"):
+        return _error_page("request_not_supported", "Request objects are not supported.")
+    try:
+        grant = provider.server.get_consent_grant(request, end_user=None)
+    except OAuth2Error as error:
+        return _oauth_error_response(provider, error)
+    client = grant.request.client
+    _save(
+        {
+            "id": secrets.token_urlsafe(16),
+            "created": time.time(),
+            "params": params,
+            "client_id": client.client_id,
+            "client_name": client.config.name or client.client_id,
+            "redirect_origin": origin_of(grant.redirect_uri),
+            "user": None,
+            "device_nonce": None,
+            "warn": None,
+        }
+    )
+    return redirect(url_for("oidc_login.login_page"), 303)
+
+
+# ---- 2. who are you -------------------------------------------------------------------------
+
+
+def _login_page(tx: Mapping[str, Any], error: str | None = None, status: int = 200) -> Response:
+    provider = current_provider()
+    return render_page(
+        "oidc/login.html",
+        status,
+        client_name=tx["client_name"],
+        local_login=provider.local_users is not None,
+        authenticators=list(provider.authenticators.values()),
+        username=request.form.get("username", tx["params"].get("login_hint", "")),
+        error=error,
+        error_message=_LOGIN_ERRORS.get(error or "", ""),
+    )
+
+
+@bp.get("/login")
+def login_page() -> ResponseReturnValue:
+    tx = _tx()
+    if tx is None:
+        return _no_login()
+    return _login_page(tx)
+
+
+@bp.post("/login/password")
+def password() -> ResponseReturnValue:
+    tx = _tx()
+    if tx is None:
+        return _no_login()
+    _check_csrf()
+    provider = current_provider()
+    if provider.local_users is None:
+        return _error_page("local_login_disabled", "Password sign-in is not enabled here.", 404)
+    username = request.form.get("username", "")
+    password = request.form.get("password", "")
+    try:
+        user = provider.local_users.verify(username, password, client_ip=_client_ip())
+    except AuthenticationFailed as failed:
+        status = 429 if failed.reason == "rate_limited" else 401
+        if failed.reason == "unavailable":
+            status = 503
+        return _login_page(tx, failed.reason, status)
+    return complete_authentication(user, login_id=str(tx["id"]))
+
+
+@bp.get("/login/with/<name>")
+def begin(name: str) -> ResponseReturnValue:
+    tx = _tx()
+    if tx is None:
+        return _no_login()
+    authenticator = current_provider().authenticators.get(name)
+    if authenticator is None:
+        return _error_page("unknown_authenticator", "This sign-in method does not exist.", 404)
+    return authenticator.begin(str(tx["id"]))
+
+
+def complete_authentication(user: AuthenticatedUser, *, login_id: str) -> Response:
+    """Record who the user is in the current login and continue to the device check.
+
+    Called by every authenticator when it has verified the user, inside the request that
+    finished authentication (it carries the login session cookie). ``login_id`` is the id the
+    authenticator got from ``begin`` (e.g. kept in the upstream ``state``); a mismatch with
+    the session's login is refused (login CSRF).
+    """
+    tx = _tx()
+    if tx is None or not hmac.compare_digest(str(tx.get("id", "")).encode(), login_id.encode()):
+        return _no_login()
+    tx["user"] = {
+        "user_id": user.user_id,
+        "username": user.username,
+        "email": user.email,
+        "name": user.name,
+        "amr": list(user.amr),
+        "source": user.source,
+        "auth_time": int(time.time()),
+    }
+    tx["device_nonce"] = None
+    tx["warn"] = None
+    _save(tx)
+    response: Response = redirect(url_for("oidc_login.device_page"), 303)  # type: ignore[assignment]
+    return response
+
+
+# ---- 3. device check ------------------------------------------------------------------------
+
+
+def _agent_origin(provider: OIDCProvider) -> str:
+    return f"http://127.0.0.1:{provider.agent_port}"
+
+
+@bp.get("/login/device")
+def device_page() -> ResponseReturnValue:
+    tx = _tx()
+    if tx is None or not tx.get("user"):
+        return _no_login()
+    provider = current_provider()
+    try:
+        nonce = provider.nonces.issue(provider.device_nonce_ttl)
+    except Exception:  # nonce store down: no nonce, no login
+        return _error_page("unavailable", "The device check is unavailable right now.", 503)
+    tx["device_nonce"] = nonce
+    tx["warn"] = None
+    _save(tx)
+    return render_page(
+        "oidc/device.html",
+        nonce=nonce,
+        config={
+            "port": provider.agent_port,
+            "nonce": nonce,
+            "aud": provider.issuer.issuer,
+            "timeout_ms": _AGENT_TIMEOUT_MS,
+        },
+        connect=[_agent_origin(provider)],
+        form_targets=[tx["redirect_origin"]],
+    )
+
+
+def _consume(nonces: NonceStore, nonce: str) -> bool:
+    try:
+        return nonces.consume(nonce)
+    except Exception:  # store error: treat as not consumable (fail closed)
+        return False
+
+
+def _sane(verdict: LoginVerdict) -> LoginVerdict:
+    """A verdict we can put into a token; anything else is a block (the gate misbehaved)."""
+    if verdict.outcome == "block":
+        return verdict
+    usable = not RESERVED_CLAIMS.intersection(verdict.claims)
+    try:
+        json.dumps(dict(verdict.claims))
+    except (TypeError, ValueError):
+        usable = False
+    if not usable:
+        return blocked(
+            "device_check_failed",
+            "The device check returned an answer we cannot use.",
+            "Try again. If this keeps happening, contact your help desk.",
+        )
+    return verdict
+
+
+@bp.post("/login/device")
+def device_submit() -> ResponseReturnValue:
+    tx = _tx()
+    if tx is None or not tx.get("user"):
+        return _no_login()
+    _check_csrf()
+    provider = current_provider()
+    nonce = request.form.get("nonce", "")
+    expected = tx.get("device_nonce")
+    tx["device_nonce"] = None
+    _save(tx)
+    if not isinstance(expected, str) or not hmac.compare_digest(nonce.encode(), expected.encode()):
+        return _error_page(
+            "nonce_mismatch", "This device check is no longer valid. Check again.", 400, retry=True
+        )
+    if not _consume(provider.nonces, nonce):
+        return _error_page(
+            "nonce_replayed",
+            "This device check was already used or expired. Check again.",
+            400,
+            retry=True,
+        )
+    user = tx["user"]
+    requested = frozenset(str(tx["params"].get("scope", "")).split())
+    try:
+        verdict = provider.gate.check(
+            user_id=user["user_id"],
+            client_id=tx["client_id"],
+            requested_scopes=requested,
+            proof=request.form.get("proof") or None,
+            nonce=nonce,
+            client_cert_pem=None,
+        )
+    except Exception:  # a failing gate is a block
+        verdict = blocked(
+            "device_check_failed",
+            "We could not check your device.",
+            "Try again in a moment. If this keeps happening, contact your help desk.",
+        )
+    verdict = _sane(verdict)
+    if verdict.outcome == "block":
+        return render_page(
+            "oidc/blocked.html", 403, reasons=verdict.reasons, remediation=verdict.remediation
+        )
+    if verdict.outcome == "warn":
+        try:
+            ticket = provider.nonces.issue(provider.login_ttl)
+        except Exception:
+            return _error_page("unavailable", "Sign-in is unavailable right now.", 503)
+        tx["warn"] = {"ticket": ticket, "verdict": _verdict_to_json(verdict)}
+        _save(tx)
+        return render_page(
+            "oidc/warn.html",
+            reasons=verdict.reasons,
+            remediation=verdict.remediation,
+            deadline=verdict.deadline.strftime("%Y-%m-%d %H:%M UTC") if verdict.deadline else None,
+            ticket=ticket,
+            form_targets=[tx["redirect_origin"]],
+        )
+    return _issue_code(provider, tx, verdict)
+
+
+@bp.post("/login/continue")
+def continue_after_warning() -> ResponseReturnValue:
+    tx = _tx()
+    if tx is None or not tx.get("user") or not tx.get("warn"):
+        return _no_login()
+    _check_csrf()
+    provider = current_provider()
+    warn = tx["warn"]
+    tx["warn"] = None
+    _save(tx)
+    ticket = request.form.get("ticket", "")
+    if not hmac.compare_digest(ticket.encode(), str(warn["ticket"]).encode()) or not _consume(
+        provider.nonces, ticket
+    ):
+        return _error_page(
+            "nonce_replayed", "This notice was already used. Check again.", 400, retry=True
+        )
+    return _issue_code(provider, tx, _verdict_from_json(warn["verdict"]))
+
+
+# ---- issuing the code -----------------------------------------------------------------------
+
+
+def _verdict_to_json(verdict: LoginVerdict) -> dict[str, Any]:
+    return {
+        "outcome": verdict.outcome,
+        "claims": dict(verdict.claims),
+        "granted_scopes": sorted(verdict.granted_scopes)
+        if verdict.granted_scopes is not None
+        else None,
+        "acr": verdict.acr,
+        "amr": list(verdict.amr),
+    }
+
+
+def _verdict_from_json(data: Mapping[str, Any]) -> LoginVerdict:
+    granted = data.get("granted_scopes")
+    return LoginVerdict(
+        outcome=data["outcome"],
+        claims=dict(data["claims"]),
+        granted_scopes=frozenset(granted) if granted is not None else None,
+        acr=data["acr"],
+        amr=tuple(data["amr"]),
+    )
+
+
+def _issue_code(provider: OIDCProvider, tx: Mapping[str, Any], verdict: LoginVerdict) -> Response:
+    user = tx["user"]
+    amr = tuple(dict.fromkeys([*user["amr"], *verdict.amr]))
+    device_id = verdict.claims.get("device_id")
+    subject = GrantSubject(
+        user_id=user["user_id"],
+        auth_time=int(user["auth_time"]),
+        acr=verdict.acr,
+        amr=amr,
+        profile={
+            k: v
+            for k, v in (
+                ("preferred_username", user["username"]),
+                ("email", user.get("email")),
+                ("name", user.get("name")),
+            )
+            if v
+        },
+        posture={**dict(verdict.claims), "posture_outcome": verdict.outcome},
+        device_id=str(device_id) if device_id is not None else None,
+    )
+    grant_user = LoginSubject(subject=subject, granted_scopes=verdict.granted_scopes)
+    oauth_request = StoredAuthorizeRequest(
+        f"{provider.issuer.issuer}/oauth/authorize", tx["params"]
+    )
+    session.pop(TX_KEY, None)
+    try:
+        grant = provider.server.get_consent_grant(oauth_request, end_user=grant_user)
+    except OAuth2Error as error:
+        return _oauth_error_response(provider, error)
+    try:
+        response: Response = provider.server.create_authorization_response(
+            oauth_request, grant_user=grant_user, grant=grant
+        )
+    except Exception:  # storage failed: no code (fail closed), tell the user plainly
+        return _error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
+    return security_headers(response)

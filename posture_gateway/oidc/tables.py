@@ -1,0 +1,67 @@
+"""The OpenID provider's tables (SQLAlchemy Core), on their OWN ``MetaData``.
+
+``mdm_core`` must not know about OIDC, so these tables are not in
+``mdm_core/storage/sql/tables.py``. They live in the same database and are created with
+``metadata.create_all`` when the app starts (idempotent). When the schema changes after
+release, gateway tables get their own Alembic branch (version table ``alembic_version_gateway``).
+
+Secrets are stored only as SHA-256 digests: authorization codes and refresh tokens. Access
+tokens are JWTs; only their ``jti`` is stored.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, DateTime, Index, MetaData, String, Table, Text
+
+__all__ = ["metadata", "oidc_codes", "oidc_tokens"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ts(name: str, nullable: bool = False) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+oidc_codes = Table(
+    "oidc_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),  # SHA-256 hex of the code
+    Column("client_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("nonce", String(255), nullable=True),
+    Column("code_challenge", String(128), nullable=False),
+    Column("code_challenge_method", String(8), nullable=False),
+    # auth_time (epoch), acr, amr, profile claims, posture claims, device id
+    Column("subject", JSON, nullable=False),
+    _ts("created_at"),
+    _ts("expires_at"),
+    _ts("used_at", nullable=True),
+    Index("ix_oidc_codes_client_nonce", "client_id", "nonce"),
+)
+
+oidc_tokens = Table(
+    "oidc_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the access token's jti
+    Column("client_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("device_id", String(64), nullable=True, index=True),
+    Column("scope", Text, nullable=False),
+    Column("subject", JSON, nullable=False),
+    Column("refresh_token_hash", String(64), nullable=True, unique=True),
+    Column("family_id", String(64), nullable=False, index=True),  # one per code exchange
+    Column("code_hash", String(64), nullable=True, index=True),
+    _ts("issued_at"),
+    _ts("access_expires_at"),
+    _ts("refresh_expires_at", nullable=True),
+    _ts("revoked_at", nullable=True),
+    Column("revoked_reason", String(32), nullable=True),
+)
