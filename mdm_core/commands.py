@@ -409,20 +409,29 @@ class CommandService:
             )
             return [cmd for cmd, _ in results]
 
-        out = self._run(run, uow)
-        self._kick()
-        return out
+        return self._run(run, uow)
 
     def deliver(
-        self, uow: UnitOfWork, device_id: str, *, now: datetime, limit: int = 10
+        self,
+        uow: UnitOfWork,
+        device_id: str,
+        *,
+        now: datetime,
+        limit: int = 10,
+        events: list[DomainEvent] | None = None,
     ) -> list[Command]:
         """Inside the caller's unit of work: the commands to hand to ``device_id`` now (new,
-        unanswered and NotNow-deferred, highest priority first), marked delivered."""
+        unanswered and NotNow-deferred, highest priority first), marked delivered. Their
+        events are appended to ``events`` when given (the caller writes them with its own, in
+        one insert), else written to the outbox here."""
         pending = uow.commands.next_commands(device_id, limit)
         if not pending:
             return []
         transitions = uow.commands.mark_delivered(pending, now)
-        uow.outbox.add([t.event() for t in transitions])
+        if events is not None:
+            events.extend(t.event() for t in transitions)
+        else:
+            uow.outbox.add([t.event() for t in transitions])
         by_id = {t.command_id: t for t in transitions}
         return [_delivered(c, now, by_id[c.id].attempts) for c in pending]
 
@@ -456,9 +465,7 @@ class CommandService:
                 u.outbox.add([transition.event()])
             return command
 
-        out = self._run(run, uow)
-        self._kick()
-        return out
+        return self._run(run, uow)
 
     def cancel(
         self,
@@ -478,9 +485,7 @@ class CommandService:
             u.outbox.add([transition.event()])
             return command
 
-        out = self._run(run, uow)
-        self._kick()
-        return out
+        return self._run(run, uow)
 
     def get(self, command_id: str) -> Command | None:
         with self.storage.unit_of_work() as u:
@@ -495,9 +500,12 @@ class CommandService:
             return u.commands.for_device(device_id, limit=limit)
 
     def _run(self, fn: Callable[[UnitOfWork], _T], uow: UnitOfWork | None) -> _T:
+        """Run ``fn`` in ``uow`` or a new unit of work; kick the relay once it has ended."""
         if uow is not None:
+            uow.call_after(self._kick)
             return fn(uow)
         with self.storage.unit_of_work() as u:
+            u.call_after(self._kick)
             return fn(u)
 
 

@@ -1,0 +1,1 @@
+"""HTTP adapters of the MDM core: Flask blueprints for the device protocol."""

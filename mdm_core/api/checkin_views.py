@@ -1,0 +1,186 @@
+"""HTTP endpoints of the device protocol for check-ins, command results, long-poll and the
+privacy notice (blueprint ``bp``, under ``/mdm/v1``).
+
+Every device request carries a request proof (:mod:`mdm_core.device_proof`) in the
+``Device-Proof`` header (``Authorization: DeviceProof <jwt>`` is accepted too), bound to the
+method, to ``CoreConfig.public_url`` + the request path, and to the exact body bytes. The
+proof is verified in the same unit of work as the change it authorises; any refusal or bad
+input rolls the whole unit back, so bad input changes nothing.
+
+- ``POST /mdm/v1/checkin`` ``{"format": "apple|android|windows|agent", "report": {...}}`` ->
+  ``{"commands": [{"id", "type", "payload"}], "collect": [...], "next_checkin_s": N,
+  "compliance": {...}, "seq": N}``
+- ``POST /mdm/v1/commands/<id>/result`` ``{"status": "acknowledged|error|not_now",
+  "detail": "..."}`` -> ``{"id", "status"}``
+- ``GET /mdm/v1/commands/wait?timeout=S`` (S <= 60) -> ``{"pending": N}`` as soon as a
+  command is queued for the device (it then checks in to receive it), or ``{"pending": 0}``
+  after S seconds.
+- ``GET /mdm/v1/privacy-notice?ownership=byod|corporate`` (public) -> the notice document.
+
+Errors: ``{"error": "<code>", "reason": "<text>"}`` with 401 for a refused proof (the code is
+the refusal reason), 400 malformed JSON/body, 413 too large, 415 not JSON, 422 a report or
+payload that does not validate, 404 an unknown command, 409 an illegal transition.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from mdm_core.commands import CommandStatus
+from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
+from mdm_core.errors import BadRequest, MalformedProof, MdmError
+from mdm_core.events import DomainEvent, EventType
+from mdm_core.posture.model import Ownership
+from mdm_core.storage.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from mdm_core.runtime import MdmCore
+
+__all__ = ["bp", "MAX_WAIT_S"]
+
+bp = Blueprint("mdm_checkin", __name__, url_prefix="/mdm/v1")
+
+MAX_WAIT_S = 60
+
+
+class UnsupportedMediaType(MdmError):
+    reason = "unsupported_media_type"
+    status = 415
+
+
+def _core() -> MdmCore:
+    """The MDM core of this app (the gateway keeps it at ``extensions["posture"].core``)."""
+    return current_app.extensions["posture"].core  # type: ignore[no-any-return]
+
+
+def _error(code: str, reason: str, status: int) -> Response:
+    resp = jsonify(error=code, reason=reason)
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'DeviceProof error="' + code + '"'
+    return resp
+
+
+@bp.errorhandler(MdmError)
+def _mdm_error(err: MdmError) -> Response:
+    return _error(err.reason, err.message, err.status)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Response:
+    code = (err.name or "error").lower().replace(" ", "_")
+    return _error(code, err.description or code, err.code or 500)
+
+
+def _proof() -> str:
+    token = request.headers.get(PROOF_HEADER)
+    if token is None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "deviceproof":
+            token = value.strip()
+    if not token:
+        raise MalformedProof(f"missing device proof ({PROOF_HEADER} header)")
+    return token
+
+
+def _authenticate(core: MdmCore, uow: UnitOfWork, body: bytes) -> AuthenticatedDevice:
+    url = core.config.public_url.rstrip("/") + request.path
+    return core.proofs.verify(_proof(), method=request.method, url=url, body=body, uow=uow)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("the body must be application/json")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+@bp.post("/checkin")
+def checkin() -> ResponseReturnValue:
+    core = _core()
+    body = request.get_data(cache=False)
+    now = datetime.now(UTC)
+    with core.storage.unit_of_work() as uow:
+        device = _authenticate(core, uow, body)
+        data = _json_object(body)
+        fmt, report = data.get("format"), data.get("report")
+        if not isinstance(fmt, str):
+            raise BadRequest("format must be a string")
+        if not isinstance(report, dict):
+            raise BadRequest("report must be a JSON object")
+        result = core.checkin.check_in(device, report, fmt, now, uow=uow)
+    return jsonify(result.answer())
+
+
+@bp.post("/commands/<command_id>/result")
+def command_result(command_id: str) -> ResponseReturnValue:
+    core = _core()
+    body = request.get_data(cache=False)
+    with core.storage.unit_of_work() as uow:
+        device = _authenticate(core, uow, body)
+        data = _json_object(body)
+        status, detail = data.get("status"), data.get("detail")
+        if not isinstance(status, str):
+            raise BadRequest("status must be a string")
+        if detail is not None and not isinstance(detail, str):
+            raise BadRequest("detail must be a string")
+        command = core.commands.record_result(device.device.id, command_id, status, detail, uow=uow)
+    return jsonify(id=command.id, status=command.status.value)
+
+
+@bp.get("/commands/wait")
+def wait_for_commands() -> ResponseReturnValue:
+    core = _core()
+    raw = request.args.get("timeout", str(MAX_WAIT_S))
+    body = request.get_data(cache=False)
+    with core.storage.unit_of_work() as uow:  # commits the proof's jti before we wait
+        device_id = _authenticate(core, uow, body).device.id
+    try:
+        timeout = int(raw)
+    except ValueError:
+        raise BadRequest("timeout must be an integer number of seconds") from None
+    if not 0 <= timeout <= MAX_WAIT_S:
+        raise BadRequest(f"timeout must be between 0 and {MAX_WAIT_S} seconds")
+    queued = threading.Event()
+
+    def on_event(event: DomainEvent) -> None:
+        payload = event.payload
+        if payload.get("device_id") == device_id and payload.get("to") == CommandStatus.QUEUED:
+            queued.set()
+
+    unsubscribe = core.bus.subscribe(EventType.COMMAND_STATE_CHANGED, on_event)
+    try:
+        pending = _pending(core, device_id)  # subscribed first: nothing queued slips through
+        if not pending and queued.wait(timeout):
+            pending = _pending(core, device_id)
+    finally:
+        unsubscribe()
+    return jsonify(pending=pending)
+
+
+def _pending(core: MdmCore, device_id: str) -> int:
+    with core.storage.unit_of_work() as uow:
+        ready = uow.commands.next_commands(device_id, 100)
+    return sum(1 for c in ready if c.status is CommandStatus.QUEUED)
+
+
+@bp.get("/privacy-notice")
+def privacy_notice() -> ResponseReturnValue:
+    raw = request.args.get("ownership", Ownership.BYOD.value)
+    try:
+        ownership = Ownership(raw)
+    except ValueError:
+        raise BadRequest("ownership must be byod or corporate") from None
+    return jsonify(_core().privacy.for_ownership(ownership).notice_document())
