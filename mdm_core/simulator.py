@@ -24,12 +24,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import httpx
 
 from mdm_core.agent.client import DeviceClient, ProtocolError, make_http_client, notice_profile_id
 from mdm_core.agent.keys import DeviceKey
+from mdm_core.enrollment import EnrollmentService
+from mdm_core.posture.model import Ownership, Platform
 from mdm_core.simulator_reports import JAILBREAKABLE, DeviceTraits, native_reports
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "BYOD_SHARE",
     "FleetSpec",
     "Provisioner",
+    "ServiceProvisioner",
     "SimDevice",
     "SimSummary",
     "Simulator",
@@ -137,7 +141,7 @@ class SimSummary:
             row["checkins"] += d.checkins_ok
             row["errors"] += len(d.checkin_errors) + (d.enroll_error is not None)
             row["commands_acked"] += d.commands_acknowledged
-            row["compliant"] += d.compliance.get("compliant") is True
+            row["compliant"] += d.compliance.get("state") == "compliant"
         return {p: dict(rows[p]) for p in sorted(rows, key=ALL_PLATFORMS.index)}
 
 
@@ -208,6 +212,29 @@ def plan_fleet(spec: FleetSpec) -> list[SimDevice]:
             )
         )
     return fleet
+
+
+class ServiceProvisioner:
+    """:class:`Provisioner` on the MDM core's enrollment service (same process as the core)."""
+
+    def __init__(
+        self,
+        enrollment: EnrollmentService,
+        *,
+        actor: str = "admin:simulator",
+        token_ttl: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.enrollment = enrollment
+        self.actor = actor
+        self.token_ttl = token_ttl
+
+    def enrollment_token(self, user_id: str, ownership: str, platform: str) -> str:
+        return self.enrollment.create_token(
+            user_id, Ownership(ownership), Platform(platform), self.token_ttl, self.actor
+        )
+
+    def register_serial(self, serial_number: str, platform: str, user_id: str) -> None:
+        self.enrollment.register_serial(serial_number, Platform(platform), user_id, self.actor)
 
 
 Progress = Callable[[str, SimDevice], None]

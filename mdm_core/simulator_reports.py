@@ -3,10 +3,11 @@
 Each simulated device answers in the format a real one of its kind produces, the formats
 :mod:`mdm_core.posture.normalize` reads:
 
-- iOS / iPadOS / macOS: Apple MDM ``DeviceInformation`` + ``SecurityInfo`` results (``apple``).
-  Apple's MDM protocol has no jailbreak signal, so a jailbroken iPhone or iPad is seen through
-  its companion app's report (``agent`` format with ``jailbroken: true``), sent after the MDM
-  report, as the apps that detect jailbreaks do;
+- iOS / iPadOS / macOS: Apple MDM ``DeviceInformation`` + ``SecurityInfo`` results (``apple``),
+  then the report of the Posture app/agent on the device (``agent``). Apple's MDM protocol has
+  no jailbreak signal and does not report the profile or agent being present, so those come
+  from the app, as with the apps that detect jailbreaks; the app's report is the whole picture
+  it can observe because the server keeps the latest report;
 - Android: an Android Management API ``Device`` resource (``android``), rooted devices report
   ``POTENTIALLY_COMPROMISED`` with a ``COMPROMISED_OS`` posture detail;
 - Windows: the reference Windows collector's JSON (``windows``);
@@ -119,6 +120,37 @@ def _apple(platform: str, serial: str, ownership: str, t: DeviceTraits, now: str
     return report
 
 
+def _companion(
+    platform: str, serial: str, ownership: str, t: DeviceTraits, now: str
+) -> dict[str, Any]:
+    version, build = (OLD_OS if t.old_os else CURRENT_OS)[platform]
+    report: dict[str, Any] = {
+        "platform": platform,
+        "collected_at": now,
+        "os_version": version,
+        "os_build": build,
+        "model": _MODELS[platform],
+        "storage_encrypted": not t.encryption_off,
+        "agent_present": True,
+        "agent_version": "0.1.0",
+        "mdm_profile_present": True,
+        "managed_apps": [{"app_id": a, "version": v} for a, v in _MANAGED_APPS],
+    }
+    if platform == "macos":
+        report.update(firewall_enabled=True, secure_boot=True, screen_lock_enabled=True)
+        report["screen_lock_timeout_s"] = 300
+    else:
+        report.update(
+            jailbroken=t.jailbroken,
+            passcode_set=not t.encryption_off,
+            passcode_min_length=0 if t.encryption_off else 6,
+            screen_lock_enabled=True,
+        )
+    if ownership == "corporate":
+        report["serial_number"] = serial
+    return report
+
+
 def _android(serial: str, ownership: str, t: DeviceTraits, now: str) -> dict[str, Any]:
     version, build = (OLD_OS if t.old_os else CURRENT_OS)["android"]
     posture: dict[str, Any] = {"devicePosture": "SECURE"}
@@ -204,18 +236,13 @@ def native_reports(
     """The ``(format, report)`` check-ins a device of this kind sends in one round."""
     stamp = _now(now)
     if platform in ("ios", "ipados", "macos"):
-        out = [("apple", _apple(platform, serial, ownership, traits, stamp))]
-        if platform in JAILBREAKABLE:
-            # the companion app's view (jailbreak detection lives in apps, not in MDM)
-            companion = {
-                "platform": platform,
-                "collected_at": stamp,
-                "jailbroken": traits.jailbroken,
-                "agent_present": True,
-                "agent_version": "0.1.0",
-            }
-            out.append(("agent", companion))
-        return out
+        # The MDM answers first; then the Posture app/agent on the device reports what MDM
+        # cannot see (jailbreak, agent and profile presence). The server keeps the latest
+        # report, so the app's report carries the whole picture it can observe.
+        return [
+            ("apple", _apple(platform, serial, ownership, traits, stamp)),
+            ("agent", _companion(platform, serial, ownership, traits, stamp)),
+        ]
     if platform == "android":
         return [("android", _android(serial, ownership, traits, stamp))]
     if platform == "windows":

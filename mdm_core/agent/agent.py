@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,9 @@ from mdm_core.agent.state import AgentState, StateDir
 __all__ = ["Agent", "CheckinResult", "agent_report", "NotEnrolled"]
 
 log = logging.getLogger(__name__)
+
+#: The longest long-poll the server holds (``GET /mdm/v1/commands/wait``, at most 60 s).
+MAX_WAIT_S = 60
 
 REPORT_FIELDS = (
     "os_version",
@@ -176,7 +180,7 @@ class Agent:
         self,
         stop: threading.Event,
         *,
-        max_wait_s: int = 300,
+        max_wait_s: int = MAX_WAIT_S,
         on_checkin: Callable[[CheckinResult], None] | None = None,
     ) -> None:
         """Check in, then long-poll until the next check-in is due; until ``stop`` is set."""
@@ -187,8 +191,16 @@ class Agent:
                 if on_checkin is not None:
                     on_checkin(result)
                 backoff = 1.0
-                wait_s = max(1, min(result.answer.next_checkin_s, max_wait_s))
-                self.client.wait_for_commands(wait_s)
+                # Long-poll until the next check-in is due; the server answers early when a
+                # command is queued, and the loop checks in at once to receive it.
+                due = time.monotonic() + result.answer.next_checkin_s
+                while not stop.is_set():
+                    left = int(due - time.monotonic())
+                    if left <= 0:
+                        break
+                    waited = self.client.wait_for_commands(min(left, max_wait_s, MAX_WAIT_S))
+                    if int(waited.get("pending") or 0) > 0:
+                        break
             except ProtocolError as exc:
                 if exc.status in (401, 403):
                     raise  # refused identity: retrying with the same key cannot help

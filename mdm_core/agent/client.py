@@ -3,8 +3,8 @@
 One factory (:func:`make_http_client`) builds every ``httpx.Client`` and accepts
 ``transport=`` (an ``httpx.WSGITransport`` runs the protocol in-process against a Flask app,
 the simulator and tests use that; the default is real HTTP). Every request after enrollment
-carries ``Authorization: DeviceProof <jwt>`` signed by the device key over the exact bytes
-sent (:mod:`mdm_core.agent.keys`).
+carries a request proof signed by the device key over the exact bytes
+sent (:mod:`mdm_core.agent.keys`), in the ``Device-Proof`` header.
 
 Endpoints (``/mdm/v1``): ``POST /enroll``, ``POST /renew``, ``GET /ca``,
 ``GET /privacy-notice?ownership=``, ``POST /checkin``, ``POST /commands/<id>/result``,
@@ -24,6 +24,7 @@ from mdm_core.agent.keys import DeviceKey
 
 __all__ = [
     "API_PREFIX",
+    "PROOF_HEADER",
     "CheckinAnswer",
     "DeviceClient",
     "Enrollment",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 API_PREFIX = "/mdm/v1"
+#: The header carrying the request proof (the server's ``mdm_core.device_proof.PROOF_HEADER``).
+PROOF_HEADER = "Device-Proof"
 
 
 class ProtocolError(Exception):
@@ -194,7 +197,7 @@ class DeviceClient:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         url = self.url(path)
         proof = self.key.request_proof(self.device_id, method, url, body)
-        headers = {"Authorization": f"DeviceProof {proof}"}
+        headers = {PROOF_HEADER: proof}
         if body:
             headers["Content-Type"] = "application/json"
         return self.http.request(

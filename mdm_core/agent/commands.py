@@ -6,8 +6,9 @@ and ``restart`` are **recorded** in the state directory's command log and acknow
 enough for the server to exercise its queue (queued -> delivered -> acknowledged) end to end.
 A production agent would replace :class:`RecordingExecutor` with one that acts.
 
-``collect_posture`` / ``device_information`` are answered with a fresh check-in by the runner.
-Unknown command types are answered ``error`` (never silently acknowledged).
+``request_checkin`` (and ``collect_posture`` / ``device_information``) are answered with a
+fresh check-in by the runner. Unknown command types are answered ``error`` (never silently
+acknowledged).
 """
 
 from __future__ import annotations
@@ -34,15 +35,16 @@ RECORDED_TYPES: frozenset[str] = frozenset(
         "remove_profile",
         "install_certificate",
         "remove_certificate",
-        "install_configuration",
-        "remove_configuration",
+        "apply_configuration",
         "rotate_key",
         "message",
     }
 )
 
 #: Commands answered by sending fresh posture.
-POSTURE_TYPES: frozenset[str] = frozenset({"collect_posture", "device_information", "checkin"})
+POSTURE_TYPES: frozenset[str] = frozenset(
+    {"request_checkin", "collect_posture", "device_information"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Signs the two JWTs a device presents (the contract the server's ``mdm_core.device_proof``
 verifies):
 
-- request proofs, ``Authorization: DeviceProof <jwt>`` on every device request after
+- request proofs, header ``Device-Proof: <jwt>`` on every device request after
   enrollment (RFC 9449 DPoP style): header ``{"alg": "ES256", "typ": "device-proof+jwt",
   "kid": device_id}``, claims ``htm``, ``htu`` (``scheme://host[:port]/path``, no query),
   ``iat``, ``jti`` (16 random bytes, base64url) and ``bh`` (base64url-no-pad SHA-256 of the

@@ -1,0 +1,213 @@
+"""``posture agent``: run the reference agent on this Linux host.
+
+Commands (none of them opens the server's database; the agent talks to the server over HTTP
+only):
+
+- ``posture agent enroll --server URL (--token T | --serial S) --ownership corporate|byod``
+  generates the device key (0600, in the state directory), shows the BYOD privacy notice and
+  asks for consent, and enrolls;
+- ``posture agent checkin`` collects posture, checks in once, carries out the commands;
+- ``posture agent run`` is the daemon loop (check in, long-poll, repeat);
+- ``posture agent serve-loopback --gateway-origin https://gw.example.com`` serves login
+  proofs on 127.0.0.1 to the gateway's login page only;
+- ``posture agent posture`` prints what the collector sees on this host.
+
+The reference agent never acts destructively: lock, wipe and the other commands are
+recorded in ``<state-dir>/commands.jsonl`` and acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from mdm_core.agent.agent import Agent, CheckinResult, NotEnrolled, agent_report
+from mdm_core.agent.client import ProtocolError
+from mdm_core.agent.collector_linux import collect
+from mdm_core.agent.loopback import LoopbackHelper
+
+__all__ = ["agent_group", "default_state_dir"]
+
+console = Console()
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/posture-agent")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "posture-agent"
+
+
+state_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="POSTURE_AGENT_STATE_DIR",
+    default=default_state_dir,
+    show_default="/var/lib/posture-agent as root, else ~/.local/state/posture-agent",
+    help="Where the agent keeps its key (0600), enrollment and command log.",
+)
+
+
+def _agent(state_dir: Path, server: str | None = None) -> Agent:
+    try:
+        return Agent(state_dir, server_url=server)
+    except NotEnrolled as exc:
+        raise click.ClickException(f"{exc} (run `posture agent enroll --server URL ...`)") from exc
+
+
+def _show_notice(notice: dict[str, Any]) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="green")
+    table.add_column(style="red")
+    can = list(notice.get("can_see") or [])
+    cannot = list(notice.get("cannot_see") or [])
+    table.add_row("[bold]Your organisation CAN see[/]", "[bold]It CANNOT see[/]")
+    for i in range(max(len(can), len(cannot))):
+        table.add_row(
+            f"• {can[i]}" if i < len(can) else "", f"• {cannot[i]}" if i < len(cannot) else ""
+        )
+    console.print(
+        Panel(
+            table,
+            title=f"Privacy notice ({notice.get('profile', '?')})",
+            subtitle=str(notice.get("description") or ""),
+        )
+    )
+
+
+def _print_result(result: CheckinResult) -> None:
+    compliance = result.answer.compliance
+    console.print(
+        f"checked in: next check-in in {result.answer.next_checkin_s}s, "
+        f"compliance {json.dumps(compliance) if compliance else 'n/a'}"
+    )
+    for command, outcome in result.executed:
+        console.print(f"  command {command.get('type')} ({command.get('id')}): {outcome.status}")
+
+
+@click.group("agent")
+def agent_group() -> None:
+    """The reference device agent (Linux)."""
+
+
+@agent_group.command("posture")
+def posture_cmd() -> None:
+    """Print what the collector establishes on this host (None: could not tell)."""
+    console.print_json(json.dumps(collect().as_dict()))
+
+
+@agent_group.command("enroll")
+@state_option
+@click.option("--server", required=True, help="The MDM base URL, e.g. https://mdm.example.com")
+@click.option("--token", help="A single-use enrollment token from your admin.")
+@click.option("--serial", help="Enroll by this host's pre-registered serial number.")
+@click.option("--ownership", type=click.Choice(["corporate", "byod"]), required=True)
+@click.option("--accept-notice", is_flag=True, help="Accept the BYOD privacy notice unasked.")
+def enroll_cmd(
+    state_dir: Path,
+    server: str,
+    token: str | None,
+    serial: str | None,
+    ownership: str,
+    accept_notice: bool,
+) -> None:
+    """Generate the device key and enroll this host."""
+    if token is not None and serial is not None:
+        raise click.UsageError("give --token or --serial, not both")
+    if ownership == "byod" and token is None:
+        raise click.UsageError("BYOD enrollment needs --token")
+    if token is None and serial is None and collect().serial_number is None:
+        raise click.UsageError("this host reports no serial number: give --serial or --token")
+
+    def consent(notice: dict[str, Any]) -> bool:
+        _show_notice(notice)
+        return accept_notice or click.confirm("Do you accept this notice?", default=False)
+
+    agent = _agent(state_dir, server)
+    try:
+        state = agent.enroll(
+            ownership=ownership, token=token, serial_number=serial, accept_notice=consent
+        )
+    except PermissionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ProtocolError as exc:
+        raise click.ClickException(f"enrollment refused: {exc.error}: {exc.reason}") from exc
+    finally:
+        agent.close()
+    console.print(f"[green]enrolled[/] as device [bold]{state.device_id}[/] ({ownership})")
+
+
+@agent_group.command("checkin")
+@state_option
+def checkin_cmd(state_dir: Path) -> None:
+    """Collect posture, check in once and carry out the commands received."""
+    agent = _agent(state_dir)
+    try:
+        _print_result(agent.checkin())
+    except ProtocolError as exc:
+        raise click.ClickException(f"check-in refused: {exc.error}: {exc.reason}") from exc
+    except NotEnrolled as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        agent.close()
+
+
+@agent_group.command("run")
+@state_option
+@click.option(
+    "--max-wait", default=60, show_default=True, help="Longest long-poll (server caps at 60 s)."
+)
+def run_cmd(state_dir: Path, max_wait: int) -> None:
+    """Check in, long-poll for commands, repeat (Ctrl-C stops)."""
+    agent = _agent(state_dir)
+    stop = threading.Event()
+    try:
+        agent.run(stop, max_wait_s=max_wait, on_checkin=_print_result)
+    except KeyboardInterrupt:
+        stop.set()
+    except ProtocolError as exc:
+        raise click.ClickException(f"refused: {exc.error}: {exc.reason}") from exc
+    finally:
+        agent.close()
+
+
+@agent_group.command("serve-loopback")
+@state_option
+@click.option(
+    "--gateway-origin",
+    required=True,
+    help="The only origin allowed to ask for proofs, e.g. https://gw.example.com",
+)
+@click.option("--port", default=8777, show_default=True, help="Loopback port (0: any).")
+@click.option("--no-posture", is_flag=True, help="Do not attach a posture snapshot.")
+def serve_loopback_cmd(state_dir: Path, gateway_origin: str, port: int, no_posture: bool) -> None:
+    """Serve login proofs on 127.0.0.1 for the gateway's login page."""
+    agent = _agent(state_dir)
+    agent.client.close()  # the helper signs locally; it does not talk to the server
+
+    def snapshot() -> dict[str, Any]:
+        return {"format": "agent", "report": agent_report(collect())}
+
+    try:
+        helper = LoopbackHelper(
+            agent.key,
+            agent.device_id,
+            gateway_origin,
+            posture=None if no_posture else snapshot,
+            port=port,
+        )
+    except (ValueError, OSError, NotEnrolled) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"login helper on {helper.url} for origin {gateway_origin} (Ctrl-C stops)")
+    try:
+        helper.serve_forever()
+    except KeyboardInterrupt:
+        pass
