@@ -11,8 +11,8 @@ Why Streams and not pub/sub: see ``docs/decisions.md``. In short, a reader that 
 connection for a moment resumes from the last entry it processed, so nothing published during
 the gap is lost (pub/sub would drop it silently). Loss is only possible when a reader falls
 more than ``maxlen`` entries behind, or Redis itself loses the stream; the reader detects that
-(the entry it last read is gone), logs an error and calls ``on_gap`` so the owner can drop
-caches built from events.
+(the entry it last read is gone, or after an outage the stream ends below its position),
+logs an error and calls ``on_gap`` so the owner can drop caches built from events.
 
 Semantics, matching :class:`mdm_core.events.InProcessBus` (the shared contract suite is
 ``tests/contracts/test_event_bus.py``):
@@ -191,6 +191,8 @@ class RedisEventBus:
         failures = 0
         while not self._stop.is_set():
             try:
+                if failures:
+                    self._verify_position()
                 self._read_once()
             except Exception as exc:  # redis errors, and anything unexpected: back off, retry
                 failures += 1
@@ -231,17 +233,41 @@ class RedisEventBus:
                 self._dispatch(entry_id, fields)
                 self._cursor = entry_id
 
+    def _verify_position(self) -> None:
+        """After an outage: if the stream now ends before our position (Redis restarted empty,
+        or failed over to a replica that had not seen everything we read), new entries could
+        get ids below it and would never be read. Move back to the stream's end, and report a
+        gap: what the new primary accepted while we were away may be below that end too."""
+        assert self._cursor is not None
+        last = self._last_generated_id()
+        if last >= self._cursor:
+            return
+        log.error(
+            "event bus stream %s went back from %s to %s",
+            self._stream,
+            _format_id(self._cursor),
+            _format_id(last),
+        )
+        with self._lock:
+            self._cursor = last
+            for sub in self._subs:
+                sub.after = min(sub.after, last)
+        self._report_gap()
+
     def _check_gap(self, before: StreamId) -> None:
         """Trimming keeps a suffix of the stream: if our last entry is gone, so may be others."""
         key = _format_id(before)
         if self._client.xrange(self._stream, min=key, max=key, count=1):
             return
-        self.gaps += 1
         log.error(
             "event bus reader on %s lost its position %s: events may have been missed",
             self._stream,
             key,
         )
+        self._report_gap()
+
+    def _report_gap(self) -> None:
+        self.gaps += 1
         if self._on_gap is not None:
             try:
                 self._on_gap()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -112,6 +114,47 @@ def test_close_returns_promptly_while_backing_off(stream: str) -> None:
     assert time.monotonic() - started < 1.0
     assert not bus._thread.is_alive()
     dead.close()
+
+
+def test_stream_that_went_back_after_an_outage_is_followed_and_reported(
+    client: redis.Redis, stream: str, proxy: CutProxy
+) -> None:
+    """Failover to a replica that lagged (or a restart without persistence): the stream now
+    ends below our position. The reader must move back, or it would never see new entries."""
+    reader_client = connect_redis(f"redis://127.0.0.1:{proxy.port}/0", timeout=1.0)
+    gap_seen = threading.Event()
+    reader = RedisEventBus(
+        reader_client,
+        stream=stream,
+        block_ms=200,
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        on_gap=gap_seen.set,
+    )
+    rec = Recorder()
+
+    def raw(event: DomainEvent) -> dict[Any, Any]:
+        return {b"event": json.dumps(event.to_json()).encode()}
+
+    try:
+        reader.subscribe("posture", rec)
+        client.xadd(stream, raw(ev("posture.changed", n=0)))
+        rec.wait_count(1)
+        proxy.cut()
+        client.delete(stream)
+        client.xadd(stream, raw(ev("posture.changed", n=99)), id="1-1")
+        deadline = time.monotonic() + 5
+        while reader.read_failures < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proxy.restore()
+        assert gap_seen.wait(5)
+        client.xadd(stream, raw(ev("posture.changed", n=1)), id="2-0")  # below the old cursor
+        got = rec.wait_count(2)
+        assert [e.payload["n"] for e in got] == [0, 1]
+        assert reader.gaps == 1
+    finally:
+        reader.close()
+        reader_client.close()
 
 
 def test_lost_position_is_reported_as_a_gap(client: redis.Redis, stream: str) -> None:
