@@ -57,7 +57,7 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._run_lock = threading.Lock()  # one batch at a time per process keeps id order
-        self._next_purge = clock()
+        self._next_purge: datetime | None = None  # first purge on the first loop run
 
     def run_once(self) -> int:
         """Publish one batch; returns how many events were published."""
@@ -125,7 +125,7 @@ class OutboxRelay:
             try:
                 while not self._stop.is_set() and self.run_once() >= self.batch_size:
                     pass
-                if self._clock() >= self._next_purge:
+                if self._next_purge is None or self._clock() >= self._next_purge:
                     self._next_purge = self._clock() + timedelta(minutes=10)
                     self.purge()
                 backoff = self.poll_interval

@@ -214,6 +214,7 @@ def load_privacy_profile(path: Path) -> PrivacyProfile:
         raise PrivacyProfileError([f"{file}:{line}: a privacy profile must be a mapping"])
     problems: list[str] = []
     fields: dict[str, Node] = {}
+    key_nodes: dict[str, Node] = {}
     for key_node, value_node in root.value:
         key = str(key_node.value)
         if key not in _TOP_KEYS:
@@ -222,6 +223,7 @@ def load_privacy_profile(path: Path) -> PrivacyProfile:
             problems.append(f"{file}:{_line(key_node)}: duplicate field {key!r}")
         else:
             fields[key] = value_node
+            key_nodes[key] = key_node
     for key in _REQUIRED:
         if key not in fields:
             problems.append(f"{file}:{_line(root)}: missing required field {key!r}")
@@ -273,7 +275,8 @@ def load_privacy_profile(path: Path) -> PrivacyProfile:
                     text for text, _ in _strings(value_node, f"notice.{key}", file, problems)
                 ]
             if not notice["cannot_see"]:
-                problems.append(f"{file}:{_line(notice_node)}: notice.cannot_see must be listed")
+                line = _line(key_nodes["notice"])
+                problems.append(f"{file}:{line}: notice.cannot_see must be listed")
     if problems:
         raise PrivacyProfileError(problems)
     assert profile_id is not None and ownership is not None
