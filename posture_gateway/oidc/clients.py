@@ -146,7 +146,8 @@ class Client:
     def get_allowed_scope(self, scope: str | None) -> str | None:
         """The requested scope if every part is allowed; None (invalid_scope) otherwise."""
         requested = (scope or "").split()
-        if not requested or not set(requested) <= set(self.config.scopes):
+        # This is an OpenID provider: every request must ask for openid (and so a nonce).
+        if "openid" not in requested or not set(requested) <= set(self.config.scopes):
             return None
         return " ".join(dict.fromkeys(requested))
 
