@@ -1,0 +1,1 @@
+"""Reusable test helpers (device keys and proofs, enrolled devices)."""
