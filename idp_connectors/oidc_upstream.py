@@ -57,6 +57,9 @@ __all__ = [
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
 
 
+_PROFILE_CLAIMS = ("email", "email_verified", "preferred_username", "name")
+
+
 class UpstreamOidcSettings(BaseModel):
     """One upstream OpenID provider the gateway brokers logins to."""
 
@@ -324,7 +327,32 @@ class OidcUpstream:
             max_age=self.settings.max_id_token_age,
             now=now,
         )
+        access_token = token.get("access_token")
+        if isinstance(access_token, str) and "email" not in claims:
+            claims = {**claims, **self._userinfo(metadata, access_token, claims["sub"])}
         return UpstreamLogin(identity=_identity(self.settings.issuer, claims), claims=claims)
+
+    def _userinfo(
+        self, metadata: OpenIDProviderMetadata, access_token: str, sub: str
+    ) -> dict[str, Any]:
+        """Profile claims from the UserInfo endpoint (OIDC Core 5.3), when the ID token has none.
+
+        Only profile claims are taken (never iss/sub/aud/nonce), and only when the response's
+        ``sub`` equals the ID token's (5.3.2: otherwise the response must not be used).
+        """
+        endpoint = metadata.get("userinfo_endpoint")
+        if not isinstance(endpoint, str):
+            return {}
+        try:
+            response = self._http.get(endpoint, headers={"Authorization": f"Bearer {access_token}"})
+            info = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise UpstreamUnavailable(f"userinfo: {type(exc).__name__}") from exc
+        if not isinstance(info, dict):
+            raise UpstreamProtocolError("userinfo did not answer a JSON object")
+        if info.get("sub") != sub:
+            raise UpstreamProtocolError("userinfo sub differs from the ID token's")
+        return {k: info[k] for k in _PROFILE_CLAIMS if k in info}
 
 
 def _identity(issuer: str, claims: Mapping[str, Any]) -> ExternalIdentity:

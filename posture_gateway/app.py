@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from mdm_core.runtime import CoreConfig, MdmCore, build_core
+from posture_gateway.integrations import register as integrations_register
 from posture_gateway.settings import Settings, load_settings
 
 __all__ = ["create_app", "GatewayState", "state"]
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from posture_gateway.oidc.setup import init_app as init_oidc
 
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
+    integrations_register(app, settings.integrations, public_url=settings.public_url)
     return app
 
 
