@@ -52,6 +52,12 @@ def cli(config: Path | None) -> None:
 
 
 # Sub-command groups register below (one line each).
+from posture_gateway.cli_keys import keys_group  # noqa: E402
+from posture_gateway.cli_users import clients_group, users_group  # noqa: E402
+
+cli.add_command(keys_group)  # posture keys list|rotate
+cli.add_command(users_group)  # posture users hash-password
+cli.add_command(clients_group)  # posture clients new-secret
 
 
 def main() -> None:

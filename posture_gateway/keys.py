@@ -15,8 +15,9 @@ handed over as PEM costs ~60x the signature itself, see FACTS.md).
   and certificate come from configured PEM files (rotation then happens outside the gateway).
 - Rotation with overlap: :meth:`KeyRing.rotate` makes a new key the active signer for its
   algorithm; the previous one stays published in the JWKS (so tokens it signed still verify)
-  until its ``retire_after``. Running processes pick up a rotation when they reload the ring
-  (at start, or :meth:`KeyRing.reload`).
+  until its ``retire_after``. Other processes (gunicorn workers, the CLI) pick up a rotation
+  within seconds: the ring re-reads the manifest when its mtime changes (checked at most every
+  5 s), or at once with :meth:`KeyRing.reload`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -58,6 +60,7 @@ Clock = Callable[[], datetime]
 
 _MANIFEST = "keyring.json"
 _LOCK = ".lock"
+_RELOAD_CHECK_SECONDS = 5.0  # how often a process looks for a rotation made by another one
 _CERT_LIFETIME = timedelta(days=3650)  # the cert only carries the key in x5c; JWKS governs use
 
 
@@ -199,6 +202,8 @@ class KeyRing:
         self._passphrase = passphrase
         self._issuer_name = issuer_name
         self._clock = clock
+        self._manifest_stamp = self._stamp()
+        self._next_check = 0.0
 
     # ---- construction -------------------------------------------------------------------
 
@@ -271,10 +276,38 @@ class KeyRing:
         if self._directory is None:
             return
         with _locked(self._directory):
+            stamp = self._stamp()
             keys = _read_ring(self._directory, self._passphrase)
         if not keys:
             raise KeyRingError(f"{self._directory}: the key ring is empty")
         self._keys = tuple(keys)
+        self._manifest_stamp = stamp
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self._directory is None:
+            return None
+        try:
+            st = (self._directory / _MANIFEST).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def _refresh(self) -> None:
+        """Pick up a rotation made by another process: one stat() every few seconds.
+
+        A failed reload keeps the keys already loaded (they are still valid to sign with).
+        """
+        if self._directory is None:
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + _RELOAD_CHECK_SECONDS
+        if self._stamp() != self._manifest_stamp:
+            try:
+                self.reload()
+            except KeyRingError:
+                pass
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -285,6 +318,7 @@ class KeyRing:
 
     def active(self, alg: Alg = "RS256") -> SigningKey:
         """The signer for ``alg``: the newest key of that algorithm that is not retiring."""
+        self._refresh()
         candidates = [k for k in self._keys if k.alg == alg and k.retire_after is None]
         if not candidates:
             raise KeyRingError(
@@ -302,6 +336,7 @@ class KeyRing:
 
     def published(self) -> tuple[SigningKey, ...]:
         """Keys in the JWKS now: active ones and retiring ones still within their overlap."""
+        self._refresh()
         now = self._clock()
         return tuple(k for k in self._keys if k.is_published(now))
 
@@ -311,6 +346,7 @@ class KeyRing:
 
     def verification_key(self, kid: str) -> SigningKey | None:
         """The published key with this ``kid``, or None (unknown or retired: reject the token)."""
+        self._refresh()
         now = self._clock()
         for key in self._keys:
             if key.kid == kid and key.is_published(now):
@@ -357,7 +393,9 @@ class KeyRing:
             _write_manifest(directory, kept)
             for gone in (k for k in updated if not k.is_published(now)):
                 _delete_key_files(directory, gone.kid)
+            stamp = self._stamp()
         self._keys = tuple(kept)
+        self._manifest_stamp = stamp
         return new_key
 
     def _require_directory(self) -> Path:

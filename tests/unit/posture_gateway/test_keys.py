@@ -140,3 +140,13 @@ def test_from_pem_files(tmp_path: Path) -> None:
     cert_path.write_bytes(other.certificate.public_bytes(serialization.Encoding.PEM))
     with pytest.raises(KeyRingError, match="does not match"):
         KeyRing.from_pem_files(key_path, cert_path, passphrase=PASS)
+
+
+def test_other_process_picks_up_rotation(tmp_path: Path) -> None:
+    server = KeyRing.open(tmp_path, passphrase=PASS)
+    cli = KeyRing.open(tmp_path, passphrase=PASS)
+    old = server.active().kid
+    new = cli.rotate(overlap=timedelta(hours=1))
+    server._next_check = 0.0  # the periodic check is due
+    assert server.active().kid == new.kid
+    assert {k["kid"] for k in server.jwks()["keys"]} == {old, new.kid}
