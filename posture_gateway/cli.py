@@ -52,6 +52,13 @@ def cli(config: Path | None) -> None:
 
 
 # Sub-command groups register below (one line each).
+from posture_gateway.cli_agent import agent_group  # noqa: E402
+from posture_gateway.cli_simulate import simulate_cmd  # noqa: E402
+from posture_gateway.demo import demo_cmd  # noqa: E402
+
+cli.add_command(agent_group)  # posture agent enroll|checkin|run|serve-loopback|posture
+cli.add_command(simulate_cmd)  # posture simulate --devices N
+cli.add_command(demo_cmd)  # posture demo
 from posture_gateway.cli_keys import keys_group  # noqa: E402
 from posture_gateway.cli_users import clients_group, users_group  # noqa: E402
 

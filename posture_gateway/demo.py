@@ -1,0 +1,494 @@
+"""``posture demo``: the end-to-end story on the embedded default, told and checked.
+
+Starts the real server (gunicorn, a production WSGI server, in a subprocess) on an ephemeral
+loopback port over a SQLite database in a temporary directory with the in-process bus, so
+nothing needs installing beyond the package. Then, as Carol the admin, Alice with her company
+laptop (the Linux reference agent, collecting this host's real posture) and Bob with his own
+iPhone (a simulated device speaking the same protocol):
+
+1. Carol registers the laptop's serial number; 2. the laptop enrolls itself with it;
+3. Carol issues a BYOD enrollment token to Bob; 4. Bob's iPhone shows the privacy notice,
+Bob accepts, the phone enrolls; 5. both check in, and the demo shows what the server kept
+and what it dropped from Bob's phone; 6. the laptop is offline and Carol locks it: the
+command waits, queued; 7. the laptop comes back, receives the lock and acknowledges it;
+then the audit trail (who did what).
+
+Every step asserts what it shows: if anything does not happen as told, the demo stops with
+:class:`DemoFailure` and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from cryptography import x509
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from mdm_core.agent.agent import Agent
+from mdm_core.agent.client import DeviceClient, notice_profile_id
+from mdm_core.agent.keys import DeviceKey
+from mdm_core.commands import CommandStatus
+from mdm_core.posture.model import Ownership, Platform
+from mdm_core.posture.normalize import normalize
+from mdm_core.runtime import MdmCore, build_core
+from mdm_core.simulator_reports import DeviceTraits, native_reports
+from posture_gateway.app import core_config
+from posture_gateway.settings import Settings
+
+__all__ = ["DemoFailure", "DemoServer", "run_demo", "demo_cmd"]
+
+ADMIN = "admin:carol"
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+LAPTOP_SERIAL = "DEMO-LNX-0001"
+IPHONE_SERIAL = "F2LDEMO00042"
+#: What Bob's phone sends that the BYOD privacy profile must not keep.
+PERSONAL_FIELDS = ("installed_apps", "serial_number", "hostname")
+
+
+class DemoFailure(Exception):
+    """A step of the story did not happen as told."""
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise DemoFailure(what)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _policy_dir() -> Path:
+    shipped = Path(__file__).resolve().parents[1] / "policies"
+    return shipped if shipped.is_dir() else Path("policies").resolve()
+
+
+def _ts(at: datetime | None) -> str:
+    return "—" if at is None else at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+@dataclass
+class DemoServer:
+    """``posture_gateway.app:create_app()`` under gunicorn, configured by environment."""
+
+    settings: Settings
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 25.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSTURE_")}
+        env.update(
+            POSTURE_DATA_DIR=str(self.settings.data_dir),
+            POSTURE_PUBLIC_URL=self.settings.public_url,
+            POSTURE_DEV_MODE="true",
+            POSTURE_POLICY_DIR=str(self.settings.policy_dir),
+        )
+        self.log_path = self.settings.data_dir / "server.log"
+        log = self.log_path.open("wb")
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "--workers", "1", "--worker-class", "gthread", "--threads", "8",
+            "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning",
+            "--graceful-timeout", "3",
+            "posture_gateway.app:create_app()",
+        ]  # fmt: skip
+        # Fixed argv (this interpreter running gunicorn), no shell.
+        self.proc = subprocess.Popen(  # noqa: S603
+            argv, env=env, cwd=self.settings.data_dir, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DemoFailure(f"the server exited at start:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise DemoFailure(f"the server was not ready within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Story:
+    """What the steps share."""
+
+    console: Console
+    core: MdmCore
+    server: DemoServer
+    workdir: Path
+    laptop: Agent | None = None
+    laptop_id: str = ""
+    phone: DeviceClient | None = None
+    phone_id: str = ""
+    bob_token: str = ""
+    lock_id: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, who: str, text: str) -> None:
+        self.console.print(f"  [bold cyan]{who}[/] {text}")
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+def step_register_serial(s: Story) -> None:
+    reg = s.core.enrollment.register_serial(LAPTOP_SERIAL, Platform.LINUX, ALICE, ADMIN)
+    check(reg.serial_number == LAPTOP_SERIAL and reg.user_id == ALICE, "serial not registered")
+    s.say("Carol (admin)", f"registers serial [bold]{LAPTOP_SERIAL}[/] (linux) for {ALICE}.")
+
+
+def step_laptop_enrolls(s: Story) -> None:
+    agent = Agent(s.workdir / "laptop-agent", server_url=s.server.url)
+    state = agent.enroll(ownership="corporate", serial_number=LAPTOP_SERIAL)
+    s.laptop, s.laptop_id = agent, state.device_id
+    key_file = agent.state_dir.key_path
+    check(oct(key_file.stat().st_mode & 0o777) == "0o600", "device key file is not 0600")
+    cert = x509.load_pem_x509_certificate(state.certificate.encode())
+    check(
+        cert.public_key().public_numbers()  # type: ignore[union-attr]
+        == agent.key.private_key.public_key().public_numbers(),
+        "the certificate is not for the laptop's key",
+    )
+    with s.core.storage.unit_of_work() as uow:
+        record = uow.devices.get(state.device_id)
+    check(record is not None and record.user_id == ALICE, "laptop not bound to Alice")
+    check(record is not None and record.ownership is Ownership.CORPORATE, "laptop not corporate")
+    s.say(
+        "Alice's laptop",
+        f"generates a P-256 key ({key_file.name}, mode 0600), sends a CSR with its serial.",
+    )
+    s.say(
+        "Server",
+        f"issues device [bold]{state.device_id}[/], certificate serial "
+        f"{cert.serial_number:x} valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC.",
+    )
+
+
+def step_byod_token(s: Story) -> None:
+    s.bob_token = s.core.enrollment.create_token(
+        BOB, Ownership.BYOD, Platform.IOS, timedelta(hours=1), ADMIN
+    )
+    check(len(s.bob_token) >= 32, "token too short")
+    s.say(
+        "Carol (admin)",
+        f"issues a single-use BYOD enrollment token to {BOB} "
+        f"([dim]{s.bob_token[:6]}… shown once; the server keeps only its SHA-256[/]).",
+    )
+
+
+def step_bob_enrolls(s: Story) -> None:
+    phone = DeviceClient(s.server.url, DeviceKey.generate())
+    notice = phone.privacy_notice("byod")
+    profile = notice_profile_id(notice)
+    check(bool(notice.get("cannot_see")), "the privacy notice says nothing about what is not seen")
+    table = Table.grid(padding=(0, 3))
+    table.add_column(style="green")
+    table.add_column(style="red")
+    can, cannot = list(notice.get("can_see") or []), list(notice.get("cannot_see") or [])
+    table.add_row("[bold]Your organisation can see[/]", "[bold]It cannot see[/]")
+    for i in range(max(len(can), len(cannot))):
+        table.add_row(
+            f"• {can[i]}" if i < len(can) else "", f"• {cannot[i]}" if i < len(cannot) else ""
+        )
+    s.console.print(Panel(table, title=f"Bob's iPhone shows the privacy notice ({profile})"))
+    s.say("Bob", "reads it and taps Accept.")
+    enrolled = phone.enroll(
+        platform="ios",
+        ownership="byod",
+        token=s.bob_token,
+        privacy_notice_accepted=profile,
+        common_name=IPHONE_SERIAL,
+    )
+    s.phone, s.phone_id = phone, enrolled.device_id
+    with s.core.storage.unit_of_work() as uow:
+        record = uow.devices.get(enrolled.device_id)
+    check(record is not None and record.user_id == BOB, "phone not bound to Bob")
+    check(record is not None and record.ownership is Ownership.BYOD, "phone not BYOD")
+    again = DeviceClient(s.server.url, DeviceKey.generate())
+    try:
+        again.enroll(
+            platform="ios", ownership="byod", token=s.bob_token, privacy_notice_accepted=profile
+        )
+    except Exception as exc:  # the refusal is the point
+        s.facts["token_reuse"] = str(exc)
+    finally:
+        again.close()
+    check("token_reuse" in s.facts, "a used enrollment token was accepted a second time")
+    s.say("Server", f"enrolls device [bold]{enrolled.device_id}[/] (BYOD, {BOB}).")
+    s.say("Attacker", f"replays Bob's token: refused ([dim]{s.facts['token_reuse']}[/]).")
+
+
+def step_checkins(s: Story) -> None:
+    assert s.laptop is not None and s.phone is not None
+    laptop = s.laptop.checkin()
+    check(laptop.answer.next_checkin_s > 0, "laptop check-in answer has no next check-in")
+    sent = s.laptop.report()
+    table = Table(title="Alice's laptop reports this host's real posture", show_lines=False)
+    table.add_column("field")
+    table.add_column("value")
+    for name in (
+        "os_version",
+        "os_build",
+        "storage_encrypted",
+        "firewall_enabled",
+        "screen_lock_enabled",
+        "secure_boot",
+        "agent_version",
+    ):
+        value = sent.get(name)
+        table.add_row(name, "[dim]cannot tell (not sent)[/]" if value is None else str(value))
+    s.console.print(table)
+    s.say("Server", f"answers the laptop: compliance {_compliance(laptop.answer.compliance)}.")
+
+    now = datetime.now(UTC)
+    reports = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)
+    fmt, report = reports[0]
+    answer = s.phone.checkin(fmt, report)
+    sent_posture = normalize(report, fmt, platform=Platform.IOS, received_at=now)
+    with s.core.storage.unit_of_work() as uow:
+        stored = uow.posture.latest(s.phone_id)
+    check(stored is not None, "Bob's posture was not stored")
+    assert stored is not None
+    kept, dropped = Table(title="Bob's iPhone (BYOD): what the server kept and dropped"), []
+    kept.add_column("field")
+    kept.add_column("sent")
+    kept.add_column("kept")
+    for name, value in sent_posture.model_dump(exclude={"platform", "collected_at"}).items():
+        if value in (None, (), []):
+            continue
+        stored_value = getattr(stored.posture, name)
+        is_kept = stored_value not in (None, (), [])
+        if not is_kept:
+            dropped.append(name)
+        kept.add_row(
+            name,
+            _short(value),
+            "[green]kept[/]" if is_kept else "[red]dropped before storage[/]",
+        )
+    s.console.print(kept)
+    for name in PERSONAL_FIELDS:
+        check(name in dropped, f"BYOD {name} was stored; the privacy profile must drop it")
+    check(stored.posture.os_version == report["OSVersion"], "Bob's OS version was not kept")
+    check("installed_apps" not in answer.collect, "the server asks BYOD devices for all apps")
+    s.say("Server", f"answers Bob's phone: compliance {_compliance(answer.compliance)}.")
+    # >>> Policy engine (engineer C): when mdm_core.policy is wired into check-ins, add
+    # >>> `step_access_decisions` after this step: a compliant device vs a jailbroken one.
+
+
+def step_lock_while_offline(s: Story) -> None:
+    s.say("Alice's laptop", "goes offline (lid closed: its agent is not running).")
+    cmd = s.core.commands.enqueue(
+        s.laptop_id,
+        "lock",
+        {"message": "Locked by IT: call the service desk"},
+        created_by=ADMIN,
+    )
+    s.lock_id = cmd.id
+    got = s.core.commands.get(cmd.id)
+    check(got is not None and got.status is CommandStatus.QUEUED, "the lock is not queued")
+    check(got is not None and got.delivered_at is None, "the lock was delivered while offline")
+    s.say(
+        "Carol (admin)", f"locks the laptop: command [bold]{cmd.id[:8]}…[/] is [yellow]queued[/]."
+    )
+    s.console.print(_command_table(s, "The lock waits for the laptop"))
+
+
+def step_laptop_returns(s: Story) -> None:
+    assert s.laptop is not None
+    time.sleep(0.2)  # so the timestamps show the gap
+    s.say("Alice's laptop", "comes back online and checks in.")
+    result = s.laptop.checkin()
+    locks = [c for c, _ in result.executed if c.get("id") == s.lock_id]
+    check(len(locks) == 1 and locks[0].get("type") == "lock", "the lock was not delivered")
+    outcome = next(o for c, o in result.executed if c.get("id") == s.lock_id)
+    check(outcome.status == "acknowledged", "the agent did not acknowledge the lock")
+    logged = [e for e in s.laptop.state_dir.command_log() if e["command"].get("id") == s.lock_id]
+    check(len(logged) == 1, "the agent did not record the lock")
+    got = s.core.commands.get(s.lock_id)
+    check(got is not None and got.status is CommandStatus.ACKNOWLEDGED, "lock not acknowledged")
+    states = [t.to_status for t in s.core.commands.transitions(s.lock_id)]
+    check(
+        states == [CommandStatus.QUEUED, CommandStatus.DELIVERED, CommandStatus.ACKNOWLEDGED],
+        f"unexpected command history {states}",
+    )
+    s.say(
+        "Alice's laptop",
+        f"receives the lock and acknowledges it ([dim]{outcome.detail}: the reference agent "
+        "records commands and never locks or wipes its host[/]).",
+    )
+    s.console.print(_command_table(s, "The lock, delivered and acknowledged"))
+
+
+def step_audit(s: Story) -> None:
+    entries = []
+    with s.core.storage.unit_of_work() as uow:
+        for subject in (LAPTOP_SERIAL, s.laptop_id, BOB, s.phone_id):
+            entries.extend(uow.audit.recent(subject, limit=50))
+    check(bool(entries), "nothing was audited")
+    table = Table(title="Audit trail: who did what")
+    for col in ("time (UTC)", "actor", "action", "subject", "outcome"):
+        table.add_column(col)
+    seen = set()
+    for e in sorted(entries, key=lambda e: (e.at, e.id)):
+        if e.id in seen:
+            continue
+        seen.add(e.id)
+        table.add_row(_ts(e.at), e.actor, e.action, e.subject, e.outcome)
+    s.console.print(table)
+
+
+STEPS: list[tuple[str, Callable[[Story], None]]] = [
+    ("Carol registers a company laptop", step_register_serial),
+    ("The laptop enrolls itself (registered serial)", step_laptop_enrolls),
+    ("Carol invites Bob to enroll his own phone", step_byod_token),
+    ("Bob's iPhone: privacy notice, consent, enrollment", step_bob_enrolls),
+    ("Both devices check in", step_checkins),
+    # (policy engine) ("Access: a compliant device vs a jailbroken one", step_access_decisions),
+    ("The laptop is offline; Carol locks it", step_lock_while_offline),
+    ("The laptop comes back", step_laptop_returns),
+    ("The record", step_audit),
+]
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _compliance(data: dict[str, Any]) -> str:
+    if not data:
+        return "[dim]not reported[/]"
+    state, outcome = data.get("state", "?"), data.get("outcome", "?")
+    reasons = ", ".join(str(r.get("code")) for r in data.get("reasons") or [] if r.get("code"))
+    return f"[bold]{state}[/] → {outcome}" + (f" ([dim]{reasons}[/])" if reasons else "")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    if isinstance(value, tuple | list):
+        text = ", ".join(str(v.get("app_id", v)) if isinstance(v, dict) else str(v) for v in value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _command_table(s: Story, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("time (UTC)", "from", "to", "detail"):
+        table.add_column(col)
+    for t in s.core.commands.transitions(s.lock_id):
+        table.add_row(
+            _ts(t.at),
+            t.from_status.value if t.from_status else "—",
+            t.to_status.value,
+            t.detail or "",
+        )
+    return table
+
+
+@contextmanager
+def _environment(keep: bool) -> Iterator[Path]:
+    workdir = Path(tempfile.mkdtemp(prefix="posture-demo-"))
+    try:
+        yield workdir
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_demo(console: Console, *, keep: bool = False) -> float:
+    """Tell the story; returns the seconds it took. Raises :class:`DemoFailure`."""
+    started = time.monotonic()
+    with _environment(keep) as workdir:
+        port = _free_port()
+        settings = Settings(
+            data_dir=workdir / "data",
+            public_url=f"http://127.0.0.1:{port}",
+            policy_dir=_policy_dir(),
+            dev_mode=True,
+        )
+        settings.data_dir.mkdir(parents=True)
+        core = build_core(core_config(settings))  # migrates and creates the CA first
+        server = DemoServer(settings, port)
+        console.print(
+            Panel(
+                f"server   {server.url} (gunicorn, 1 worker x 8 threads)\n"
+                f"store    SQLite {settings.effective_database_url.removeprefix('sqlite:///')}\n"
+                "bus      in-process\n"
+                f"policies {settings.policy_dir}",
+                title="Posture Gateway demo: the embedded default",
+            )
+        )
+        story = Story(console=console, core=core, server=server, workdir=workdir)
+        try:
+            server.start()
+            for number, (title, step) in enumerate(STEPS, start=1):
+                console.rule(f"[bold]{number}. {title}")
+                step(story)
+        except DemoFailure:
+            tail = server.log_tail()
+            if tail:
+                console.print(Panel(tail, title="server log (tail)"))
+            raise
+        finally:
+            for client in (story.laptop, story.phone):
+                if client is not None:
+                    client.close()
+            server.stop()
+            core.close()
+        if keep:
+            console.print(f"kept {workdir}")
+    return time.monotonic() - started
+
+
+@click.command("demo")
+@click.option("--keep", is_flag=True, help="Keep the temporary data directory.")
+def demo_cmd(keep: bool) -> None:
+    """Run the end-to-end story on the embedded default (SQLite, in-process bus)."""
+    console = Console()
+    try:
+        elapsed = run_demo(console, keep=keep)
+    except DemoFailure as exc:
+        console.print(f"[bold red]demo failed:[/] {exc}")
+        raise SystemExit(1) from exc
+    except Exception as exc:
+        console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {exc}")
+        raise SystemExit(1) from exc
+    console.print(f"[bold green]every step happened as told[/] ({elapsed:.1f}s)")
