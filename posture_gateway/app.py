@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from mdm_core.api.checkin_views import bp as checkin_bp
+from mdm_core.api.enrollment_views import bp as enrollment_bp
 from mdm_core.runtime import CoreConfig, MdmCore, build_core
 from posture_gateway.integrations import register as integrations_register
 from posture_gateway.settings import Settings, load_settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health_bp)
     # Feature blueprints register below (one line each).
     app.register_blueprint(checkin_bp)  # device check-ins, command results, long-poll
+    app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
     from posture_gateway.oidc.setup import init_app as init_oidc
 
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages

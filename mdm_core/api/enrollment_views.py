@@ -1,0 +1,187 @@
+"""HTTP endpoints of the device protocol for enrollment, renewal and the CA certificate
+(blueprint ``bp``, under ``/mdm/v1``).
+
+- ``POST /mdm/v1/enroll`` (no proof: the token or registered serial is the credential)::
+
+      {"csr": "<PEM>", "platform": "macos", "ownership": "corporate|byod",
+       "token": "...", "serial_number": "...",          # at least one of the two
+       "privacy_notice_accepted": "<profile id>",       # required for byod
+       "device_id": "..."}                              # optional: re-enroll this device
+
+  -> ``201 {"device_id", "certificate", "ca_certificate", "checkin_url", "status",
+  "re_enrolled"}``
+- ``POST /mdm/v1/renew`` with a request proof (``Device-Proof`` header) over
+  ``{"csr": "<PEM>"}`` -> ``200`` same shape; the certificate the device used is revoked.
+- ``GET /mdm/v1/ca`` -> the CA certificate (PEM), for devices and mTLS proxies.
+
+Errors: ``{"error": "<reason>", "reason": "<text>"}``: 400 malformed JSON / missing or
+mistyped or unknown field / bad CSR / notice not accepted, 401 bad token or refused proof,
+403 ownership/platform/device mismatch or unregistered serial, 413 too large, 415 not JSON.
+A refused request changes nothing (the token stays unspent).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from mdm_core.device_proof import PROOF_HEADER
+from mdm_core.enrollment import EnrollmentRequest
+from mdm_core.errors import BadRequest, MalformedProof, MdmError
+from mdm_core.posture.model import Ownership, Platform
+
+if TYPE_CHECKING:
+    from mdm_core.runtime import MdmCore
+
+__all__ = ["bp", "MAX_ENROLL_BYTES"]
+
+bp = Blueprint("mdm_enrollment", __name__, url_prefix="/mdm/v1")
+
+#: A CSR is < 1 KiB; anything near this is not an enrollment.
+MAX_ENROLL_BYTES = 32 * 1024
+_ENROLL_FIELDS = {
+    "csr",
+    "platform",
+    "ownership",
+    "token",
+    "serial_number",
+    "privacy_notice_accepted",
+    "device_id",
+}
+
+
+_E = TypeVar("_E", Platform, Ownership)
+
+
+class UnsupportedMediaType(MdmError):
+    reason = "unsupported_media_type"
+    status = 415
+
+
+class PayloadTooLarge(MdmError):
+    reason = "payload_too_large"
+    status = 413
+
+
+def _core() -> MdmCore:
+    """The MDM core of this app (the gateway keeps it at ``extensions["posture"].core``)."""
+    return current_app.extensions["posture"].core  # type: ignore[no-any-return]
+
+
+def _error(code: str, reason: str, status: int) -> Response:
+    resp = jsonify(error=code, reason=reason)
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = f'DeviceProof error="{code}"'
+    return resp
+
+
+@bp.errorhandler(MdmError)
+def _mdm_error(err: MdmError) -> Response:
+    return _error(err.reason, err.message, err.status)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Response:
+    code = (err.name or "error").lower().replace(" ", "_")
+    return _error(code, err.description or code, err.code or 500)
+
+
+def _body() -> bytes:
+    if (request.content_length or 0) > MAX_ENROLL_BYTES:
+        raise PayloadTooLarge(f"the body must be at most {MAX_ENROLL_BYTES} bytes")
+    body = request.get_data(cache=False)
+    if len(body) > MAX_ENROLL_BYTES:
+        raise PayloadTooLarge(f"the body must be at most {MAX_ENROLL_BYTES} bytes")
+    return body
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("the body must be application/json")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _str(data: dict[str, Any], name: str) -> str | None:
+    """An optional non-empty string field (``None`` when absent or null)."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name} must be a non-empty string")
+    return value
+
+
+def _required(data: dict[str, Any], name: str) -> str:
+    value = _str(data, name)
+    if value is None:
+        raise BadRequest(f"{name} is required")
+    return value
+
+
+def _choice(data: dict[str, Any], name: str, enum: type[_E]) -> _E:
+    value = _required(data, name)
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise BadRequest(f"{name} must be one of: {allowed}") from None
+
+
+def _proof() -> str:
+    token = request.headers.get(PROOF_HEADER)
+    if token is None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "deviceproof":
+            token = value.strip()
+    if not token:
+        raise MalformedProof(f"missing device proof ({PROOF_HEADER} header)")
+    return token
+
+
+@bp.post("/enroll")
+def enroll() -> ResponseReturnValue:
+    data = _json_object(_body())
+    unknown = sorted(set(data) - _ENROLL_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    enrollment = EnrollmentRequest(
+        csr_pem=_required(data, "csr"),
+        platform=_choice(data, "platform", Platform),
+        ownership=_choice(data, "ownership", Ownership),
+        token=_str(data, "token"),
+        serial_number=_str(data, "serial_number"),
+        privacy_notice_accepted=_str(data, "privacy_notice_accepted"),
+        device_id=_str(data, "device_id"),
+    )
+    result = _core().enrollment.enroll(enrollment)
+    return jsonify(result.to_json()), 201
+
+
+@bp.post("/renew")
+def renew() -> ResponseReturnValue:
+    core = _core()
+    body = _body()
+    url = core.config.public_url.rstrip("/") + request.path
+    with core.storage.unit_of_work() as uow:
+        device = core.proofs.verify(_proof(), method=request.method, url=url, body=body, uow=uow)
+        data = _json_object(body)
+        if set(data) != {"csr"}:
+            raise BadRequest('the body must be exactly {"csr": "<PEM>"}')
+        result = core.enrollment.renew(device, _required(data, "csr"), uow=uow)
+    return jsonify(result.to_json())
+
+
+@bp.get("/ca")
+def ca_certificate() -> ResponseReturnValue:
+    return Response(_core().ca.certificate_pem, mimetype="application/x-pem-file")
