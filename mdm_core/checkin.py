@@ -194,9 +194,11 @@ class CheckinService:
                     occurred_at=now,
                 )
             )
-        delivered = self.commands.deliver(
-            uow, record.id, now=now, limit=self.max_commands, events=events
-        )
+        delivered: list[Command] = []
+        if recorded.commands_waiting is not False:
+            delivered = self.commands.deliver(
+                uow, record.id, now=now, limit=self.max_commands, events=events
+            )
         uow.outbox.add(events)
         if self._kick is not None:
             uow.call_after(self._kick)

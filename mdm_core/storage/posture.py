@@ -28,6 +28,9 @@ class StoredPosture:
 class RecordedPosture:
     seq: int
     previous: Posture | None  # the latest posture before this report; None for the first
+    #: A hint read in the same round trip: whether the device has deliverable commands
+    #: (``None``: not known, ask the command store). Lets the check-in skip a query.
+    commands_waiting: bool | None = None
 
 
 class PostureStore(Protocol):
@@ -36,7 +39,8 @@ class PostureStore(Protocol):
     ) -> RecordedPosture:
         """Make ``posture`` the device's latest, write it to history slot ``seq % history_length``
         and set ``devices.last_checkin_at = received_at``, in one go (the posture is JSON-encoded
-        once). Returns the new sequence number and the previous latest posture.
+        once). Returns the new sequence number, the previous latest posture and, where the
+        backend can tell in the same round trip, whether commands are waiting.
 
         Raises :class:`mdm_core.errors.NotFound` for an unknown device (the unit of work must
         then be abandoned).

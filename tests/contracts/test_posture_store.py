@@ -84,3 +84,33 @@ def test_unknown_device(database: Database) -> None:
         assert uow.posture.history("nope") == []
     with pytest.raises(NotFound), storage.unit_of_work() as uow:
         uow.posture.record("nope", _posture(0), received_at=T0, history_length=3)
+
+
+def test_commands_waiting_hint_is_never_wrong(database: Database) -> None:
+    from mdm_core.commands import CommandService
+
+    add_device(database, "d1")
+    storage = SqlStorage(database)
+    service = CommandService(storage)
+
+    def hint(n: int) -> bool | None:
+        with storage.unit_of_work() as uow:
+            got = uow.posture.record("d1", _posture(n), received_at=T0, history_length=3)
+            waiting = bool(uow.commands.next_commands("d1", 1))
+        assert got.commands_waiting in (None, waiting)  # None: the backend cannot tell
+        return got.commands_waiting
+
+    hint(0)
+    cmd = service.enqueue("d1", "lock", {}, created_by="t", now=T0)
+    assert hint(1) in (None, True)
+    with storage.unit_of_work() as uow:
+        service.deliver(uow, "d1", now=T0)
+    assert hint(2) in (None, True)  # delivered, unanswered: still waiting
+    service.record_result("d1", cmd.id, "not_now", now=T0)
+    assert hint(3) in (None, True)
+    with storage.unit_of_work() as uow:
+        service.deliver(uow, "d1", now=T0)
+    service.record_result("d1", cmd.id, "acknowledged", now=T0)
+    assert hint(4) in (None, False)
+    if database.is_postgres:
+        assert hint(5) is False

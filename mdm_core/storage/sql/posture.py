@@ -2,8 +2,9 @@
 
 On PostgreSQL a check-in is recorded in ONE round trip: a statement whose CTEs read the
 previous latest posture (from the statement's snapshot), upsert the latest row
-(``seq = seq + 1``, serialised by the row lock the upsert takes), upsert the history slot and
-touch ``devices.last_checkin_at``. (``FOR UPDATE`` on the read would hide the row this same
+(``seq = seq + 1``, serialised by the row lock the upsert takes), upsert the history slot,
+touch ``devices.last_checkin_at`` and tell whether commands wait (so an idle check-in needs no
+command query). (``FOR UPDATE`` on the read would hide the row this same
 statement updates, so it is not used: two check-ins of one device at the same instant may both
 compare against the same previous posture, which only affects change detection.)
 SQLite (embedded, in-process) runs the same steps as separate statements in one transaction.
@@ -52,7 +53,12 @@ WITH prev AS (
 ), dev AS (
     UPDATE devices SET last_checkin_at = :received_at WHERE id = :device_id
 )
-SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous FROM latest
+SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous,
+       EXISTS (
+           SELECT 1 FROM commands
+           WHERE device_id = :device_id AND status IN ('queued', 'delivered', 'not_now')
+       ) AS commands_waiting
+FROM latest
 """
 )
 
@@ -83,7 +89,9 @@ class SqlPostureStore:
             if self.dialect == "postgresql":
                 row = self.conn.execute(_PG_RECORD, params).one()
                 previous = None if row.previous is None else _posture(row.previous)
-                return RecordedPosture(seq=int(row.seq), previous=previous)
+                return RecordedPosture(
+                    seq=int(row.seq), previous=previous, commands_waiting=bool(row.commands_waiting)
+                )
             return self._record_sqlite(params)
         except IntegrityError as exc:
             raise NotFound(f"unknown device {device_id!r}") from exc
