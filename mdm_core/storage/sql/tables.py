@@ -131,6 +131,9 @@ posture_latest = Table(
     _ts("collected_at"),
     _ts("received_at"),
     Column("posture", JSON, nullable=False),
+    # Which report format established each field, and when each format last reported: a
+    # device with two sources (MDM channel + companion app) gets one merged posture.
+    Column("sources", JSON, nullable=True),
 )
 
 # A ring of the last N reports per device: slot = seq % N, so history is bounded by

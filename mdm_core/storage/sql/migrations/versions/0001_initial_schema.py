@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:16:01.580829
+Create Date: 2026-11-23 09:30:18.575058
 """
 
 from __future__ import annotations
@@ -244,6 +244,7 @@ def upgrade() -> None:
         sa.Column("collected_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("posture", sa.JSON(), nullable=False),
+        sa.Column("sources", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_id"], ["devices.id"], name=op.f("fk_posture_latest_device_id_devices")
         ),
