@@ -14,7 +14,7 @@ instance comparing a ``null`` field) makes the rule fail: not reported never pas
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -22,9 +22,18 @@ import cel
 
 from mdm_core.posture.model import POSTURE_FIELDS, Posture
 
-__all__ = ["CelCondition", "CelCompileError", "CelEvaluationError", "compile_condition", "ROOTS"]
+__all__ = [
+    "CelCondition",
+    "CelCompileError",
+    "CelEvaluationError",
+    "compile_condition",
+    "ROOTS",
+    "MEMO_SIZE",
+]
 
 ROOTS = frozenset({"posture", "device", "user", "now"})
+#: Distinct input combinations remembered per expression before the memo is cleared.
+MEMO_SIZE = 4096
 _FIELD_REF = re.compile(r"\bposture\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 _POSTURE_TOKEN = re.compile(r"\bposture\b")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -46,6 +55,9 @@ class CelCondition:
     uses_device: bool
     uses_user: bool
     uses_now: bool
+    memo: dict[tuple[object, ...], bool | str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def evaluate(
         self,
@@ -57,9 +69,55 @@ class CelCondition:
         groups: frozenset[str],
         now: datetime,
     ) -> bool:
-        """``True`` when the condition holds; raises :class:`CelEvaluationError` otherwise."""
+        """``True`` when the condition holds; raises :class:`CelEvaluationError` otherwise.
+
+        CEL is pure, so results are memoised on exactly the values the expression reads
+        (the projected posture fields, and device/user when referenced): fleets share a few
+        distinct value combinations, and a hit costs a dict lookup instead of a CEL call.
+        Expressions reading ``now`` are not memoised. The memo is bounded (cleared when full).
+        """
+        raw = tuple(getattr(posture, f) for f in self.posture_fields)
+        key: tuple[object, ...] | None = None
+        if not self.uses_now:
+            key = (
+                raw,
+                platform if self.uses_device else None,
+                ownership if self.uses_device else None,
+                user_id if self.uses_user else None,
+                groups if self.uses_user else None,
+            )
+            try:
+                hit = self.memo.get(key)
+            except TypeError:  # an unhashable value: evaluate without the memo
+                key, hit = None, None
+            if hit is not None:
+                if isinstance(hit, str):  # a remembered error: raise a fresh exception
+                    raise CelEvaluationError(hit)
+                return hit
+        result: bool | str
+        try:
+            result = self._run(raw, platform, ownership, user_id, groups, now)
+        except CelEvaluationError as exc:
+            result = str(exc)
+        if key is not None:
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            self.memo[key] = result
+        if isinstance(result, str):
+            raise CelEvaluationError(result)
+        return result
+
+    def _run(
+        self,
+        raw: tuple[Any, ...],
+        platform: str,
+        ownership: str,
+        user_id: str,
+        groups: frozenset[str],
+        now: datetime,
+    ) -> bool:
         context: dict[str, Any] = {
-            "posture": {f: _cel_value(getattr(posture, f)) for f in self.posture_fields}
+            "posture": {f: _cel_value(v) for f, v in zip(self.posture_fields, raw, strict=True)}
         }
         if self.uses_device:
             context["device"] = {"platform": platform, "ownership": ownership}
@@ -70,7 +128,7 @@ class CelCondition:
         try:
             result = self.program.execute(context)
         except Exception as exc:  # the Rust core raises several builtin types
-            raise CelEvaluationError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise CelEvaluationError(f"{type(exc).__name__}: {_first_line(exc)}") from None
         if not isinstance(result, bool):
             raise CelEvaluationError(f"expression returned {type(result).__name__}, not bool")
         return result

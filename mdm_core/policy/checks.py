@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from mdm_core.policy.cel import CelCondition
 from mdm_core.policy.durations import parse_duration
@@ -28,8 +27,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class RuleEnv:
+class RuleEnv(NamedTuple):
     """Per-evaluation values a check may need besides the posture."""
 
     platform: str
@@ -62,10 +60,25 @@ CHECK_FIELDS: dict[str, tuple[str, ...]] = {
 _VERSION = re.compile(r"^\s*v?([0-9]+(?:\.[0-9]+)*)")
 
 
+_VERSION_MEMO: dict[str, tuple[int, ...] | None] = {}
+
+
 def parse_version(text: str | None) -> tuple[int, ...] | None:
     """Leading dotted number of a version string (``"17.4.1 (21E236)"`` -> (17, 4, 1))."""
     if text is None:
         return None
+    try:
+        return _VERSION_MEMO[text]
+    except KeyError:
+        pass
+    parsed = _parse_version(text)
+    if len(_VERSION_MEMO) >= 4096:
+        _VERSION_MEMO.clear()
+    _VERSION_MEMO[text] = parsed
+    return parsed
+
+
+def _parse_version(text: str) -> tuple[int, ...] | None:
     match = _VERSION.match(text)
     if match is None:
         return None
@@ -93,7 +106,7 @@ def _min_os_version(spec: dict[str, str]) -> Check:
     minimums = {platform: parse_version(v) for platform, v in spec.items()}
 
     def check(posture: Posture, env: RuleEnv) -> bool:
-        minimum = minimums.get(posture.platform.value)
+        minimum = minimums.get(env.platform)  # the enrolled platform (checked = posture's)
         if minimum is None:
             return True  # no minimum for this platform (the rule's scope says where it applies)
         have = parse_version(posture.os_version)
@@ -143,6 +156,8 @@ def _required_apps(app_ids: list[str]) -> Check:
 
     def check(posture: Posture, env: RuleEnv) -> bool:
         present = {a.app_id for a in posture.managed_apps}
+        if required <= present:
+            return True
         present.update(a.app_id for a in posture.installed_apps)
         return required <= present
 
@@ -153,9 +168,13 @@ def _forbidden_apps(app_ids: list[str]) -> Check:
     forbidden = frozenset(app_ids)
 
     def check(posture: Posture, env: RuleEnv) -> bool:
-        return not any(a.app_id in forbidden for a in posture.installed_apps) and not any(
-            a.app_id in forbidden for a in posture.managed_apps
-        )
+        for installed in posture.installed_apps:
+            if installed.app_id in forbidden:
+                return False
+        for managed in posture.managed_apps:
+            if managed.app_id in forbidden:
+                return False
+        return True
 
     return check
 

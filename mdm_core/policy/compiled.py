@@ -74,10 +74,9 @@ class CompiledRule:
     fields: tuple[str, ...]
     file: str
     line: int
+    key: tuple[str, str] = ("", "")  # (policy id, rule id), set by the compiler
 
-    @property
-    def critical(self) -> bool:
-        return self.severity is Severity.CRITICAL
+    critical: bool = False  # severity is critical (stored: read on the hot path)
 
     def applies(self, platform: Platform, ownership: Ownership) -> bool:
         return (self.platforms is None or platform in self.platforms) and (
@@ -184,6 +183,23 @@ class CompiledPolicySet:
     fingerprint: str  # sha256 over the files' bytes: what exactly is in force
     files: tuple[str, ...]
     loaded_at: datetime
+    #: compliance policies pre-filtered by (platform, ownership); groups are checked per user
+    compliance_by_scope: Mapping[tuple[Platform, Ownership], tuple[CompliancePolicy, ...]] = field(
+        default_factory=dict
+    )
+
+    def compliance_for(
+        self, groups: frozenset[str], platform: Platform, ownership: Ownership
+    ) -> list[CompliancePolicy]:
+        """The compliance policies (enforced and report-only) assigned to this user/device."""
+        candidates = self.compliance_by_scope.get((platform, ownership))
+        if candidates is None:  # a set built without the index
+            return [p for p in self.compliance if p.assign.matches(groups, platform, ownership)]
+        return [
+            p
+            for p in candidates
+            if p.assign.groups is None or not p.assign.groups.isdisjoint(groups)
+        ]
 
     @property
     def policy_ids(self) -> tuple[str, ...]:

@@ -114,6 +114,16 @@ def compile_documents(
         fingerprint=fingerprint,
         files=files,
         loaded_at=now,
+        compliance_by_scope={
+            (platform, ownership): tuple(
+                p
+                for _, p in compliance
+                if (p.assign.platforms is None or platform in p.assign.platforms)
+                and (p.assign.ownership is None or ownership in p.assign.ownership)
+            )
+            for platform in Platform
+            for ownership in Ownership
+        },
     )
     return compiled, []
 
@@ -243,6 +253,8 @@ def _rule(
         fields=fields,
         file=doc.file,
         line=doc.line_of(path),
+        key=(policy_id, data["id"]),
+        critical=severity is Severity.CRITICAL,
     )
 
 

@@ -33,6 +33,7 @@ from mdm_core.policy.model import (
     RuleKey,
     Severity,
 )
+from mdm_core.posture.model import Ownership, Platform
 
 __all__ = ["evaluate", "MAX_CLOCK_SKEW", "UNLISTED_APP_SENSITIVITY"]
 
@@ -59,6 +60,10 @@ _REMEDIATION_REENROLL = (
     "Fix the problem, then re-enroll the device and let it check in; access returns once "
     "the check-in passes."
 )
+_NO_RESTRICTIONS = Restrictions()
+_EMPTY: frozenset[RuleKey] = frozenset()
+_PLATFORM_NAMES = {p: p.value for p in Platform}
+_OWNERSHIP_NAMES = {o: o.value for o in Ownership}
 _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.HIGH: 1, Severity.MEDIUM: 2, Severity.LOW: 3}
 
 
@@ -116,7 +121,7 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
 
     groups = user.groups if user is not None else frozenset()
     platform, ownership = device.platform, device.ownership
-    applicable = [p for p in policies.compliance if p.assign.matches(groups, platform, ownership)]
+    applicable = policies.compliance_for(groups, platform, ownership)
     enforced = [p for p in applicable if p.enforce]
     report_only: list[Reason] = []
     if not enforced:
@@ -131,7 +136,6 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
     posture = request.posture
     age: timedelta | None = None
     failing: set[RuleKey] = set()
-    passing: set[RuleKey] = set()
     if posture is None:
         reasons.append(
             _block(
@@ -151,29 +155,28 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
                 )
             )
         env = RuleEnv(
-            platform=platform.value,
-            ownership=ownership.value,
+            platform=_PLATFORM_NAMES[platform],
+            ownership=_OWNERSHIP_NAMES[ownership],
             user_id=user.id if user is not None else "",
             groups=groups,
             now=now,
         )
+        scope = (platform, ownership)
+        failures = request.rule_failures
         for policy in applicable:
-            for rule in policy.by_scope[(platform, ownership)]:
-                key = (policy.id, rule.id)
-                detail = ""
+            enforce = policy.enforce
+            for rule in policy.by_scope[scope]:
                 try:
-                    ok = rule.check(posture, env)
+                    if rule.check(posture, env):
+                        continue
+                    detail = ""
                 except CelEvaluationError as exc:
-                    ok, detail = False, f" (condition could not be evaluated: {exc})"
-                if ok:
-                    if policy.enforce:
-                        passing.add(key)
-                    continue
+                    detail = f" (condition could not be evaluated: {exc})"
+                key = rule.key
+                first = failures.get(key, now)
                 if rule.critical:
                     outcome, escalates_at = Outcome.BLOCK, None
-                    first = request.rule_failures.get(key, now)
                 else:
-                    first = request.rule_failures.get(key, now)
                     elapsed = max(now - first, timedelta(0))
                     outcome, following = rule.stage(elapsed)
                     escalates_at = first + following if following is not None else None
@@ -188,15 +191,15 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
                     first_failed_at=first,
                     escalates_at=escalates_at,
                 )
-                if policy.enforce:
+                if enforce:
                     reasons.append(reason)
                     failing.add(key)
                     quarantine = quarantine or rule.critical
                 else:
                     report_only.append(reason)
 
-    outcome = Outcome.worst(*(r.outcome for r in reasons))
-    restrictions = Restrictions()
+    outcome = Outcome.worst(*(r.outcome for r in reasons)) if reasons else Outcome.ALLOW
+    restrictions = _NO_RESTRICTIONS
     if request.app is not None and outcome in (Outcome.WARN, Outcome.RESTRICT):
         outcome, restrictions, app_reason = _apply_app(
             policies.access.get(request.app), request.app, outcome
@@ -211,9 +214,8 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
         age=age,
         restrictions=restrictions,
         report_only=report_only,
-        evaluated=[p.id for p in applicable],
+        evaluated=[p.id for p in applicable],  # (ids in set order: deterministic)
         failing=failing,
-        passing=passing,
     )
 
 
@@ -223,6 +225,8 @@ def _staleness(
     reasons: list[Reason],
     report_only: list[Reason],
 ) -> None:
+    if age >= timedelta(0) and all(age <= p.max_posture_age for p in applicable):
+        return  # the common case: fresh for every policy
     if age < -MAX_CLOCK_SKEW:
         reasons.append(
             _block(
@@ -274,10 +278,10 @@ def _apply_app(
             policy_id=policy_id,
             remediation="Fix the problems listed for this device to use this application.",
         )
-        return Outcome.BLOCK, Restrictions(), reason
+        return Outcome.BLOCK, _NO_RESTRICTIONS, reason
     if access is AppAccess.SCOPES:
         return outcome, Restrictions(allowed_scopes=scopes), None
-    return outcome, Restrictions(), None
+    return outcome, _NO_RESTRICTIONS, None
 
 
 def _reason_order(reason: Reason) -> tuple[int, int, str, str, str]:
@@ -301,21 +305,22 @@ def _decision(
     report_only: list[Reason] | None = None,
     evaluated: list[str] | None = None,
     failing: set[RuleKey] | None = None,
-    passing: set[RuleKey] | None = None,
 ) -> Decision:
-    ordered = tuple(sorted(reasons, key=_reason_order))
-    fired = sorted({r.policy_id for r in ordered if r.policy_id is not None})
+    if reasons:
+        ordered = tuple(sorted(reasons, key=_reason_order))
+        fired = tuple(sorted({r.policy_id for r in ordered if r.policy_id is not None}))
+    else:
+        ordered, fired = (), ()
     return Decision(
-        outcome=outcome,
-        reasons=ordered,
-        policy_ids=tuple(fired),
-        evaluated_policy_ids=tuple(evaluated or ()),
-        posture_age=age,
-        quarantine=quarantine,
-        restrictions=restrictions or Restrictions(),
-        report_only=tuple(sorted(report_only or (), key=_reason_order)),
-        failing_rules=frozenset(failing or ()),
-        passing_rules=frozenset(passing or ()),
-        evaluated_at=request.now,
-        app=request.app,
+        outcome,
+        ordered,
+        fired,
+        tuple(evaluated) if evaluated else (),
+        age,
+        quarantine,
+        restrictions or _NO_RESTRICTIONS,
+        tuple(sorted(report_only, key=_reason_order)) if report_only else (),
+        frozenset(failing) if failing else _EMPTY,
+        request.now,
+        request.app,
     )

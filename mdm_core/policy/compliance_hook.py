@@ -1,0 +1,206 @@
+"""The policy engine behind check-ins: :class:`PolicyComplianceHook`.
+
+Implements :class:`mdm_core.compliance_hook.ComplianceHook`. Inside the check-in's unit of
+work it evaluates the new posture against the policy set in force, then:
+
+- keeps per (device, policy, rule) the first failure time, cleared when the rule passes
+  (grace timelines count from it);
+- quarantines the device on any critical failure (status ``quarantined``); a device that
+  re-enrolled after quarantine (``pending_verification``) becomes ``active`` at the first
+  check-in that passes every critical rule, and is quarantined again otherwise; a quarantined
+  device stays quarantined whatever it reports (it must re-enroll);
+- records the compliance state and writes ``compliance.changed`` to the outbox when the
+  state, outcome or set of failing rules changed.
+
+Compliance is a property of the device: the owner's groups select the policies, but whether
+the account is active is checked at every login, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import datetime, timedelta
+
+from mdm_core.compliance_hook import ComplianceSummary
+from mdm_core.directory import effective_group_names
+from mdm_core.events import DomainEvent, EventType
+from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.policy.compiled import CompiledPolicySet
+from mdm_core.policy.engine import evaluate
+from mdm_core.policy.errors import PolicySetUnavailable
+from mdm_core.policy.model import (
+    Decision,
+    EvaluationInput,
+    Outcome,
+    Reason,
+    ReasonCode,
+    UserContext,
+)
+from mdm_core.policy.repository import PolicyRepository
+from mdm_core.posture.model import Posture
+from mdm_core.storage.compliance import ComplianceRecord, ComplianceState
+from mdm_core.storage.uow import UnitOfWork
+
+__all__ = ["PolicyComplianceHook", "compliance_state_of"]
+
+log = logging.getLogger(__name__)
+
+
+def compliance_state_of(decision: Decision, status: DeviceStatus) -> ComplianceState:
+    """The stored state for a decision on a device whose (new) status is ``status``."""
+    if status is DeviceStatus.QUARANTINED:
+        return ComplianceState.QUARANTINED
+    if decision.outcome is Outcome.ALLOW:
+        return ComplianceState.COMPLIANT
+    return ComplianceState.NONCOMPLIANT
+
+
+class PolicyComplianceHook:
+    """Compliance evaluation at check-in, on the set held by ``repository``."""
+
+    def __init__(self, repository: PolicyRepository) -> None:
+        if repository is None:
+            raise ValueError("PolicyComplianceHook needs a policy repository")
+        self.repository = repository
+
+    def _policies(self, now: datetime) -> CompiledPolicySet:
+        try:
+            return self.repository.current()
+        except PolicySetUnavailable:
+            log.error("no valid policy set: device compliance evaluated as blocked")
+            return CompiledPolicySet.empty(now)
+
+    def after_checkin(
+        self,
+        uow: UnitOfWork,
+        device: DeviceRecord,
+        posture: Posture,
+        previous: Posture | None,
+        now: datetime,
+    ) -> ComplianceSummary | None:
+        policies = self._policies(now)
+        owner = UserContext(
+            id=device.user_id, groups=effective_group_names(uow, device.user_id), active=True
+        )
+        failures = uow.compliance.rule_failures(device.id)
+        # Evaluate the posture itself: the device's current status is applied below.
+        as_active = dataclasses.replace(device, status=DeviceStatus.ACTIVE)
+        decision = evaluate(
+            EvaluationInput(
+                user=owner,
+                device=as_active,
+                posture=posture,
+                now=now,
+                posture_age=timedelta(0),
+                rule_failures=failures,
+            ),
+            policies,
+        )
+        uow.compliance.sync_rule_failures(device.id, decision.failing_rules, at=now)
+        if decision.report_only:
+            log.info(
+                "report-only findings for device %s: %s",
+                device.id,
+                ", ".join(
+                    f"{r.policy_id}/{r.rule_id or r.code.value}" for r in decision.report_only
+                ),
+            )
+
+        status = self._next_status(uow, device, decision, now)
+        state = compliance_state_of(decision, status)
+        outcome = Outcome.BLOCK if state is ComplianceState.QUARANTINED else decision.outcome
+        reasons = [r.to_json() for r in decision.reasons]
+        if status is DeviceStatus.QUARANTINED and not decision.quarantine:
+            reasons.insert(0, _still_quarantined().to_json())
+        record = ComplianceRecord(
+            device_id=device.id,
+            state=state,
+            outcome=outcome.value,
+            reasons=reasons,
+            policy_ids=list(decision.policy_ids),
+            evaluated_at=now,
+        )
+        before = uow.compliance.get_state(device.id)
+        uow.compliance.put_state(record)
+        if _changed(before, record):
+            uow.outbox.add(
+                [
+                    DomainEvent(
+                        type=EventType.COMPLIANCE_CHANGED,
+                        subject=device.id,
+                        payload={
+                            "device_id": device.id,
+                            "user_id": device.user_id,
+                            "state": state.value,
+                            "previous_state": before.state.value if before else None,
+                            "outcome": outcome.value,
+                            "previous_outcome": before.outcome if before else None,
+                            "device_status": status.value,
+                            "quarantined": status is DeviceStatus.QUARANTINED,
+                            "policy_ids": list(decision.policy_ids),
+                            "failing_rules": sorted(f"{p}/{r}" for p, r in decision.failing_rules),
+                            "policy_set": policies.fingerprint,
+                        },
+                        occurred_at=now,
+                    )
+                ]
+            )
+        return ComplianceSummary(
+            state=state.value,
+            outcome=outcome.value,
+            reasons=reasons,
+            policy_ids=list(decision.policy_ids),
+            evaluated_at=now,
+        )
+
+    def _next_status(
+        self, uow: UnitOfWork, device: DeviceRecord, decision: Decision, now: datetime
+    ) -> DeviceStatus:
+        current = device.status
+        if current in (DeviceStatus.RETIRED, DeviceStatus.WIPED):
+            return current
+        new = current
+        reason: str | None = device.status_reason
+        if decision.quarantine:
+            if current is not DeviceStatus.QUARANTINED:
+                critical = [
+                    f"{r.policy_id}/{r.rule_id}"
+                    for r in decision.reasons
+                    if r.rule_id is not None
+                    and r.severity is not None
+                    and r.outcome is Outcome.BLOCK
+                ]
+                new, reason = (
+                    DeviceStatus.QUARANTINED,
+                    "critical rule failed: " + ", ".join(sorted(critical)),
+                )
+        elif current is DeviceStatus.PENDING_VERIFICATION:
+            new, reason = DeviceStatus.ACTIVE, "passed the check-in after re-enrollment"
+        if new is not current:
+            uow.devices.update_status(device.id, new, reason=reason, at=now)
+            log.warning("device %s status %s -> %s (%s)", device.id, current, new, reason)
+        return new
+
+
+def _still_quarantined() -> Reason:
+    return Reason(
+        code=ReasonCode.DEVICE_QUARANTINED,
+        message="This device is quarantined after a critical compliance failure.",
+        outcome=Outcome.BLOCK,
+        remediation="Re-enroll the device; access returns after a passing check-in.",
+    )
+
+
+def _changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
+    if before is None:
+        return True
+    return (
+        before.state != after.state
+        or before.outcome != after.outcome
+        or _rule_ids(before) != _rule_ids(after)
+    )
+
+
+def _rule_ids(record: ComplianceRecord) -> set[tuple[object, object]]:
+    return {(r.get("policy_id"), r.get("rule_id")) for r in record.reasons}
