@@ -3,6 +3,10 @@
 ``remember`` is one ``SET <prefix><jti> "" NX EXAT <expires_at + margin>``: ``NX`` makes the
 first writer win atomically across every gateway/MDM process, and ``EXAT`` lets Redis forget
 the entry by itself, so ``purge_expired`` has nothing to do.
+
+Fails closed: a Redis failure raises :class:`mdm_core.infra_errors.InfraError` (never "not a
+replay"), so the proof is not accepted. The client must be built with timeouts
+(:func:`mdm_core.redis_client.connect_redis`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import math
 from datetime import datetime, timedelta
 
 from redis import Redis
+
+from mdm_core.infra_errors import redis_errors
+from mdm_core.redis_client import require_timeouts
 
 __all__ = ["RedisReplayStore"]
 
@@ -28,15 +35,15 @@ class RedisReplayStore:
         # so clock skew between app hosts and Redis can never re-open a replay window.
         margin: timedelta = timedelta(seconds=30),
     ) -> None:
-        if client is None:
-            raise ValueError("RedisReplayStore needs a Redis client")
+        require_timeouts(client)  # raises ValueError for None or a client without timeouts
         self._redis = client
         self._prefix = prefix
         self._margin = margin
 
     def remember(self, jti: str, expires_at: datetime) -> bool:
         exat = math.ceil((expires_at + self._margin).timestamp())
-        return bool(self._redis.set(self._prefix + jti, b"", nx=True, exat=exat))
+        with redis_errors("SET NX EXAT"):
+            return bool(self._redis.set(self._prefix + jti, b"", nx=True, exat=exat))
 
     def purge_expired(self, now: datetime) -> int:
         return 0  # Redis expires the keys itself (EXAT)

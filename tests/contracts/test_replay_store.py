@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
+from mdm_core.infra_errors import InfraUnavailable
+from mdm_core.redis_client import connect_redis
 from mdm_core.replay_redis import RedisReplayStore
 from mdm_core.storage.replay import ReplayStore
 from mdm_core.storage.sql.database import Database
@@ -35,7 +36,7 @@ class _PerCallSql:
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def replay(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReplayStore]:
     if request.param == "redis":
-        client = Redis.from_url(request.getfixturevalue("redis_url"))
+        client = connect_redis(request.getfixturevalue("redis_url"))
         try:
             yield RedisReplayStore(client, prefix=f"test:{uuid.uuid4().hex}:")
         finally:
@@ -114,7 +115,7 @@ def test_sql_purge_removes_expired_rows(sqlite_database: Database) -> None:
 
 
 def test_redis_entry_expires_with_margin(redis_url: str) -> None:
-    client = Redis.from_url(redis_url)
+    client = connect_redis(redis_url)
     try:
         store = RedisReplayStore(client, prefix="m:", margin=timedelta(seconds=30))
         expires = datetime.now(UTC) + timedelta(seconds=60)
@@ -124,3 +125,15 @@ def test_redis_entry_expires_with_margin(redis_url: str) -> None:
         assert 80 <= ttl <= 91  # 60 s + 30 s margin, rounded up
     finally:
         client.close()
+
+
+def test_redis_store_needs_timeouts_and_fails_closed(redis_url: str) -> None:
+    from redis import Redis
+
+    with pytest.raises(ValueError):
+        RedisReplayStore(Redis.from_url(redis_url))  # no socket timeout: refused
+    from tests.services import free_port
+
+    dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, retries=0)
+    with pytest.raises(InfraUnavailable):
+        RedisReplayStore(dead).remember("jti", _future())
