@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import unquote, urlencode
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, abort, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
 
 from posture_gateway.login_decision import LoginVerdict, blocked
 from posture_gateway.nonces import NonceStore
@@ -48,6 +52,7 @@ __all__ = ["bp", "complete_authentication", "TX_KEY"]
 bp = Blueprint("oidc_login", __name__, template_folder="../pages/templates")
 
 TX_KEY = "oidc_login"
+log = logging.getLogger(__name__)
 _AGENT_TIMEOUT_MS = 4000
 _LOGIN_ERRORS = {
     "invalid_credentials": "The username or password is not right.",
@@ -74,8 +79,17 @@ def _oauth_error_response(provider: OIDCProvider, error: OAuth2Error) -> Respons
     """Redirect to the client only when authlib validated client and redirect URI."""
     if getattr(error, "redirect_uri", None):
         response: Response = provider.server.handle_error_response(None, error)
-        return response
+        return _with_iss(response, provider.issuer.issuer)
     return _error_page(error.error, error.description or error.error)
+
+
+def _with_iss(response: Response, issuer: str) -> Response:
+    """RFC 9207: every authorization response redirect names its issuer (mix-up defence)."""
+    location = response.headers.get("Location")
+    if response.status_code in (302, 303) and location:
+        separator = "&" if "?" in location else "?"
+        response.headers["Location"] = f"{location}{separator}{urlencode({'iss': issuer})}"
+    return response
 
 
 def _tx() -> dict[str, Any] | None:
@@ -115,6 +129,14 @@ def _check_csrf() -> None:
 
 def _client_ip() -> str:
     return request.remote_addr or "unknown"
+
+
+@bp.errorhandler(SQLAlchemyError)
+def _store_down(_: SQLAlchemyError) -> Response:
+    """Any storage failure in the login flow: nothing is issued, the user is told plainly."""
+    return _error_page(
+        "temporarily_unavailable", "Sign-in is unavailable right now. Try again.", 503
+    )
 
 
 # ---- 1. authorize ---------------------------------------------------------------------------
@@ -269,6 +291,31 @@ def device_page() -> ResponseReturnValue:
     )
 
 
+def _forwarded_device_cert(provider: OIDCProvider) -> str | None:
+    """The device certificate an mTLS proxy forwarded, if the TCP peer is a trusted proxy.
+
+    The peer is the connection's address even behind ProxyFix (whose REMOTE_ADDR comes from
+    headers a client controls). The gate verifies the certificate itself.
+    """
+    value = request.headers.get(provider.device_cert_header)
+    if not value:
+        return None
+    original = request.environ.get("werkzeug.proxy_fix.orig") or {}
+    peer = str(original.get("REMOTE_ADDR") or request.environ.get("REMOTE_ADDR") or "")
+    try:
+        peer_ip = ip_address(peer)
+    except ValueError:
+        peer_ip = None
+    if peer_ip is None or not any(peer_ip in net for net in provider.device_cert_proxies):
+        log.warning("device certificate header from untrusted address %s ignored", peer)
+        return None
+    pem = unquote(value)
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        log.warning("unreadable device certificate header from proxy %s ignored", peer)
+        return None
+    return pem
+
+
 def _consume(nonces: NonceStore, nonce: str) -> bool:
     try:
         return nonces.consume(nonce)
@@ -325,7 +372,7 @@ def device_submit() -> ResponseReturnValue:
             requested_scopes=requested,
             proof=request.form.get("proof") or None,
             nonce=nonce,
-            client_cert_pem=None,
+            client_cert_pem=_forwarded_device_cert(provider),
         )
     except Exception:  # a failing gate is a block
         verdict = blocked(
@@ -438,4 +485,4 @@ def _issue_code(provider: OIDCProvider, tx: Mapping[str, Any], verdict: LoginVer
         )
     except Exception:  # storage failed: no code (fail closed), tell the user plainly
         return _error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
-    return security_headers(response)
+    return security_headers(_with_iss(response, provider.issuer.issuer))

@@ -114,6 +114,7 @@ def discovery_document() -> dict[str, Any]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "prompt_values_supported": ["none", "login"],
+        "authorization_response_iss_parameter_supported": True,
     }
 
 

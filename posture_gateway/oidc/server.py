@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 import jwt
@@ -385,6 +386,8 @@ class OIDCProvider:
     agent_port: int
     secure_cookies: bool
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
+    device_cert_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    device_cert_header: str = "X-Client-Cert"
     clock: Clock = field(default=lambda: datetime.now(UTC))
     server: GatewayAuthorizationServer = field(init=False)
 

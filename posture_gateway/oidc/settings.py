@@ -9,6 +9,7 @@ stops the process with ``file:line: what is wrong``.
 from __future__ import annotations
 
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -45,6 +46,11 @@ class OIDCSettings(BaseModel):
     signing_cert_path: Path | None = None
     # After a rotation the previous key stays published (for verifiers) this long.
     key_overlap: timedelta = timedelta(days=1)
+    # A device certificate forwarded by an mTLS-terminating proxy at the login host (URL-encoded
+    # PEM, as nginx $ssl_client_escaped_cert) is passed to the device gate only when the TCP peer
+    # is one of these proxies; from anyone else the header is ignored (and logged).
+    device_cert_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    device_cert_header: str = "X-Client-Cert"
     # Failed password attempts allowed per (user, client IP) within the window.
     max_failed_logins: int = 5
     failed_login_window: timedelta = timedelta(minutes=15)

@@ -99,6 +99,8 @@ def init_app(
         device_nonce_ttl=oidc.device_nonce_ttl,
         agent_port=oidc.agent_port,
         secure_cookies=issuer.startswith("https://"),
+        device_cert_proxies=oidc.device_cert_proxies,
+        device_cert_header=oidc.device_cert_header,
     )
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,

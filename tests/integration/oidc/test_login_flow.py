@@ -296,3 +296,41 @@ def test_error_redirect_carries_state(browser: Browser) -> None:
     assert response.status_code == 302
     query = parse_qs(urlsplit(response.headers["Location"]).query)
     assert query["error"] == ["invalid_scope"] and query["state"] == [browser.state]
+    assert query["iss"] == [ISSUER]  # RFC 9207
+
+
+def test_code_redirect_names_the_issuer(browser: Browser) -> None:
+    browser.authorize()
+    browser.login()
+    response = browser.submit_device()
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["iss"] == [ISSUER] and query["code"]
+
+
+CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_forwarded_device_cert_only_from_trusted_proxy(
+    browser: Browser, gate: StubGate, provider: OIDCProvider
+) -> None:
+    from ipaddress import ip_network
+    from urllib.parse import quote
+
+    browser.authorize()
+    browser.login()
+    csrf, nonce = browser.device_page()
+    headers = {"X-Client-Cert": quote(CERT_PEM)}
+    data = {"csrf_token": csrf, "nonce": nonce}
+    browser.code_from(browser.client.post("/login/device", data=data, headers=headers))
+    assert gate.calls[-1]["client_cert_pem"] is None  # test client peer is not a trusted proxy
+    provider.device_cert_proxies = (ip_network("127.0.0.1/32"),)
+    browser.authorize()
+    browser.login()
+    csrf, nonce = browser.device_page()
+    data = {"csrf_token": csrf, "nonce": nonce}
+    response = browser.client.post(
+        "/login/device", data=data, headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+    )
+    browser.code_from(response)
+    assert gate.calls[-1]["client_cert_pem"] == CERT_PEM
+    assert gate.calls[-1]["proof"] is None
