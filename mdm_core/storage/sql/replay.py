@@ -1,8 +1,8 @@
 """SQL implementation of :class:`mdm_core.storage.replay.ReplayStore` (``used_proofs``).
 
-``remember`` is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the primary key on ``jti`` decides,
-so of two concurrent inserts exactly one reports a row (PostgreSQL makes the second wait for
-the first to commit, then skip).
+``remember`` is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the primary key on
+``jti`` decides, so of two concurrent inserts exactly one returns a row (PostgreSQL makes the
+second wait for the first to commit, then skip).
 """
 
 from __future__ import annotations
