@@ -141,7 +141,10 @@ class SimSummary:
             row["checkins"] += d.checkins_ok
             row["errors"] += len(d.checkin_errors) + (d.enroll_error is not None)
             row["commands_acked"] += d.commands_acknowledged
-            row["compliant"] += d.compliance.get("state") == "compliant"
+            state = str(d.compliance.get("state") or "unknown")
+            row["compliant"] += state == "compliant"
+            row["noncompliant"] += state == "noncompliant"
+            row["quarantined"] += state == "quarantined"
         return {p: dict(rows[p]) for p in sorted(rows, key=ALL_PLATFORMS.index)}
 
 

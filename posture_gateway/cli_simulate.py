@@ -37,15 +37,16 @@ def summary_table(summary: SimSummary) -> Table:
     table = Table(title=f"{len(summary.devices)} simulated devices")
     cols = ("devices", "enrolled", "byod", "bad", "jailbroken", "checkins", "commands_acked")
     table.add_column("platform")
-    for col in (*cols, "compliant", "errors"):
+    states = ("compliant", "noncompliant", "quarantined", "errors")
+    for col in (*cols, *states):
         table.add_column(col.replace("_", " "), justify="right")
     totals: dict[str, int] = {}
     for platform, row in summary.by_platform().items():
-        table.add_row(platform, *(str(row.get(c, 0)) for c in (*cols, "compliant", "errors")))
+        table.add_row(platform, *(str(row.get(c, 0)) for c in (*cols, *states)))
         for key, value in row.items():
             totals[key] = totals.get(key, 0) + value
     table.add_section()
-    table.add_row("all", *(str(totals.get(c, 0)) for c in (*cols, "compliant", "errors")))
+    table.add_row("all", *(str(totals.get(c, 0)) for c in (*cols, *states)))
     rate = summary.checkins / summary.elapsed_s if summary.elapsed_s else 0.0
     p50, p99 = summary.percentile_ms(0.50), summary.percentile_ms(0.99)
     table.caption = (

@@ -398,7 +398,11 @@ def _compliance(data: dict[str, Any]) -> str:
     if not data:
         return "[dim]not reported[/]"
     state, outcome = data.get("state", "?"), data.get("outcome", "?")
-    reasons = ", ".join(str(r.get("code")) for r in data.get("reasons") or [] if r.get("code"))
+    reasons = ", ".join(
+        str(r.get("rule_id") or r.get("code"))
+        for r in data.get("reasons") or []
+        if r.get("rule_id") or r.get("code")
+    )
     return f"[bold]{state}[/] → {outcome}" + (f" ([dim]{reasons}[/])" if reasons else "")
 
 

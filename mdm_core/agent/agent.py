@@ -18,11 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
 
 from mdm_core.agent.client import CheckinAnswer, DeviceClient, ProtocolError, notice_profile_id
 from mdm_core.agent.collector_linux import LinuxPosture, collect
@@ -32,6 +33,9 @@ from mdm_core.agent.state import AgentState, StateDir
 __all__ = ["Agent", "CheckinResult", "agent_report", "NotEnrolled"]
 
 log = logging.getLogger(__name__)
+
+#: Renew the device certificate when it expires within this (the server's default window).
+RENEW_BEFORE = timedelta(days=7)
 
 #: The longest long-poll the server holds (``GET /mdm/v1/commands/wait``, at most 60 s).
 MAX_WAIT_S = 60
@@ -153,6 +157,25 @@ class Agent:
         self.state_dir.save(self.state)
         return self.state
 
+    def certificate_expires_at(self) -> datetime | None:
+        if self.state is None or not self.state.certificate:
+            return None
+        cert = x509.load_pem_x509_certificate(self.state.certificate.encode())
+        return cert.not_valid_after_utc
+
+    def renew_if_due(self, within: timedelta = RENEW_BEFORE) -> bool:
+        """Renew the device certificate (same key, new CSR) when it expires within
+        ``within``; the server revokes the old one. Returns whether it renewed."""
+        expires = self.certificate_expires_at()
+        if self.state is None or expires is None or expires - datetime.now(UTC) > within:
+            return False
+        renewed = self.client.renew(self.state.device_id)
+        self.state.certificate = renewed.certificate
+        if renewed.ca_certificate:
+            self.state.ca_certificate = renewed.ca_certificate
+        self.state_dir.save(self.state)
+        return True
+
     def report(self) -> dict[str, Any]:
         collect_only = self.state.collect if self.state and self.state.collect else None
         return agent_report(self.collector(), collect_only)
@@ -161,6 +184,7 @@ class Agent:
         """Check in once, carry out the commands received and post each result."""
         if self.state is None:
             raise NotEnrolled("not enrolled")
+        self.renew_if_due()
         answer = self.client.checkin("agent", self.report())
         if answer.collect and answer.collect != self.state.collect:
             self.state.collect = list(answer.collect)

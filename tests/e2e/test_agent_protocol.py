@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from mdm_core.agent.agent import Agent, agent_report
 from mdm_core.agent.client import DeviceClient, ProtocolError
@@ -18,6 +19,7 @@ from mdm_core.agent.collector_linux import collect
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.agent.loopback import LOGIN_PROOF_PATH, LoopbackHelper
 from mdm_core.commands import CommandStatus
+from mdm_core.errors import RevokedCertificate
 from mdm_core.posture.model import Ownership, Platform
 from tests.e2e.live_server import LiveServer, live_server
 
@@ -230,3 +232,19 @@ def test_loopback_login_proof_verifies_at_the_server(live: LiveServer, tmp_path:
         helper.stop()
     verified = live.core.proofs.verify_login_proof(proof, audience=gateway, nonce=nonce)
     assert verified.device.device.id == agent.device_id
+
+
+def test_certificate_renewal_when_due(live: LiveServer, tmp_path: Path) -> None:
+    agent = _enrolled_agent(live, tmp_path)
+    before = agent.state_dir.load()
+    assert before is not None
+    assert agent.renew_if_due() is False  # a fresh 30-day certificate is not due
+    assert agent.renew_if_due(within=timedelta(days=365)) is True
+    after = agent.state_dir.load()
+    assert after is not None and after.certificate != before.certificate
+    new_cert = x509.load_pem_x509_certificate(after.certificate.encode())
+    assert new_cert.public_key() == agent.key.private_key.public_key()
+    assert live.core.ca.verify_device_certificate(after.certificate).device_id == agent.device_id
+    with pytest.raises(RevokedCertificate):  # superseded
+        live.core.ca.verify_device_certificate(before.certificate)
+    assert agent.checkin().answer.next_checkin_s > 0  # the same key keeps working
