@@ -402,3 +402,17 @@ def test_request_proof_is_not_a_login_proof(core: MdmCore, dev: EnrolledDevice) 
         core.proofs.verify_login_proof(
             dev.request_proof("POST", URL, BODY), audience=AUD, nonce="n"
         )
+
+
+def test_key_cache_is_bounded_and_keeps_working(core: MdmCore) -> None:
+    verifier = DeviceProofVerifier(
+        core.storage, max_age=timedelta(minutes=2), leeway=timedelta(0), key_cache_size=1
+    )
+    devices = [enroll_device(core, f"user{i}") for i in range(3)]
+    for _ in range(2):
+        for d in devices:
+            proof = d.request_proof("POST", URL, BODY)
+            assert (
+                verifier.verify(proof, method="POST", url=URL, body=BODY).device.id == d.device_id
+            )
+    assert len(verifier._keys._keys) == 1
