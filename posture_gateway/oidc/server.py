@@ -433,6 +433,20 @@ class OIDCProvider:
         }
         if include_refresh_token:
             token["refresh_token"] = secrets.token_urlsafe(48)
+        if grant_type == "refresh_token" and "openid" in scope.split():
+            # OIDC Core 12.2: a fresh ID token for the same login (same sub, auth_time, acr,
+            # amr, posture claims of that login), without a nonce.
+            token["id_token"] = self.issuer.id_token(
+                subject=user.user_id,
+                audience=client.client_id,
+                nonce=None,
+                auth_time=user.auth_time,
+                acr=user.acr or None,
+                amr=user.amr,
+                extra_claims={**scope_claims(user.profile, scope), **user.posture},
+                alg=client.id_token_signed_response_alg,
+                access_token=issued.token,
+            )
         return token
 
     def _save_token(self, token: Mapping[str, Any], request: OAuth2Request) -> None:

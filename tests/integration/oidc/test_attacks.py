@@ -8,6 +8,7 @@ import hmac
 import json
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -200,6 +201,11 @@ def test_refresh_rotation_and_reuse_revokes_family(browser: Browser) -> None:
     new = rotated.json  # type: ignore[attr-defined]
     assert new["refresh_token"] != first_refresh
     assert new["scope"] == "openid profile email"
+    refreshed_id = jwt.decode(new["id_token"], options={"verify_signature": False})
+    first_id = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    for claim in ("iss", "sub", "aud", "auth_time", "acr", "amr", "device_id"):
+        assert refreshed_id[claim] == first_id[claim]
+    assert "nonce" not in refreshed_id
     ok = browser.client.get(
         "/oauth/userinfo", headers={"Authorization": f"Bearer {new['access_token']}"}
     )
