@@ -15,10 +15,14 @@ from mdm_core.ca import CertificateAuthority, load_or_create_ca
 from mdm_core.checkin import CheckinService
 from mdm_core.commands import CommandService
 from mdm_core.device_proof import DeviceProofVerifier
+from mdm_core.directory import DirectoryService
 from mdm_core.enrollment import EnrollmentService
 from mdm_core.events import EventBus, InProcessBus
 from mdm_core.outbox_relay import OutboxRelay
+from mdm_core.policy.compliance_hook import PolicyComplianceHook
+from mdm_core.policy.repository import PolicyRepository
 from mdm_core.privacy import PrivacyProfiles
+from mdm_core.storage.replay import ReplayStore
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 
@@ -42,6 +46,7 @@ class CoreConfig:
     proof_max_age: timedelta = timedelta(seconds=120)
     proof_leeway: timedelta = timedelta(seconds=5)
     posture_history_length: int = 20
+    redis_url: str | None = None  # shared Redis (replay store, ...); None: SQL / in-process
     migrate: bool = True
 
 
@@ -60,9 +65,12 @@ class MdmCore:
     commands: CommandService
     checkin: CheckinService
     relay: OutboxRelay
+    directory: DirectoryService
+    policies: PolicyRepository  # the policy set in force, reloaded when files change
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
+        self.policies.stop()
         self.relay.stop()
         self.bus.close()
         self.database.dispose()
@@ -86,6 +94,12 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     relay = OutboxRelay(storage, bus)
     privacy = PrivacyProfiles(config.policy_dir / "privacy")
     commands = CommandService(storage, kick=relay.kick)
+    directory = DirectoryService(storage)
+    # Group references are checked against the mirror once it holds any group.
+    policies = PolicyRepository(
+        config.policy_dir, known_groups=lambda: directory.group_names() or None
+    )
+    policies.start()
     core = MdmCore(
         config=config,
         database=database,
@@ -100,7 +114,10 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
             current_notice_id=lambda ownership: privacy.for_ownership(ownership).id,
         ),
         proofs=DeviceProofVerifier(
-            storage, max_age=config.proof_max_age, leeway=config.proof_leeway
+            storage,
+            max_age=config.proof_max_age,
+            leeway=config.proof_leeway,
+            replay=_replay_store(config),  # None: used_proofs in the caller's transaction
         ),
         privacy=privacy,
         commands=commands,
@@ -109,9 +126,22 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
             privacy,
             commands,
             history_length=config.posture_history_length,
+            compliance=PolicyComplianceHook(policies),
             kick=relay.kick,
         ),
         relay=relay,
+        directory=directory,
+        policies=policies,
     )
     relay.start()
     return core
+
+
+def _replay_store(config: CoreConfig) -> ReplayStore | None:
+    """The shared Redis replay store when Redis is configured, else ``None`` (SQL)."""
+    if not config.redis_url:
+        return None
+    from mdm_core.redis_client import connect_redis
+    from mdm_core.replay_redis import RedisReplayStore
+
+    return RedisReplayStore(connect_redis(config.redis_url))

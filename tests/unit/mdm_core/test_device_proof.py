@@ -416,3 +416,22 @@ def test_key_cache_is_bounded_and_keeps_working(core: MdmCore) -> None:
                 verifier.verify(proof, method="POST", url=URL, body=BODY).device.id == d.device_id
             )
     assert len(verifier._keys._keys) == 1
+
+
+def test_redis_replay_store_when_redis_is_configured(
+    sqlite_database: Database, tmp_path: Path, redis_url: str
+) -> None:
+    core = make_core(sqlite_database, tmp_path, redis_url=redis_url)
+    try:
+        dev = enroll_device(core, "alice")
+        proof = dev.request_proof("POST", URL, BODY)
+        core.proofs.verify(proof, method="POST", url=URL, body=BODY)
+        _refused(core, proof, ReplayedProof)
+        from sqlalchemy import func, select
+
+        from mdm_core.storage.sql.tables import used_proofs
+
+        with core.database.transaction() as conn:  # remembered in Redis, not in SQL
+            assert conn.execute(select(func.count()).select_from(used_proofs)).scalar_one() == 0
+    finally:
+        core.close()
