@@ -157,11 +157,13 @@ def _unverified_header(token: str) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class AuthenticatedDevice:
     """A device whose proof verified. ``device.status`` may be quarantined or
-    pending_verification: authentication is not authorisation."""
+    pending_verification: authentication is not authorisation. ``cert_not_after`` lets the
+    check-in tell the device to renew (``POST /mdm/v1/renew``) ahead of expiry."""
 
     device: DeviceRecord
     cert_serial: str
     key_thumbprint: str
+    cert_not_after: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +351,10 @@ class DeviceProofVerifier:
         if not (self._replay or uow.replay).remember(replay_key, expires):
             raise ReplayedProof("this proof was already used")
         authenticated = AuthenticatedDevice(
-            device=device, cert_serial=device.cert_serial, key_thumbprint=device.key_thumbprint
+            device=device,
+            cert_serial=device.cert_serial,
+            key_thumbprint=device.key_thumbprint,
+            cert_not_after=identity.cert_not_after,
         )
         posture = claims.get("posture")
         return VerifiedLoginProof(

@@ -93,6 +93,8 @@ def test_valid_proof_authenticates(core: MdmCore, dev: EnrolledDevice) -> None:
     assert result.device.status is DeviceStatus.ACTIVE
     assert result.cert_serial == dev.result.device.cert_serial
     assert result.key_thumbprint == dev.result.device.key_thumbprint
+    assert result.cert_not_after is not None
+    assert timedelta(days=29) < result.cert_not_after - datetime.now(UTC) <= timedelta(days=30)
 
 
 def test_url_normalisation_query_and_default_port(core: MdmCore, dev: EnrolledDevice) -> None:
