@@ -19,7 +19,15 @@ from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-__all__ = ["bp", "build_document", "not_json", "flask_rule_to_openapi_path", "OPENAPI_PATHS"]
+__all__ = [
+    "bp",
+    "build_document",
+    "not_json",
+    "is_json_route",
+    "flask_rule_to_openapi_path",
+    "NOT_JSON_ENDPOINTS",
+    "OPENAPI_PATHS",
+]
 
 bp = Blueprint("openapi", __name__)
 
@@ -34,6 +42,12 @@ def not_json(reason: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def is_json_route(app: Flask, endpoint: str) -> bool:
+    """Whether the route behind ``endpoint`` belongs in the JSON API document."""
+    view = app.view_functions.get(endpoint)
+    return endpoint not in NOT_JSON_ENDPOINTS and not getattr(view, "openapi_exempt", None)
 
 
 def flask_rule_to_openapi_path(rule: str) -> str:
@@ -69,7 +83,181 @@ OPENAPI_PATHS: dict[str, Any] = {
         }
     },
 }
+_OAUTH_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "error_description": {"type": "string"},
+        "reason": {"type": "string"},
+    },
+    "required": ["error"],
+}
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"required": True, "content": {_FORM: {"schema": schema}}}
+
+
+_STRING = {"type": "string"}
+_USERINFO = {
+    "summary": "UserInfo (OpenID Connect Core 5.3): claims about the token's subject",
+    "tags": ["oidc"],
+    "security": [{"bearerAccessToken": []}],
+    "responses": {
+        "200": _json(
+            "Claims released by the token's scopes",
+            {"type": "object", "properties": {"sub": _STRING}, "required": ["sub"]},
+        ),
+        "401": _json("No or invalid access token", _OAUTH_ERROR),
+        "403": _json("The token lacks the openid scope", _OAUTH_ERROR),
+        "503": _json("Cannot answer now", _OAUTH_ERROR),
+    },
+}
+
+# Routes that answer HTML, redirects or form posts (browser flows), by endpoint name; the
+# document covers JSON APIs only. Views can also say so with @not_json.
+NOT_JSON_ENDPOINTS = frozenset(
+    {
+        "static",
+        "oidc.end_session",  # RP-initiated logout: redirect or HTML page
+        "oidc_login.authorize",  # the authorization endpoint: redirects to the login pages
+        "oidc_login.login_page",
+        "oidc_login.password",
+        "oidc_login.begin",
+        "oidc_login.device_page",
+        "oidc_login.device_submit",
+        "oidc_login.continue_after_warning",
+    }
+)
+
 _BLUEPRINT_PATHS: dict[str, dict[str, Any]] = {
+    # The OpenID provider's JSON endpoints (OpenID Connect Discovery 1.0, RFC 7517, RFC 6749,
+    # OpenID Connect Core 5.3, RFC 7662, RFC 7009).
+    "oidc": {
+        "/.well-known/openid-configuration": {
+            "get": {
+                "operationId": "oidcDiscovery",
+                "summary": "OpenID Provider Metadata",
+                "tags": ["oidc"],
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        "Provider metadata",
+                        {
+                            "type": "object",
+                            "required": ["issuer", "authorization_endpoint", "jwks_uri"],
+                        },
+                    )
+                },
+            }
+        },
+        "/jwks.json": {
+            "get": {
+                "operationId": "oidcJwks",
+                "summary": "The provider's public signing keys (JWK Set, with x5c)",
+                "tags": ["oidc"],
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        "JWK Set",
+                        {
+                            "type": "object",
+                            "properties": {"keys": {"type": "array"}},
+                            "required": ["keys"],
+                        },
+                    )
+                },
+            }
+        },
+        "/oauth/token": {
+            "post": {
+                "operationId": "oauthToken",
+                "summary": "Token endpoint (authorization code with PKCE, refresh token)",
+                "tags": ["oidc"],
+                "security": [{"clientSecretBasic": []}, {}],
+                "requestBody": _form_body(
+                    {
+                        "grant_type": _STRING,
+                        "code": _STRING,
+                        "redirect_uri": _STRING,
+                        "code_verifier": _STRING,
+                        "refresh_token": _STRING,
+                        "client_id": _STRING,
+                        "client_secret": _STRING,
+                        "scope": _STRING,
+                    },
+                    ["grant_type"],
+                ),
+                "responses": {
+                    "200": _json(
+                        "Tokens",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "access_token": _STRING,
+                                "token_type": _STRING,
+                                "expires_in": {"type": "integer"},
+                                "scope": _STRING,
+                                "id_token": _STRING,
+                                "refresh_token": _STRING,
+                            },
+                            "required": ["access_token", "token_type"],
+                        },
+                    ),
+                    "400": _json("OAuth error (RFC 6749 5.2)", _OAUTH_ERROR),
+                    "401": _json("Client authentication failed", _OAUTH_ERROR),
+                    "503": _json("Cannot issue now (fail closed)", _OAUTH_ERROR),
+                },
+            }
+        },
+        "/oauth/userinfo": {
+            "get": {"operationId": "oidcUserinfoGet", **_USERINFO},
+            "post": {"operationId": "oidcUserinfoPost", **_USERINFO},
+        },
+        "/oauth/introspect": {
+            "post": {
+                "operationId": "oauthIntrospect",
+                "summary": "Token introspection (RFC 7662)",
+                "tags": ["oidc"],
+                "security": [{"clientSecretBasic": []}],
+                "requestBody": _form_body(
+                    {"token": _STRING, "token_type_hint": _STRING}, ["token"]
+                ),
+                "responses": {
+                    "200": _json(
+                        "Introspection response",
+                        {
+                            "type": "object",
+                            "properties": {"active": {"type": "boolean"}},
+                            "required": ["active"],
+                        },
+                    ),
+                    "400": _json("Malformed request", _OAUTH_ERROR),
+                    "401": _json("Client authentication failed", _OAUTH_ERROR),
+                    "503": _json("Cannot answer now", _OAUTH_ERROR),
+                },
+            }
+        },
+        "/oauth/revoke": {
+            "post": {
+                "operationId": "oauthRevoke",
+                "summary": "Token revocation (RFC 7009)",
+                "tags": ["oidc"],
+                "security": [{"clientSecretBasic": []}, {}],
+                "requestBody": _form_body(
+                    {"token": _STRING, "token_type_hint": _STRING}, ["token"]
+                ),
+                "responses": {
+                    "200": {"description": "Revoked (or unknown: the same answer)"},
+                    "400": _json("Malformed request", _OAUTH_ERROR),
+                    "401": _json("Client authentication failed", _OAUTH_ERROR),
+                    "503": _json("Cannot answer now", _OAUTH_ERROR),
+                },
+            }
+        },
+    },
     "health": {
         "/healthz": {
             "get": {
@@ -149,6 +337,17 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "name": "X-Client-Cert",
                     "description": "mTLS: URL-encoded PEM client certificate forwarded by a "
                     "trusted proxy (accepted only from configured proxy addresses)",
+                },
+                "bearerAccessToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An access token issued by this gateway's token endpoint",
+                },
+                "clientSecretBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "OAuth client authentication (client_secret_basic)",
                 },
                 "oktaHookSecret": {
                     "type": "apiKey",

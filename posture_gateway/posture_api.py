@@ -58,7 +58,17 @@ bp = Blueprint("posture_api", __name__)
 class DecisionRequestBody(BaseModel):
     """The question. Exactly one of ``client_id`` (OIDC) and ``entity_id`` (SAML)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            # Exactly one application: an OIDC client_id or a SAML entity id.
+            "oneOf": [
+                {"required": ["client_id"], "properties": {"client_id": {"type": "string"}}},
+                {"required": ["entity_id"], "properties": {"entity_id": {"type": "string"}}},
+            ]
+        },
+    )
 
     user: str = Field(min_length=1, max_length=320, description="Login name of the user")
     client_id: str | None = Field(default=None, min_length=1, max_length=256)

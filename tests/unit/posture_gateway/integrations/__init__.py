@@ -1,0 +1,1 @@
+"""Tests of the IdP integrations: posture API, Okta hook, Entra EAM, OpenAPI."""

@@ -1,0 +1,155 @@
+"""Fixtures for the integration endpoints: a real app (create_app) and small test seams.
+
+The decision service, the user directory and the device gate are the seams the lead wires to
+the policy engine, the directory mirror and the device-proof check; here they are small test
+implementations that record what they were asked.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from idp_connectors.identity import ExternalIdentity
+from posture_gateway.access import AccessRequest, Decision
+from posture_gateway.app import GatewayState, create_app
+from posture_gateway.integration_settings import IntegrationSettings
+from posture_gateway.integrations import integrations
+from posture_gateway.login_decision import LoginVerdict, Reason
+from posture_gateway.settings import Settings
+
+PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+class DictDirectory:
+    """Users by (issuer, subject) or by username."""
+
+    def __init__(self) -> None:
+        self.by_subject: dict[tuple[str, str], str] = {}
+        self.by_username: dict[str, str] = {}
+        self.seen: list[ExternalIdentity] = []
+        self.fail = False
+
+    def resolve(self, identity: ExternalIdentity) -> str | None:
+        self.seen.append(identity)
+        if self.fail:
+            raise ConnectionError("directory down")
+        found = self.by_subject.get((identity.issuer, identity.subject))
+        if found is None and identity.username:
+            found = self.by_username.get(identity.username)
+        return found
+
+
+class ScriptedDecisions:
+    """Answers every request with ``decision`` (or raises ``error``, or sleeps first)."""
+
+    def __init__(self) -> None:
+        self.requests: list[AccessRequest] = []
+        self.decision = Decision(
+            outcome="allow",
+            reasons=(),
+            policy_ids=("baseline",),
+            evaluated_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC),
+            posture_age_s=42.0,
+            device_id="dev-1",
+        )
+        self.error: Exception | None = None
+        self.delay_s = 0.0
+
+    def decide(self, request: AccessRequest) -> Decision:
+        self.requests.append(request)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        return self.decision
+
+
+class ScriptedGate:
+    """A device gate answering ``verdict`` (or raising ``error``), recording its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+        self.verdict = LoginVerdict(outcome="allow", claims={"device_id": "dev-1"})
+        self.error: Exception | None = None
+
+    def check(self, **kwargs: object) -> LoginVerdict:
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        return self.verdict
+
+
+def block_verdict(code: str = "encryption_off") -> LoginVerdict:
+    return LoginVerdict(
+        outcome="block",
+        reasons=(Reason(code=code, message="Disk encryption is off.", policy_id="baseline"),),
+        remediation=("Turn on FileVault.",),
+        acr="",
+        amr=(),
+    )
+
+
+def hidden_fields(page: str) -> dict[str, str]:
+    """The hidden inputs of a rendered page (form_post answers, device check form)."""
+    found = re.findall(r'<input type="hidden" name="([^"]+)"(?: id="[^"]*")? value="([^"]*)"', page)
+    return {name: html.unescape(value) for name, value in found}
+
+
+def form_action(page: str, form_id: str) -> str:
+    match = re.search(rf'<form method="post" action="([^"]+)" id="{form_id}"', page)
+    assert match, page[:2000]
+    return html.unescape(match.group(1))
+
+
+@pytest.fixture
+def integration_settings() -> IntegrationSettings:
+    """Overridden by test modules that need a configured integration."""
+    return IntegrationSettings()
+
+
+@pytest.fixture
+def app(tmp_path: Path, integration_settings: IntegrationSettings) -> Iterator[Flask]:
+    app = create_app(
+        Settings(
+            data_dir=tmp_path,
+            dev_mode=True,
+            public_url=PUBLIC_URL,
+            integrations=integration_settings,
+        )
+    )
+    try:
+        yield app
+    finally:
+        integrations(app).close()
+        state = app.extensions["posture"]
+        assert isinstance(state, GatewayState)
+        state.core.close()
+
+
+@pytest.fixture
+def directory(app: Flask) -> DictDirectory:
+    directory = DictDirectory()
+    integrations(app).user_directory = directory
+    return directory
+
+
+@pytest.fixture
+def decisions(app: Flask) -> ScriptedDecisions:
+    service = ScriptedDecisions()
+    integrations(app).decision_service = service
+    return service
+
+
+@pytest.fixture
+def gate(app: Flask) -> ScriptedGate:
+    gate = ScriptedGate()
+    integrations(app).device_gate = gate
+    return gate
