@@ -6,7 +6,9 @@
    fields the device's privacy profile allows, then drop anything else again
    (:meth:`mdm_core.privacy.PrivacyProfile.apply`) — nothing else is ever stored;
 2. store it as the latest posture and in the bounded history, and set
-   ``devices.last_checkin_at`` (one SQL round trip on PostgreSQL);
+   ``devices.last_checkin_at`` (one SQL round trip on PostgreSQL); a device reporting through
+   two channels (MDM + companion app) gets the reports merged
+   (:mod:`mdm_core.posture.merge`);
 3. run the compliance hook (the policy engine) on the new and previous posture;
 4. write ``posture.reported`` and, when a security-relevant field changed,
    ``posture.changed`` to the outbox;
@@ -21,16 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mdm_core.commands import Command, CommandService
 from mdm_core.compliance_hook import UNKNOWN_COMPLIANCE, ComplianceHook, ComplianceSummary
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.events import DomainEvent, EventType
+from mdm_core.posture.merge import DEFAULT_SOURCE_MAX_AGE, merge_reports
 from mdm_core.posture.model import Posture
 from mdm_core.posture.normalize import normalize
-from mdm_core.privacy import PrivacyProfiles
+from mdm_core.privacy import PrivacyProfile, PrivacyProfiles
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = ["SECURITY_FIELDS", "CheckinResult", "CheckinService", "security_changes"]
@@ -110,6 +113,7 @@ class CheckinService:
         next_checkin_s: int = 900,
         max_commands: int = 10,
         kick: Callable[[], None] | None = None,
+        source_max_age: timedelta = DEFAULT_SOURCE_MAX_AGE,
     ) -> None:
         if storage is None or privacy is None or commands is None:
             raise ValueError("CheckinService needs storage, privacy profiles and commands")
@@ -123,6 +127,7 @@ class CheckinService:
         self.next_checkin_s = next_checkin_s
         self.max_commands = max_commands
         self._kick = kick
+        self.source_max_age = source_max_age
 
     def set_compliance_hook(self, hook: ComplianceHook | None) -> None:
         """Plug the policy engine in (or out)."""
@@ -149,8 +154,8 @@ class CheckinService:
         )
         if uow is None:
             with self.storage.unit_of_work() as own:
-                return self._store(own, device, posture, fmt, profile.collect_list, now)
-        return self._store(uow, device, posture, fmt, profile.collect_list, now)
+                return self._store(own, device, posture, fmt, profile, now)
+        return self._store(uow, device, posture, fmt, profile, now)
 
     def _store(
         self,
@@ -158,13 +163,27 @@ class CheckinService:
         device: AuthenticatedDevice,
         posture: Posture,
         fmt: str,
-        collect: list[str],
+        profile: PrivacyProfile,
         now: datetime,
     ) -> CheckinResult:
         record = device.device
+        _, own_sources = merge_reports(None, None, posture, fmt)
         recorded = uow.posture.record(
-            record.id, posture, received_at=now, history_length=self.history_length
+            record.id,
+            posture,
+            received_at=now,
+            history_length=self.history_length,
+            sources=own_sources,
         )
+        # A device with two sources (MDM channel + companion app): one merged posture.
+        merged, sources = merge_reports(
+            recorded.previous, recorded.previous_sources, posture, fmt, max_age=self.source_max_age
+        )
+        if merged is not posture:
+            posture = profile.apply(merged)  # carried fields obey today's profile too
+            uow.posture.replace_latest(
+                record.id, recorded.seq, posture, sources, history_length=self.history_length
+            )
         summary = None
         if self.compliance is not None:
             summary = self.compliance.after_checkin(uow, record, posture, recorded.previous, now)
@@ -208,7 +227,7 @@ class CheckinService:
             posture=posture,
             changes=changes,
             commands=delivered,
-            collect=collect,
+            collect=profile.collect_list,
             compliance=summary or UNKNOWN_COMPLIANCE,
             next_checkin_s=self.next_checkin_s,
             events=events,

@@ -25,6 +25,7 @@ payload that does not validate, 404 an unknown command, 409 an illegal transitio
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["bp", "MAX_WAIT_S"]
 
 bp = Blueprint("mdm_checkin", __name__, url_prefix="/mdm/v1")
+log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 60
 
@@ -77,6 +79,13 @@ def _mdm_error(err: MdmError) -> Response:
 def _http_error(err: HTTPException) -> Response:
     code = (err.name or "error").lower().replace(" ", "_")
     return _error(code, err.description or code, err.code or 500)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(err: Exception) -> Response:
+    # The unit of work has rolled back; the device retries later. Details go to the log only.
+    log.exception("device protocol request failed", exc_info=err)
+    return _error("internal_error", "the server could not process the request", 500)
 
 
 def _proof() -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from mdm_core.posture.merge import PostureSources
 from mdm_core.posture.model import Posture
 
 __all__ = ["StoredPosture", "RecordedPosture", "PostureStore"]
@@ -31,11 +32,18 @@ class RecordedPosture:
     #: A hint read in the same round trip: whether the device has deliverable commands
     #: (``None``: not known, ask the command store). Lets the check-in skip a query.
     commands_waiting: bool | None = None
+    previous_sources: PostureSources | None = None  # which format set each previous field
 
 
 class PostureStore(Protocol):
     def record(
-        self, device_id: str, posture: Posture, *, received_at: datetime, history_length: int
+        self,
+        device_id: str,
+        posture: Posture,
+        *,
+        received_at: datetime,
+        history_length: int,
+        sources: PostureSources | None = None,
     ) -> RecordedPosture:
         """Make ``posture`` the device's latest, write it to history slot ``seq % history_length``
         and set ``devices.last_checkin_at = received_at``, in one go (the posture is JSON-encoded
@@ -45,6 +53,19 @@ class PostureStore(Protocol):
         Raises :class:`mdm_core.errors.NotFound` for an unknown device (the unit of work must
         then be abandoned).
         """
+        ...
+
+    def replace_latest(
+        self,
+        device_id: str,
+        seq: int,
+        posture: Posture,
+        sources: PostureSources,
+        *,
+        history_length: int,
+    ) -> None:
+        """Overwrite report ``seq`` (latest and its history slot) with ``posture`` (a merge of
+        several sources), if ``seq`` is still the latest; otherwise do nothing."""
         ...
 
     def latest(self, device_id: str) -> StoredPosture | None:

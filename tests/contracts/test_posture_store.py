@@ -114,3 +114,27 @@ def test_commands_waiting_hint_is_never_wrong(database: Database) -> None:
     assert hint(4) in (None, False)
     if database.is_postgres:
         assert hint(5) is False
+
+
+def test_sources_round_trip_and_replace_latest(database: Database) -> None:
+    from mdm_core.posture.merge import PostureSources
+
+    add_device(database, "d1")
+    storage = SqlStorage(database)
+    src = PostureSources({"os_version": "apple"}, {"apple": T0})
+    with storage.unit_of_work() as uow:
+        first = uow.posture.record("d1", _posture(0), received_at=T0, history_length=3, sources=src)
+        assert first.previous_sources is None
+    with storage.unit_of_work() as uow:
+        second = uow.posture.record("d1", _posture(1), received_at=T0, history_length=3)
+        assert second.previous_sources == src
+        merged = _posture(1).model_copy(update={"jailbroken": False})
+        uow.posture.replace_latest("d1", second.seq, merged, src, history_length=3)
+        uow.posture.replace_latest("d1", 99, _posture(7), src, history_length=3)  # not latest
+    with storage.unit_of_work() as uow:
+        latest = uow.posture.latest("d1")
+        assert latest is not None and latest.posture.jailbroken is False
+        assert uow.posture.history("d1")[0].posture.jailbroken is False
+        assert uow.posture.history("d1")[1].posture == _posture(0)
+        third = uow.posture.record("d1", _posture(2), received_at=T0, history_length=3)
+        assert third.previous_sources == src

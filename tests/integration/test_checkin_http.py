@@ -168,7 +168,10 @@ def test_checkin_answers_commands_collect_compliance(core: MdmCore, client: Flas
     assert answer["commands"] == []
     assert answer["collect"] == core.privacy.for_ownership(Ownership.CORPORATE).collect_list
     assert answer["next_checkin_s"] == 900
-    assert answer["compliance"]["state"] == "unknown"
+    # the shipped policies evaluate it: a Linux agent reporting no screen lock gets a warning
+    assert answer["compliance"]["state"] == "noncompliant"
+    assert answer["compliance"]["outcome"] == "warn"
+    assert {r["rule_id"] for r in answer["compliance"]["reasons"]} == {"screen-lock"}
     assert answer["seq"] == 1
     with core.storage.unit_of_work() as uow:
         stored = uow.posture.latest(dev.id)
@@ -490,3 +493,43 @@ def test_privacy_notice(core: MdmCore, client: FlaskClient) -> None:
     )
     bad = client.get("/mdm/v1/privacy-notice?ownership=rented")
     assert bad.status_code == 400 and bad.get_json()["error"] == "bad_request"
+
+
+def test_mdm_and_companion_reports_merge(core: MdmCore, client: FlaskClient) -> None:
+    from mdm_core.simulator_reports import DeviceTraits, native_reports
+
+    phone = _device(core, client, Ownership.CORPORATE, Platform.IOS)
+    for fmt, report in native_reports("ios", "SER-1", "corporate", DeviceTraits(jailbroken=True)):
+        assert phone.check_in(fmt, report).status_code == 200
+    with core.storage.unit_of_work() as uow:
+        stored = uow.posture.latest(phone.id)
+        history = uow.posture.history(phone.id)
+    assert stored is not None
+    assert stored.posture.os_version == "18.1"  # from the MDM report
+    assert stored.posture.storage_encrypted is True
+    assert stored.posture.jailbroken is True  # from the companion app
+    assert history[0].posture == stored.posture  # the history slot holds the merge too
+
+
+def test_without_a_compliance_hook_the_state_is_unknown(core: MdmCore, client: FlaskClient) -> None:
+    core.checkin.set_compliance_hook(None)
+    dev = _device(core, client)
+    compliance = dev.check_in("agent", AGENT_REPORT).get_json()["compliance"]
+    assert compliance["state"] == "unknown" and compliance["outcome"] == "block"
+    assert compliance["reasons"][0]["code"] == "no_compliance_policy"
+
+
+def test_a_failing_compliance_hook_aborts_the_checkin(
+    core: MdmCore, client: FlaskClient, database: Database
+) -> None:
+    class Broken:
+        def after_checkin(self, uow, device, posture, previous, now):
+            raise RuntimeError("policy engine bug")
+
+    dev = _device(core, client)
+    core.relay.drain()
+    before = _snapshot(database)
+    core.checkin.set_compliance_hook(Broken())
+    resp = dev.check_in("agent", AGENT_REPORT)
+    assert resp.status_code == 500 and resp.get_json()["error"] == "internal_error"
+    assert _snapshot(database) == before  # fail closed: nothing half-written

@@ -12,6 +12,7 @@ SQLite (embedded, in-process) runs the same steps as separate statements in one 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.errors import NotFound
+from mdm_core.posture.merge import PostureSources
 from mdm_core.posture.model import Posture
 from mdm_core.storage.posture import RecordedPosture, StoredPosture
 from mdm_core.storage.sql.encoding import as_utc, json_param
@@ -30,15 +32,17 @@ __all__ = ["SqlPostureStore"]
 _PG_RECORD = text(
     """
 WITH prev AS (
-    SELECT posture FROM posture_latest WHERE device_id = :device_id
+    SELECT posture, sources FROM posture_latest WHERE device_id = :device_id
 ), latest AS (
-    INSERT INTO posture_latest (device_id, seq, collected_at, received_at, posture)
-    VALUES (:device_id, 1, :collected_at, :received_at, CAST(:posture AS JSON))
+    INSERT INTO posture_latest (device_id, seq, collected_at, received_at, posture, sources)
+    VALUES (:device_id, 1, :collected_at, :received_at, CAST(:posture AS JSON),
+            CAST(:sources AS JSON))
     ON CONFLICT (device_id) DO UPDATE SET
         seq = posture_latest.seq + 1,
         collected_at = EXCLUDED.collected_at,
         received_at = EXCLUDED.received_at,
-        posture = EXCLUDED.posture
+        posture = EXCLUDED.posture,
+        sources = EXCLUDED.sources
     RETURNING seq
 ), hist AS (
     INSERT INTO posture_history (device_id, slot, seq, collected_at, received_at, posture)
@@ -54,6 +58,7 @@ WITH prev AS (
     UPDATE devices SET last_checkin_at = :received_at WHERE id = :device_id
 )
 SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous,
+       (SELECT sources FROM prev) AS previous_sources,
        EXISTS (
            SELECT 1 FROM commands
            WHERE device_id = :device_id AND status IN ('queued', 'delivered', 'not_now')
@@ -73,7 +78,13 @@ class SqlPostureStore:
         self.dialect = dialect
 
     def record(
-        self, device_id: str, posture: Posture, *, received_at: datetime, history_length: int
+        self,
+        device_id: str,
+        posture: Posture,
+        *,
+        received_at: datetime,
+        history_length: int,
+        sources: PostureSources | None = None,
     ) -> RecordedPosture:
         if history_length < 1:
             raise ValueError("history_length must be at least 1")
@@ -84,13 +95,17 @@ class SqlPostureStore:
             "received_at": received_at,
             "posture": encoded,
             "ring": history_length,
+            "sources": None if sources is None else json.dumps(sources.to_json()),
         }
         try:
             if self.dialect == "postgresql":
                 row = self.conn.execute(_PG_RECORD, params).one()
                 previous = None if row.previous is None else _posture(row.previous)
                 return RecordedPosture(
-                    seq=int(row.seq), previous=previous, commands_waiting=bool(row.commands_waiting)
+                    seq=int(row.seq),
+                    previous=previous,
+                    commands_waiting=bool(row.commands_waiting),
+                    previous_sources=PostureSources.from_json(row.previous_sources),
                 )
             return self._record_sqlite(params)
         except IntegrityError as exc:
@@ -99,7 +114,7 @@ class SqlPostureStore:
     def _record_sqlite(self, params: dict[str, Any]) -> RecordedPosture:
         device_id = params["device_id"]
         prev = self.conn.execute(
-            select(posture_latest.c.seq, posture_latest.c.posture).where(
+            select(posture_latest.c.seq, posture_latest.c.posture, posture_latest.c.sources).where(
                 posture_latest.c.device_id == device_id
             )
         ).one_or_none()
@@ -111,12 +126,17 @@ class SqlPostureStore:
             "received_at": params["received_at"],
             "posture": json_param("posture", self.dialect),
         }
-        latest = sqlite.insert(posture_latest).values(values)
+        stored_sources = {"sources": json_param("sources", self.dialect)}
+        text_params = {"posture": params["posture"], "sources": params["sources"]}
+        latest = sqlite.insert(posture_latest).values({**values, **stored_sources})
         latest = latest.on_conflict_do_update(
             index_elements=[posture_latest.c.device_id],
-            set_={k: latest.excluded[k] for k in ("seq", "collected_at", "received_at", "posture")},
+            set_={
+                k: latest.excluded[k]
+                for k in ("seq", "collected_at", "received_at", "posture", "sources")
+            },
         )
-        self.conn.execute(latest, {"posture": params["posture"]})
+        self.conn.execute(latest, text_params)
         hist = sqlite.insert(posture_history).values({**values, "slot": seq % params["ring"]})
         hist = hist.on_conflict_do_update(
             index_elements=[posture_history.c.device_id, posture_history.c.slot],
@@ -128,7 +148,44 @@ class SqlPostureStore:
             .where(devices.c.id == device_id)
             .values(last_checkin_at=params["received_at"])
         )
-        return RecordedPosture(seq=seq, previous=None if prev is None else _posture(prev.posture))
+        return RecordedPosture(
+            seq=seq,
+            previous=None if prev is None else _posture(prev.posture),
+            previous_sources=None if prev is None else PostureSources.from_json(prev.sources),
+        )
+
+    def replace_latest(
+        self,
+        device_id: str,
+        seq: int,
+        posture: Posture,
+        sources: PostureSources,
+        *,
+        history_length: int,
+    ) -> None:
+        encoded = posture.model_dump_json(exclude_defaults=True)
+        param = json_param("posture", self.dialect)
+        params = {"posture": encoded, "sources": json.dumps(sources.to_json())}
+        self.conn.execute(
+            update(posture_latest)
+            .where(posture_latest.c.device_id == device_id, posture_latest.c.seq == seq)
+            .values(
+                posture=param,
+                sources=json_param("sources", self.dialect),
+                collected_at=posture.collected_at,
+            ),
+            params,
+        )
+        self.conn.execute(
+            update(posture_history)
+            .where(
+                posture_history.c.device_id == device_id,
+                posture_history.c.slot == seq % history_length,
+                posture_history.c.seq == seq,
+            )
+            .values(posture=param, collected_at=posture.collected_at),
+            {"posture": encoded},
+        )
 
     def latest(self, device_id: str) -> StoredPosture | None:
         row = self.conn.execute(
