@@ -251,7 +251,8 @@ class DeviceProofVerifier:
         except ValueError as exc:
             raise ValueError(f"verify() needs an absolute request URL, got {url!r}") from exc
         check = partial(self._check_request_claims, method=method.upper(), htu=expected_htu)
-        return self._run("request", token, uow, check, body=body).device
+        device, _claims = self._run("request", token, uow, check, body=body)
+        return device
 
     def verify_login_proof(
         self, token: str, *, audience: str, nonce: str, uow: UnitOfWork | None = None
@@ -265,7 +266,13 @@ class DeviceProofVerifier:
         if not audience or not nonce:
             raise ValueError("audience and nonce are required")
         check = partial(self._check_login_claims, nonce=nonce)
-        return self._run("login", token, uow, check, audience=audience)
+        device, claims = self._run("login", token, uow, check, audience=audience)
+        posture = claims.get("posture")
+        return VerifiedLoginProof(
+            device=device,
+            posture=posture if isinstance(posture, dict) else None,
+            issued_at=datetime.fromtimestamp(claims["iat"], UTC),
+        )
 
     # --- the pipeline ---------------------------------------------------------------------
 
@@ -278,7 +285,7 @@ class DeviceProofVerifier:
         *,
         body: bytes = b"",
         audience: str | None = None,
-    ) -> VerifiedLoginProof:
+    ) -> tuple[AuthenticatedDevice, dict[str, Any]]:
         if uow is None:
             with self._storage.unit_of_work() as own:
                 return self._run(kind, token, own, check, body=body, audience=audience)
@@ -324,7 +331,7 @@ class DeviceProofVerifier:
         check: Callable[..., None],
         body: bytes,
         audience: str | None,
-    ) -> VerifiedLoginProof:
+    ) -> tuple[AuthenticatedDevice, dict[str, Any]]:
         device = identity.device
         if identity.public_key is None or not device.key_thumbprint or not device.cert_serial:
             raise UnknownDevice("device has no enrolled key")
@@ -356,12 +363,7 @@ class DeviceProofVerifier:
             key_thumbprint=device.key_thumbprint,
             cert_not_after=identity.cert_not_after,
         )
-        posture = claims.get("posture")
-        return VerifiedLoginProof(
-            device=authenticated,
-            posture=posture if isinstance(posture, dict) else None,
-            issued_at=datetime.fromtimestamp(iat, UTC),
-        )
+        return authenticated, claims
 
     # --- one decode function per token kind, every option spelled out ---------------------
 
