@@ -371,6 +371,19 @@ class KeyRing:
 
     # ---- changing -----------------------------------------------------------------------
 
+    def ensure(self, alg: Alg) -> SigningKey:
+        """The active key for ``alg``, creating (and persisting) one if there is none.
+
+        Used at start for algorithms a configured relying party asks for. Raises
+        :class:`KeyRingError` for a fixed PEM ring that lacks ``alg``.
+        """
+        try:
+            return self.active(alg)
+        except KeyRingError:
+            if self._directory is None:
+                raise
+        return self.rotate(alg, overlap=timedelta(0))
+
     def rotate(self, alg: Alg = "RS256", *, overlap: timedelta) -> SigningKey:
         """Make a new key the active signer for ``alg``; keep the old one published for ``overlap``.
 

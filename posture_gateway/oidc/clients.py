@@ -185,6 +185,13 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
+    def id_token_algs(self) -> dict[str, list[str]]:
+        """Which clients ask for which ID token signing algorithm."""
+        algs: dict[str, list[str]] = {}
+        for client in self._clients.values():
+            algs.setdefault(client.id_token_signed_response_alg, []).append(client.client_id)
+        return algs
+
 
 def load_clients(path: Path | None) -> ClientRegistry:
     """Load and validate the clients file (None: no clients). Raises ``ConfigFileError``."""

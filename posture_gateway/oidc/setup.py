@@ -76,6 +76,11 @@ def init_app(
     except ConfigFileError as exc:
         raise ConfigError(str(exc)) from exc
     keys = build_key_ring(settings)
+    for alg, client_ids in clients.id_token_algs().items():
+        try:
+            keys.ensure("ES256" if alg == "ES256" else "RS256")
+        except KeyRingError as exc:
+            raise ConfigError(f"clients {client_ids} need {alg} ID tokens: {exc}") from exc
     issuer = issuer_of(settings)
     database = state.core.database
     create_tables(database)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jwt
 import pytest
 from flask import Flask
 from pydantic import SecretStr
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from posture_gateway.app import create_app
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import ConfigError, Settings
-from tests.integration.oidc.conftest import Browser
+from tests.integration.oidc.conftest import Browser, StubGate
 
 
 def test_invalid_clients_file_stops_start(settings: Settings, tmp_path: Path) -> None:
@@ -115,3 +116,36 @@ def test_authorize_with_store_down_redirects_nowhere(app: Flask, browser: Browse
     _drop(app, "oidc_codes")
     response = browser.authorize()
     assert response.status_code == 503 and "Location" not in response.headers
+
+
+def test_es256_client_gets_an_es256_key_at_start(settings: Settings, tmp_path: Path) -> None:
+    clients = tmp_path / "es-clients.yaml"
+    clients.write_text(
+        "clients:\n  - client_id: es\n    token_endpoint_auth_method: none\n"
+        "    redirect_uris: [http://127.0.0.1:9999/es]\n"
+        "    id_token_signed_response_alg: ES256\n"
+    )
+    app = create_app(
+        settings.model_copy(
+            update={"oidc": settings.oidc.model_copy(update={"clients_file": clients})}
+        )
+    )
+    try:
+        provider = app.extensions["posture_oidc"]
+        provider.gate = StubGate()
+        discovery = app.test_client().get("/.well-known/openid-configuration").json
+        assert discovery["id_token_signing_alg_values_supported"] == ["RS256", "ES256"]
+        browser = Browser(
+            app.test_client(),
+            client_id="es",
+            redirect_uri="http://127.0.0.1:9999/es",
+            scope="openid",
+        )
+        response = browser.exchange(browser.full_login())
+        assert response.status_code == 200
+        header = jwt.get_unverified_header(response.json["id_token"])
+        assert header["alg"] == "ES256" and header["kid"] == provider.keys.active("ES256").kid
+        # The access token stays RS256 whatever the client's ID token algorithm.
+        assert jwt.get_unverified_header(response.json["access_token"])["alg"] == "RS256"
+    finally:
+        app.extensions["posture"].core.close()

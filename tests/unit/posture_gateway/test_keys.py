@@ -150,3 +150,15 @@ def test_other_process_picks_up_rotation(tmp_path: Path) -> None:
     server._next_check = 0.0  # the periodic check is due
     assert server.active().kid == new.kid
     assert {k["kid"] for k in server.jwks()["keys"]} == {old, new.kid}
+
+
+def test_ensure_creates_missing_alg_once(tmp_path: Path) -> None:
+    ring = KeyRing.open(tmp_path, passphrase=PASS)
+    rs = ring.ensure("RS256")
+    assert rs.kid == ring.active().kid and len(ring.keys) == 1  # present: unchanged
+    es = ring.ensure("ES256")
+    assert ring.ensure("ES256").kid == es.kid and len(ring.keys) == 2
+    assert ring.active("RS256").kid == rs.kid  # RS256 untouched
+    fixed = KeyRing([generate_signing_key("RS256")])
+    with pytest.raises(KeyRingError):
+        fixed.ensure("ES256")
