@@ -41,6 +41,9 @@ class PostureApiSettings(_Strict):
 
     # Scope an OAuth client-credentials access token must carry.
     required_scope: str = "posture.decide"
+    # Clients of the OP (confidential, from oidc.clients_file) allowed to obtain such a token
+    # with the client credentials grant at /oauth/token.
+    oauth_clients: tuple[str, ...] = ()
     # Addresses of the mTLS-terminating proxies allowed to forward a client certificate.
     # A certificate header from any other address is refused (and logged).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()

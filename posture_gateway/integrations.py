@@ -185,9 +185,12 @@ def register(
     """``init_app`` plus the blueprints: posture API, Okta hook, Entra EAM, upstream login
     callbacks, and ``/openapi.json``. One call from the app factory."""
     from posture_gateway import entra_eam, okta_hook, openapi, posture_api, upstream_login
+    from posture_gateway.posture_api_grant import posture_decide_grant
 
     st = init_app(app, settings, public_url=public_url, transport=transport)
     provider = app.extensions.get(OIDC_EXTENSION_KEY)
+    if isinstance(provider, OIDCProvider) and settings.posture_api.oauth_clients:
+        provider.server.register_grant(posture_decide_grant(settings.posture_api))
     if isinstance(provider, OIDCProvider):  # offer each upstream on the login page
         for name, upstream in st.upstreams.items():
             provider.authenticators[f"upstream-{name}"] = upstream_login.UpstreamAuthenticator(

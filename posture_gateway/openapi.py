@@ -174,7 +174,7 @@ _BLUEPRINT_PATHS: dict[str, dict[str, Any]] = {
         "/oauth/token": {
             "post": {
                 "operationId": "oauthToken",
-                "summary": "Token endpoint (authorization code with PKCE, refresh token)",
+                "summary": "Token endpoint: code (PKCE), refresh token, client credentials",
                 "tags": ["oidc"],
                 "security": [{"clientSecretBasic": []}, {}],
                 "requestBody": _form_body(

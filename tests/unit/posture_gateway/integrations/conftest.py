@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -116,13 +117,22 @@ def integration_settings() -> IntegrationSettings:
 
 
 @pytest.fixture
-def app(tmp_path: Path, integration_settings: IntegrationSettings) -> Iterator[Flask]:
+def app_settings_extra() -> dict[str, Any]:
+    """More top-level Settings fields (e.g. ``oidc``) for modules that need them."""
+    return {}
+
+
+@pytest.fixture
+def app(
+    tmp_path: Path, integration_settings: IntegrationSettings, app_settings_extra: dict[str, Any]
+) -> Iterator[Flask]:
     app = create_app(
         Settings(
             data_dir=tmp_path,
             dev_mode=True,
             public_url=PUBLIC_URL,
             integrations=integration_settings,
+            **app_settings_extra,
         )
     )
     try:
