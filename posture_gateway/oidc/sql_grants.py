@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.encoding import as_utc
@@ -21,8 +22,15 @@ __all__ = ["SqlCodeStore", "SqlTokenStore", "create_tables"]
 
 
 def create_tables(database: Database) -> None:
-    """Create the gateway's OIDC tables when missing (idempotent)."""
-    metadata.create_all(database.engine, checkfirst=True)
+    """Create the gateway's OIDC tables when missing (idempotent).
+
+    Several worker processes start at once: if another one created a table between our
+    check and our CREATE, the second pass finds everything in place.
+    """
+    try:
+        metadata.create_all(database.engine, checkfirst=True)
+    except SQLAlchemyError:
+        metadata.create_all(database.engine, checkfirst=True)
 
 
 def _opt(value: datetime | None) -> datetime | None:

@@ -191,3 +191,23 @@ def test_active_helpers() -> None:
     assert record.access_active(NOW) and record.refresh_active(NOW)
     assert not record.access_active(NOW + timedelta(minutes=10))
     assert not _token(refresh=None).refresh_active(NOW)
+
+
+def test_concurrent_create_tables(database: Database) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            create_tables(database)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    SqlCodeStore(database).save(_code())
