@@ -533,3 +533,43 @@ def test_a_failing_compliance_hook_aborts_the_checkin(
     resp = dev.check_in("agent", AGENT_REPORT)
     assert resp.status_code == 500 and resp.get_json()["error"] == "internal_error"
     assert _snapshot(database) == before  # fail closed: nothing half-written
+
+
+def test_round_trips_of_a_checkin(core: MdmCore, client: FlaskClient, database: Database) -> None:
+    """The check-in's own SQL: on PostgreSQL one statement for posture + history + last
+    check-in + "commands waiting?", one outbox insert; the command query only when commands
+    wait."""
+    from sqlalchemy import event
+
+    dev = _device(core, client)
+    dev.check_in("agent", AGENT_REPORT)  # warm up caches
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(core.database.engine, "before_cursor_execute", count)
+    try:
+        core.relay.stop()  # keep the relay's own statements out of the count
+        assert dev.check_in("agent", AGENT_REPORT).status_code == 200
+        idle = list(statements)
+        statements.clear()
+        core.commands.enqueue(dev.id, "lock", {}, created_by="t")
+        statements.clear()
+        assert dev.check_in("agent", AGENT_REPORT).status_code == 200
+        busy = list(statements)
+    finally:
+        event.remove(core.database.engine, "before_cursor_execute", count)
+
+    def mine(stmts: list[str], needle: str) -> int:
+        return sum(1 for s in stmts if needle in s)
+
+    outbox_inserts = mine(idle, "insert into outbox")
+    assert outbox_inserts == 1
+    if database.is_postgres:
+        assert mine(idle, "posture_latest") == 1
+        assert mine(idle, "from commands") == 1  # inside the posture statement (EXISTS)
+        assert mine(busy, "from commands") == 2  # + the delivery query
+    assert mine(busy, "update commands") == 1
+    assert mine(busy, "insert into command_transitions") == 1
+    assert mine(busy, "insert into outbox") == 1
