@@ -12,6 +12,7 @@ from posture_gateway.openapi import build_document, flask_rule_to_openapi_path, 
 AWAITING_THEIR_OWNERS = {
     "mdm_checkin",  # device protocol (mdm_core/api), engineer A
     "mdm_enrollment",  # device protocol (mdm_core/api), engineer A
+    "admin_api",  # policy admin JSON API (/admin/api/...), engineer C
 }
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
