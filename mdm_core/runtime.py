@@ -95,7 +95,7 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     privacy = PrivacyProfiles(config.policy_dir / "privacy")
     commands = CommandService(storage, kick=relay.kick)
     directory = DirectoryService(storage)
-    # Group references are checked against the mirror once it holds any group.
+    # Unknown group references are warned about once the mirror holds any group.
     policies = PolicyRepository(
         config.policy_dir, known_groups=lambda: directory.group_names() or None
     )

@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Feature blueprints register below (one line each).
     app.register_blueprint(checkin_bp)  # device check-ins, command results, long-poll
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
+    from posture_gateway.admin_api import bp as admin_api_bp
+
+    app.register_blueprint(admin_api_bp)  # /admin/api: what-if, policy status (bearer token)
     from posture_gateway.oidc.setup import init_app as init_oidc
 
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages

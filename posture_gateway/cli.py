@@ -68,6 +68,9 @@ from posture_gateway.cli_users import clients_group, users_group  # noqa: E402
 cli.add_command(keys_group)  # posture keys list|rotate
 cli.add_command(users_group)  # posture users hash-password
 cli.add_command(clients_group)  # posture clients new-secret
+from posture_gateway.cli_policy import policy_group  # noqa: E402
+
+cli.add_command(policy_group)  # posture policy check|what-if
 
 
 def main() -> None:

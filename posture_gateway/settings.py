@@ -63,6 +63,8 @@ class Settings(_Strict):
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent
+    # Bearer token of the admin JSON API (/admin/api/...); None disables it. >= 32 characters.
+    admin_token: SecretStr | None = None
 
     @property
     def effective_database_url(self) -> str:

@@ -17,7 +17,12 @@ from mdm_core.policy.compiler import compile_documents
 from mdm_core.policy.errors import PolicyValidationError, Problem
 from mdm_core.policy.source import SourceDocument, policy_files, read_policy_file
 
-__all__ = ["check_policy_directory", "load_policy_directory", "directory_stamp"]
+__all__ = [
+    "check_policy_directory",
+    "load_policy_directory",
+    "directory_stamp",
+    "unknown_group_references",
+]
 
 
 def check_policy_directory(
@@ -83,3 +88,29 @@ def directory_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
             continue
         stamp.append((str(path), st.st_mtime_ns, st.st_size))
     return tuple(stamp)
+
+
+def unknown_group_references(
+    policies: CompiledPolicySet, known_groups: Collection[str]
+) -> list[Problem]:
+    """Group names the set's assignments use that the directory mirror does not know, one
+    problem per (policy, group), located at the policy's document."""
+    known = frozenset(known_groups)
+    found: list[Problem] = []
+    assigned = [
+        *((p.id, p.assign, p.file, p.line) for p in policies.compliance),
+        *((p.id, p.assign, p.file, p.line) for p in policies.configuration),
+        *((p.id, p.assign, p.file, p.line) for p in policies.offboarding),
+    ]
+    for policy_id, assign, file, line in assigned:
+        for group in sorted(assign.groups or ()):
+            if group not in known:
+                found.append(
+                    Problem(
+                        file,
+                        line,
+                        f"policy {policy_id!r} targets unknown group {group!r} "
+                        "(not in the directory mirror): it applies to nobody in it",
+                    )
+                )
+    return sorted(found)

@@ -20,7 +20,11 @@ from pathlib import Path
 
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.errors import PolicySetUnavailable, Problem
-from mdm_core.policy.loader import check_policy_directory, directory_stamp
+from mdm_core.policy.loader import (
+    check_policy_directory,
+    directory_stamp,
+    unknown_group_references,
+)
 
 __all__ = ["PolicyRepository", "RepositoryStatus", "ReloadResult"]
 
@@ -36,6 +40,7 @@ class RepositoryStatus:
     loaded_at: datetime | None
     last_attempt_at: datetime | None
     errors: tuple[Problem, ...]  # of the last attempt; () when the files are valid
+    warnings: tuple[Problem, ...] = ()  # e.g. groups the directory mirror does not know
 
     @property
     def healthy(self) -> bool:
@@ -49,17 +54,28 @@ class ReloadResult:
 
 
 class PolicyRepository:
-    """Thread-safe holder of the compiled policy set of ``directory``."""
+    """Thread-safe holder of the compiled policy set of ``directory``.
+
+    ``known_groups`` returns the directory mirror's group names, or ``None`` when there is
+    no mirror to check against yet. A reference to a group the mirror does not know is a
+    warning by default (the policy then applies to nobody; a directory sync that drops a
+    group must not freeze every policy edit or, after a restart, block everyone) and an
+    error with ``strict_groups=True`` (what ``posture policy check --directory-groups``
+    does).
+    """
 
     def __init__(
         self,
         directory: Path,
         *,
-        known_groups: Callable[[], Collection[str]] | None = None,
+        known_groups: Callable[[], Collection[str] | None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         poll_interval: float = 2.0,
+        strict_groups: bool = False,
     ) -> None:
         self.directory = directory
+        self._strict_groups = strict_groups
+        self._warnings: tuple[Problem, ...] = ()
         self._known_groups = known_groups
         self._clock = clock
         self._poll_interval = poll_interval
@@ -93,6 +109,7 @@ class PolicyRepository:
             loaded_at=current.loaded_at if current is not None else None,
             last_attempt_at=self._last_attempt,
             errors=self._errors,
+            warnings=self._warnings,
         )
 
     def on_change(self, listener: Callable[[CompiledPolicySet], None]) -> None:
@@ -108,8 +125,16 @@ class PolicyRepository:
             now = self._clock()
             groups = self._groups()
             compiled, problems = check_policy_directory(
-                self.directory, known_groups=groups, now=now
+                self.directory, known_groups=groups if self._strict_groups else None, now=now
             )
+            warnings: list[Problem] = []
+            if compiled is not None and groups is not None and not self._strict_groups:
+                warnings = unknown_group_references(compiled, groups)
+                if warnings:
+                    log.warning(
+                        "policy set references groups the directory mirror does not know:\n%s",
+                        "\n".join(str(w) for w in warnings),
+                    )
             self._last_attempt = now
             self._stamp = stamp
             if compiled is None:
@@ -127,6 +152,7 @@ class PolicyRepository:
                 )
                 return ReloadResult(changed=False, problems=tuple(problems))
             self._errors = ()
+            self._warnings = tuple(warnings)
             previous = self._current
             changed = previous is None or previous.fingerprint != compiled.fingerprint
             if changed:

@@ -1,0 +1,94 @@
+"""The admin JSON API: ``GET /admin/api/what-if?user=U&device=D&app=A``.
+
+Explains the decision a user would get on a device for an app (see
+:mod:`mdm_core.policy.whatif`) without logging anyone in, plus ``GET /admin/api/policies``
+(the set in force and whether the files on disk currently validate).
+
+Guard: ``Authorization: Bearer <settings.admin_token>``, compared in constant time. No
+token configured (or one shorter than 32 characters) disables the API: every request is
+refused, fail closed. Errors are JSON ``{"error": code, "reason": text}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from mdm_core.policy.errors import PolicySetUnavailable
+from mdm_core.policy.whatif import what_if
+from posture_gateway.app import state
+
+__all__ = ["bp", "MIN_TOKEN_LENGTH"]
+
+bp = Blueprint("admin_api", __name__, url_prefix="/admin/api")
+
+MIN_TOKEN_LENGTH = 32
+_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,256}$")
+_APP = re.compile(r"^[\x21-\x7e]{1,512}$")
+
+
+def _error(status: int, code: str, reason: str) -> tuple[Response, int]:
+    response = jsonify({"error": code, "reason": reason})
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="posture-admin"'
+    response.headers["Cache-Control"] = "no-store"
+    return response, status
+
+
+@bp.before_request
+def _require_admin() -> tuple[Response, int] | None:
+    configured = state().settings.admin_token
+    secret = configured.get_secret_value() if configured is not None else ""
+    if len(secret) < MIN_TOKEN_LENGTH:
+        return _error(403, "admin_api_disabled", "no admin token (>= 32 characters) is set")
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return _error(401, "unauthorized", "a bearer admin token is required")
+    if not hmac.compare_digest(presented.strip().encode(), secret.encode()):
+        return _error(401, "unauthorized", "the admin token is not valid")
+    return None
+
+
+@bp.get("/what-if")
+def what_if_view() -> tuple[Response, int]:
+    user_id = request.args.get("user", "")
+    device_id = request.args.get("device", "")
+    app = request.args.get("app") or None
+    if not _ID.match(user_id):
+        return _error(400, "bad_request", "`user` is required (1-256 characters, no spaces)")
+    if not _ID.match(device_id):
+        return _error(400, "bad_request", "`device` is required (1-256 characters, no spaces)")
+    if app is not None and not _APP.match(app):
+        return _error(400, "bad_request", "`app` must be 1-512 printable characters")
+    core = state().core
+    try:
+        policies = core.policies.current()
+    except PolicySetUnavailable as exc:
+        return _error(503, "policy_set_unavailable", str(exc))
+    result = what_if(
+        core.storage, policies, user_id=user_id, device_id=device_id, app=app, now=datetime.now(UTC)
+    )
+    response = jsonify(result)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200
+
+
+@bp.get("/policies")
+def policies_view() -> tuple[Response, int]:
+    status = state().core.policies.status
+    body: dict[str, Any] = {
+        "directory": status.directory,
+        "fingerprint": status.fingerprint,
+        "loaded_at": status.loaded_at.isoformat() if status.loaded_at else None,
+        "last_attempt_at": status.last_attempt_at.isoformat() if status.last_attempt_at else None,
+        "healthy": status.healthy,
+        "errors": [{"file": p.file, "line": p.line, "reason": p.reason} for p in status.errors],
+    }
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200
