@@ -24,7 +24,8 @@ class CommandQueueStore(Protocol):
         A command whose ``(device_id, idempotency_key)`` already exists is not inserted: the
         existing command is returned with ``created=False`` if it has the same type and payload,
         else :class:`mdm_core.commands.IdempotencyConflict` is raised. An unknown device raises
-        :class:`mdm_core.commands.NoSuchDevice` and nothing is inserted. Empty input: ``[]``.
+        :class:`mdm_core.commands.NoSuchDevice`, a retired or wiped one
+        :class:`mdm_core.commands.InactiveDevice`, and nothing is inserted. Empty input: ``[]``.
         """
         ...
 

@@ -11,7 +11,12 @@ from mdm_core.storage.sql.tables import devices
 
 
 def add_device(
-    database: Database, device_id: str, *, ownership: str = "corporate", platform: str = "linux"
+    database: Database,
+    device_id: str,
+    *,
+    ownership: str = "corporate",
+    platform: str = "linux",
+    status: str = "active",
 ) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with database.transaction() as conn:
@@ -21,7 +26,7 @@ def add_device(
                 user_id="u-" + device_id,
                 platform=platform,
                 ownership=ownership,
-                status="active",
+                status=status,
                 enrollment_generation=1,
                 enrolled_at=now,
                 updated_at=now,

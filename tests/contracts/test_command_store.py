@@ -180,3 +180,51 @@ def test_reads(service: CommandService) -> None:
     got = service.get(a.id)
     assert got is not None and got.payload == {"message": None, "phone_number": None}
     assert got.created_at == T0
+
+
+def test_retired_or_wiped_devices_get_no_new_commands(
+    service: CommandService, database: Database
+) -> None:
+    from mdm_core.commands import InactiveDevice
+
+    add_device(database, "gone", status="retired")
+    add_device(database, "erased", status="wiped")
+    for device in ("gone", "erased"):
+        with pytest.raises(InactiveDevice) as info:
+            service.enqueue(device, "lock", {}, created_by="t", now=T0)
+        assert info.value.reason == "device_inactive" and info.value.status == 409
+    with pytest.raises(InactiveDevice):  # all or nothing
+        service.enqueue_many(["d1", "gone"], "lock", {}, created_by="t", now=T0)
+    assert _count(database, commands) == 0
+
+
+def test_acknowledged_wipe_marks_device_wiped_and_cancels_the_rest(
+    service: CommandService, database: Database
+) -> None:
+    from mdm_core.model import DeviceStatus
+
+    wipe = service.enqueue("d1", "wipe", {}, created_by="hr", now=T0)
+    _deliver(service, "d1", limit=1)
+    later = service.enqueue("d1", "install_app", {"app_id": "x"}, created_by="t", now=T0)
+    other = service.enqueue("d2", "lock", {}, created_by="t", now=T0)
+    service.record_result("d1", wipe.id, "acknowledged", "erasing", now=T0)
+    with service.storage.unit_of_work() as uow:
+        device = uow.devices.get("d1")
+    assert device is not None and device.status is DeviceStatus.WIPED
+    cancelled = service.get(later.id)
+    assert cancelled is not None and cancelled.status is CommandStatus.CANCELLED
+    assert service.transitions(later.id)[-1].detail == "cancelled: the device was wiped"
+    assert service.get(other.id).status is CommandStatus.QUEUED  # type: ignore[union-attr]
+    # the ack repeated is still a no-op
+    service.record_result("d1", wipe.id, "acknowledged", now=T0)
+
+
+def test_selective_wipe_ack_leaves_device_status(service: CommandService) -> None:
+    from mdm_core.model import DeviceStatus
+
+    cmd = service.enqueue("d1", "selective_wipe", {}, created_by="hr", now=T0)
+    _deliver(service, "d1")
+    service.record_result("d1", cmd.id, "acknowledged", now=T0)
+    with service.storage.unit_of_work() as uow:
+        device = uow.devices.get("d1")
+    assert device is not None and device.status is DeviceStatus.ACTIVE

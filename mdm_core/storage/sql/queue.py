@@ -21,18 +21,21 @@ from mdm_core.commands import (
     CommandStatus,
     CommandType,
     IdempotencyConflict,
+    InactiveDevice,
     NewCommand,
     NoSuchDevice,
     Transition,
     UnknownCommand,
     check_transition,
 )
+from mdm_core.model import DeviceStatus
 from mdm_core.storage.sql.encoding import as_utc, json_param
 from mdm_core.storage.sql.tables import command_transitions, commands, devices
 
 __all__ = ["SqlCommandStore"]
 
 _DELIVERABLE = sorted(s.value for s in DELIVERABLE_STATUSES)
+_INACTIVE = frozenset({DeviceStatus.RETIRED.value, DeviceStatus.WIPED.value})
 
 
 def _opt_utc(value: datetime | None) -> datetime | None:
@@ -70,12 +73,16 @@ class SqlCommandStore:
         if not new:
             return []
         wanted = {c.device_id for c in new}
-        known = set(
-            self.conn.execute(select(devices.c.id).where(devices.c.id.in_(wanted))).scalars()
+        rows = self.conn.execute(
+            select(devices.c.id, devices.c.status).where(devices.c.id.in_(wanted))
         )
-        missing = wanted - known
+        status = {str(r.id): str(r.status) for r in rows}
+        missing = wanted - set(status)
         if missing:
             raise NoSuchDevice(f"unknown device(s): {', '.join(sorted(missing))}")
+        gone = sorted(d for d, s in status.items() if s in _INACTIVE)
+        if gone:
+            raise InactiveDevice(f"device(s) retired or wiped: {', '.join(gone)}")
         existing = self._by_idempotency([c for c in new if c.idempotency_key is not None])
         to_insert = [c for c in new if (c.device_id, c.idempotency_key) not in existing]
         inserted = self._insert(to_insert)
