@@ -6,7 +6,9 @@ users (their files validated in full: an invalid file stops start-up with ``file
 gateway's OIDC tables (``create_all``), the grant stores, the nonce store and the device gate;
 registers the protocol and login blueprints and sets the session cookie flags.
 
-The device gate defaults to :class:`~posture_gateway.login_decision.UnconfiguredDeviceGate`
+Nonces default to :class:`~posture_gateway.oidc.sql_nonces.SqlNonceStore` (shared by every
+process on the database); pass a Redis store as ``nonces=`` when there is one. The device gate
+defaults to :class:`~posture_gateway.login_decision.UnconfiguredDeviceGate`
 (every login blocked) until the composition root passes the real one.
 """
 
@@ -16,11 +18,12 @@ from flask import Flask
 
 from posture_gateway.keys import KeyRing, KeyRingError
 from posture_gateway.login_decision import DeviceGate, UnconfiguredDeviceGate
-from posture_gateway.nonces import InProcessNonceStore, NonceStore
+from posture_gateway.nonces import NonceStore
 from posture_gateway.oidc.clients import load_clients
 from posture_gateway.oidc.local_users import InProcessFailureLimiter, load_local_users
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.oidc.sql_grants import SqlCodeStore, SqlTokenStore, create_tables
+from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.yamlconf import ConfigFileError
 from posture_gateway.settings import ConfigError, Settings
@@ -95,7 +98,7 @@ def init_app(
         clients=clients,
         codes=SqlCodeStore(database),
         tokens=SqlTokenStore(database),
-        nonces=nonces or InProcessNonceStore(),
+        nonces=nonces or SqlNonceStore(database),
         gate=gate or UnconfiguredDeviceGate(),
         local_users=local_users,
         code_ttl=oidc.code_ttl,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, DateTime, Index, MetaData, String, Table, Text
 
-__all__ = ["metadata", "oidc_codes", "oidc_tokens"]
+__all__ = ["metadata", "oidc_codes", "oidc_tokens", "gateway_nonces"]
 
 metadata = MetaData(
     naming_convention={
@@ -64,4 +64,14 @@ oidc_tokens = Table(
     _ts("refresh_expires_at", nullable=True),
     _ts("revoked_at", nullable=True),
     Column("revoked_reason", String(32), nullable=True),
+)
+
+# Single-use nonces (device-check challenges, warn tickets) shared by every gateway process
+# when no Redis is configured; stored by SHA-256 digest.
+gateway_nonces = Table(
+    "gateway_nonces",
+    metadata,
+    Column("nonce_hash", String(64), primary_key=True),
+    _ts("expires_at"),
+    Index("ix_gateway_nonces_expires_at", "expires_at"),
 )
