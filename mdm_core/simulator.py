@@ -310,6 +310,13 @@ class Simulator:
             )
         device.device_id = client.device_id
 
+    def check_in(self, device: SimDevice) -> None:
+        """One more round for an enrolled device: its reports, then its commands answered."""
+        if device.device_id is None:
+            raise ValueError("the device is not enrolled")
+        client = DeviceClient(self.base_url, device.key, device_id=device.device_id, http=self.http)
+        self._round(device, client)
+
     def _round(self, device: SimDevice, client: DeviceClient) -> None:
         for fmt, report in native_reports(
             device.platform, device.serial_number, device.ownership, device.traits

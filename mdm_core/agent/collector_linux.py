@@ -45,6 +45,8 @@ AGENT_VERSION = "0.1.0"
 
 SECURE_BOOT_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
+_SBIN = ("/usr/sbin", "/sbin")
+
 Runner = Callable[[Sequence[str]], "str | None"]
 
 
@@ -98,7 +100,8 @@ def secure_boot_from_efivar(data: bytes) -> bool | None:
 
 def _run(argv: Sequence[str]) -> str | None:
     """Run a read-only system tool; ``None`` when it is absent, fails or hangs."""
-    exe = shutil.which(argv[0])
+    # Firewall tools live in /usr/sbin, which is not on every user's PATH.
+    exe = shutil.which(argv[0], path=os.pathsep.join([os.environ.get("PATH", ""), *_SBIN]))
     if exe is None:
         return None
     try:

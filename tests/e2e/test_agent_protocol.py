@@ -16,6 +16,7 @@ from cryptography import x509
 from mdm_core.agent.agent import Agent, agent_report
 from mdm_core.agent.client import DeviceClient, ProtocolError
 from mdm_core.agent.collector_linux import collect
+from mdm_core.agent.commands import CommandOutcome
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.agent.loopback import LOGIN_PROOF_PATH, LoopbackHelper
 from mdm_core.commands import CommandStatus
@@ -248,3 +249,38 @@ def test_certificate_renewal_when_due(live: LiveServer, tmp_path: Path) -> None:
     with pytest.raises(RevokedCertificate):  # superseded
         live.core.ca.verify_device_certificate(before.certificate)
     assert agent.checkin().answer.next_checkin_s > 0  # the same key keeps working
+
+
+def test_request_checkin_command_sends_fresh_posture(live: LiveServer, tmp_path: Path) -> None:
+    agent = _enrolled_agent(live, tmp_path)
+    agent.checkin()
+    live.core.commands.enqueue(agent.device_id, "request_checkin", {}, created_by=ADMIN)
+    result = agent.checkin()
+    assert [c["type"] for c, _ in result.executed] == ["request_checkin"]
+    with live.core.storage.unit_of_work() as uow:
+        stored = uow.posture.latest(agent.device_id)
+    assert stored is not None and stored.seq == 3  # first, the one that got it, the answer
+
+
+def test_a_command_the_agent_does_not_know_is_answered_error(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    agent = _enrolled_agent(live, tmp_path)
+    agent.executor = lambda_executor = _Refuser()
+    cmd = live.core.commands.enqueue(
+        agent.device_id, "install_app", {"app_id": "x"}, created_by=ADMIN
+    )
+    agent.checkin()
+    final = live.core.commands.get(cmd.id)
+    assert final is not None and final.status is CommandStatus.ERROR
+    assert final.error == "refused in test"
+    assert lambda_executor.seen == ["install_app"]
+
+
+class _Refuser:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def execute(self, command: dict[str, object]) -> CommandOutcome:
+        self.seen.append(str(command["type"]))
+        return CommandOutcome("error", "refused in test")
