@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from idp_connectors.errors import MalformedToken, WrongIssuer
+from idp_connectors.errors import ConnectorError, MalformedToken, WrongIssuer
 from idp_connectors.identity import ExternalIdentity
 from idp_connectors.jwks import JwksCache, decode_with_jwks
+from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
 
 __all__ = ["EntraHintSettings", "EntraHint", "EntraHintValidator", "verify_id_token_hint"]
 
@@ -83,7 +84,28 @@ def verify_id_token_hint(
     audience: str,
     leeway: timedelta,
 ) -> EntraHint:
-    """Validate an Entra EAM ``id_token_hint``: signature, issuer, audience — not expiry."""
+    """Validate an Entra EAM ``id_token_hint``: signature, issuer, audience — not expiry.
+
+    Raises a :class:`~idp_connectors.errors.ConnectorError`; every refusal is counted in
+    ``posture_external_token_refusals_total{kind="entra_hint"}``.
+    """
+    try:
+        hint = _verify_hint(token, keys, issuers=issuers, audience=audience, leeway=leeway)
+    except ConnectorError as exc:
+        EXTERNAL_TOKEN_REFUSALS.labels("entra_hint", exc.reason).inc()
+        raise
+    EXTERNAL_TOKENS_VERIFIED.labels("entra_hint").inc()
+    return hint
+
+
+def _verify_hint(
+    token: str,
+    keys: JwksCache,
+    *,
+    issuers: tuple[str, ...],
+    audience: str,
+    leeway: timedelta,
+) -> EntraHint:
     claims = decode_with_jwks(
         token,
         keys,

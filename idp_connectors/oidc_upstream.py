@@ -31,6 +31,7 @@ from authlib.oidc.discovery import OpenIDProviderMetadata
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from idp_connectors.errors import (
+    ConnectorError,
     Expired,
     LoginStateError,
     MalformedToken,
@@ -43,6 +44,7 @@ from idp_connectors.errors import (
 from idp_connectors.http import fetch_json
 from idp_connectors.identity import ExternalIdentity
 from idp_connectors.jwks import JwksCache, decode_with_jwks
+from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
 
 __all__ = [
     "UpstreamOidcSettings",
@@ -159,7 +161,42 @@ def verify_upstream_id_token(
     max_age: timedelta,
     now: float,
 ) -> dict[str, Any]:
-    """Verify an upstream ID token (OIDC Core 3.1.3.7) and return its claims."""
+    """Verify an upstream ID token (OIDC Core 3.1.3.7) and return its claims.
+
+    Raises a :class:`~idp_connectors.errors.ConnectorError`; every refusal is counted in
+    ``posture_external_token_refusals_total{kind="upstream_id_token"}``.
+    """
+    try:
+        claims = _verify_id_token(
+            token,
+            keys,
+            issuer=issuer,
+            client_id=client_id,
+            nonce=nonce,
+            algorithms=algorithms,
+            leeway=leeway,
+            max_age=max_age,
+            now=now,
+        )
+    except ConnectorError as exc:
+        EXTERNAL_TOKEN_REFUSALS.labels("upstream_id_token", exc.reason).inc()
+        raise
+    EXTERNAL_TOKENS_VERIFIED.labels("upstream_id_token").inc()
+    return claims
+
+
+def _verify_id_token(
+    token: str,
+    keys: JwksCache,
+    *,
+    issuer: str,
+    client_id: str,
+    nonce: str,
+    algorithms: tuple[str, ...],
+    leeway: timedelta,
+    max_age: timedelta,
+    now: float,
+) -> dict[str, Any]:
     claims = decode_with_jwks(
         token,
         keys,

@@ -148,3 +148,18 @@ def test_jwks_network_error_fails_closed(entra: EntraDouble) -> None:
     validator = EntraHintValidator(settings, http=make_client(httpx.MockTransport(broken)))
     with pytest.raises(UpstreamUnavailable):
         validator.validate(entra.hint())
+
+
+def test_refusals_are_counted(entra: EntraDouble, validator: EntraHintValidator) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(reason: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "posture_external_token_refusals_total", {"kind": "entra_hint", "reason": reason}
+        )
+        return value or 0.0
+
+    before = count("token.bad_algorithm")
+    with pytest.raises(DisallowedAlgorithm):
+        validator.validate(entra.unsigned_hint(entra.hint_claims()))
+    assert count("token.bad_algorithm") == before + 1
