@@ -168,7 +168,10 @@ _PAGE = """<!doctype html>
   var url = "http://127.0.0.1:{{ device_check.port }}/v1/login-proof?nonce="
     + encodeURIComponent({{ device_check.nonce|tojson }}) + "&aud="
     + encodeURIComponent({{ device_check.aud|tojson }});
-  fetch(url, {credentials: "omit"}).then(function (r) { return r.ok ? r.json() : {}; })
+  var abort = new AbortController();
+  setTimeout(function () { abort.abort(); }, 5000);  // no agent answering: continue without
+  fetch(url, {credentials: "omit", signal: abort.signal})
+    .then(function (r) { return r.ok ? r.json() : {}; })
     .then(function (body) {
       if (body && body.proof) { document.getElementById("proof").value = body.proof; }
     })
