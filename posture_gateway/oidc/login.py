@@ -357,6 +357,7 @@ def device_submit() -> ResponseReturnValue:
             "nonce_mismatch", "This device check is no longer valid. Check again.", 400, retry=True
         )
     if not _consume(provider.nonces, nonce):
+        log.warning("device-check nonce replayed or expired (user %s)", tx["user"]["user_id"])
         return _error_page(
             "nonce_replayed",
             "This device check was already used or expired. Check again.",
@@ -381,6 +382,13 @@ def device_submit() -> ResponseReturnValue:
             "Try again in a moment. If this keeps happening, contact your help desk.",
         )
     verdict = _sane(verdict)
+    log.info(
+        "login device verdict user=%s client=%s outcome=%s reasons=%s",
+        user["user_id"],
+        tx["client_id"],
+        verdict.outcome,
+        ",".join(r.code for r in verdict.reasons),
+    )
     if verdict.outcome == "block":
         return render_page(
             "oidc/blocked.html", 403, reasons=verdict.reasons, remediation=verdict.remediation
