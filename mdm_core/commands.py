@@ -11,8 +11,8 @@ and answered by the device::
 
 A delivered command that is not answered is delivered again at the next check-in (delivery
 is idempotent; the device acknowledges by id). ``acknowledged``, ``error`` and ``cancelled``
-are final. An acknowledged full ``wipe`` marks the device ``wiped`` and cancels whatever
-still waits for it. Retired and wiped devices get no new commands. Every transition is
+are final. Retired and wiped devices get no new commands (what the device's status becomes
+after a wipe is the offboarding flow's decision, not the queue's). Every transition is
 written to ``command_transitions`` with its time and detail, and a ``command.state_changed``
 event goes to the outbox in the same unit of work.
 
@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mdm_core.errors import Conflict, MdmError, NotFound
 from mdm_core.events import DomainEvent, EventType
-from mdm_core.model import DeviceStatus
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = [
@@ -473,26 +472,10 @@ class CommandService:
             command, transition = u.commands.record_result(device_id, command_id, new, detail, at)
             if transition is None:
                 return command
-            events = [transition.event()]
-            if command.type is CommandType.WIPE and new is CommandStatus.ACKNOWLEDGED:
-                events.extend(self._wiped(u, device_id, command_id, at))
-            u.outbox.add(events)
+            u.outbox.add([transition.event()])
             return command
 
         return self._run(run, uow)
-
-    @staticmethod
-    def _wiped(u: UnitOfWork, device_id: str, command_id: str, at: datetime) -> list[DomainEvent]:
-        """The device acknowledged a full wipe: it is gone. Mark it wiped and cancel what is
-        still waiting for it (it will never check in again), so no command stays stuck."""
-        u.devices.update_status(
-            device_id, DeviceStatus.WIPED, reason=f"wipe {command_id} acknowledged", at=at
-        )
-        events = []
-        for pending in u.commands.next_commands(device_id, 10_000):
-            _, transition = u.commands.cancel(pending.id, "cancelled: the device was wiped", at)
-            events.append(transition.event())
-        return events
 
     def cancel(
         self,

@@ -198,31 +198,11 @@ def test_retired_or_wiped_devices_get_no_new_commands(
     assert _count(database, commands) == 0
 
 
-def test_acknowledged_wipe_marks_device_wiped_and_cancels_the_rest(
-    service: CommandService, database: Database
-) -> None:
+@pytest.mark.parametrize("kind", ["wipe", "selective_wipe"])
+def test_wipe_ack_leaves_device_status_to_offboarding(service: CommandService, kind: str) -> None:
     from mdm_core.model import DeviceStatus
 
-    wipe = service.enqueue("d1", "wipe", {}, created_by="hr", now=T0)
-    _deliver(service, "d1", limit=1)
-    later = service.enqueue("d1", "install_app", {"app_id": "x"}, created_by="t", now=T0)
-    other = service.enqueue("d2", "lock", {}, created_by="t", now=T0)
-    service.record_result("d1", wipe.id, "acknowledged", "erasing", now=T0)
-    with service.storage.unit_of_work() as uow:
-        device = uow.devices.get("d1")
-    assert device is not None and device.status is DeviceStatus.WIPED
-    cancelled = service.get(later.id)
-    assert cancelled is not None and cancelled.status is CommandStatus.CANCELLED
-    assert service.transitions(later.id)[-1].detail == "cancelled: the device was wiped"
-    assert service.get(other.id).status is CommandStatus.QUEUED  # type: ignore[union-attr]
-    # the ack repeated is still a no-op
-    service.record_result("d1", wipe.id, "acknowledged", now=T0)
-
-
-def test_selective_wipe_ack_leaves_device_status(service: CommandService) -> None:
-    from mdm_core.model import DeviceStatus
-
-    cmd = service.enqueue("d1", "selective_wipe", {}, created_by="hr", now=T0)
+    cmd = service.enqueue("d1", kind, {}, created_by="hr", now=T0)
     _deliver(service, "d1")
     service.record_result("d1", cmd.id, "acknowledged", now=T0)
     with service.storage.unit_of_work() as uow:
