@@ -6,14 +6,14 @@ thread, swapped atomically by :class:`~mdm_core.policy.repository.PolicyReposito
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from mdm_core.policy.checks import Check
+from mdm_core.policy.checks import Check, RuleEnv
 from mdm_core.policy.model import Outcome, Severity
-from mdm_core.posture.model import Ownership, Platform
+from mdm_core.posture.model import Ownership, Platform, Posture
 
 __all__ = [
     "Assignment",
@@ -109,6 +109,10 @@ class CompliancePolicy:
     line: int
     #: rules pre-filtered by (platform, ownership), computed at compile time
     by_scope: Mapping[tuple[Platform, Ownership], tuple[CompiledRule, ...]] = field(
+        default_factory=dict
+    )
+    #: per scope, a fused function returning the indexes (into by_scope[scope]) that fail
+    scanners: Mapping[tuple[Platform, Ownership], Callable[[Posture, RuleEnv], list[int]]] = field(
         default_factory=dict
     )
 

@@ -34,6 +34,7 @@ from mdm_core.policy.compiled import (
 from mdm_core.policy.durations import parse_duration
 from mdm_core.policy.errors import Problem
 from mdm_core.policy.model import Outcome, Severity
+from mdm_core.policy.scan import build_scanner
 from mdm_core.policy.schema import CHECK_KEYS, schema_problems
 from mdm_core.policy.source import PathKey, SourceDocument
 from mdm_core.posture.model import Ownership, Platform
@@ -198,6 +199,7 @@ def _compliance(ctx: _Ctx, doc: SourceDocument, data: dict[str, Any]) -> Complia
         file=doc.file,
         line=doc.line,
         by_scope=by_scope,
+        scanners={scope: build_scanner(scoped) for scope, scoped in by_scope.items()},
     )
 
 

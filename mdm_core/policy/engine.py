@@ -164,14 +164,19 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
         scope = (platform, ownership)
         failures = request.rule_failures
         for policy in applicable:
+            failed_at = policy.scanners[scope](posture, env)
+            if not failed_at:
+                continue
             enforce = policy.enforce
-            for rule in policy.by_scope[scope]:
-                try:
-                    if rule.check(posture, env):
-                        continue
-                    detail = ""
-                except CelEvaluationError as exc:
-                    detail = f" (condition could not be evaluated: {exc})"
+            scoped = policy.by_scope[scope]
+            for index in failed_at:
+                rule = scoped[index]
+                detail = ""
+                if rule.check_key == "cel":
+                    try:
+                        rule.check(posture, env)
+                    except CelEvaluationError as exc:
+                        detail = f" (condition could not be evaluated: {exc})"
                 key = rule.key
                 first = failures.get(key, now)
                 if rule.critical:
