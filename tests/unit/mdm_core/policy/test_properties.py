@@ -192,3 +192,32 @@ def test_adding_a_failing_rule_never_loosens(
     after = evaluate(request, VARIANTS[variant])
     assert after.outcome.rank >= before.outcome.rank
     assert after.quarantine >= before.quarantine
+
+
+REPORT_ONLY_EXTRA = (
+    "kind: CompliancePolicy\nid: watch\nmode: report-only\nassign: {}\nmax_posture_age: 1m\n"
+    "rules:\n  - {id: jb, severity: critical, not_jailbroken: true, remediation: x}\n"
+    "  - {id: never, severity: high, required_apps: [never.installed], remediation: x}\n"
+)
+
+
+def _with_report_only() -> CompiledPolicySet:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="policy-report-only-"))
+    return load_policy_directory(
+        write(root, {"base.yaml": SIMPLE, "watch.yaml": REPORT_ONLY_EXTRA}), now=NOW
+    )
+
+
+WITH_REPORT_ONLY = _with_report_only()
+
+
+@FAST
+@given(inputs(BASE))
+def test_report_only_policies_never_change_the_outcome(request: EvaluationInput) -> None:
+    plain = evaluate(request, BASE)
+    watched = evaluate(request, WITH_REPORT_ONLY)
+    assert watched.outcome is plain.outcome
+    assert watched.quarantine is plain.quarantine
+    assert watched.reasons == plain.reasons
