@@ -3,7 +3,8 @@
 The gateway's login (``/oauth/authorize`` from a relying party) offers the upstream; our broker
 runs discovery, code + PKCE + state + nonce, the token request and ID token validation against
 the independent implementation, maps the upstream user to our directory user and continues to
-the device check. Failure paths: the upstream refuses (error=access_denied), a forged or
+the device check — and, with a device gate that allows, all the way to the relying party's
+tokens for OUR user. Failure paths: the upstream refuses (error=access_denied), a forged or
 replayed callback, an unknown user, an unreachable upstream — each ends on an error page and
 the login does not continue.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +30,10 @@ from idp_connectors.oidc_upstream import UpstreamOidcSettings
 from posture_gateway.app import GatewayState, create_app
 from posture_gateway.integration_settings import IntegrationSettings
 from posture_gateway.integrations import integrations
+from posture_gateway.login_decision import LoginVerdict
 from posture_gateway.oidc.authn import AuthenticatedUser
+from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_EXTENSION_KEY
+from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings
 from tests.peers.upstream_idp import UpstreamIdp
 
@@ -120,7 +125,8 @@ def state(app: Flask) -> GatewayState:
     return st
 
 
-def _start_login(client: FlaskClient) -> None:
+def _start_login(client: FlaskClient) -> str:
+    """Start a login at our OP as relying party "rp"; returns the PKCE verifier."""
     verifier = secrets.token_urlsafe(48)
     challenge = (
         base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -139,6 +145,7 @@ def _start_login(client: FlaskClient) -> None:
     )
     response = client.get(f"/oauth/authorize?{query}")
     assert response.status_code == 303, response.get_data(as_text=True)[:500]
+    return verifier
 
 
 def _go_upstream(client: FlaskClient) -> str:
@@ -304,3 +311,60 @@ def test_unreachable_upstream_fails_closed(
     response = client.get("/login/with/upstream-corp")
     assert response.status_code == 502
     assert b"upstream.unavailable" in response.data
+
+
+class AllowGate:
+    """The device gate the lead wires later; here: every device is healthy."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def check(self, **kwargs: Any) -> LoginVerdict:
+        self.calls.append(kwargs)
+        return LoginVerdict(outcome="allow", claims={"posture_outcome": "allow"})
+
+
+def _form_value(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no {name} in page"
+    return match.group(1)
+
+
+def test_full_broker_login_ends_with_tokens_for_the_mapped_user(app: Flask) -> None:
+    provider = app.extensions[OIDC_EXTENSION_KEY]
+    assert isinstance(provider, OIDCProvider)
+    gate = AllowGate()
+    provider.gate = gate
+    client = app.test_client()
+    verifier = _start_login(client)
+    response = client.get(_callback_path(_browse_upstream(_go_upstream(client))))
+    assert response.status_code == 303
+    page = client.get("/login/device").get_data(as_text=True)
+    submitted = client.post(
+        "/login/device",
+        data={
+            "csrf_token": _form_value(page, "csrf_token"),
+            "nonce": _form_value(page, "nonce"),
+            "proof": "device-proof",
+        },
+    )
+    assert submitted.status_code == 302, submitted.get_data(as_text=True)[:800]
+    redirect_to = submitted.headers["Location"]
+    assert redirect_to.startswith(RP_REDIRECT + "?")
+    query = parse_qs(urlsplit(redirect_to).query)
+    assert query["state"] == ["rp-state"]
+    tokens = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": query["code"][0],
+            "redirect_uri": RP_REDIRECT,
+            "code_verifier": verifier,
+            "client_id": "rp",
+        },
+    )
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    id_token = provider.issuer.verify_id_token(tokens.json["id_token"], audience="rp")
+    assert id_token["sub"] == "u-alice"  # our directory user, not the upstream's subject
+    assert id_token["nonce"] == "rp-nonce"
+    assert gate.calls[0]["user_id"] == "u-alice"
