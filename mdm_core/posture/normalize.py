@@ -19,6 +19,10 @@ Formats (``fmt``):
   ``InstalledApplications``, ``CollectedAt``).
 - ``agent``: the reference agent's native JSON, whose keys are :class:`Posture` field names.
 
+Evidence, not guesses: an ``apple`` report that answers DeviceInformation or SecurityInfo
+queries proves the MDM profile is installed (``mdm_profile_present``); a ``windows`` report
+naming its ``AgentVersion`` proves the agent runs (``agent_present``).
+
 Rules: unknown keys are ignored; a known key with the wrong type is refused with
 :class:`ReportError` naming the key (``SecurityInfo.FDE_Enabled: expected a boolean``); a
 security value that is absent or not established stays ``None`` — never guessed. Only the
@@ -231,6 +235,8 @@ def _apple(r: _Reader, want: Want) -> tuple[Out, datetime | None]:
     )
     _put(out, want, "secure_boot", lambda: _apple_secure_boot(security))
     # Apple's MDM protocol exposes no jailbreak signal: ``jailbroken`` stays None.
+    # A DeviceInformation/SecurityInfo answer only comes from an installed MDM profile.
+    _put(out, want, "mdm_profile_present", lambda: _apple_answered_mdm(r))
     _put(out, want, "managed_apps", lambda: _apple_managed_apps(r))
     _put(
         out,
@@ -240,6 +246,11 @@ def _apple(r: _Reader, want: Want) -> tuple[Out, datetime | None]:
     )
     _put(out, want, "location", lambda: _location(r.sub("DeviceLocation"), "Latitude", "Longitude"))
     return out, None
+
+
+def _apple_answered_mdm(r: _Reader) -> bool | None:
+    answered = any(r.raw(key) is not None for key in ("SecurityInfo", "OSVersion", "BuildVersion"))
+    return True if answered else None
 
 
 def _apple_encryption(security: _Reader) -> bool | None:
@@ -356,6 +367,8 @@ def _windows(r: _Reader, want: Want) -> tuple[Out, datetime | None]:
     _put(out, want, "screen_lock_enabled", lambda: _nested_bool(r, "ScreenLock", "Enabled"))
     _put(out, want, "screen_lock_timeout_s", lambda: _windows_lock_timeout(r))
     _put(out, want, "agent_version", lambda: r.text("AgentVersion"))
+    # The report names the agent that collected it: the agent is there and running.
+    _put(out, want, "agent_present", lambda: True if r.text("AgentVersion") else None)
     _put(
         out,
         want,

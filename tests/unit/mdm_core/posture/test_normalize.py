@@ -85,6 +85,8 @@ def test_apple_macos() -> None:
     assert p.storage_encrypted is True and p.passcode_set is True
     assert p.firewall_enabled is True and p.secure_boot is True
     assert p.jailbroken is None  # Apple exposes no jailbreak signal: never guessed
+    assert p.mdm_profile_present is True  # it answered MDM queries
+    assert p.agent_present is None  # nothing in an MDM answer says an agent runs
     assert [a.app_id for a in p.managed_apps] == ["com.corp.mail"]
     assert [a.app_id for a in p.installed_apps] == ["com.personal.chat"]
     assert p.location is not None and p.location.latitude == 48.85
@@ -157,6 +159,9 @@ def test_windows() -> None:
     assert p.passcode_set is True and p.screen_lock_enabled is True
     assert p.screen_lock_timeout_s == 300 and p.hostname == "WIN-1"
     assert p.collected_at == datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
+    assert p.agent_present is None  # no AgentVersion: no evidence of the agent
+    with_agent = _norm({**WINDOWS, "AgentVersion": "0.1.0"}, "windows", Platform.WINDOWS)
+    assert with_agent.agent_present is True and with_agent.agent_version == "0.1.0"
 
 
 @pytest.mark.parametrize(
@@ -338,3 +343,8 @@ def test_simulator_reports_normalise(platform: str, ownership: str) -> None:
             posture = _norm(report, fmt, Platform(platform))
             if fmt != "agent" or platform == "linux":
                 assert posture.storage_encrypted is (not traits.encryption_off)
+
+
+def test_apple_without_mdm_answers_proves_nothing() -> None:
+    p = _norm({"ManagedApps": []}, "apple", Platform.IOS)
+    assert p.mdm_profile_present is None
