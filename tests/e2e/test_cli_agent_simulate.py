@@ -143,3 +143,29 @@ def test_simulate_in_process(tmp_path: Path) -> None:
         assert platform in done.output
     bad = runner.invoke(cli, ["simulate", "--platform-mix", "symbian=1"], env=env)
     assert bad.exit_code == 2 and "unknown platform" in bad.output
+
+
+def test_simulate_against_a_running_server(tmp_path: Path) -> None:
+    """``--url``: provision through the shared database, devices talk real HTTP."""
+    with live_server(tmp_path) as live:
+        env = {
+            "POSTURE_DATA_DIR": str(tmp_path / "server"),  # the live server's data dir and DB
+            "POSTURE_DEV_MODE": "true",
+            "POSTURE_POLICY_DIR": str(POLICY_DIR),
+            "POSTURE_PUBLIC_URL": live.url,
+            "COLUMNS": "160",
+        }
+        done = CliRunner().invoke(
+            cli, ["simulate", "--devices", "6", "--url", live.url, "--seed", "11"], env=env
+        )
+        assert done.exit_code == 0, done.output
+        with live.core.storage.unit_of_work() as uow:
+            enrolled = [
+                d
+                for u in range(97)
+                for d in uow.devices.list_for_user(f"sim-user-{u:03d}@example.com")
+            ]
+        assert len(enrolled) == 6
+        assert {d.platform.value for d in enrolled} == {
+            "ios", "ipados", "macos", "android", "windows", "linux"
+        }  # fmt: skip
