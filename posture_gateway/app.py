@@ -43,6 +43,7 @@ def core_config(settings: Settings) -> CoreConfig:
         proof_max_age=settings.proof.max_age,
         proof_leeway=settings.proof.leeway,
         posture_history_length=settings.posture_history_length,
+        redis_url=settings.redis_url,
     )
 
 
