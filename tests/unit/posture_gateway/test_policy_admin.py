@@ -171,14 +171,15 @@ def test_admin_api_is_disabled_without_a_strong_token(tmp_path: Path, configured
 def test_cli_what_if_prints_the_decision(app: Flask, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
-        cli, ["policy", "what-if", "--user", "alice", "--device", "dev-j"], env=_env(tmp_path)
+        cli,
+        ["policy", "what-if", "--user", "alice", "--device", "dev-j"],
+        env={**_env(tmp_path), "COLUMNS": "250"},
     )
     assert result.exit_code == 0, result.output
-    assert (
-        "BLOCK" in result.output
-        and "no-jailbreak" not in result.output
-        or "not-jailbroken" in result.output
-    )
+    assert "BLOCK" in result.output
+    assert "baseline-critical/not-jailbroken" in result.output
+    assert "quarantined" in result.output
+    assert "Restore the official operating system" in result.output  # remediation shown
     as_json = runner.invoke(
         cli,
         ["policy", "what-if", "--user", "alice", "--device", "dev-a", "--app", "crm-web", "--json"],
