@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
     integrations_register(app, settings.integrations, public_url=settings.public_url)
+    from posture_gateway.device_gate import init_app as init_device_gate
+
+    init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
     return app
 
 

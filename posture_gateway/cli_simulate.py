@@ -30,7 +30,11 @@ from mdm_core.simulator import (
 
 __all__ = ["simulate_cmd", "summary_table", "run_simulation"]
 
-console = Console()
+
+def _console() -> Console:
+    # Made per command, not at import: rich reads the terminal width (COLUMNS) when a
+    # Console is created, and a module-level one would freeze whatever it was at import.
+    return Console()
 
 
 def summary_table(summary: SimSummary) -> Table:
@@ -66,7 +70,7 @@ def run_simulation(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=_console(),
         disable=not show_progress,
         transient=False,
     ) as progress:
@@ -142,6 +146,7 @@ def simulate_cmd(
         },
         spec,
     )
+    console = _console()
     console.print(summary_table(summary))
     errors = summary.errors
     for line in errors[:10]:

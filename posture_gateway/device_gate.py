@@ -55,6 +55,7 @@ __all__ = [
     "PolicyDeviceGate",
     "PolicyDecisionService",
     "SNAPSHOT_MAX_AGE",
+    "init_app",
 ]
 
 log = logging.getLogger(__name__)
@@ -491,3 +492,22 @@ def _proof_nonce(token: str) -> str | None:
         return None
     nonce = claims.get("nonce")
     return nonce if isinstance(nonce, str) else None
+
+
+def init_app(app: Any) -> None:
+    """Wire the real gate and decision service into the OIDC provider and the integrations.
+
+    Replaces the fail-closed placeholders (``UnconfiguredDeviceGate``,
+    ``UnconfiguredDecisionService``, ``UnconfiguredUserDirectory``).
+    """
+    from posture_gateway.directory_identity import DirectoryUserResolver
+    from posture_gateway.integrations import integrations
+    from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_KEY
+
+    core = app.extensions["posture"].core
+    provider = app.extensions[OIDC_KEY]
+    evaluator = PostureEvaluator(core)
+    provider.gate = PolicyDeviceGate(evaluator, audience=provider.issuer.issuer)
+    state = integrations(app)
+    state.decision_service = PolicyDecisionService(evaluator, provider.nonces)
+    state.user_directory = DirectoryUserResolver(core.storage)

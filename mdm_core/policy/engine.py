@@ -199,7 +199,12 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
                 if enforce:
                     reasons.append(reason)
                     failing.add(key)
-                    quarantine = quarantine or rule.critical
+                    # Quarantine needs evidence: a critical rule whose fields the device
+                    # REPORTED failing (jailbroken: true, encryption: false) quarantines; one
+                    # that fails because a field was not reported (an Apple MDM answer has no
+                    # jailbreak signal until the companion app reports) blocks all the same,
+                    # without the quarantine that only re-enrollment lifts.
+                    quarantine = quarantine or (rule.critical and _reported(posture, rule.fields))
                 else:
                     report_only.append(reason)
 
@@ -222,6 +227,11 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
         evaluated=[p.id for p in applicable],  # (ids in set order: deterministic)
         failing=failing,
     )
+
+
+def _reported(posture: object, fields: tuple[str, ...]) -> bool:
+    """Every field the rule reads was reported (not ``None``)."""
+    return all(getattr(posture, name, None) is not None for name in fields)
 
 
 def _staleness(

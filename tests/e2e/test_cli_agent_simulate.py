@@ -135,7 +135,19 @@ def test_simulate_in_process(tmp_path: Path) -> None:
     }
     runner = CliRunner()
     done = runner.invoke(
-        cli, ["simulate", "--devices", "12", "--rounds", "2", "--jailbroken-ratio", "0.2"], env=env
+        cli,
+        [
+            "simulate",
+            "--devices",
+            "12",
+            "--rounds",
+            "2",
+            "--jailbroken-ratio",
+            "0.2",
+            "--platform-mix",
+            "ios=1,ipados=1,macos=1,android=1,windows=1,linux=1",
+        ],  # fmt: skip
+        env=env,
     )
     assert done.exit_code == 0, done.output
     assert "12 simulated devices" in done.output

@@ -40,9 +40,7 @@ def test_healthy_device_is_allowed(simple: CompiledPolicySet) -> None:
     "field,value",
     [
         ("jailbroken", True),
-        ("jailbroken", None),
         ("storage_encrypted", False),
-        ("storage_encrypted", None),
     ],
 )
 def test_critical_failure_blocks_and_quarantines_without_grace(
@@ -58,6 +56,19 @@ def test_critical_failure_blocks_and_quarantines_without_grace(
     assert d.reasons[0].severity is not None and d.reasons[0].severity.value == "critical"
     assert d.reasons[0].remediation
     assert d.policy_ids == ("base",)
+
+
+@pytest.mark.parametrize("field", ["jailbroken", "storage_encrypted"])
+def test_unreported_critical_field_blocks_without_quarantine(
+    simple: CompiledPolicySet, field: str
+) -> None:
+    """No evidence, no quarantine: a critical field the device did not report blocks (fail
+    closed, no grace) but does not quarantine, so the next complete report restores access."""
+    d = evaluate(request(posture=healthy_posture(**{field: None})), simple)
+    assert d.outcome is Outcome.BLOCK
+    assert d.quarantine is False
+    assert d.reasons[0].code is ReasonCode.RULE_FAILED
+    assert d.reasons[0].severity is not None and d.reasons[0].severity.value == "critical"
 
 
 def test_grace_timeline_counts_from_first_failure(simple: CompiledPolicySet) -> None:

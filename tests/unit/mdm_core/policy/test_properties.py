@@ -98,9 +98,14 @@ FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 @given(inputs())
 def test_a_critical_failure_never_allows(request: EvaluationInput) -> None:
     decision = evaluate(request, DEFAULT_SET)
-    if any(r.severity is Severity.CRITICAL for r in decision.reasons):
+    critical = [r for r in decision.reasons if r.severity is Severity.CRITICAL]
+    if critical:
         assert decision.outcome is Outcome.BLOCK
-        assert decision.quarantine is True
+    # Quarantine comes only from a critical failure (with evidence) or a quarantined device.
+    if decision.quarantine:
+        assert critical or (
+            request.device is not None and request.device.status.value == "quarantined"
+        )
 
 
 @FAST
