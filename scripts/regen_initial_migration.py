@@ -6,6 +6,8 @@ tables change. After a release, add revisions with ``alembic revision --autogene
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,4 +24,7 @@ with tempfile.TemporaryDirectory() as tmp:
     command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
     db.dispose()
 for path in versions.glob("0001_*.py"):
+    # the generated file must pass `make lint` as it is
+    subprocess.run([sys.executable, "-m", "ruff", "check", "--fix", "-q", str(path)], check=False)
+    subprocess.run([sys.executable, "-m", "ruff", "format", "-q", str(path)], check=False)
     print("wrote", path.relative_to(Path.cwd()))
