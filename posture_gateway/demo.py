@@ -9,7 +9,9 @@ iPhone (a simulated device speaking the same protocol):
 1. Carol registers the laptop's serial number; 2. the laptop enrolls itself with it;
 3. Carol issues a BYOD enrollment token to Bob; 4. Bob's iPhone shows the privacy notice,
 Bob accepts, the phone enrolls; 5. both check in, and the demo shows what the server kept
-and what it dropped from Bob's phone; 6. the laptop is offline and Carol locks it: the
+and what it dropped from Bob's phone; then two sign-ins through the real device gate: Bob's
+healthy phone gets in, Dave's rooted phone is quarantined and blocked with remediation;
+6. the laptop is offline and Carol locks it: the
 command waits, queued; 7. the laptop comes back, receives the lock and acknowledges it;
 then the audit trail (who did what).
 
@@ -20,6 +22,7 @@ Every step asserts what it shows: if anything does not happen as told, the demo 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -55,6 +58,7 @@ __all__ = ["DemoFailure", "DemoServer", "run_demo", "demo_cmd"]
 ADMIN = "admin:carol"
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
+DAVE = "dave@example.com"
 LAPTOP_SERIAL = "DEMO-LNX-0001"
 IPHONE_SERIAL = "F2LDEMO00042"
 #: What Bob's phone sends that the BYOD privacy profile must not keep.
@@ -312,8 +316,71 @@ def step_checkins(s: Story) -> None:
     check(stored.posture.os_version == report["OSVersion"], "Bob's OS version was not kept")
     check("installed_apps" not in answer.collect, "the server asks BYOD devices for all apps")
     s.say("Server", f"answers Bob's phone: compliance {_compliance(answer.compliance)}.")
-    # >>> Policy engine (engineer C): when mdm_core.policy is wired into check-ins, add
-    # >>> `step_access_decisions` after this step: a compliant device vs a jailbroken one.
+
+
+def step_access_decisions(s: Story) -> None:
+    """Two logins through the real device gate: Bob's healthy phone, Dave's rooted one."""
+    assert s.phone is not None
+    from mdm_core.storage.directory import DirectoryUser
+    from posture_gateway.device_gate import PolicyDeviceGate, PostureEvaluator
+
+    now = datetime.now(UTC)
+    for user in (ALICE, BOB, DAVE):  # in production the LDAP/SCIM sync fills the mirror
+        s.core.directory.upsert_user(
+            DirectoryUser(id=user, username=user, active=True, source="local", updated_at=now)
+        )
+    # The Posture app on Bob's phone reports what Apple's MDM cannot see (jailbreak state).
+    fmt, report = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)[1]
+    s.phone.checkin(fmt, report)
+    s.say("Bob's iPhone", "the Posture app reports what MDM cannot see (not jailbroken).")
+
+    token = s.core.enrollment.create_token(
+        DAVE, Ownership.CORPORATE, Platform.ANDROID, timedelta(hours=1), ADMIN
+    )
+    rooted = DeviceClient(s.server.url, DeviceKey.generate())
+    try:
+        dave = rooted.enroll(platform="android", ownership="corporate", token=token)
+        fmt, report = native_reports(
+            "android", "DEMO-AND-0666", "corporate", DeviceTraits(jailbroken=True), now
+        )[0]
+        answer = rooted.checkin(fmt, report)
+    finally:
+        rooted.close()
+    s.say("Dave's Android", f"(rooted) enrolls and checks in: {_compliance(answer.compliance)}.")
+    with s.core.storage.unit_of_work() as uow:
+        record = uow.devices.get(dave.device_id)
+    check(
+        record is not None and record.status.value == "quarantined", "rooted phone not quarantined"
+    )
+
+    gate = PolicyDeviceGate(PostureEvaluator(s.core), audience=s.server.url)
+    table = Table(title="Sign-in to the expense app: the device decides")
+    for col in ("user", "device", "outcome", "why"):
+        table.add_column(col)
+    verdicts = {}
+    for who, device_id, key in (
+        (BOB, s.phone_id, s.phone.key),
+        (DAVE, dave.device_id, rooted.key),
+    ):
+        nonce = secrets.token_urlsafe(32)  # issued by the login page, single use
+        proof = key.login_proof(device_id, s.server.url, nonce)
+        verdict = gate.check(
+            user_id=who,
+            client_id="expenses",
+            requested_scopes=frozenset({"openid"}),
+            proof=proof,
+            nonce=nonce,
+            client_cert_pem=None,
+        )
+        verdicts[who] = verdict
+        why = "; ".join(r.message for r in verdict.reasons) or "every rule passed"
+        table.add_row(who, device_id[:8] + "…", verdict.outcome, why)
+    s.console.print(table)
+    check(verdicts[BOB].outcome != "block", "Bob's healthy phone was refused")
+    check(verdicts[DAVE].outcome == "block", "the rooted phone was let in")
+    check(bool(verdicts[DAVE].remediation), "the block came without remediation steps")
+    for step in verdicts[DAVE].remediation:
+        s.say("Dave", f"is told how to fix it: [italic]{step}[/]")
 
 
 def step_lock_while_offline(s: Story) -> None:
@@ -363,7 +430,7 @@ def step_laptop_returns(s: Story) -> None:
 def step_audit(s: Story) -> None:
     entries = []
     with s.core.storage.unit_of_work() as uow:
-        for subject in (LAPTOP_SERIAL, s.laptop_id, BOB, s.phone_id):
+        for subject in (LAPTOP_SERIAL, s.laptop_id, BOB, s.phone_id, f"user:{BOB}"):
             entries.extend(uow.audit.recent(subject, limit=50))
     check(bool(entries), "nothing was audited")
     table = Table(title="Audit trail: who did what")
@@ -384,7 +451,7 @@ STEPS: list[tuple[str, Callable[[Story], None]]] = [
     ("Carol invites Bob to enroll his own phone", step_byod_token),
     ("Bob's iPhone: privacy notice, consent, enrollment", step_bob_enrolls),
     ("Both devices check in", step_checkins),
-    # (policy engine) ("Access: a compliant device vs a jailbroken one", step_access_decisions),
+    ("Access: a compliant device vs a rooted one", step_access_decisions),
     ("The laptop is offline; Carol locks it", step_lock_while_offline),
     ("The laptop comes back", step_laptop_returns),
     ("The record", step_audit),
