@@ -14,6 +14,7 @@ from flask import Flask, current_app
 
 from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
+from mdm_core.events import EventBus
 from mdm_core.runtime import CoreConfig, MdmCore, build_core
 from posture_gateway.integrations import register as integrations_register
 from posture_gateway.settings import Settings, load_settings
@@ -47,6 +48,17 @@ def core_config(settings: Settings) -> CoreConfig:
     )
 
 
+def _event_bus(settings: Settings) -> EventBus | None:
+    """The Redis Streams bus when ``redis_url`` is set (every process sees every event);
+    ``None`` lets the core use its in-process bus (the embedded default)."""
+    if not settings.redis_url:
+        return None
+    from mdm_core.bus_redis import RedisEventBus
+    from mdm_core.redis_client import connect_redis
+
+    return RedisEventBus(connect_redis(settings.redis_url))
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -54,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SECRET_KEY"] = (
         settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)
     )
-    core = build_core(core_config(settings))
+    core = build_core(core_config(settings), bus=_event_bus(settings))
     app.extensions["posture"] = GatewayState(settings=settings, core=core)
 
     from posture_gateway.health import bp as health_bp
