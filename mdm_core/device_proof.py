@@ -291,14 +291,22 @@ class DeviceProofVerifier:
                 return self._run(kind, token, own, check, body=body, audience=audience)
         kid: str | None = None
         known = False
+        remembered: tuple[str, datetime, bool] | None = None
         try:
             header = self._header(kind, token)
             kid = header["kid"]
-            identity = uow.identities.lookup(kid)
+            replay = self._replay_record(kind, kid, token) if self._replay is None else None
+            if replay is None:
+                identity = uow.identities.lookup(kid)
+            else:  # one round trip: the jti is written now, checked after the signature
+                identity, fresh = uow.identities.lookup_and_remember(kid, *replay)
+                remembered = (*replay, fresh)
             if identity is None:
                 raise UnknownDevice("no device with this kid")
             known = True
-            result = self._verify_known(kind, token, identity, uow, check, body, audience)
+            result = self._verify_known(
+                kind, token, identity, uow, check, body, audience, remembered
+            )
         except ProofError as err:
             REFUSALS.labels(kind=kind, reason=err.reason).inc()
             uow.call_after(partial(self._record_refusal, kind, kid, known, err))
@@ -306,6 +314,31 @@ class DeviceProofVerifier:
         VERIFIED.labels(kind=kind).inc()
         self._maybe_schedule_purge(uow)
         return result
+
+    def _replay_record(self, kind: Kind, kid: str, token: str) -> tuple[str, datetime] | None:
+        """The replay key and expiry :meth:`_verify_known` will remember, read from the
+        unverified claims so the SQL store can write them with the device lookup. Only for
+        request proofs (their callers roll the unit of work back on any refusal, so a refused
+        proof's jti is never kept); ``None`` when the claims do not parse (the normal path
+        then refuses them)."""
+        if kind != "request":
+            return None
+        segment = token.split(".")[1]
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except (ValueError, binascii.Error):
+            return None
+        if not isinstance(claims, dict):
+            return None
+        jti, iat = claims.get("jti"), claims.get("iat")
+        if not isinstance(jti, str) or not isinstance(iat, int) or isinstance(iat, bool):
+            return None
+        key = hashlib.sha256(f"{kind}|{kid}|{jti}".encode()).hexdigest()
+        try:
+            expires = datetime.fromtimestamp(iat + self._max_age + self._leeway, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+        return key, expires
 
     def _header(self, kind: Kind, token: str) -> dict[str, Any]:
         limit = MAX_REQUEST_PROOF_BYTES if kind == "request" else MAX_LOGIN_PROOF_BYTES
@@ -331,6 +364,7 @@ class DeviceProofVerifier:
         check: Callable[..., None],
         body: bytes,
         audience: str | None,
+        remembered: tuple[str, datetime, bool] | None = None,
     ) -> tuple[AuthenticatedDevice, dict[str, Any]]:
         device = identity.device
         if identity.public_key is None or not device.key_thumbprint or not device.cert_serial:
@@ -355,7 +389,11 @@ class DeviceProofVerifier:
         replay_key = hashlib.sha256(f"{kind}|{device.id}|{jti}".encode()).hexdigest()
         # Remember the jti until the proof would be refused as too old anyway.
         expires = datetime.fromtimestamp(iat + self._max_age + self._leeway, UTC)
-        if not (self._replay or uow.replay).remember(replay_key, expires):
+        if remembered is not None and remembered[:2] == (replay_key, expires):
+            fresh = remembered[2]  # written with the lookup, from these same claims
+        else:
+            fresh = (self._replay or uow.replay).remember(replay_key, expires)
+        if not fresh:
             raise ReplayedProof("this proof was already used")
         authenticated = AuthenticatedDevice(
             device=device,

@@ -13,6 +13,8 @@ the bus and marks the published ones, in one unit of work. Guarantees:
 :meth:`start` runs a background thread that drains the outbox whenever :meth:`kick` is called
 (services kick after each unit of work that wrote events) and at least every
 ``poll_interval``; :meth:`stop` ends it. Published rows older than ``retention`` are purged.
+Kicks are coalesced: a kick starts a pass after ``coalesce`` seconds, and every kick in that
+window joins it, so a busy server runs one relay transaction per window, not one per check-in.
 """
 
 from __future__ import annotations
@@ -44,14 +46,18 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(days=1),
         clock: Callable[[], datetime] = _utcnow,
+        coalesce: float = 0.02,
     ) -> None:
         if storage is None or bus is None:
             raise ValueError("OutboxRelay needs a storage and a bus")
+        if coalesce < 0:
+            raise ValueError("coalesce must not be negative")
         self.storage = storage
         self.bus = bus
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.retention = retention
+        self.coalesce = coalesce
         self._clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -118,7 +124,8 @@ class OutboxRelay:
     def _loop(self) -> None:
         backoff = self.poll_interval
         while not self._stop.is_set():
-            self._wake.wait(backoff)
+            if self._wake.wait(backoff) and self.coalesce > 0:
+                self._stop.wait(self.coalesce)  # kicks meanwhile join this pass
             self._wake.clear()
             if self._stop.is_set():
                 break

@@ -12,6 +12,11 @@ work it evaluates the new posture against the policy set in force, then:
 - records the compliance state and writes ``compliance.changed`` to the outbox when the
   state, outcome or set of failing rules changed.
 
+Hot path: the stored state and the rule failures are read in one query, and each is written
+only when it changes (most check-ins change nothing), so the stored ``evaluated_at`` is the
+time of the evaluation that produced the recorded verdict; ``devices.last_checkin_at`` says
+when the device was last evaluated.
+
 Compliance is a property of the device: the owner's groups select the policies, but whether
 the account is active is checked at every login, not here.
 """
@@ -83,7 +88,7 @@ class PolicyComplianceHook:
         owner = UserContext(
             id=device.user_id, groups=effective_group_names(uow, device.user_id), active=True
         )
-        failures = uow.compliance.rule_failures(device.id)
+        before, failures = uow.compliance.evaluation_state(device.id)  # one query
         # Evaluate the posture itself: the device's current status is applied below.
         as_active = dataclasses.replace(device, status=DeviceStatus.ACTIVE)
         decision = evaluate(
@@ -97,7 +102,8 @@ class PolicyComplianceHook:
             ),
             policies,
         )
-        uow.compliance.sync_rule_failures(device.id, decision.failing_rules, at=now)
+        if decision.failing_rules != failures.keys():  # most check-ins change nothing
+            uow.compliance.sync_rule_failures(device.id, decision.failing_rules, at=now)
         if decision.report_only:
             log.info(
                 "report-only findings for device %s: %s",
@@ -121,8 +127,8 @@ class PolicyComplianceHook:
             policy_ids=list(decision.policy_ids),
             evaluated_at=now,
         )
-        before = uow.compliance.get_state(device.id)
-        uow.compliance.put_state(record)
+        if _verdict_changed(before, record):
+            uow.compliance.put_state(record)
         if _changed(before, record):
             uow.outbox.add(
                 [
@@ -200,6 +206,11 @@ def _changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
         or before.outcome != after.outcome
         or _rule_ids(before) != _rule_ids(after)
     )
+
+
+def _verdict_changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
+    """Whether the stored record must be rewritten: anything but the evaluation time."""
+    return before is None or dataclasses.replace(before, evaluated_at=after.evaluated_at) != after
 
 
 def _rule_ids(record: ComplianceRecord) -> set[tuple[object, object]]:

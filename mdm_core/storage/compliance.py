@@ -48,6 +48,13 @@ class ComplianceStore(Protocol):
         """(policy id, rule id) -> first failure time for the device; ``{}`` when none."""
         ...
 
+    def evaluation_state(
+        self, device_id: str
+    ) -> tuple[ComplianceRecord | None, dict[tuple[str, str], datetime]]:
+        """:meth:`get_state` and :meth:`rule_failures` together, in one query (the check-in
+        hot path); ``(None, {})`` for an unknown device or one never evaluated."""
+        ...
+
     def sync_rule_failures(
         self, device_id: str, failing: Collection[tuple[str, str]], *, at: datetime
     ) -> dict[tuple[str, str], datetime]:

@@ -1,7 +1,8 @@
 """The one read the device-proof verifier makes per request: device + current certificate.
 
 Kept apart from :mod:`mdm_core.storage.devices` because it is the hot path: one query joining
-the device row with its current certificate's validity and revocation.
+the device row with its current certificate's validity and revocation (on PostgreSQL, with
+the proof's replay record inserted by the same statement).
 """
 
 from __future__ import annotations
@@ -33,4 +34,13 @@ class DeviceIdentity:
 class DeviceIdentityStore(Protocol):
     def lookup(self, device_id: str) -> DeviceIdentity | None:
         """The device and its current certificate in one query; ``None`` for an unknown id."""
+        ...
+
+    def lookup_and_remember(
+        self, device_id: str, replay_key: str, expires_at: datetime
+    ) -> tuple[DeviceIdentity | None, bool]:
+        """:meth:`lookup` plus :meth:`mdm_core.storage.replay.ReplayStore.remember` of
+        ``replay_key`` in the same transaction (one round trip where the database allows it).
+        Returns the identity (``None`` for an unknown id: the key is written anyway, the
+        caller refuses and rolls back) and whether the key was new (``False``: replayed)."""
         ...

@@ -57,6 +57,27 @@ def test_state_roundtrip_and_replace(storage: SqlStorage) -> None:
         assert uow.compliance.get_state("dev-1") == second
 
 
+def test_evaluation_state_reads_state_and_failures_together(storage: SqlStorage) -> None:
+    with storage.unit_of_work() as uow:
+        assert uow.compliance.evaluation_state("dev-1") == (None, {})
+        assert uow.compliance.evaluation_state("ghost") == (None, {})
+        uow.compliance.sync_rule_failures("dev-1", [("p", "a"), ("q", "b")], at=T0)
+        assert uow.compliance.evaluation_state("dev-1") == (
+            None,
+            {("p", "a"): T0, ("q", "b"): T0},
+        )
+        record = ComplianceRecord(
+            "dev-1", ComplianceState.NONCOMPLIANT, "warn", [{"code": "rule_failed"}], ["p"], T0
+        )
+        uow.compliance.put_state(record)
+    with storage.unit_of_work() as uow:
+        state, failures = uow.compliance.evaluation_state("dev-1")
+        assert state == record == uow.compliance.get_state("dev-1")
+        assert failures == uow.compliance.rule_failures("dev-1")
+        uow.compliance.sync_rule_failures("dev-1", [], at=T0)
+        assert uow.compliance.evaluation_state("dev-1") == (record, {})
+
+
 def test_state_for_unknown_device_is_refused(storage: SqlStorage) -> None:
     with pytest.raises(NotFound), storage.unit_of_work() as uow:
         uow.compliance.put_state(

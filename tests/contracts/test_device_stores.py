@@ -143,6 +143,36 @@ def test_identity_lookup_joins_current_certificate(storage: SqlStorage) -> None:
         assert found is not None and found.cert_revoked_at == NOW
 
 
+def test_lookup_and_remember_reads_the_identity_and_writes_the_key_once(
+    storage: SqlStorage,
+) -> None:
+    exp = NOW + timedelta(minutes=5)
+    with storage.unit_of_work() as uow:
+        uow.devices.create(_device(), public_key=b"spki")
+        uow.certificates.add(_cert())
+        found, fresh = uow.identities.lookup_and_remember("d1", "k1", exp)
+        assert fresh is True
+        assert found == uow.identities.lookup("d1")
+        again, fresh = uow.identities.lookup_and_remember("d1", "k1", exp)
+        assert again == found and fresh is False  # replayed within the transaction
+    with storage.unit_of_work() as uow:
+        assert uow.identities.lookup_and_remember("d1", "k1", exp)[1] is False  # committed
+        assert uow.replay.remember("k1", exp) is False  # the replay store sees the same key
+        assert uow.identities.lookup_and_remember("d1", "k2", exp)[1] is True
+
+
+def test_lookup_and_remember_unknown_device_writes_nothing_once_rolled_back(
+    storage: SqlStorage,
+) -> None:
+    exp = NOW + timedelta(minutes=5)
+    with pytest.raises(RuntimeError), storage.unit_of_work() as uow:
+        found, _ = uow.identities.lookup_and_remember("ghost", "k9", exp)
+        assert found is None
+        raise RuntimeError("the verifier refuses: unknown device")
+    with storage.unit_of_work() as uow:
+        assert uow.replay.remember("k9", exp) is True
+
+
 def test_certificate_add_get_revoke(storage: SqlStorage) -> None:
     with storage.unit_of_work() as uow:
         uow.devices.create(_device(), public_key=b"spki")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, tuple_, update
 
 from mdm_core.errors import NotFound
 from mdm_core.storage.compliance import ComplianceRecord, ComplianceState
@@ -13,6 +14,39 @@ from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.tables import compliance_state, devices, rule_failures
 
 __all__ = ["SqlComplianceStore"]
+
+# The device row anchors the joins: one row per failing rule (at least one), the state
+# repeated on each. A primary-key lookup plus two index scans, one round trip.
+_EVALUATION_STATE = (
+    select(
+        compliance_state.c.device_id,
+        compliance_state.c.state,
+        compliance_state.c.outcome,
+        compliance_state.c.reasons,
+        compliance_state.c.policy_ids,
+        compliance_state.c.evaluated_at,
+        rule_failures.c.policy_id,
+        rule_failures.c.rule_id,
+        rule_failures.c.first_failed_at,
+    )
+    .select_from(
+        devices.outerjoin(compliance_state, compliance_state.c.device_id == devices.c.id).outerjoin(
+            rule_failures, rule_failures.c.device_id == devices.c.id
+        )
+    )
+    .where(devices.c.id == bindparam("device_id"))
+)
+
+
+def _record(row: Row[*tuple[Any, ...]]) -> ComplianceRecord:
+    return ComplianceRecord(
+        device_id=row.device_id,
+        state=ComplianceState(row.state),
+        outcome=row.outcome,
+        reasons=list(row.reasons),
+        policy_ids=list(row.policy_ids),
+        evaluated_at=as_utc(row.evaluated_at),
+    )
 
 
 class SqlComplianceStore:
@@ -31,14 +65,7 @@ class SqlComplianceStore:
         ).one_or_none()
         if row is None:
             return None
-        return ComplianceRecord(
-            device_id=row.device_id,
-            state=ComplianceState(row.state),
-            outcome=row.outcome,
-            reasons=list(row.reasons),
-            policy_ids=list(row.policy_ids),
-            evaluated_at=as_utc(row.evaluated_at),
-        )
+        return _record(row)
 
     def put_state(self, record: ComplianceRecord) -> None:
         self._require_device(record.device_id)
@@ -56,6 +83,18 @@ class SqlComplianceStore:
         )
         if result.rowcount == 0:
             self.conn.execute(insert(compliance_state).values(device_id=record.device_id, **values))
+
+    def evaluation_state(
+        self, device_id: str
+    ) -> tuple[ComplianceRecord | None, dict[tuple[str, str], datetime]]:
+        record: ComplianceRecord | None = None
+        failures: dict[tuple[str, str], datetime] = {}
+        for row in self.conn.execute(_EVALUATION_STATE, {"device_id": device_id}):
+            if record is None and row.state is not None:
+                record = _record(row)
+            if row.policy_id is not None:
+                failures[(row.policy_id, row.rule_id)] = as_utc(row.first_failed_at)
+        return record, failures
 
     def rule_failures(self, device_id: str) -> dict[tuple[str, str], datetime]:
         rows = self.conn.execute(

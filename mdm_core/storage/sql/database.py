@@ -2,11 +2,15 @@
 
 Owns the connection to SQLite (embedded default, a file, WAL mode) or PostgreSQL
 (``postgresql://`` URLs, psycopg 3 driver, a connection pool), running Alembic migrations,
-and handing out connections in a transaction.
+and handing out connections in a transaction. PostgreSQL connections are not pinged at every
+checkout (a round trip per transaction); only ones idle for ``IDLE_PING_AFTER_S`` are, and a
+connection that still fails mid-request is discarded by SQLAlchemy's disconnect handling (the
+request fails once, the device retries).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["Database", "normalise_url"]
+__all__ = ["IDLE_PING_AFTER_S", "POOL_RECYCLE_S", "Database", "normalise_url"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -39,6 +44,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur.close()
 
 
+#: A pooled PostgreSQL connection idle this long is pinged before it is handed out (a server
+#: restart or an idle-killing proxy leaves dead ones behind); a busy pool pings nothing.
+IDLE_PING_AFTER_S = 10.0
+#: Connections older than this are replaced at checkout.
+POOL_RECYCLE_S = 1800
+
+
+def _stamp_idle(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_AFTER_S:
+        return
+    try:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT 1")
+        finally:
+            cur.close()
+        dbapi_conn.rollback()  # hand it out outside any transaction, as it came back
+    except Exception as exc:  # dead: the pool discards it and checks out another
+        raise DisconnectionError("pooled connection is gone") from exc
+
+
 class Database:
     """One database, its engine and its migrations."""
 
@@ -58,8 +89,13 @@ class Database:
                 echo=echo,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                # No pool_pre_ping: it costs a round trip per checkout (~0.15 ms measured,
+                # a tenth of a check-in). Connections idle for a while are pinged instead,
+                # and none lives longer than POOL_RECYCLE_S.
+                pool_recycle=POOL_RECYCLE_S,
             )
+            event.listen(self.engine, "checkin", _stamp_idle)
+            event.listen(self.engine, "checkout", _ping_if_idle)
         else:
             raise ValueError(
                 f"unsupported database URL scheme {parsed.drivername!r}: "

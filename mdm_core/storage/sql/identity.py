@@ -1,17 +1,24 @@
 """SQL implementation of :class:`mdm_core.storage.identity.DeviceIdentityStore`.
 
 One ``SELECT`` with a ``LEFT JOIN`` from the device row to its current certificate; the
-statement is built once per process and reused.
+statement is built once per process and reused. On PostgreSQL ``lookup_and_remember`` puts
+the replay insert (:mod:`mdm_core.storage.sql.replay`) in a CTE of the same statement, so a
+request proof costs one round trip; SQLite runs the two statements.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, select
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, exists, select
+from sqlalchemy.dialects import postgresql
 
 from mdm_core.storage.identity import DeviceIdentity
 from mdm_core.storage.sql.devices import DEVICE_COLUMNS, device_from_row
 from mdm_core.storage.sql.encoding import as_utc
-from mdm_core.storage.sql.tables import certificates, devices
+from mdm_core.storage.sql.replay import SqlReplayStore
+from mdm_core.storage.sql.tables import certificates, devices, used_proofs
 
 __all__ = ["SqlDeviceIdentityStore"]
 
@@ -32,6 +39,15 @@ _LOOKUP = (
     .where(devices.c.id == bindparam("device_id"))
 )
 
+_REMEMBERED = (
+    postgresql.insert(used_proofs)
+    .values(jti=bindparam("jti"), expires_at=bindparam("expires_at"))
+    .on_conflict_do_nothing(index_elements=["jti"])
+    .returning(used_proofs.c.jti)
+    .cte("remembered")
+)
+_LOOKUP_AND_REMEMBER_PG = _LOOKUP.add_columns(exists(select(_REMEMBERED.c.jti)).label("fresh"))
+
 
 class SqlDeviceIdentityStore:
     def __init__(self, conn: Connection, dialect: str) -> None:
@@ -40,11 +56,27 @@ class SqlDeviceIdentityStore:
 
     def lookup(self, device_id: str) -> DeviceIdentity | None:
         row = self.conn.execute(_LOOKUP, {"device_id": device_id}).one_or_none()
+        return None if row is None else _identity(row)
+
+    def lookup_and_remember(
+        self, device_id: str, replay_key: str, expires_at: datetime
+    ) -> tuple[DeviceIdentity | None, bool]:
+        if self.dialect != "postgresql":
+            identity = self.lookup(device_id)
+            return identity, SqlReplayStore(self.conn, self.dialect).remember(
+                replay_key, expires_at
+            )
+        params = {"device_id": device_id, "jti": replay_key, "expires_at": as_utc(expires_at)}
+        row = self.conn.execute(_LOOKUP_AND_REMEMBER_PG, params).one_or_none()
         if row is None:
-            return None
-        return DeviceIdentity(
-            device=device_from_row(row),
-            public_key=bytes(row.public_key) if row.public_key is not None else None,
-            cert_not_after=as_utc(row.cert_not_after) if row.cert_not_after else None,
-            cert_revoked_at=as_utc(row.cert_revoked_at) if row.cert_revoked_at else None,
-        )
+            return None, True  # no device row, no result row: the refusal rolls back
+        return _identity(row), bool(row.fresh)
+
+
+def _identity(row: Row[*tuple[Any, ...]]) -> DeviceIdentity:
+    return DeviceIdentity(
+        device=device_from_row(row),
+        public_key=bytes(row.public_key) if row.public_key is not None else None,
+        cert_not_after=as_utc(row.cert_not_after) if row.cert_not_after else None,
+        cert_revoked_at=as_utc(row.cert_revoked_at) if row.cert_revoked_at else None,
+    )

@@ -8,6 +8,8 @@ command query). (``FOR UPDATE`` on the read would hide the row this same
 statement updates, so it is not used: two check-ins of one device at the same instant may both
 compare against the same previous posture, which only affects change detection.)
 SQLite (embedded, in-process) runs the same steps as separate statements in one transaction.
+Replacing the latest posture with a merged one (two reporting channels) is one statement on
+PostgreSQL too.
 """
 
 from __future__ import annotations
@@ -64,6 +66,19 @@ SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous,
            WHERE device_id = :device_id AND status IN ('queued', 'delivered', 'not_now')
        ) AS commands_waiting
 FROM latest
+"""
+)
+
+# Replacing the latest posture with a merged one: both rows in one round trip.
+_PG_REPLACE = text(
+    """
+WITH latest AS (
+    UPDATE posture_latest SET posture = CAST(:posture AS JSON),
+                              sources = CAST(:sources AS JSON), collected_at = :collected_at
+    WHERE device_id = :device_id AND seq = :seq
+)
+UPDATE posture_history SET posture = CAST(:posture AS JSON), collected_at = :collected_at
+WHERE device_id = :device_id AND slot = :slot AND seq = :seq
 """
 )
 
@@ -164,8 +179,20 @@ class SqlPostureStore:
         history_length: int,
     ) -> None:
         encoded = posture.model_dump_json(exclude_defaults=True)
-        param = json_param("posture", self.dialect)
         params = {"posture": encoded, "sources": json.dumps(sources.to_json())}
+        if self.dialect == "postgresql":
+            self.conn.execute(
+                _PG_REPLACE,
+                {
+                    **params,
+                    "collected_at": posture.collected_at,
+                    "device_id": device_id,
+                    "seq": seq,
+                    "slot": seq % history_length,
+                },
+            )
+            return
+        param = json_param("posture", self.dialect)
         self.conn.execute(
             update(posture_latest)
             .where(posture_latest.c.device_id == device_id, posture_latest.c.seq == seq)
