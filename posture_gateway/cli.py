@@ -75,3 +75,13 @@ cli.add_command(policy_group)  # posture policy check|what-if
 
 def main() -> None:
     cli(prog_name="posture")
+
+
+from posture_gateway.cli_serve import db_group, serve_cmd  # noqa: E402
+
+cli.add_command(serve_cmd)  # posture serve [--server granian|gunicorn]
+cli.add_command(db_group)  # posture db migrate
+
+
+if __name__ == "__main__":
+    main()
