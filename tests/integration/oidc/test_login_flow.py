@@ -168,7 +168,11 @@ def test_gate_claims_that_cannot_go_in_a_token_block(
 def test_unconfigured_gate_blocks_everyone(app: object, provider: OIDCProvider) -> None:
     from posture_gateway.login_decision import UnconfiguredDeviceGate
 
-    assert isinstance(provider.gate, UnconfiguredDeviceGate)
+    from posture_gateway.device_gate import PolicyDeviceGate
+
+    # create_app wires the real gate; the fail-closed placeholder still blocks everyone
+    assert isinstance(provider.gate, PolicyDeviceGate)
+    provider.gate = UnconfiguredDeviceGate()
     browser = Browser(app.test_client())  # type: ignore[attr-defined]
     browser.authorize()
     browser.login()

@@ -347,6 +347,10 @@ def test_engine_failure_fails_closed(app: Flask, decisions: ScriptedDecisions, a
 
 
 def test_unconfigured_engine_blocks(app: Flask, alice: str) -> None:
+    from posture_gateway.access import UnconfiguredDecisionService
+    from posture_gateway.integrations import integrations
+
+    integrations(app).decision_service = UnconfiguredDecisionService()
     response = app.test_client().post(URL, json=BODY, headers=bearer(issue(app)))
     assert response.status_code == 200
     assert response.json["outcome"] == "block"
