@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision format clean
+.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision bench-oidc-flow format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -40,13 +40,19 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 demo: $(STAMP) ## the end-to-end story on the embedded default (SQLite, in-process bus)
 	$(VENV)/bin/posture demo
 
-bench: bench-checkin bench-policy ## every benchmark; each prints its figures and its target
+bench: bench-checkin bench-policy bench-decision bench-oidc-flow ## every benchmark; each prints its figures and its target
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP on PostgreSQL (gunicorn vs granian) and in-process
 	$(PY) bench/bench_checkin.py
 
 bench-policy: $(STAMP) ## in-process policy evaluation (median and p99 per decision)
 	$(PY) bench/bench_policy.py
+
+bench-decision: system-deps $(STAMP) ## posture decision API over HTTP on PostgreSQL vs a bare ES256-verify endpoint (gunicorn, granian)
+	$(PY) bench/bench_decision.py
+
+bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours (device gate, PostgreSQL) vs npm oidc-provider
+	$(PY) bench/bench_oidc_flow.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
