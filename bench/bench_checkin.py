@@ -310,6 +310,11 @@ STEPS = [
     ("  begin + commit (unit of work)", "mdm_core/storage/sql/database.py", "transaction"),
     ("  verify proof", "mdm_core/device_proof.py", "verify"),
     ("    device + certificate lookup (SQL)", "mdm_core/storage/sql/identity.py", "lookup"),
+    (
+        "    device + certificate lookup + replay insert (one SQL statement)",
+        "mdm_core/storage/sql/identity.py",
+        "lookup_and_remember",
+    ),
     ("    ES256 signature (pyjwt + cryptography)", "jwt/api_jwt.py", "decode_complete"),
     ("    replay insert (SQL)", "mdm_core/storage/sql/replay.py", "remember"),
     ("  normalise the report", "mdm_core/posture/normalize.py", "normalize"),
