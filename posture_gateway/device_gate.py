@@ -32,14 +32,14 @@ from prometheus_client import Counter
 
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.directory import user_context
-from mdm_core.errors import MdmError, ProofError
+from mdm_core.errors import MdmError, ProofError, RevokedCertificate
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Decision as EngineDecision
 from mdm_core.policy.model import EvaluationInput, Outcome
 from mdm_core.posture.model import Posture
 from mdm_core.posture.normalize import normalize
 from mdm_core.runtime import MdmCore
-from posture_gateway.access import AccessRequest, Decision, block_decision
+from posture_gateway.access import AccessRequest, Decision
 from posture_gateway.login_decision import (
     ACR_MANAGED_DEVICE,
     LoginVerdict,
@@ -114,8 +114,6 @@ class PostureEvaluator:
             with self._core.storage.unit_of_work() as uow:
                 record = uow.devices.get(identity.device_id)
             if record is None or not hmac.compare_digest(record.cert_serial or "", identity.serial):
-                from mdm_core.errors import RevokedCertificate
-
                 raise RevokedCertificate("certificate is not the device's current certificate")
             return (
                 AuthenticatedDevice(
@@ -393,6 +391,24 @@ class PolicyDecisionService:
         self._evaluator = evaluator
         self._nonces = nonces
 
+    def _refuse(self, request: AccessRequest, reason: Reason) -> Decision:
+        """Audit a refusal made before the engine and answer ``block`` with it."""
+        self._evaluator.refuse(
+            reason,
+            user_id=request.user_id,
+            app=request.application,
+            channel=request.channel,
+            caller=request.caller,
+            device_id=request.device_id,
+        )
+        return Decision(
+            outcome="block",
+            reasons=(reason,),
+            policy_ids=(),
+            evaluated_at=_utcnow(),
+            device_id=request.device_id,
+        )
+
     def decide(self, request: AccessRequest) -> Decision:
         nonce: str | None = None
         if request.device_proof:
@@ -402,20 +418,14 @@ class PolicyDecisionService:
             # not issue, or one already spent, refuses the proof.
             nonce = _proof_nonce(request.device_proof)
             if nonce is None or not self._nonces.consume(nonce):
-                reason = Reason(
-                    code="nonce_invalid",
-                    message="The device proof is not bound to a live nonce from this gateway.",
-                    severity="critical",
+                return self._refuse(
+                    request,
+                    Reason(
+                        code="nonce_invalid",
+                        message="The device proof is not bound to a live nonce from this gateway.",
+                        severity="critical",
+                    ),
                 )
-                self._evaluator.refuse(
-                    reason,
-                    user_id=request.user_id,
-                    app=request.application,
-                    channel=request.channel,
-                    caller=request.caller,
-                    device_id=request.device_id,
-                )
-                return block_decision("nonce_invalid", reason.message, device_id=request.device_id)
         try:
             device, snapshot = self._evaluator.prove(
                 proof=request.device_proof,
@@ -424,41 +434,20 @@ class PolicyDecisionService:
                 client_cert_pem=request.client_cert_pem,
             )
         except (ProofError, ValueError) as exc:
-            reason = _proof_reason(exc)
-            self._evaluator.refuse(
-                reason,
-                user_id=request.user_id,
-                app=request.application,
-                channel=request.channel,
-                caller=request.caller,
-                device_id=request.device_id,
-            )
-            return Decision(
-                outcome="block",
-                reasons=(reason,),
-                policy_ids=(),
-                evaluated_at=_utcnow(),
-                device_id=request.device_id,
-            )
+            return self._refuse(request, _proof_reason(exc))
         if (
             device is not None
             and request.device_id is not None
             and not hmac.compare_digest(device.device.id, request.device_id)
         ):
-            reason = Reason(
-                code="device_mismatch",
-                message="The proven device is not the device the request names.",
-                severity="critical",
+            return self._refuse(
+                request,
+                Reason(
+                    code="device_mismatch",
+                    message="The proven device is not the device the request names.",
+                    severity="critical",
+                ),
             )
-            self._evaluator.refuse(
-                reason,
-                user_id=request.user_id,
-                app=request.application,
-                channel=request.channel,
-                caller=request.caller,
-                device_id=request.device_id,
-            )
-            return block_decision("device_mismatch", reason.message, device_id=request.device_id)
         result = self._evaluator.run(
             user_id=request.user_id,
             device=device,
