@@ -330,8 +330,9 @@ def ours_command(kind: str, port: int, threads: int) -> list[str]:
         return [str(VENV_BIN / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}",
                 "--log-level", "warning", "--backlog", "2048",
                 "posture_gateway.app:create_app()"]  # fmt: skip
-    if kind == "granian":
-        return [str(VENV_BIN / "granian"), "--interface", "wsgi", "--workers", "2",
+    if kind in ("granian", "granian-1"):  # granian-1: one worker, like the one node process
+        workers = "1" if kind == "granian-1" else "2"
+        return [str(VENV_BIN / "granian"), "--interface", "wsgi", "--workers", workers,
                 "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
                 "--factory", "--no-access-log", "--log-level", "warning",
                 "posture_gateway.app:create_app"]  # fmt: skip
@@ -518,7 +519,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--threads", type=int, default=4, help="client threads per process")
-    parser.add_argument("--servers", default="granian", help="ours: granian,gunicorn-sync")
+    parser.add_argument(
+        "--servers", default="granian,granian-1", help="ours: granian, granian-1, gunicorn-sync"
+    )
     parser.add_argument("--server-threads", type=int, default=4, help="granian threads")
     parser.add_argument("--scrypt-n", type=int, default=2**10)
     parser.add_argument("--profile", type=int, default=100)
@@ -571,8 +574,8 @@ def main() -> int:
                 )
             try:
                 wait_ready_readyz(public_url, proc)
-                config = "2 workers" + (
-                    f", {args.server_threads} threads" if kind == "granian" else ""
+                config = ("1 worker" if kind == "granian-1" else "2 workers") + (
+                    f", {args.server_threads} threads" if kind.startswith("granian") else ""
                 )
                 results.append(run_target(f"ours ({kind})", config + ", PostgreSQL", ours, args))
             finally:
