@@ -4,10 +4,10 @@ One flow, as a headless client (no browser) does it:
 
 - ours (granian with 2 workers, then 1, on PostgreSQL): ``GET /oauth/authorize`` (PKCE S256,
   nonce, state) -> ``GET /login`` -> ``POST /login/password`` -> ``GET /login/device`` (a
-  nonce issued into the gateway's nonce store; an outcome ``warn`` adds the notice and
-  ``POST /login/continue``) -> ``POST /login/device`` with a device login proof the
-  client signs (ES256, the enrolled device key) for that nonce -> the real device gate
-  (proof verify, posture read, policy evaluation, audit) -> redirect with the code ->
+  nonce issued into the gateway's nonce store) -> ``POST /login/device`` with a device login
+  proof the client signs (ES256, the enrolled device key) for that nonce -> the real device
+  gate (proof verify, posture read, policy evaluation, audit) -> redirect with the code (an
+  outcome ``warn`` first shows its notice: ``POST /login/continue``) ->
   ``POST /oauth/token`` (client_secret_basic + PKCE) -> access token and an RS256 ID token;
 - the peer: ``oidc-provider`` 9 (tests/peers/node/upstream_idp.mjs, one node process, its
   own in-memory adapter), started exactly as the peer tests start it: ``GET /auth`` -> the
