@@ -30,13 +30,18 @@ import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
 
+from mdm_core.api.errors import (
+    UnsupportedMediaType,
+    current_core,
+    error_response,
+    install_error_handlers,
+)
 from mdm_core.commands import CommandStatus
 from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
-from mdm_core.errors import BadRequest, MalformedProof, MdmError
+from mdm_core.errors import BadRequest, MalformedProof
 from mdm_core.events import DomainEvent, EventType
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.uow import UnitOfWork
@@ -47,45 +52,17 @@ if TYPE_CHECKING:
 __all__ = ["bp", "MAX_WAIT_S"]
 
 bp = Blueprint("mdm_checkin", __name__, url_prefix="/mdm/v1")
+install_error_handlers(bp)
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 60
-
-
-class UnsupportedMediaType(MdmError):
-    reason = "unsupported_media_type"
-    status = 415
-
-
-def _core() -> MdmCore:
-    """The MDM core of this app (the gateway keeps it at ``extensions["posture"].core``)."""
-    return current_app.extensions["posture"].core  # type: ignore[no-any-return]
-
-
-def _error(code: str, reason: str, status: int) -> Response:
-    resp = jsonify(error=code, reason=reason)
-    resp.status_code = status
-    if status == 401:
-        resp.headers["WWW-Authenticate"] = 'DeviceProof error="' + code + '"'
-    return resp
-
-
-@bp.errorhandler(MdmError)
-def _mdm_error(err: MdmError) -> Response:
-    return _error(err.reason, err.message, err.status)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Response:
-    code = (err.name or "error").lower().replace(" ", "_")
-    return _error(code, err.description or code, err.code or 500)
 
 
 @bp.errorhandler(Exception)
 def _unexpected(err: Exception) -> Response:
     # The unit of work has rolled back; the device retries later. Details go to the log only.
     log.exception("device protocol request failed", exc_info=err)
-    return _error("internal_error", "the server could not process the request", 500)
+    return error_response("internal_error", "the server could not process the request", 500)
 
 
 def _proof() -> str:
@@ -118,7 +95,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 @bp.post("/checkin")
 def checkin() -> ResponseReturnValue:
-    core = _core()
+    core = current_core()
     body = request.get_data(cache=False)
     now = datetime.now(UTC)
     with core.storage.unit_of_work() as uow:
@@ -135,7 +112,7 @@ def checkin() -> ResponseReturnValue:
 
 @bp.post("/commands/<command_id>/result")
 def command_result(command_id: str) -> ResponseReturnValue:
-    core = _core()
+    core = current_core()
     body = request.get_data(cache=False)
     with core.storage.unit_of_work() as uow:
         device = _authenticate(core, uow, body)
@@ -151,7 +128,7 @@ def command_result(command_id: str) -> ResponseReturnValue:
 
 @bp.get("/commands/wait")
 def wait_for_commands() -> ResponseReturnValue:
-    core = _core()
+    core = current_core()
     raw = request.args.get("timeout", str(MAX_WAIT_S))
     body = request.get_data(cache=False)
     with core.storage.unit_of_work() as uow:  # commits the proof's jti before we wait
@@ -192,4 +169,4 @@ def privacy_notice() -> ResponseReturnValue:
         ownership = Ownership(raw)
     except ValueError:
         raise BadRequest("ownership must be byod or corporate") from None
-    return jsonify(_core().privacy.for_ownership(ownership).notice_document())
+    return jsonify(current_core().privacy.for_ownership(ownership).notice_document())

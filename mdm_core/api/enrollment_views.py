@@ -25,21 +25,22 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
 
+from mdm_core.api.errors import UnsupportedMediaType, current_core, install_error_handlers
 from mdm_core.device_proof import PROOF_HEADER
 from mdm_core.enrollment import EnrollmentRequest
 from mdm_core.errors import BadRequest, MalformedProof, MdmError
 from mdm_core.posture.model import Ownership, Platform
 
 if TYPE_CHECKING:
-    from mdm_core.runtime import MdmCore
+    pass
 
 __all__ = ["bp", "MAX_ENROLL_BYTES"]
 
 bp = Blueprint("mdm_enrollment", __name__, url_prefix="/mdm/v1")
+install_error_handlers(bp)
 
 #: A CSR is < 1 KiB; anything near this is not an enrollment.
 MAX_ENROLL_BYTES = 32 * 1024
@@ -57,38 +58,9 @@ _ENROLL_FIELDS = {
 _E = TypeVar("_E", Platform, Ownership)
 
 
-class UnsupportedMediaType(MdmError):
-    reason = "unsupported_media_type"
-    status = 415
-
-
 class PayloadTooLarge(MdmError):
     reason = "payload_too_large"
     status = 413
-
-
-def _core() -> MdmCore:
-    """The MDM core of this app (the gateway keeps it at ``extensions["posture"].core``)."""
-    return current_app.extensions["posture"].core  # type: ignore[no-any-return]
-
-
-def _error(code: str, reason: str, status: int) -> Response:
-    resp = jsonify(error=code, reason=reason)
-    resp.status_code = status
-    if status == 401:
-        resp.headers["WWW-Authenticate"] = f'DeviceProof error="{code}"'
-    return resp
-
-
-@bp.errorhandler(MdmError)
-def _mdm_error(err: MdmError) -> Response:
-    return _error(err.reason, err.message, err.status)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Response:
-    code = (err.name or "error").lower().replace(" ", "_")
-    return _error(code, err.description or code, err.code or 500)
 
 
 def _body() -> bytes:
@@ -164,13 +136,13 @@ def enroll() -> ResponseReturnValue:
         privacy_notice_accepted=_str(data, "privacy_notice_accepted"),
         device_id=_str(data, "device_id"),
     )
-    result = _core().enrollment.enroll(enrollment)
+    result = current_core().enrollment.enroll(enrollment)
     return jsonify(result.to_json()), 201
 
 
 @bp.post("/renew")
 def renew() -> ResponseReturnValue:
-    core = _core()
+    core = current_core()
     body = _body()
     url = core.config.public_url.rstrip("/") + request.path
     with core.storage.unit_of_work() as uow:
@@ -184,4 +156,4 @@ def renew() -> ResponseReturnValue:
 
 @bp.get("/ca")
 def ca_certificate() -> ResponseReturnValue:
-    return Response(_core().ca.certificate_pem, mimetype="application/x-pem-file")
+    return Response(current_core().ca.certificate_pem, mimetype="application/x-pem-file")
