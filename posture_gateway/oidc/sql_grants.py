@@ -7,6 +7,8 @@ transaction on the shared :class:`mdm_core.storage.sql.database.Database`.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,16 +23,26 @@ from posture_gateway.oidc.tables import metadata, oidc_codes, oidc_tokens
 __all__ = ["SqlCodeStore", "SqlTokenStore", "create_tables"]
 
 
+_CREATE_LOCK = threading.Lock()
+_CREATE_ATTEMPTS = 5
+
+
 def create_tables(database: Database) -> None:
     """Create the gateway's OIDC tables when missing (idempotent).
 
-    Several worker processes start at once: if another one created a table between our
-    check and our CREATE, the second pass finds everything in place.
+    Several workers start at once: threads of this process take turns (a lock), and when
+    another process created a table between our check and our CREATE, the next pass finds
+    it in place. Each pass can lose such a race on a different table, so a few are allowed.
     """
-    try:
-        metadata.create_all(database.engine, checkfirst=True)
-    except SQLAlchemyError:
-        metadata.create_all(database.engine, checkfirst=True)
+    with _CREATE_LOCK:
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                metadata.create_all(database.engine, checkfirst=True)
+                return
+            except SQLAlchemyError:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
 
 def _opt(value: datetime | None) -> datetime | None:
