@@ -31,33 +31,12 @@ from mdm_core.compliance_hook import UNKNOWN_COMPLIANCE, ComplianceHook, Complia
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.events import DomainEvent, EventType
 from mdm_core.posture.merge import DEFAULT_SOURCE_MAX_AGE, merge_reports
-from mdm_core.posture.model import Posture
+from mdm_core.posture.model import SECURITY_FIELDS, Posture
 from mdm_core.posture.normalize import normalize
 from mdm_core.privacy import PrivacyProfile, PrivacyProfiles
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = ["SECURITY_FIELDS", "CheckinResult", "CheckinService", "security_changes"]
-
-#: Fields whose change can change an access decision: a change publishes ``posture.changed``.
-SECURITY_FIELDS: frozenset[str] = frozenset(
-    {
-        "os_version",
-        "os_build",
-        "security_patch_level",
-        "storage_encrypted",
-        "passcode_set",
-        "passcode_min_length",
-        "jailbroken",
-        "screen_lock_enabled",
-        "screen_lock_timeout_s",
-        "firewall_enabled",
-        "secure_boot",
-        "agent_present",
-        "mdm_profile_present",
-        "work_profile_present",
-        "managed_apps",
-    }
-)
 
 
 def security_changes(previous: Posture | None, current: Posture) -> dict[str, dict[str, Any]]:

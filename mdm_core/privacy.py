@@ -38,7 +38,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mdm_core.errors import MdmError
-from mdm_core.posture.model import POSTURE_FIELDS, Ownership, Posture
+from mdm_core.posture.model import POSTURE_FIELDS, SECURITY_FIELDS, Ownership, Posture
 
 __all__ = [
     "FIELD_LABELS",
@@ -77,26 +77,8 @@ FIELD_LABELS: dict[str, str] = {
     "location": "Device location",
 }
 
-#: Kept for an ownership that has no profile file: security state only.
-FALLBACK_COLLECT: frozenset[str] = frozenset(
-    {
-        "os_version",
-        "os_build",
-        "security_patch_level",
-        "storage_encrypted",
-        "passcode_set",
-        "passcode_min_length",
-        "jailbroken",
-        "screen_lock_enabled",
-        "screen_lock_timeout_s",
-        "firewall_enabled",
-        "secure_boot",
-        "agent_present",
-        "mdm_profile_present",
-        "work_profile_present",
-        "agent_version",
-    }
-)
+#: Kept for an ownership that has no profile file: security state only (no app inventory).
+FALLBACK_COLLECT: frozenset[str] = (SECURITY_FIELDS - {"managed_apps"}) | {"agent_version"}
 
 _TOP_KEYS = {"kind", "id", "ownership", "description", "collect", "notice"}
 _REQUIRED = ("kind", "id", "ownership", "collect", "notice")

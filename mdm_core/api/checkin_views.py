@@ -24,20 +24,19 @@ payload that does not validate, 404 an unknown command, 409 an illegal transitio
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from mdm_core.api.errors import (
-    UnsupportedMediaType,
     current_core,
     error_response,
     install_error_handlers,
+    json_object,
 )
 from mdm_core.commands import CommandStatus
 from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
@@ -81,18 +80,6 @@ def _authenticate(core: MdmCore, uow: UnitOfWork, body: bytes) -> AuthenticatedD
     return core.proofs.verify(_proof(), method=request.method, url=url, body=body, uow=uow)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("the body must be application/json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
-
-
 @bp.post("/checkin")
 def checkin() -> ResponseReturnValue:
     core = current_core()
@@ -100,7 +87,7 @@ def checkin() -> ResponseReturnValue:
     now = datetime.now(UTC)
     with core.storage.unit_of_work() as uow:
         device = _authenticate(core, uow, body)
-        data = _json_object(body)
+        data = json_object(body)
         fmt, report = data.get("format"), data.get("report")
         if not isinstance(fmt, str):
             raise BadRequest("format must be a string")
@@ -116,7 +103,7 @@ def command_result(command_id: str) -> ResponseReturnValue:
     body = request.get_data(cache=False)
     with core.storage.unit_of_work() as uow:
         device = _authenticate(core, uow, body)
-        data = _json_object(body)
+        data = json_object(body)
         status, detail = data.get("status"), data.get("detail")
         if not isinstance(status, str):
             raise BadRequest("status must be a string")

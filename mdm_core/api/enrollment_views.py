@@ -22,13 +22,16 @@ A refused request changes nothing (the token stays unspent).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from mdm_core.api.errors import UnsupportedMediaType, current_core, install_error_handlers
+from mdm_core.api.errors import (
+    current_core,
+    install_error_handlers,
+    json_object,
+)
 from mdm_core.device_proof import PROOF_HEADER
 from mdm_core.enrollment import EnrollmentRequest
 from mdm_core.errors import BadRequest, MalformedProof, MdmError
@@ -72,18 +75,6 @@ def _body() -> bytes:
     return body
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("the body must be application/json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
-
-
 def _str(data: dict[str, Any], name: str) -> str | None:
     """An optional non-empty string field (``None`` when absent or null)."""
     value = data.get(name)
@@ -123,7 +114,7 @@ def _proof() -> str:
 
 @bp.post("/enroll")
 def enroll() -> ResponseReturnValue:
-    data = _json_object(_body())
+    data = json_object(_body())
     unknown = sorted(set(data) - _ENROLL_FIELDS)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
@@ -147,7 +138,7 @@ def renew() -> ResponseReturnValue:
     url = core.config.public_url.rstrip("/") + request.path
     with core.storage.unit_of_work() as uow:
         device = core.proofs.verify(_proof(), method=request.method, url=url, body=body, uow=uow)
-        data = _json_object(body)
+        data = json_object(body)
         if set(data) != {"csr"}:
             raise BadRequest('the body must be exactly {"csr": "<PEM>"}')
         result = core.enrollment.renew(device, _required(data, "csr"), uow=uow)

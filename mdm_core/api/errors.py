@@ -1,4 +1,4 @@
-"""JSON errors of the device protocol: ``{"error": code, "reason": text}`` with the status.
+"""JSON in and out of the device protocol: request bodies and ``{"error", "reason"}`` errors.
 
 Shared by the device protocol blueprints: :func:`install_error_handlers` maps every
 :class:`~mdm_core.errors.MdmError` leaf and every HTTP error (413, 415, 405 ...) to the same
@@ -7,17 +7,24 @@ JSON shape, with ``WWW-Authenticate: DeviceProof`` on 401.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from mdm_core.errors import MdmError
+from mdm_core.errors import BadRequest, MdmError
 
 if TYPE_CHECKING:
     from mdm_core.runtime import MdmCore
 
-__all__ = ["UnsupportedMediaType", "current_core", "error_response", "install_error_handlers"]
+__all__ = [
+    "UnsupportedMediaType",
+    "current_core",
+    "error_response",
+    "install_error_handlers",
+    "json_object",
+]
 
 
 class UnsupportedMediaType(MdmError):
@@ -50,3 +57,16 @@ def _http_error(err: HTTPException) -> Response:
 def install_error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(MdmError, _mdm_error)
     bp.register_error_handler(HTTPException, _http_error)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; 415 unless JSON, 400 unless an object."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("the body must be application/json")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data

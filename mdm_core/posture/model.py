@@ -24,6 +24,7 @@ __all__ = [
     "Location",
     "Posture",
     "POSTURE_FIELDS",
+    "SECURITY_FIELDS",
 ]
 
 
@@ -103,3 +104,24 @@ class Posture(BaseModel):
 
 #: Names of the posture fields a privacy profile can allow or drop.
 POSTURE_FIELDS: frozenset[str] = frozenset(Posture.model_fields) - {"platform", "collected_at"}
+
+#: Fields whose value can change an access decision (the security state of a device).
+SECURITY_FIELDS: frozenset[str] = frozenset(
+    {
+        "os_version",
+        "os_build",
+        "security_patch_level",
+        "storage_encrypted",
+        "passcode_set",
+        "passcode_min_length",
+        "jailbroken",
+        "screen_lock_enabled",
+        "screen_lock_timeout_s",
+        "firewall_enabled",
+        "secure_boot",
+        "agent_present",
+        "mdm_profile_present",
+        "work_profile_present",
+        "managed_apps",
+    }
+)
