@@ -9,7 +9,10 @@ Each simulated device answers in the format a real one of its kind produces, the
   from the app, as with the apps that detect jailbreaks; the app's report is the whole picture
   it can observe because the server keeps the latest report;
 - Android: an Android Management API ``Device`` resource (``android``), rooted devices report
-  ``POTENTIALLY_COMPROMISED`` with a ``COMPROMISED_OS`` posture detail;
+  ``POTENTIALLY_COMPROMISED`` with a ``COMPROMISED_OS`` posture detail; then the Posture app's
+  report (``agent``): the management API says whether the device is secured but not how long
+  its passcode is, so the passcode length comes from the app, as on Apple devices. A healthy
+  device's security patch level is this month's (a fleet must not age out of compliance);
 - Windows: the reference Windows collector's JSON (``windows``);
 - Linux: the reference agent's JSON (``agent``).
 
@@ -21,7 +24,7 @@ server's privacy profile must drop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -81,6 +84,18 @@ class DeviceTraits:
         if self.old_os:
             out.append("old OS")
         return out or ["healthy"]
+
+
+def _patch_level(stamp: str, old: bool) -> str:
+    """The security patch level a device of that age reports: this month's bulletin (the 5th,
+    or last month's before the 5th) for a current device, 2021's for an old one."""
+    if old:
+        return "2021-10-05"
+    today = datetime.fromisoformat(stamp).date()
+    bulletin = date(today.year, today.month, 5)
+    if today < bulletin:
+        bulletin = (bulletin.replace(day=1) - timedelta(days=1)).replace(day=5)
+    return bulletin.isoformat()
 
 
 def _now(now: datetime | None) -> str:
@@ -146,6 +161,9 @@ def _companion(
             passcode_min_length=0 if t.encryption_off else 6,
             screen_lock_enabled=True,
         )
+    if platform == "android":
+        report["security_patch_level"] = _patch_level(now, t.old_os)
+        report["work_profile_present"] = ownership == "byod"
     if ownership == "corporate":
         report["serial_number"] = serial
     return report
@@ -166,7 +184,7 @@ def _android(serial: str, ownership: str, t: DeviceTraits, now: str) -> dict[str
         "softwareInfo": {
             "androidVersion": version,
             "androidBuildNumber": build,
-            "securityPatchLevel": "2021-10-05" if t.old_os else "2024-11-05",
+            "securityPatchLevel": _patch_level(now, t.old_os),
         },
         "deviceSettings": {
             "isEncrypted": not t.encryption_off,
@@ -222,6 +240,7 @@ def _agent(platform: str, serial: str, t: DeviceTraits, now: str) -> dict[str, A
         report["jailbroken"] = t.jailbroken
     else:
         report.update(firewall_enabled=True, secure_boot=True, screen_lock_enabled=True)
+        report["screen_lock_timeout_s"] = 300
         report["model"] = _MODELS.get(platform)
     return report
 
@@ -244,7 +263,10 @@ def native_reports(
             ("agent", _companion(platform, serial, ownership, traits, stamp)),
         ]
     if platform == "android":
-        return [("android", _android(serial, ownership, traits, stamp))]
+        return [
+            ("android", _android(serial, ownership, traits, stamp)),
+            ("agent", _companion(platform, serial, ownership, traits, stamp)),
+        ]
     if platform == "windows":
         return [("windows", _windows(serial, traits, stamp))]
     return [("agent", _agent(platform, serial, traits, stamp))]

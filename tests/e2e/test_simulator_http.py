@@ -30,8 +30,8 @@ def test_twenty_devices_of_every_platform_over_http(tmp_path: Path) -> None:
         assert summary.enrolled == 20
         rows = summary.by_platform()
         assert set(rows) == set(ALL_PLATFORMS)
-        apple = sum(rows[p]["devices"] for p in ("ios", "ipados", "macos"))
-        assert summary.checkins == 2 * (20 + apple)  # Apple devices: MDM report + app report
+        two = sum(rows[p]["devices"] for p in ("ios", "ipados", "macos", "android"))
+        assert summary.checkins == 2 * (20 + two)  # Apple and Android: MDM report + app report
         assert sum(r["jailbroken"] for r in rows.values()) == 4
         assert seen.count("enrolled") == 20 and seen.count("checked_in") == 40
         assert len(summary.latencies_ms) == summary.checkins
@@ -66,3 +66,27 @@ def test_twenty_devices_of_every_platform_over_http(tmp_path: Path) -> None:
         final = live.core.commands.get(cmd.id)
         assert final is not None and final.status is CommandStatus.ACKNOWLEDGED
         assert target.commands_acknowledged >= 1
+
+
+def test_healthy_devices_of_every_platform_pass_the_shipped_policies(tmp_path: Path) -> None:
+    """A fleet with nothing wrong is compliant on every platform and ownership under the
+    policies we ship; a fleet with everything wrong is quarantined (a regression: 0 of 29
+    healthy Android and 0 of 30 healthy Linux devices used to come out compliant)."""
+    with live_server(tmp_path) as live:
+        sim = Simulator(live.url, ServiceProvisioner(live.core.enrollment), concurrency=4)
+        try:
+            healthy = sim.run(
+                FleetSpec(devices=36, jailbroken_ratio=0, encryption_off_ratio=0, old_os_ratio=0)
+            )
+            broken = sim.run(
+                FleetSpec(devices=12, jailbroken_ratio=0, encryption_off_ratio=1.0, run_id="bad")
+            )
+        finally:
+            sim.close()
+        assert healthy.errors == [] and broken.errors == []
+        rows = healthy.by_platform()
+        assert set(rows) == set(ALL_PLATFORMS)
+        for platform, row in rows.items():
+            assert row["compliant"] == row["devices"], (platform, row)
+        assert {d.ownership for d in healthy.devices} == {"corporate", "byod"}
+        assert all(d.compliance.get("state") == "quarantined" for d in broken.devices)
