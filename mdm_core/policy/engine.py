@@ -177,6 +177,8 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
                         rule.check(posture, env)
                     except CelEvaluationError as exc:
                         detail = f" (condition could not be evaluated: {exc})"
+                else:
+                    detail = _unreported(posture, rule.fields)
                 key = rule.key
                 first = failures.get(key, now)
                 if rule.critical:
@@ -227,6 +229,14 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
         evaluated=[p.id for p in applicable],  # (ids in set order: deterministic)
         failing=failing,
     )
+
+
+def _unreported(posture: object, fields: tuple[str, ...]) -> str:
+    """Say which fields a failed rule lacked, so that "not reported" never reads as "off"."""
+    missing = [name for name in fields if getattr(posture, name, None) is None]
+    if not missing:
+        return ""
+    return " This device did not report: " + ", ".join(n.replace("_", " ") for n in missing) + "."
 
 
 def _reported(posture: object, fields: tuple[str, ...]) -> bool:

@@ -69,6 +69,14 @@ def test_unreported_critical_field_blocks_without_quarantine(
     assert d.quarantine is False
     assert d.reasons[0].code is ReasonCode.RULE_FAILED
     assert d.reasons[0].severity is not None and d.reasons[0].severity.value == "critical"
+    # the user is told the value is missing, not that the device is jailbroken/unencrypted
+    assert d.reasons[0].message.endswith(f"This device did not report: {field.replace('_', ' ')}.")
+
+
+def test_a_reported_failure_does_not_claim_a_missing_field(simple: CompiledPolicySet) -> None:
+    d = evaluate(request(posture=healthy_posture(storage_encrypted=False)), simple)
+    assert d.outcome is Outcome.BLOCK
+    assert "did not report" not in d.reasons[0].message
 
 
 def test_grace_timeline_counts_from_first_failure(simple: CompiledPolicySet) -> None:
