@@ -153,3 +153,49 @@ def test_processes_starting_at_once_agree_on_one_secret(tmp_path: Path) -> None:
     assert target.read_text(encoding="ascii").strip() == answers[0]
     assert target.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in target.parent.iterdir()) == ["secret-key"]  # no temp left
+
+
+_ENSURE = """
+import sys, time
+from pathlib import Path
+from posture_gateway.keys import KeyRing
+ring = KeyRing.open(Path(sys.argv[2]), passphrase=None, dev_mode=True)
+ring.active("RS256")  # loaded: this worker has looked at the ring before the race
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.001)
+print(ring.ensure("ES256").kid, flush=True)
+time.sleep(0.3)
+print(ring.active("ES256").kid)
+"""
+
+
+def test_workers_starting_at_once_agree_on_the_signing_keys(tmp_path: Path) -> None:
+    """Two workers that both find no ES256 key at start must not each make one (the second
+    would retire the first at once, and the first worker's tokens would stop verifying)."""
+    from posture_gateway.keys import KeyRing
+
+    ring_dir = tmp_path / "oidc-keys"
+    KeyRing.open(ring_dir, passphrase=None, dev_mode=True)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ENSURE, str(go), str(ring_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    time.sleep(1.5)  # every process has loaded the ring
+    go.touch()
+    kids = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        kids.extend(out.split())
+    assert len(set(kids)) == 1, kids
+    ring = KeyRing.open(ring_dir, passphrase=None, dev_mode=True)
+    assert [k.kid for k in ring.keys if k.alg == "ES256"] == [kids[0]]
