@@ -32,7 +32,7 @@ from rich.table import Table
 from mdm_core.agent.agent import Agent, CheckinResult, NotEnrolled, agent_report
 from mdm_core.agent.client import ProtocolError
 from mdm_core.agent.collector_linux import collect
-from mdm_core.agent.loopback import LoopbackHelper
+from mdm_core.agent.loopback import DEFAULT_PORT, LoopbackHelper
 
 __all__ = ["agent_group", "default_state_dir"]
 
@@ -186,7 +186,12 @@ def run_cmd(state_dir: Path, max_wait: int) -> None:
     required=True,
     help="The only origin allowed to ask for proofs, e.g. https://gw.example.com",
 )
-@click.option("--port", default=8777, show_default=True, help="Loopback port (0: any).")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Loopback port (0: any); the gateway's oidc.agent_port.",
+)
 @click.option("--no-posture", is_flag=True, help="Do not attach a posture snapshot.")
 def serve_loopback_cmd(state_dir: Path, gateway_origin: str, port: int, no_posture: bool) -> None:
     """Serve login proofs on 127.0.0.1 for the gateway's login page."""
