@@ -22,7 +22,7 @@ from posture_gateway.settings import ConfigError, Settings, load_settings
 __all__ = ["create_app", "GatewayState", "state", "SECRET_KEY_FILE"]
 
 #: The generated session-signing key, in the data directory (when ``secret_key`` is unset).
-SECRET_KEY_FILE = "secret-key"
+SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-
 from collections.abc import Mapping
 from pathlib import Path
 

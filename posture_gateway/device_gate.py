@@ -38,13 +38,13 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from mdm_core.checkin import report_envelope
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.directory import user_context
 from mdm_core.errors import MdmError, ProofError, RevokedCertificate
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Decision as EngineDecision
 from mdm_core.policy.model import EvaluationInput, Outcome
-from mdm_core.checkin import report_envelope
 from mdm_core.posture.merge import overlay_snapshot
 from mdm_core.posture.model import Posture
 from mdm_core.runtime import MdmCore

@@ -31,7 +31,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import _fresh_postgres_db
 from tests.e2e.chromium import chromium
-from tests.e2e.deployment import Deployment, deployment, http_login
+from tests.e2e.deployment import (
+    Deployment,
+    deployment,
+    http_login,
+)
 from tests.e2e.login_stack import CLIENT_ID, CLIENT_SECRET, USER_ID
 from tests.e2e.node_rp import NodeRelyingParty
 from tests.e2e.test_browser_login import _debug, _sign_in, _wait_landed
@@ -104,7 +108,9 @@ def test_ten_logins_in_a_row_then_an_unhealthy_device_is_stopped(
                 try:
                     result, outcome = http_login(dep, rp)
                 except AssertionError as exc:
-                    raise AssertionError(f"login {n} of {LOGINS} failed: {exc}\n{dep.logs()}")
+                    raise AssertionError(
+                        f"login {n} of {LOGINS} failed: {exc}\n{dep.logs()}"
+                    ) from exc
                 _check_claims(dep, result, outcome)
                 outcomes.append(outcome)
             assert len(outcomes) == LOGINS and set(outcomes) <= {"allow", "warn"}

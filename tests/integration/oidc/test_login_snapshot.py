@@ -58,7 +58,9 @@ def _envelope(posture: LinuxPosture) -> dict[str, Any]:
 
 
 def _device(app: Flask) -> EnrolledDevice:
-    dev = enroll_device(_core(app), "u-alice", ownership=Ownership.CORPORATE, platform=Platform.LINUX)
+    dev = enroll_device(
+        _core(app), "u-alice", ownership=Ownership.CORPORATE, platform=Platform.LINUX
+    )
     _check_in(app, dev, "linux", DeviceTraits())  # healthy: encrypted, agent present
     return dev
 
@@ -141,9 +143,11 @@ def test_carried_fields_keep_their_provenance_and_age(app: Flask) -> None:
         record = uow.devices.get(dev.device_id)
     now = datetime.now(UTC) + timedelta(seconds=30)
     # The agent reports again everything the check-in established.
-    report = {k: v for k, v in stored.posture.model_dump(mode="json").items() if v not in (None, [])}
+    dumped = stored.posture.model_dump(mode="json")
+    report = {k: v for k, v in dumped.items() if v not in (None, [])}
     report["collected_at"] = now.isoformat()
-    full = evaluator.snapshot_posture(record, {"format": "agent", "report": report}, stored.posture, now)
+    envelope = {"format": "agent", "report": report}
+    full = evaluator.snapshot_posture(record, envelope, stored.posture, now)
     assert full is not None and full.storage_encrypted is True
     assert full.collected_at == now  # it established every field the check-in had
     partial_report = agent_report(_linux(encrypted=None, at=now))
