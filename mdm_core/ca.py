@@ -27,8 +27,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +46,7 @@ from mdm_core.errors import (
     MalformedProof,
     RevokedCertificate,
 )
+from mdm_core.secret_file import load_or_create_secret
 from mdm_core.storage.certauth import StoredCaKey
 from mdm_core.storage.uow import Storage
 
@@ -365,22 +364,18 @@ def _new_ca(now: datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate
 
 
 def _dev_passphrase(data_dir: Path) -> str:
-    """Read or create ``<data_dir>/ca-passphrase`` (0600). Dev mode only."""
+    """Read or create ``<data_dir>/ca-passphrase`` (0600, shared by every process). Dev mode
+    only."""
     path = data_dir / "ca-passphrase"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        os.chmod(path, 0o600)
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secrets.token_urlsafe(32))
-    log.warning(
-        "dev mode: the CA key is encrypted with a generated passphrase kept in %s; "
-        "set ca.passphrase (POSTURE_CA__PASSPHRASE) in production",
-        path,
-    )
-    return path.read_text(encoding="ascii").strip()
+    existed = path.exists()
+    passphrase = load_or_create_secret(path)
+    if not existed:
+        log.warning(
+            "dev mode: the CA key is encrypted with a generated passphrase kept in %s; "
+            "set ca.passphrase (POSTURE_CA__PASSPHRASE) in production",
+            path,
+        )
+    return passphrase
 
 
 def _load_from_files(

@@ -17,6 +17,11 @@
 
 Bad input (unknown format, wrong types) raises before anything is written. After the unit of
 work commits the outbox relay is kicked, so events reach the bus at once.
+
+Step 1 is also how a signed posture snapshot in a login proof is read: the snapshot has the
+shape of a check-in body (:func:`report_envelope`) and goes through
+:meth:`CheckinService.posture_of`, the one place where a report's format is handled and the
+privacy profile is applied.
 """
 
 from __future__ import annotations
@@ -29,14 +34,35 @@ from typing import Any
 from mdm_core.commands import Command, CommandService
 from mdm_core.compliance_hook import UNKNOWN_COMPLIANCE, ComplianceHook, ComplianceSummary
 from mdm_core.device_proof import AuthenticatedDevice
+from mdm_core.errors import BadRequest
 from mdm_core.events import DomainEvent, EventType
+from mdm_core.model import DeviceRecord
 from mdm_core.posture.merge import DEFAULT_SOURCE_MAX_AGE, merge_reports
 from mdm_core.posture.model import SECURITY_FIELDS, Posture
 from mdm_core.posture.normalize import normalize
 from mdm_core.privacy import PrivacyProfile, PrivacyProfiles
 from mdm_core.storage.uow import Storage, UnitOfWork
 
-__all__ = ["SECURITY_FIELDS", "CheckinResult", "CheckinService", "security_changes"]
+__all__ = [
+    "SECURITY_FIELDS",
+    "CheckinResult",
+    "CheckinService",
+    "report_envelope",
+    "security_changes",
+]
+
+
+def report_envelope(data: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """``(format, report)`` of a check-in body or login snapshot
+    ``{"format": "<fmt>", "report": {...}}``; :class:`BadRequest` for anything else."""
+    if not isinstance(data, Mapping):
+        raise BadRequest("expected an object {format, report}")
+    fmt, report = data.get("format"), data.get("report")
+    if not isinstance(fmt, str):
+        raise BadRequest("format must be a string")
+    if not isinstance(report, Mapping):
+        raise BadRequest("report must be a JSON object")
+    return fmt, report
 
 
 def security_changes(previous: Posture | None, current: Posture) -> dict[str, dict[str, Any]]:
@@ -128,13 +154,32 @@ class CheckinService:
         now = now or datetime.now(UTC)
         record = device.device
         profile = self.privacy.for_ownership(record.ownership)
-        posture = profile.apply(
-            normalize(report, fmt, platform=record.platform, received_at=now, allow=profile.collect)
-        )
+        posture = self.posture_of(record, report, fmt, now, profile=profile)
         if uow is None:
             with self.storage.unit_of_work() as own:
                 return self._store(own, device, posture, fmt, profile, now)
         return self._store(uow, device, posture, fmt, profile, now)
+
+    def posture_of(
+        self,
+        record: DeviceRecord,
+        report: Mapping[str, Any],
+        fmt: str,
+        received_at: datetime,
+        *,
+        profile: PrivacyProfile | None = None,
+    ) -> Posture:
+        """``report`` (format ``fmt``) of ``record`` as posture: normalised reading only the
+        fields the device's privacy profile allows, then filtered by that profile again.
+        Writes nothing. Raises :class:`mdm_core.posture.normalize.ReportError` (and
+        siblings) on bad input."""
+        profile = profile or self.privacy.for_ownership(record.ownership)
+        return profile.apply(
+            normalize(
+                report, fmt, platform=record.platform, received_at=received_at,
+                allow=profile.collect,
+            )
+        )  # fmt: skip
 
     def _store(
         self,

@@ -7,7 +7,6 @@ feature blueprint, and keeps per-app state in ``app.extensions["posture"]``
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from flask import Flask, current_app
@@ -16,10 +15,14 @@ from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
 from mdm_core.events import EventBus
 from mdm_core.runtime import CoreConfig, MdmCore, build_core
+from mdm_core.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.integrations import register as integrations_register
-from posture_gateway.settings import Settings, load_settings
+from posture_gateway.settings import ConfigError, Settings, load_settings
 
-__all__ = ["create_app", "GatewayState", "state"]
+__all__ = ["create_app", "GatewayState", "state", "SECRET_KEY_FILE"]
+
+#: The generated session-signing key, in the data directory (when ``secret_key`` is unset).
+SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass
@@ -59,13 +62,22 @@ def _event_bus(settings: Settings) -> EventBus | None:
     return RedisEventBus(connect_redis(settings.redis_url))
 
 
+def _secret_key(settings: Settings) -> str:
+    """The session-signing key: configured, else generated once in ``<data_dir>/secret-key``
+    (0600) and shared by every process (workers) using that data directory."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    try:
+        return load_or_create_secret(settings.data_dir / SECRET_KEY_FILE)
+    except SecretFileError as exc:
+        raise ConfigError(f"secret_key: {exc}") from exc
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.config["SECRET_KEY"] = (
-        settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)
-    )
+    app.config["SECRET_KEY"] = _secret_key(settings)
     core = build_core(core_config(settings), bus=_event_bus(settings))
     app.extensions["posture"] = GatewayState(settings=settings, core=core)
 

@@ -12,15 +12,21 @@ only):
   proofs on 127.0.0.1 to the gateway's login page only;
 - ``posture agent posture`` prints what the collector sees on this host.
 
+``posture agent --host-root DIR`` (``POSTURE_AGENT_HOST_ROOT``) makes the collector read the
+host's files (``/etc/os-release``, ``/proc``, ``/sys``) under DIR instead of ``/``: an agent in
+a container with the host's ``/`` mounted at DIR reports the host, not the container.
+
 The reference agent never acts destructively: lock, wipe and the other commands are
 recorded in ``<state-dir>/commands.jsonl`` and acknowledged.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,8 @@ from rich.table import Table
 
 from mdm_core.agent.agent import Agent, CheckinResult, NotEnrolled, agent_report
 from mdm_core.agent.client import ProtocolError
-from mdm_core.agent.collector_linux import collect
-from mdm_core.agent.loopback import LoopbackHelper
+from mdm_core.agent.collector_linux import LinuxPosture, collect
+from mdm_core.agent.loopback import DEFAULT_PORT, LoopbackHelper
 
 __all__ = ["agent_group", "default_state_dir"]
 
@@ -56,9 +62,30 @@ state_option = click.option(
 )
 
 
+def _host_root() -> Path:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_object(_HostRoot) if ctx is not None else None
+    return root.path if root is not None else Path("/")
+
+
+class _HostRoot:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
+def _collector() -> Callable[[], LinuxPosture]:
+    """The collector for ``--host-root``, resolved now: the click context is per thread, and
+    the login helper collects in its request threads."""
+    return functools.partial(collect, _host_root())
+
+
+def _collect() -> LinuxPosture:
+    return _collector()()
+
+
 def _agent(state_dir: Path, server: str | None = None) -> Agent:
     try:
-        return Agent(state_dir, server_url=server)
+        return Agent(state_dir, server_url=server, collector=_collector())
     except NotEnrolled as exc:
         raise click.ClickException(f"{exc} (run `posture agent enroll --server URL ...`)") from exc
 
@@ -94,14 +121,24 @@ def _print_result(result: CheckinResult) -> None:
 
 
 @click.group("agent")
-def agent_group() -> None:
+@click.option(
+    "--host-root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    envvar="POSTURE_AGENT_HOST_ROOT",
+    default=Path("/"),
+    show_default=True,
+    help="Where the host's filesystem is seen (the host's / mounted into a container).",
+)
+@click.pass_context
+def agent_group(ctx: click.Context, host_root: Path) -> None:
     """The reference device agent (Linux)."""
+    ctx.obj = _HostRoot(host_root)
 
 
 @agent_group.command("posture")
 def posture_cmd() -> None:
     """Print what the collector establishes on this host (None: could not tell)."""
-    console.print_json(json.dumps(collect().as_dict()))
+    console.print_json(json.dumps(_collect().as_dict()))
 
 
 @agent_group.command("enroll")
@@ -124,7 +161,7 @@ def enroll_cmd(
         raise click.UsageError("give --token or --serial, not both")
     if ownership == "byod" and token is None:
         raise click.UsageError("BYOD enrollment needs --token")
-    if token is None and serial is None and collect().serial_number is None:
+    if token is None and serial is None and _collect().serial_number is None:
         raise click.UsageError("this host reports no serial number: give --serial or --token")
 
     def consent(notice: dict[str, Any]) -> bool:
@@ -186,15 +223,22 @@ def run_cmd(state_dir: Path, max_wait: int) -> None:
     required=True,
     help="The only origin allowed to ask for proofs, e.g. https://gw.example.com",
 )
-@click.option("--port", default=8777, show_default=True, help="Loopback port (0: any).")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Loopback port (0: any); the gateway's oidc.agent_port.",
+)
 @click.option("--no-posture", is_flag=True, help="Do not attach a posture snapshot.")
 def serve_loopback_cmd(state_dir: Path, gateway_origin: str, port: int, no_posture: bool) -> None:
     """Serve login proofs on 127.0.0.1 for the gateway's login page."""
     agent = _agent(state_dir)
     agent.client.close()  # the helper signs locally; it does not talk to the server
 
+    collector = _collector()
+
     def snapshot() -> dict[str, Any]:
-        return {"format": "agent", "report": agent_report(collect())}
+        return {"format": "agent", "report": agent_report(collector())}
 
     try:
         helper = LoopbackHelper(

@@ -4,6 +4,12 @@
 ``posture_gateway.app:create_app()``; configuration comes from the same file/environment
 layers, validated first so a bad setting fails here with its key named. ``db migrate``
 applies the Alembic migrations (the server also migrates at start).
+
+The workers build their app from the environment they inherit, so ``serve`` hands them the
+configuration it validated: the config file (``--config`` or ``POSTURE_CONFIG``) as an
+absolute ``POSTURE_CONFIG``, and every ``POSTURE_*`` variable as it is. The app it built
+to validate has already generated what the workers share (data directory, session key, CA,
+signing keys), so they start on the same secrets.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
 
-__all__ = ["serve_cmd", "db_group"]
+__all__ = ["serve_cmd", "db_group", "worker_environment"]
 
 APP_FACTORY = "posture_gateway.app:create_app()"
 
@@ -34,6 +42,26 @@ def _argv(server: str, host: str, port: int, workers: int, threads: int) -> list
     ]  # fmt: skip
 
 
+def worker_environment(config_file: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the server's workers start with: ``environ`` (``POSTURE_*`` included)
+    with the config file, when one is given, as an absolute ``POSTURE_CONFIG``."""
+    env = dict(environ)
+    if config_file is None and env.get("POSTURE_CONFIG"):
+        config_file = Path(env["POSTURE_CONFIG"])
+    if config_file is not None:
+        env["POSTURE_CONFIG"] = str(config_file.resolve())
+    return env
+
+
+def _config_file() -> Path | None:
+    """The ``--config`` given to the ``posture`` group (``POSTURE_CONFIG`` fills it too)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    value = ctx.find_root().params.get("config")
+    return Path(value) if value else None
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -48,8 +76,10 @@ def serve_cmd(host: str, port: int, workers: int, threads: int, server: str) -> 
     if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
         raise click.ClickException("cannot find the Python interpreter")
     argv = _argv(server, host, port, workers, threads)
-    click.echo(f"serving on http://{host}:{port} with {server} ({workers} workers)")
-    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv: this interpreter + the server
+    env = worker_environment(_config_file(), os.environ)
+    plural = "worker" if workers == 1 else "workers"
+    click.echo(f"serving on http://{host}:{port} with {server} ({workers} {plural})")
+    os.execve(sys.executable, argv, env)  # noqa: S606 - fixed argv: this interpreter + the server
 
 
 @click.group("db")

@@ -12,6 +12,14 @@ both:
    active), the device's latest stored posture and the first-failure time of each rule.
 3. **Pick the posture**: a signed snapshot carried in the login proof when it is fresh (and
    newer than the stored one), else the stored posture with its age by the server's clock.
+   The snapshot has the shape of a check-in body (``{"format": ..., "report": {...}}``, what
+   ``posture agent serve-loopback`` signs) and is read by the check-in's own code path
+   (:meth:`mdm_core.checkin.CheckinService.posture_of`: format, normalisation, privacy
+   profile), then laid over the stored posture
+   (:func:`mdm_core.posture.merge.overlay_snapshot`): a field the snapshot does not establish
+   keeps its stored value and that report's age. A snapshot that cannot be read is refused
+   (the stored posture decides); it is never stored. The audit record says which happened
+   (``snapshot``: ``used``, ``refused``, ``stale``, ``older``).
 4. **Evaluate** with the pure engine against the policy set in force.
 5. **Audit** the decision. An audit write that fails makes the decision ``block``: a
    decision that cannot be recorded is not made.
@@ -23,21 +31,22 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
 
+from mdm_core.checkin import report_envelope
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.directory import user_context
 from mdm_core.errors import MdmError, ProofError, RevokedCertificate
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Decision as EngineDecision
 from mdm_core.policy.model import EvaluationInput, Outcome
+from mdm_core.posture.merge import overlay_snapshot
 from mdm_core.posture.model import Posture
-from mdm_core.posture.normalize import normalize
 from mdm_core.runtime import MdmCore
 from posture_gateway.access import AccessRequest, Decision
 from posture_gateway.login_decision import (
@@ -83,6 +92,7 @@ class GateResult:
     device_id: str | None
     evaluated_at: datetime
     posture_collected_at: datetime | None = None
+    snapshot: str | None = None  # used | refused | stale | older; None: the proof carried none
 
     @property
     def outcome(self) -> str:
@@ -152,8 +162,8 @@ class PostureEvaluator:
         if stored is not None:
             posture = stored.posture
             age = max(now - stored.received_at, timedelta(0))
-        fresh = self._fresh_snapshot(record, snapshot, now)
-        if fresh is not None and (posture is None or fresh.collected_at > posture.collected_at):
+        fresh, snapshot_use = self._snapshot(record, snapshot, posture, now)
+        if fresh is not None:
             posture = fresh
             age = max(now - fresh.collected_at, timedelta(0))
         decision = evaluate(
@@ -174,6 +184,7 @@ class PostureEvaluator:
             device_id=record.id if record is not None else None,
             evaluated_at=now,
             posture_collected_at=posture.collected_at if posture is not None else None,
+            snapshot=snapshot_use,
         )
         self.audit(result, user_id=user_id, app=app, channel=channel, caller=caller)
         return result
@@ -208,6 +219,8 @@ class PostureEvaluator:
             "caller": caller,
             "device_id": result.device_id,
         }
+        if result.snapshot is not None:
+            detail["snapshot"] = result.snapshot
         if result.decision is not None:
             d = result.decision
             detail.update(
@@ -230,27 +243,39 @@ class PostureEvaluator:
             )
         DECISIONS.labels(channel=channel, outcome=result.outcome).inc()
 
-    def _fresh_snapshot(
-        self, record: Any, snapshot: dict[str, Any] | None, now: datetime
+    def snapshot_posture(
+        self,
+        record: Any,
+        snapshot: Mapping[str, Any] | None,
+        stored: Posture | None,
+        now: datetime,
     ) -> Posture | None:
-        """The signed snapshot as posture, filtered by the device's privacy profile, if fresh."""
-        if record is None or not snapshot:
-            return None
+        """The posture to decide on from a signed ``snapshot`` over the ``stored`` posture;
+        ``None`` when the snapshot is absent, unreadable, stale or older than ``stored``."""
+        return self._snapshot(record, snapshot, stored, now)[0]
+
+    def _snapshot(
+        self,
+        record: Any,
+        snapshot: Mapping[str, Any] | None,
+        stored: Posture | None,
+        now: datetime,
+    ) -> tuple[Posture | None, str | None]:
+        if record is None or snapshot is None:
+            return None, None
         try:
-            profile = self._core.privacy.for_ownership(record.ownership)
-            posture = normalize(
-                snapshot,
-                "agent",
-                platform=record.platform,
-                received_at=now,
-                allow=profile.collect,
-            )
+            fmt, report = report_envelope(snapshot)
+            posture = self._core.checkin.posture_of(record, report, fmt, now)
         except MdmError as exc:
-            log.info("ignoring an unusable posture snapshot from %s: %s", record.id, exc)
-            return None
+            log.info("refusing an unreadable posture snapshot from %s: %s", record.id, exc)
+            return None, "refused"
         if now - posture.collected_at > self._snapshot_max_age:
-            return None
-        return posture
+            return None, "stale"
+        if stored is not None and posture.collected_at <= stored.collected_at:
+            return None, "older"
+        merged = overlay_snapshot(stored, posture)
+        profile = self._core.privacy.for_ownership(record.ownership)
+        return profile.apply(merged), "used"  # carried fields obey today's profile too
 
 
 def _reasons(decision: EngineDecision) -> tuple[Reason, ...]:

@@ -382,7 +382,23 @@ class KeyRing:
         except KeyRingError:
             if self._directory is None:
                 raise
-        return self.rotate(alg, overlap=timedelta(0))
+        # Decide under the directory lock, on the ring as it is on disk now: of several
+        # processes starting at once, the first creates the key and the others adopt it.
+        directory = self._directory
+        with _locked(directory):
+            keys = _read_ring(directory, self._passphrase)
+            found = [k for k in keys if k.alg == alg and k.retire_after is None]
+            if not found:
+                found = [
+                    generate_signing_key(alg, issuer_name=self._issuer_name, now=self._clock())
+                ]
+                _write_key(directory, found[0], self._passphrase)
+                keys = [*keys, found[0]]
+                _write_manifest(directory, keys)
+            stamp = self._stamp()
+        self._keys = tuple(keys)
+        self._manifest_stamp = stamp
+        return max(found, key=lambda k: k.created_at)
 
     def rotate(self, alg: Alg = "RS256", *, overlap: timedelta) -> SigningKey:
         """Make a new key the active signer for ``alg``; keep the old one published for ``overlap``.

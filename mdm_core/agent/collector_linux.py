@@ -348,8 +348,9 @@ def _iptables_has_rules(rules: str) -> bool:
     return False
 
 
-def collect() -> LinuxPosture:
-    """Collect this host's posture (the entry point the agent uses)."""
+def collect(root: Path = Path("/")) -> LinuxPosture:
+    """Collect this host's posture (the entry point the agent uses). ``root`` is where the
+    host's filesystem is seen (``/``, or the host's ``/`` mounted into the agent's container)."""
     if platform.system() != "Linux":
         raise RuntimeError("the reference collector runs on Linux only")
-    return LinuxCollector().collect()
+    return LinuxCollector(root=root).collect()

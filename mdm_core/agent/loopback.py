@@ -25,9 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from mdm_core.agent.keys import DeviceKey
 
-__all__ = ["LoopbackHelper", "LOGIN_PROOF_PATH", "origin_of"]
+__all__ = ["DEFAULT_PORT", "LoopbackHelper", "LOGIN_PROOF_PATH", "origin_of"]
 
 LOGIN_PROOF_PATH = "/v1/login-proof"
+#: The port the helper listens on and the gateway's login page asks (``oidc.agent_port``).
+DEFAULT_PORT = 48421
 _NONCE_RE = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 

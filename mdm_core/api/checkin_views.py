@@ -38,6 +38,7 @@ from mdm_core.api.errors import (
     install_error_handlers,
     json_object,
 )
+from mdm_core.checkin import report_envelope
 from mdm_core.commands import CommandStatus
 from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
 from mdm_core.errors import BadRequest, MalformedProof
@@ -87,12 +88,7 @@ def checkin() -> ResponseReturnValue:
     now = datetime.now(UTC)
     with core.storage.unit_of_work() as uow:
         device = _authenticate(core, uow, body)
-        data = json_object(body)
-        fmt, report = data.get("format"), data.get("report")
-        if not isinstance(fmt, str):
-            raise BadRequest("format must be a string")
-        if not isinstance(report, dict):
-            raise BadRequest("report must be a JSON object")
+        fmt, report = report_envelope(json_object(body))
         result = core.checkin.check_in(device, report, fmt, now, uow=uow)
     return jsonify(result.answer())
 

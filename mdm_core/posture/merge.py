@@ -12,6 +12,13 @@ posture's ``collected_at`` is the oldest contributing report's, so its age is ho
 
 :class:`PostureSources` records which format established each field and when each format
 last reported; it is stored beside the latest posture.
+
+A signed posture snapshot carried by a login proof is not a new source but a fresher look
+at the device: :func:`overlay_snapshot` lays it over the stored posture. What the snapshot
+established wins; every field it did not establish keeps the stored value, so a snapshot can
+never replace reported evidence with nothing. When anything is carried, ``collected_at`` is
+the stored report's (the oldest evidence in the result), so a carried value never looks
+fresher than the report that established it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 from mdm_core.posture.model import POSTURE_FIELDS, Posture
 
-__all__ = ["PostureSources", "merge_reports", "DEFAULT_SOURCE_MAX_AGE"]
+__all__ = ["PostureSources", "merge_reports", "overlay_snapshot", "DEFAULT_SOURCE_MAX_AGE"]
 
 DEFAULT_SOURCE_MAX_AGE = timedelta(hours=24)
 
@@ -86,3 +93,19 @@ def merge_reports(
         return current, PostureSources(fields, formats)
     merged = current.model_copy(update={**carried, "collected_at": min(formats.values())})
     return merged, PostureSources(fields, formats)
+
+
+def overlay_snapshot(stored: Posture | None, snapshot: Posture) -> Posture:
+    """``snapshot`` over ``stored``: the snapshot's established fields, the stored value of
+    every other field, and the older ``collected_at`` when anything was carried."""
+    if stored is None or stored.platform is not snapshot.platform:
+        return snapshot
+    carried = {
+        name: getattr(stored, name)
+        for name in POSTURE_FIELDS
+        if not _established(getattr(snapshot, name)) and _established(getattr(stored, name))
+    }
+    if not carried:
+        return snapshot
+    collected_at = min(stored.collected_at, snapshot.collected_at)
+    return snapshot.model_copy(update={**carried, "collected_at": collected_at})

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from mdm_core.agent.loopback import DEFAULT_PORT
+
 __all__ = ["OIDCSettings"]
 
 
@@ -37,7 +39,7 @@ class OIDCSettings(BaseModel):
     # How long a device-check nonce is valid.
     device_nonce_ttl: timedelta = timedelta(minutes=2)
     # Loopback port of the local agent the device-check page asks for a login proof.
-    agent_port: int = 48421
+    agent_port: int = DEFAULT_PORT
     # Signing keys: encrypted at rest in data_dir/oidc-keys with this passphrase (required
     # outside dev mode), or a fixed key + certificate from PEM files (rotation then happens
     # outside the gateway).

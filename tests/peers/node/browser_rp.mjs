@@ -9,6 +9,8 @@
 //   the JWKS, iss, aud, nonce, state, at_hash) and verified a second time with jose:
 //   stdout <- {"ok": true, "id_token_claims": {...}, "jose_header": {...}, "callback": "..."}
 //          or {"ok": false, "error": "...", "callback": "..."}
+//   stdin  -> the issuer URL again: a new login (new PKCE verifier, nonce, state), any number
+//             of times, one login in flight at a time
 //   stdin  -> "stop"
 //   stdout <- {"callbacks": <how many times /cb was hit>}   and the process exits
 // Env: CLIENT_ID, CLIENT_SECRET (empty for a public client), SCOPE.
@@ -73,11 +75,7 @@ const server = http.createServer(async (req, res) => {
     .end(`<!doctype html><title>RP</title><h1 id="rp-result">${esc(text)}</h1>`);
 });
 
-async function main() {
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  out({ redirect_uri: `http://127.0.0.1:${server.address().port}/cb` });
-  const issuer = new URL(await nextLine());
-  const redirectUri = `http://127.0.0.1:${server.address().port}/cb`;
+async function startLogin(issuer, redirectUri) {
   const auth = env.CLIENT_SECRET ? client.ClientSecretBasic(env.CLIENT_SECRET) : client.None();
   const config = await client.discovery(issuer, env.CLIENT_ID, undefined, auth, {
     // http on 127.0.0.1 in tests; ID token signatures are checked against the JWKS.
@@ -97,8 +95,16 @@ async function main() {
   });
   login = { config, verifier, nonce, state, meta };
   out({ authorization_url: url.href, discovery: meta });
-  while ((await nextLine()) !== 'stop') {
-    /* only "stop" ends the run */
+}
+
+async function main() {
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  out({ redirect_uri: `http://127.0.0.1:${server.address().port}/cb` });
+  const redirectUri = `http://127.0.0.1:${server.address().port}/cb`;
+  let line = await nextLine();
+  while (line !== 'stop') {
+    await startLogin(new URL(line), redirectUri);
+    line = await nextLine();
   }
   lines.close();
   server.closeAllConnections();

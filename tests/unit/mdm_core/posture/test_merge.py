@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mdm_core.posture.merge import PostureSources, merge_reports
+from mdm_core.posture.merge import PostureSources, merge_reports, overlay_snapshot
 from mdm_core.posture.model import ManagedApp, Platform, Posture
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -84,3 +84,24 @@ def test_sources_json_round_trip_and_garbage() -> None:
     assert PostureSources.from_json(None) is None
     assert PostureSources.from_json({"fields": []}) is None
     assert PostureSources.from_json({"fields": {}, "formats": {"apple": "yesterday"}}) is None
+
+
+# ---- a login snapshot laid over the stored posture ------------------------------------------
+
+
+def test_snapshot_fields_win_and_absent_ones_keep_stored_evidence_and_its_age() -> None:
+    later = T0 + timedelta(minutes=40)
+    snapshot = _p(later, os_version="18.2", storage_encrypted=False)
+    assert overlay_snapshot(MDM, snapshot) == _p(
+        T0,  # managed_apps came from the stored report: the result is as old as it
+        os_version="18.2",
+        storage_encrypted=False,
+        managed_apps=MDM.managed_apps,
+    )
+    empty = _p(later)
+    assert overlay_snapshot(MDM, empty) == MDM  # nothing replaces evidence with nothing
+    whole = _p(later, os_version="18.2", storage_encrypted=True, managed_apps=MDM.managed_apps)
+    assert overlay_snapshot(MDM, whole) is whole  # nothing carried: as fresh as the snapshot
+    assert overlay_snapshot(None, snapshot) is snapshot
+    other = Posture(platform=Platform.MACOS, collected_at=later)
+    assert overlay_snapshot(MDM, other) is other  # never mixes two platforms' evidence
