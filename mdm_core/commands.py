@@ -11,10 +11,11 @@ and answered by the device::
 
 A delivered command that is not answered is delivered again at the next check-in (delivery
 is idempotent; the device acknowledges by id). ``acknowledged``, ``error`` and ``cancelled``
-are final. Retired and wiped devices get no new commands. An acknowledged ``wipe`` makes the
-device ``wiped`` and an acknowledged ``selective_wipe`` makes it ``retired`` (the MDM's part of
-it is gone), both revoking its access credentials in the same unit of work
-(:mod:`mdm_core.device_lifecycle`). Every transition is
+are final. Retired and wiped devices get no new commands (what the device's status becomes
+after a wipe is the offboarding flow's decision, not the queue's), but an acknowledged
+``wipe`` or ``selective_wipe`` revokes the device's access credentials in the same unit of
+work (:mod:`mdm_core.device_lifecycle`): what was on the device is gone, and any copy of its
+tokens dies with it. Every transition is
 written to ``command_transitions`` with its time and detail, and a ``command.state_changed``
 event goes to the outbox in the same unit of work.
 
@@ -33,10 +34,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mdm_core.device_lifecycle import change_status, end_device_access
+from mdm_core.device_lifecycle import end_device_access
 from mdm_core.errors import Conflict, MdmError, NotFound
 from mdm_core.events import DomainEvent, EventType
-from mdm_core.model import DeviceStatus
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = [
@@ -477,8 +477,10 @@ class CommandService:
             if transition is None:
                 return command
             u.outbox.add([transition.event()])
-            if new is CommandStatus.ACKNOWLEDGED and command.type in _WIPE_STATUS:
-                _wiped(u, command, at)
+            if new is CommandStatus.ACKNOWLEDGED and command.type in _WIPES:
+                end_device_access(
+                    u, command.device_id, reason=f"{command.type.value}_acknowledged", at=at
+                )
             return command
 
         return self._run(run, uow)
@@ -525,28 +527,8 @@ class CommandService:
             return fn(u)
 
 
-#: What a device becomes once it acknowledged a wipe of this kind.
-_WIPE_STATUS = {
-    CommandType.WIPE: DeviceStatus.WIPED,
-    CommandType.SELECTIVE_WIPE: DeviceStatus.RETIRED,
-}
-
-
-def _wiped(uow: UnitOfWork, command: Command, at: datetime) -> None:
-    """The device acknowledged a wipe: it is gone, and so is every credential it held."""
-    device = uow.devices.get(command.device_id)
-    if device is None:
-        raise NoSuchDevice(f"unknown device {command.device_id}")
-    if device.status in (DeviceStatus.RETIRED, DeviceStatus.WIPED):
-        end_device_access(uow, device.id, reason=f"{command.type.value}_ack", at=at)
-        return
-    change_status(
-        uow,
-        device.id,
-        _WIPE_STATUS[command.type],
-        reason=f"{command.type.value} acknowledged (command {command.id})",
-        at=at,
-    )
+#: Commands whose acknowledgement ends every credential the device held.
+_WIPES = frozenset({CommandType.WIPE, CommandType.SELECTIVE_WIPE})
 
 
 def _delivered(command: Command, at: datetime, attempts: int) -> Command:
