@@ -430,7 +430,7 @@ class PolicyDeviceBinding:
             user = uow.directory_users.get(subject.user_id)
         return (
             device is not None
-            and hmac.compare_digest(device.user_id, subject.user_id)
+            and device.user_id == subject.user_id  # identifiers, not secrets
             and device.status is DeviceStatus.ACTIVE
             and user is not None
             and user.active
