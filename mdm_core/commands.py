@@ -12,7 +12,10 @@ and answered by the device::
 A delivered command that is not answered is delivered again at the next check-in (delivery
 is idempotent; the device acknowledges by id). ``acknowledged``, ``error`` and ``cancelled``
 are final. Retired and wiped devices get no new commands (what the device's status becomes
-after a wipe is the offboarding flow's decision, not the queue's). Every transition is
+after a wipe is the offboarding flow's decision, not the queue's), but an acknowledged
+``wipe`` or ``selective_wipe`` revokes the device's access credentials in the same unit of
+work (:mod:`mdm_core.device_lifecycle`): what was on the device is gone, and any copy of its
+tokens dies with it. Every transition is
 written to ``command_transitions`` with its time and detail, and a ``command.state_changed``
 event goes to the outbox in the same unit of work.
 
@@ -31,6 +34,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mdm_core.device_lifecycle import end_device_access
 from mdm_core.errors import Conflict, MdmError, NotFound
 from mdm_core.events import DomainEvent, EventType
 from mdm_core.storage.uow import Storage, UnitOfWork
@@ -473,6 +477,10 @@ class CommandService:
             if transition is None:
                 return command
             u.outbox.add([transition.event()])
+            if new is CommandStatus.ACKNOWLEDGED and command.type in _WIPES:
+                end_device_access(
+                    u, command.device_id, reason=f"{command.type.value}_acknowledged", at=at
+                )
             return command
 
         return self._run(run, uow)
@@ -517,6 +525,10 @@ class CommandService:
         with self.storage.unit_of_work() as u:
             u.call_after(self._kick)
             return fn(u)
+
+
+#: Commands whose acknowledgement ends every credential the device held.
+_WIPES = frozenset({CommandType.WIPE, CommandType.SELECTIVE_WIPE})
 
 
 def _delivered(command: Command, at: datetime, attempts: int) -> Command:

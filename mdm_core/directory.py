@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
+from mdm_core.device_lifecycle import end_user_access
 from mdm_core.events import DomainEvent, EventType
 from mdm_core.policy.model import UserContext
 from mdm_core.storage.directory import (
@@ -146,14 +147,24 @@ class DirectoryService:
         self.clock = clock
 
     def upsert_user(self, user: DirectoryUser) -> bool:
-        """Insert or update a user; ``True`` if anything changed."""
+        """Insert or update a user; ``True`` if anything changed. An account that becomes
+        disabled loses its access credentials in the same unit of work."""
         with self.storage.unit_of_work() as uow:
-            return uow.directory_users.upsert(user)
+            before = None if user.active else uow.directory_users.get(user.id)
+            changed = uow.directory_users.upsert(user)
+            if before is not None and before.active:
+                end_user_access(uow, user.id, reason="user_disabled", at=self.clock())
+            return changed
 
     def set_active(self, user_id: str, active: bool) -> DirectoryUser:
-        """Enable or disable an account (a disabled user is blocked at every decision)."""
+        """Enable or disable an account (a disabled user is blocked at every decision, and
+        loses its access credentials in the same unit of work)."""
+        at = self.clock()
         with self.storage.unit_of_work() as uow:
-            return uow.directory_users.set_active(user_id, active, at=self.clock())
+            updated = uow.directory_users.set_active(user_id, active, at=at)
+            if not active:
+                end_user_access(uow, user_id, reason="user_disabled", at=at)
+            return updated
 
     def upsert_group(self, group: DirectoryGroup) -> bool:
         with self.storage.unit_of_work() as uow:

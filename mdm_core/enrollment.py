@@ -18,6 +18,9 @@ Owns the enrollment flows of the MDM (the DESIGN's section 2 "Enrollment"):
 - **Renewal** (:meth:`EnrollmentService.renew`) of an authenticated device's certificate.
 - **Revocation** (:meth:`EnrollmentService.revoke_device`): certificates revoked, device retired.
 
+Revocation and re-enrollment also revoke the device's access credentials (OAuth tokens) in the
+same unit of work (:mod:`mdm_core.device_lifecycle`).
+
 Every change writes its domain event to the outbox and an audit record in the same unit of
 work; every refusal is an :class:`mdm_core.errors.EnrollmentError` leaf and changes nothing.
 """
@@ -34,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mdm_core.ca import CertificateAuthority, DevicePublicKey, IssuedCertificate
+from mdm_core.device_lifecycle import change_status, end_device_access
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.errors import (
     BadRequest,
@@ -240,10 +244,18 @@ class EnrollmentService:
             if device is None:
                 raise NotFound(f"unknown device {device_id}")
             revoked = uow.certificates.revoke_for_device(device_id, reason=reason, at=now)
+            # Retiring revokes the device's access credentials in this same transaction.
             if device.status not in _GONE:
-                uow.devices.update_status(
-                    device_id, DeviceStatus.RETIRED, reason=f"revoked: {reason}", at=now
+                change_status(
+                    uow,
+                    device_id,
+                    DeviceStatus.RETIRED,
+                    reason=f"revoked: {reason}",
+                    at=now,
+                    actor=actor,
                 )
+            else:
+                end_device_access(uow, device_id, reason="device_revoked", at=now, actor=actor)
             uow.outbox.add(
                 [
                     DomainEvent(
@@ -459,8 +471,10 @@ class EnrollmentService:
             status, reason = existing.status, existing.status_reason
             if status is DeviceStatus.QUARANTINED:
                 status, reason = DeviceStatus.PENDING_VERIFICATION, "re-enrolled after quarantine"
-            # Revoke everything the device held, then record the new certificate.
+            # Revoke everything the device held (certificates and the access credentials
+            # obtained with the old key), then record the new certificate.
             uow.certificates.revoke_for_device(device_id, reason="re-enrolled", at=now)
+            end_device_access(uow, device_id, reason="re_enrolled", at=now)
             self._store_certificate(uow, device_id, target.user_id, issued)
             device = uow.devices.set_identity(
                 device_id,

@@ -25,6 +25,9 @@ both:
    decision that cannot be recorded is not made.
 
 Every exception on the way is a ``block`` (fail closed).
+
+A token refresh runs steps 2-5 too (:class:`PolicyDeviceBinding`, channel ``oidc_refresh``),
+on the device the token was bound to at login: the refresh token stands in for the proof.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from mdm_core.checkin import report_envelope
 from mdm_core.device_proof import AuthenticatedDevice
 from mdm_core.directory import user_context
 from mdm_core.errors import MdmError, ProofError, RevokedCertificate
+from mdm_core.model import DeviceStatus
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Decision as EngineDecision
 from mdm_core.policy.model import EvaluationInput, Outcome
@@ -56,12 +60,15 @@ from posture_gateway.login_decision import (
     blocked,
 )
 from posture_gateway.nonces import NonceStore
+from posture_gateway.oidc.binding import REFRESH_CHANNEL
+from posture_gateway.oidc.grants import GrantSubject
 
 __all__ = [
     "DECISIONS",
     "GateResult",
     "PostureEvaluator",
     "PolicyDeviceGate",
+    "PolicyDeviceBinding",
     "PolicyDecisionService",
     "SNAPSHOT_MAX_AGE",
     "init_app",
@@ -403,6 +410,58 @@ class PolicyDeviceGate:
         )
 
 
+class PolicyDeviceBinding:
+    """:class:`~posture_gateway.oidc.binding.DeviceBinding` on the same pipeline: a refresh is
+    decided like a login (current posture and policies, audited), on the bound device."""
+
+    def __init__(self, evaluator: PostureEvaluator, core: MdmCore) -> None:
+        if evaluator is None or core is None:
+            raise ValueError("PolicyDeviceBinding needs an evaluator and the MDM core")
+        self._evaluator = evaluator
+        self._core = core
+
+    def recheck(
+        self, *, subject: GrantSubject, client_id: str, requested_scopes: frozenset[str]
+    ) -> LoginVerdict:
+        record = None
+        if subject.device_id is not None:
+            with self._core.storage.unit_of_work() as uow:
+                record = uow.devices.get(subject.device_id)
+        # No device (or an unknown one) reaches the engine as such: block, audited.
+        device = (
+            AuthenticatedDevice(
+                device=record,
+                cert_serial=record.cert_serial or "",
+                key_thumbprint=record.key_thumbprint or "",
+            )
+            if record is not None
+            else None
+        )
+        result = self._evaluator.run(
+            user_id=subject.user_id,
+            device=device,
+            snapshot=None,
+            app=client_id,
+            channel=REFRESH_CHANNEL,
+            caller=client_id,
+        )
+        return PolicyDeviceGate._verdict(result, requested_scopes)
+
+    def still_bound(self, subject: GrantSubject) -> bool:
+        if subject.device_id is None:
+            return False
+        with self._core.storage.unit_of_work() as uow:
+            device = uow.devices.get(subject.device_id)
+            user = uow.directory_users.get(subject.user_id)
+        return (
+            device is not None
+            and device.user_id == subject.user_id  # identifiers, not secrets
+            and device.status is DeviceStatus.ACTIVE
+            and user is not None
+            and user.active
+        )
+
+
 class PolicyDecisionService:
     """:class:`~posture_gateway.access.DecisionService` on the same pipeline.
 
@@ -522,6 +581,7 @@ def init_app(app: Any) -> None:
     provider = app.extensions[OIDC_KEY]
     evaluator = PostureEvaluator(core)
     provider.gate = PolicyDeviceGate(evaluator, audience=provider.issuer.issuer)
+    provider.binding = PolicyDeviceBinding(evaluator, core)  # refresh + token lookups
     state = integrations(app)
     state.decision_service = PolicyDecisionService(evaluator, provider.nonces)
     state.user_directory = DirectoryUserResolver(core.storage)

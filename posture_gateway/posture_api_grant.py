@@ -57,7 +57,11 @@ def posture_decide_grant(settings: PostureApiSettings) -> type[ClientCredentials
                     client_id=client_id,
                     scope=scope,
                     subject=GrantSubject(
-                        user_id=client_id, auth_time=int(now.timestamp()), acr="", amr=()
+                        user_id=client_id,
+                        auth_time=int(now.timestamp()),
+                        acr="",
+                        amr=(),
+                        machine=True,  # no device binding: see posture_gateway.oidc.binding
                     ),
                     family_id=issued.jti,
                     issued_at=now,

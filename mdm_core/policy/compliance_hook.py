@@ -8,7 +8,8 @@ work it evaluates the new posture against the policy set in force, then:
 - quarantines the device on any critical failure (status ``quarantined``); a device that
   re-enrolled after quarantine (``pending_verification``) becomes ``active`` at the first
   check-in that passes every critical rule, and is quarantined again otherwise; a quarantined
-  device stays quarantined whatever it reports (it must re-enroll);
+  device stays quarantined whatever it reports (it must re-enroll); quarantine revokes the
+  device's access credentials in the same unit of work (:mod:`mdm_core.device_lifecycle`);
 - records the compliance state and writes ``compliance.changed`` to the outbox when the
   state, outcome or set of failing rules changed.
 
@@ -28,6 +29,7 @@ import logging
 from datetime import datetime, timedelta
 
 from mdm_core.compliance_hook import ComplianceSummary
+from mdm_core.device_lifecycle import change_status
 from mdm_core.directory import effective_group_names
 from mdm_core.events import DomainEvent, EventType
 from mdm_core.model import DeviceRecord, DeviceStatus
@@ -184,7 +186,8 @@ class PolicyComplianceHook:
         elif current is DeviceStatus.PENDING_VERIFICATION:
             new, reason = DeviceStatus.ACTIVE, "passed the check-in after re-enrollment"
         if new is not current:
-            uow.devices.update_status(device.id, new, reason=reason, at=now)
+            # Quarantine revokes the device's tokens in this same transaction.
+            change_status(uow, device.id, new, reason=reason, at=now)
             log.warning("device %s status %s -> %s (%s)", device.id, current, new, reason)
         return new
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.audit import AuditStore
     from mdm_core.storage.certauth import CaKeyStore, CertificateStore
     from mdm_core.storage.compliance import ComplianceStore
+    from mdm_core.storage.credentials import CredentialRevoker
     from mdm_core.storage.devices import DeviceStore
     from mdm_core.storage.directory import (
         DirectoryGroupStore,
@@ -68,6 +69,8 @@ class UnitOfWork(Protocol):
     def memberships(self) -> MembershipStore: ...
     @property
     def compliance(self) -> ComplianceStore: ...
+    @property
+    def credentials(self) -> CredentialRevoker: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

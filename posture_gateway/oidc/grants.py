@@ -41,9 +41,12 @@ class GrantSubject:
     profile: Mapping[str, Any] = field(default_factory=dict)  # preferred_username, name, email
     posture: Mapping[str, Any] = field(default_factory=dict)  # posture claims for ID tokens
     device_id: str | None = None
+    # A machine client (client credentials): no user, no device. Every other subject's tokens
+    # are bound to ``device_id`` and die with it (posture_gateway.oidc.binding).
+    machine: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "user_id": self.user_id,
             "auth_time": self.auth_time,
             "acr": self.acr,
@@ -52,6 +55,9 @@ class GrantSubject:
             "posture": dict(self.posture),
             "device_id": self.device_id,
         }
+        if self.machine:
+            data["machine"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GrantSubject:
@@ -63,6 +69,7 @@ class GrantSubject:
             profile=dict(data.get("profile") or {}),
             posture=dict(data.get("posture") or {}),
             device_id=data.get("device_id"),
+            machine=data.get("machine") is True,
         )
 
 

@@ -9,7 +9,16 @@ storage and token minting through its hooks and tightens three rules:
   code of the same client is refused;
 - codes are consumed atomically when the token request looks them up; a second use fails and
   revokes the tokens issued from the first (:meth:`CodeStore.consume`); refresh tokens rotate
-  and a replayed one revokes its whole family.
+  and a replayed one revokes its whole family;
+- a refresh runs the device decision again (:meth:`DeviceBinding.recheck`: current posture,
+  current policies, audited as channel ``oidc_refresh``) BEFORE the refresh token is spent:
+  ``block`` revokes the family and answers ``invalid_grant``, ``restrict`` narrows the
+  scopes, and the new ID token carries only the posture claims of that decision (never the
+  login's); a decision that cannot be made answers ``503 temporarily_unavailable`` and spends
+  nothing;
+- every token lookup (introspection, userinfo, posture API bearer, code exchange) also asks
+  :meth:`DeviceBinding.still_bound`: a token whose device or user is no longer trusted is
+  inactive even if the revocation done with the quarantine / retirement / wipe was missed.
 
 Access tokens are RFC 9068 JWTs (RS256) recorded by ``jti``; ID tokens are signed with the
 client's ``id_token_signed_response_alg``. Views call :class:`OIDCProvider` methods; protocol
@@ -18,9 +27,10 @@ logic stays out of views.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -28,7 +38,10 @@ from typing import Any
 import jwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
     InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
     OAuth2Request,
 )
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
@@ -39,11 +52,13 @@ from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from posture_gateway.keys import KeyRing
-from posture_gateway.login_decision import DeviceGate
+from posture_gateway.login_decision import DeviceGate, LoginVerdict
 from posture_gateway.nonces import NonceStore
 from posture_gateway.oidc.authn import Authenticator
+from posture_gateway.oidc.binding import DeviceBinding, UnconfiguredDeviceBinding
 from posture_gateway.oidc.clients import SUPPORTED_SCOPES, Client, ClientRegistry
 from posture_gateway.oidc.grants import (
     CodeRecord,
@@ -54,7 +69,7 @@ from posture_gateway.oidc.grants import (
     digest,
 )
 from posture_gateway.oidc.local_users import LocalUsers
-from posture_gateway.oidc.tokens import TokenIssuer, TokenRejected
+from posture_gateway.oidc.tokens import RESERVED_CLAIMS, TokenIssuer, TokenRejected
 
 __all__ = [
     "OIDCProvider",
@@ -67,6 +82,8 @@ __all__ = [
     "EXTENSION_KEY",
     "current_provider",
 ]
+
+log = logging.getLogger(__name__)
 
 # Where the app keeps its OIDCProvider (next to GatewayState in app.extensions["posture"]).
 EXTENSION_KEY = "posture_oidc"
@@ -182,6 +199,8 @@ class IssuedToken:
     record: TokenRecord
     now: datetime
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # The device or user behind it is no longer trusted (DeviceBinding.still_bound): inactive.
+    unbound: bool = False
 
     # authlib token model
     def check_client(self, client: Client) -> bool:
@@ -207,7 +226,7 @@ class IssuedToken:
         return expires is None or self.now >= expires
 
     def is_revoked(self) -> bool:
-        return self.record.revoked_at is not None
+        return self.record.revoked_at is not None or self.unbound
 
     def is_active(self) -> bool:
         return not self.is_expired() and not self.is_revoked()
@@ -257,23 +276,89 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         """Nothing to do: the code was consumed atomically when it was looked up."""
 
     def authenticate_user(self, authorization_code: _Code) -> GrantSubject:
-        return authorization_code.record.subject
+        subject = authorization_code.record.subject
+        if not self.provider.subject_bound(subject):
+            # The device was quarantined, revoked, retired or wiped since the login.
+            raise InvalidGrantError("the device of this login is no longer trusted")
+        return subject
+
+
+class _TemporarilyUnavailable(OAuth2Error):  # type: ignore[misc]
+    error = "temporarily_unavailable"
+    status_code = 503
 
 
 class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
+    """Refresh = a new device decision on the bound device, then rotation (see the module)."""
+
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:
+    _verdict: LoginVerdict | None = None
+
+    @property
+    def provider(self) -> OIDCProvider:
         provider: OIDCProvider = self.server.provider
+        return provider
+
+    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:
+        provider = self.provider
         now = provider.now()
-        record = provider.tokens.claim_refresh(digest(refresh_token), now=now)
-        if record is None:
+        refresh_hash = digest(refresh_token)
+        found = provider.tokens.find_by_refresh(refresh_hash)
+        client: Client = self.request.client
+        if found is not None and found.refresh_active(now) and found.client_id == client.client_id:
+            self._verdict = self._decide(found)  # raises: nothing spent
+            if self._verdict.outcome == "block":
+                provider.tokens.revoke(family_id=found.family_id, reason="refresh_blocked")
+                raise InvalidGrantError("the device no longer meets the access policy")
+        # Unknown, expired, another client's or a replay: claiming settles it (a replay
+        # revokes the family). Of concurrent refreshes at most one wins the claim.
+        record = provider.tokens.claim_refresh(refresh_hash, now=now)
+        if record is None or self._verdict is None:
             return None
         return IssuedToken("refresh_token", record, now)
 
+    def _decide(self, found: TokenRecord) -> LoginVerdict:
+        scope = self.request.payload.scope
+        requested = frozenset((scope or found.scope).split())
+        if not requested <= frozenset(found.scope.split()):
+            raise InvalidScopeError()  # before anything is decided or spent
+        try:
+            verdict = self.provider.binding.recheck(
+                subject=found.subject,
+                client_id=found.client_id,
+                requested_scopes=requested,
+            )
+        except SQLAlchemyError:
+            raise  # the token view answers 503: nothing was spent
+        except Exception as exc:
+            log.exception("refresh: the device decision could not be made")
+            raise _TemporarilyUnavailable("the device check is unavailable; retry") from exc
+        if verdict.outcome != "block" and RESERVED_CLAIMS.intersection(verdict.claims):
+            log.error("refresh: the device decision returned reserved claims")
+            raise _TemporarilyUnavailable("the device check returned an unusable answer")
+        return verdict
+
     def authenticate_user(self, refresh_token: IssuedToken) -> GrantSubject:
-        return refresh_token.record.subject
+        """The login's subject with the posture claims of the decision just made (only)."""
+        assert self._verdict is not None
+        verdict = self._verdict
+        return replace(
+            refresh_token.record.subject,
+            posture={**dict(verdict.claims), "posture_outcome": verdict.outcome},
+        )
+
+    def issue_token(self, user: GrantSubject, refresh_token: IssuedToken) -> dict[str, Any]:
+        assert self._verdict is not None
+        scopes = (self.request.payload.scope or refresh_token.get_scope()).split()
+        granted = self._verdict.granted_scopes
+        if granted is not None:  # restrict narrows (never widens); openid stays, as at login
+            scopes = [s for s in scopes if s in granted or s == "openid"]
+        token: dict[str, Any] = self.generate_token(
+            user=user, scope=" ".join(scopes), include_refresh_token=True
+        )
+        return token
 
     def revoke_old_credential(self, refresh_token: IssuedToken) -> None:
         """Nothing to do: claiming the refresh token revoked its issuance atomically."""
@@ -342,7 +427,9 @@ class _Revocation(RevocationEndpoint):  # type: ignore[misc]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         provider: OIDCProvider = self.server.provider
-        return provider.lookup_token(token_string, token_type_hint, verify_exp=False)
+        return provider.lookup_token(
+            token_string, token_type_hint, verify_exp=False, check_binding=False
+        )
 
     def revoke_token(self, token: IssuedToken, request: Any) -> None:
         provider: OIDCProvider = self.server.provider
@@ -388,6 +475,7 @@ class OIDCProvider:
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     device_cert_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     device_cert_header: str = "X-Client-Cert"
+    binding: DeviceBinding = field(default_factory=UnconfiguredDeviceBinding)
     clock: Clock = field(default=lambda: datetime.now(UTC))
     server: GatewayAuthorizationServer = field(init=False)
 
@@ -399,6 +487,21 @@ class OIDCProvider:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def subject_bound(self, subject: GrantSubject) -> bool:
+        """Whether tokens of ``subject`` may still be used (defence in depth behind the
+        revocation done with a quarantine / retirement / wipe): machine clients always; a user
+        token only while its device and user are trusted (:meth:`DeviceBinding.still_bound`).
+        A storage error propagates (the views answer 503); any other error is "no"."""
+        if subject.machine:
+            return True
+        try:
+            return bool(self.binding.still_bound(subject))
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            log.exception("could not check the device binding of a token; treating it as inactive")
+            return False
 
     def init_app(self, app: Flask) -> None:
         server = self.server
@@ -435,7 +538,8 @@ class OIDCProvider:
             token["refresh_token"] = secrets.token_urlsafe(48)
         if grant_type == "refresh_token" and "openid" in scope.split():
             # OIDC Core 12.2: a fresh ID token for the same login (same sub, auth_time, acr,
-            # amr, posture claims of that login), without a nonce.
+            # amr), without a nonce; the posture claims are the refresh decision's own
+            # (``user`` is the subject _RefreshGrant.authenticate_user rebuilt from it).
             token["id_token"] = self.issuer.id_token(
                 subject=user.user_id,
                 audience=client.client_id,
@@ -464,7 +568,8 @@ class OIDCProvider:
             refresh_expires = issued_at + self.refresh_token_ttl
         else:
             previous: IssuedToken = request.refresh_token
-            subject, family, code_hash = previous.record.subject, previous.record.family_id, None
+            # The refreshed subject: the login's, with the posture just evaluated.
+            subject, family, code_hash = request.user, previous.record.family_id, None
             # Rotation keeps the family's absolute lifetime: a new login re-checks the device.
             refresh_expires = previous.record.refresh_expires_at or issued_at
         self.tokens.save(
@@ -483,13 +588,28 @@ class OIDCProvider:
         )
 
     def lookup_token(
-        self, token: str, hint: str | None = None, *, verify_exp: bool = True
+        self,
+        token: str,
+        hint: str | None = None,
+        *,
+        verify_exp: bool = True,
+        check_binding: bool = True,
     ) -> IssuedToken | None:
         """The issuance behind an access or refresh token we were shown, or None.
 
         An access token must verify (signature with our key and alg, typ, iss, aud); a token
-        that does not is unknown, which introspection reports as inactive.
+        that does not is unknown, which introspection reports as inactive. With
+        ``check_binding`` a live token whose device or user is no longer trusted comes back
+        ``unbound`` (inactive).
         """
+        found = self._lookup(token, hint, verify_exp=verify_exp)
+        if found is None or not check_binding or found.is_revoked() or found.is_expired():
+            return found
+        if not self.subject_bound(found.record.subject):
+            return replace(found, unbound=True)
+        return found
+
+    def _lookup(self, token: str, hint: str | None, *, verify_exp: bool) -> IssuedToken | None:
         now = self.now()
         order = (
             ("refresh_token", "access_token")
@@ -527,4 +647,6 @@ class OIDCProvider:
             raise TokenRejected("revoked")
         if issued.is_expired():
             raise TokenRejected("expired")
+        if not self.subject_bound(record.subject):
+            raise TokenRejected("inactive", "the device or user is no longer trusted")
         return issued

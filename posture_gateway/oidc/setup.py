@@ -22,7 +22,12 @@ from posture_gateway.nonces import NonceStore
 from posture_gateway.oidc.clients import load_clients
 from posture_gateway.oidc.local_users import InProcessFailureLimiter, load_local_users
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
-from posture_gateway.oidc.sql_grants import SqlCodeStore, SqlTokenStore, create_tables
+from posture_gateway.oidc.sql_grants import (
+    ConnectionTokenRevoker,
+    SqlCodeStore,
+    SqlTokenStore,
+    create_tables,
+)
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.yamlconf import ConfigFileError
@@ -87,6 +92,9 @@ def init_app(
     issuer = issuer_of(settings)
     database = state.core.database
     create_tables(database)
+    # Quarantine, revocation, retirement, wipe and account disable revoke tokens in their own
+    # unit of work (mdm_core.device_lifecycle), on its connection.
+    state.core.storage.add_credential_revoker(ConnectionTokenRevoker)
     provider = OIDCProvider(
         issuer=TokenIssuer(
             keys,

@@ -2,7 +2,10 @@
 
 Single use is enforced by conditional UPDATEs (``... WHERE used_at IS NULL`` /
 ``revoked_at IS NULL``) whose row count says who won; each method runs in its own
-transaction on the shared :class:`mdm_core.storage.sql.database.Database`.
+transaction on the shared :class:`mdm_core.storage.sql.database.Database`, except
+:class:`ConnectionTokenRevoker`, which works on the connection of an MDM unit of work so that
+tokens are revoked in the same transaction as the quarantine, revocation, retirement, wipe or
+account disable that ends them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from mdm_core.storage.sql.encoding import as_utc
 from posture_gateway.oidc.grants import CodeRecord, GrantSubject, TokenRecord
 from posture_gateway.oidc.tables import metadata, oidc_codes, oidc_tokens
 
-__all__ = ["SqlCodeStore", "SqlTokenStore", "create_tables"]
+__all__ = ["SqlCodeStore", "SqlTokenStore", "ConnectionTokenRevoker", "create_tables"]
 
 
 _CREATE_LOCK = threading.Lock()
@@ -233,3 +236,20 @@ class SqlTokenStore:
     def revoke_for_device(self, device_id: str, *, reason: str) -> int:
         with self._db.transaction() as conn:
             return _revoke_where(conn, oidc_tokens.c.device_id == device_id, reason, _now())
+
+
+class ConnectionTokenRevoker:
+    """:class:`mdm_core.storage.credentials.CredentialRevoker` over ``oidc_tokens``, bound to
+    the connection of one MDM unit of work (registered with
+    ``SqlStorage.add_credential_revoker``): it commits or rolls back with that unit of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        if conn is None:
+            raise ValueError("ConnectionTokenRevoker needs a connection")
+        self._conn = conn
+
+    def revoke_for_device(self, device_id: str, *, reason: str, at: datetime) -> int:
+        return _revoke_where(self._conn, oidc_tokens.c.device_id == device_id, reason[:32], at)
+
+    def revoke_for_user(self, user_id: str, *, reason: str, at: datetime) -> int:
+        return _revoke_where(self._conn, oidc_tokens.c.user_id == user_id, reason[:32], at)

@@ -10,8 +10,14 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.storage.sql.database import Database
+from mdm_core.storage.sql.uow import SqlStorage
 from posture_gateway.oidc.grants import CodeRecord, GrantSubject, TokenRecord, digest
-from posture_gateway.oidc.sql_grants import SqlCodeStore, SqlTokenStore, create_tables
+from posture_gateway.oidc.sql_grants import (
+    ConnectionTokenRevoker,
+    SqlCodeStore,
+    SqlTokenStore,
+    create_tables,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SUBJECT = GrantSubject(
@@ -211,3 +217,53 @@ def test_concurrent_create_tables(database: Database) -> None:
         t.join()
     assert errors == []
     SqlCodeStore(database).save(_code())
+
+
+def _revoked_ids(tokens: SqlTokenStore, ids: list[str]) -> set[str]:
+    return {i for i in ids if (r := tokens.get(i)) is not None and r.revoked_at is not None}
+
+
+def test_connection_revoker_commits_and_rolls_back_with_the_unit_of_work(
+    database: Database, stores: tuple[SqlCodeStore, SqlTokenStore]
+) -> None:
+    """The revoker the MDM unit of work calls: on ITS connection, so it shares its fate."""
+    _, tokens = stores
+    tokens.save(_token())
+    tokens.save(_token("jti-2", refresh=None, family_id="f2"))
+    tokens.save(
+        _token(
+            "jti-3",
+            refresh="rt-3",
+            family_id="f3",
+            subject=GrantSubject(user_id="u2", auth_time=1, acr="", amr=(), device_id="d2"),
+        )
+    )
+    storage = SqlStorage(database)
+    storage.add_credential_revoker(ConnectionTokenRevoker)
+    with pytest.raises(RuntimeError), storage.unit_of_work() as uow:
+        assert uow.credentials.revoke_for_device("d1", reason="device_quarantined", at=NOW) == 2
+        raise RuntimeError("the status change failed")
+    assert _revoked_ids(tokens, ["jti-1", "jti-2", "jti-3"]) == set()  # rolled back together
+    with storage.unit_of_work() as uow:
+        assert uow.credentials.revoke_for_device("d1", reason="device_quarantined", at=NOW) == 2
+        assert uow.credentials.revoke_for_device("d1", reason="again", at=NOW) == 0
+        assert uow.credentials.revoke_for_device("unknown", reason="x", at=NOW) == 0
+    assert _revoked_ids(tokens, ["jti-1", "jti-2", "jti-3"]) == {"jti-1", "jti-2"}
+    with storage.unit_of_work() as uow:
+        assert uow.credentials.revoke_for_user("u2", reason="x" * 60, at=NOW) == 1  # truncated
+        assert uow.credentials.revoke_for_user("nobody", reason="user_disabled", at=NOW) == 0
+    assert _revoked_ids(tokens, ["jti-3"]) == {"jti-3"}
+    # A revoked refresh token cannot be claimed.
+    assert tokens.claim_refresh(digest("rt-3"), now=NOW) is None
+
+
+def test_unit_of_work_without_a_revoker_revokes_nothing(
+    database: Database, stores: tuple[SqlCodeStore, SqlTokenStore]
+) -> None:
+    _, tokens = stores
+    tokens.save(_token())
+    with SqlStorage(database).unit_of_work() as uow:
+        assert uow.credentials.revoke_for_device("d1", reason="x", at=NOW) == 0
+    assert _revoked_ids(tokens, ["jti-1"]) == set()
+    with pytest.raises(ValueError):
+        SqlStorage(database).add_credential_revoker(None)  # type: ignore[arg-type]

@@ -323,6 +323,12 @@ class AllowGate:
         self.calls.append(kwargs)
         return LoginVerdict(outcome="allow", claims={"posture_outcome": "allow"})
 
+    def recheck(self, **kwargs: Any) -> LoginVerdict:
+        return self.check(**kwargs)
+
+    def still_bound(self, subject: Any) -> bool:  # no real device behind this stub
+        return True
+
 
 def _form_value(html: str, name: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', html)
@@ -334,7 +340,7 @@ def test_full_broker_login_ends_with_tokens_for_the_mapped_user(app: Flask) -> N
     provider = app.extensions[OIDC_EXTENSION_KEY]
     assert isinstance(provider, OIDCProvider)
     gate = AllowGate()
-    provider.gate = gate
+    provider.gate = provider.binding = gate
     client = app.test_client()
     verifier = _start_login(client)
     response = client.get(_callback_path(_browse_upstream(_go_upstream(client))))

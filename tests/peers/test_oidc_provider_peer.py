@@ -85,6 +85,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, StubGate]]:
     app = create_app(settings)
     gate = StubGate()
     app.extensions[EXTENSION_KEY].gate = gate
+    app.extensions[EXTENSION_KEY].binding = gate  # refresh decisions and token lookups
     dispatch.app = app
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from mdm_core.storage.sql.database import Database
 
 if TYPE_CHECKING:
+    from mdm_core.storage.credentials import AllCredentials, CredentialRevoker
     from mdm_core.storage.sql.audit import SqlAuditStore
     from mdm_core.storage.sql.certauth import SqlCaKeyStore, SqlCertificateStore
     from mdm_core.storage.sql.compliance import SqlComplianceStore
@@ -29,9 +30,13 @@ if TYPE_CHECKING:
     from mdm_core.storage.sql.queue import SqlCommandStore
     from mdm_core.storage.sql.replay import SqlReplayStore
 
-__all__ = ["SqlUnitOfWork", "SqlStorage"]
+__all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory"]
 
 log = logging.getLogger(__name__)
+
+#: Builds a :class:`~mdm_core.storage.credentials.CredentialRevoker` on a unit of work's
+#: connection (the access plane registers one with :meth:`SqlStorage.add_credential_revoker`).
+CredentialRevokerFactory = Callable[[Connection], "CredentialRevoker"]
 
 
 class SqlUnitOfWork:
@@ -40,10 +45,16 @@ class SqlUnitOfWork:
     Add one ``functools.cached_property`` per concern, importing its module lazily.
     """
 
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        dialect: str,
+        revokers: Sequence[CredentialRevokerFactory] = (),
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
         self._after: list[Callable[[], object]] = []
+        self._revokers = tuple(revokers)
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once this unit of work has ended (committed or rolled back)."""
@@ -147,19 +158,33 @@ class SqlUnitOfWork:
 
         return SqlComplianceStore(self.conn, self.dialect)
 
+    @cached_property
+    def credentials(self) -> AllCredentials:
+        from mdm_core.storage.credentials import AllCredentials
+
+        return AllCredentials([factory(self.conn) for factory in self._revokers])
+
 
 class SqlStorage:
     """:class:`mdm_core.storage.uow.Storage` on a :class:`Database`."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._revokers: list[CredentialRevokerFactory] = []
+
+    def add_credential_revoker(self, factory: CredentialRevokerFactory) -> None:
+        """Register the access plane's revoker: every unit of work from now on builds one on
+        its own connection, so revocations commit with the change that caused them."""
+        if factory is None:
+            raise ValueError("add_credential_revoker needs a factory")
+        self._revokers.append(factory)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlUnitOfWork]:
         uow: SqlUnitOfWork | None = None
         try:
             with self.database.transaction() as conn:
-                uow = SqlUnitOfWork(conn, self.database.dialect)
+                uow = SqlUnitOfWork(conn, self.database.dialect, self._revokers)
                 yield uow
         finally:
             if uow is not None:

@@ -1,7 +1,8 @@
 """Fixtures for the OpenID provider: an app with two relying parties, users, a test gate.
 
 ``Browser`` follows the login flow the way a user's browser would (redirects, forms with the
-CSRF token, the device-check form with a proof); ``StubGate`` returns the verdict a test sets.
+CSRF token, the device-check form with a proof); ``StubGate`` returns the verdict a test sets
+(at login and, as the provider's ``DeviceBinding``, at refresh).
 """
 
 from __future__ import annotations
@@ -49,12 +50,24 @@ class StubGate:
     )
     raises: bool = False
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # The DeviceBinding side (refresh decision, token lookups): the same verdict; bound.
+    bound: bool = True
+    rechecks: list[dict[str, Any]] = field(default_factory=list)
 
     def check(self, **kwargs: Any) -> LoginVerdict:
         self.calls.append(kwargs)
         if self.raises:
             raise RuntimeError("gate exploded")
         return self.verdict
+
+    def recheck(self, **kwargs: Any) -> LoginVerdict:
+        self.rechecks.append(kwargs)
+        if self.raises:
+            raise RuntimeError("gate exploded")
+        return self.verdict
+
+    def still_bound(self, subject: Any) -> bool:
+        return self.bound
 
 
 def write_files(tmp: Path) -> tuple[Path, Path]:
@@ -124,6 +137,7 @@ def provider(app: Flask) -> OIDCProvider:
 def gate(provider: OIDCProvider) -> StubGate:
     gate = StubGate()
     provider.gate = gate
+    provider.binding = gate
     return gate
 
 

@@ -132,7 +132,7 @@ def test_es256_client_gets_an_es256_key_at_start(settings: Settings, tmp_path: P
     )
     try:
         provider = app.extensions["posture_oidc"]
-        provider.gate = StubGate()
+        provider.gate = provider.binding = StubGate()
         discovery = app.test_client().get("/.well-known/openid-configuration").json
         assert discovery["id_token_signing_alg_values_supported"] == ["RS256", "ES256"]
         browser = Browser(

@@ -86,7 +86,11 @@ def issue(app: Flask, *, scope: str = "posture.decide", issuer: TokenIssuer | No
             client_id="okta-idp",
             scope=scope,
             subject=GrantSubject(
-                user_id="okta-idp", auth_time=int(now.timestamp()), acr="", amr=()
+                user_id="okta-idp",
+                auth_time=int(now.timestamp()),
+                acr="",
+                amr=(),
+                machine=True,  # as the client-credentials grant records it
             ),
             family_id="f-" + issued.jti,
             issued_at=now,
