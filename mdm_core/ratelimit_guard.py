@@ -64,6 +64,26 @@ class RateGuard:
         if not allowed:
             raise self.refused(name, key, limit, window, actor=actor, subject=subject)
 
+    def check(
+        self, name: str, key: str, limit: int, window: timedelta, *, actor: str, subject: str
+    ) -> None:
+        """Like :meth:`hit` but counting nothing: for limits on failures, checked before the
+        attempt and counted with :meth:`count_failure` after it failed."""
+        try:
+            allowed = self.limiter.allows(key, limit, window)
+        except InfraError as exc:
+            raise self.unavailable(name, exc) from exc
+        if not allowed:
+            raise self.refused(name, key, limit, window, actor=actor, subject=subject)
+
+    def count_failure(self, name: str, key: str, limit: int, window: timedelta) -> None:
+        """Count one failure on ``key``. The request already failed, so a limiter error here
+        is logged and counted, not raised (the next :meth:`check` fails closed)."""
+        try:
+            self.limiter.hit(key, limit, window)
+        except InfraError as exc:
+            self.unavailable(name, exc)
+
     def unavailable(self, name: str, exc: Exception) -> LimiterUnavailable:
         """Count a limiter failure and return the refusal to raise."""
         LIMITER_ERRORS.labels(name).inc()

@@ -10,9 +10,11 @@
        "privacy_notice_accepted": "<profile id>",       # required for byod
        "device_id": "..."}                              # optional: re-enroll this device
 
-  Rate limited on the core's shared limiter (every process counts together) per client
-  address and per target (the serial, or the token's hash), before any work: over the limit
-  is ``429`` with ``Retry-After``, counted and audited, nothing changed.
+  Rate limited on the core's shared limiter (every process counts together): refused
+  enrollments (any 4xx) are counted per client address and per target (the serial, or the
+  token's hash), and a source or target over its limit is refused before any work: ``429``
+  with ``Retry-After``, counted and audited, nothing changed. Successful enrollments are not
+  counted, so a fleet enrolling from one address is not slowed; guessing is.
 
   -> ``201 {"device_id", "certificate", "ca_certificate", "checkin_url", "status",
   "re_enrolled"}``
@@ -138,41 +140,52 @@ def enroll() -> ResponseReturnValue:
     guard = RateGuard(core.rate_limiter, core.storage)
     source = request.remote_addr or "unknown"
     actor = f"source:{source}"
-    guard.hit(
-        "enroll_source",
-        f"enroll:src:{source}",
-        cfg.enroll_limit_per_source,
-        cfg.enroll_source_window,
-        actor=actor,
-        subject=source,
-    )
-    data = json_object(_body())
-    unknown = sorted(set(data) - _ENROLL_FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
-    token, serial = _str(data, "token"), _str(data, "serial_number")
-    target = _target_key(token, serial)
-    if target is not None:
-        guard.hit(
-            "enroll_target",
-            target,
-            cfg.enroll_limit_per_target,
-            cfg.enroll_target_window,
-            actor=actor,
-            subject=serial if token is None and serial is not None else "token",
+    limits = [
+        (
+            "enroll_source",
+            f"enroll:src:{source}",
+            cfg.enroll_limit_per_source,
+            cfg.enroll_source_window,
+            source,
         )
-    enrollment = EnrollmentRequest(
-        csr_pem=_required(data, "csr"),
-        platform=_choice(data, "platform", Platform),
-        ownership=_choice(data, "ownership", Ownership),
-        token=token,
-        serial_number=serial,
-        privacy_notice_accepted=_str(data, "privacy_notice_accepted"),
-        device_id=_str(data, "device_id"),
-        enrollment_secret=_str(data, "enrollment_secret"),
-        source=source,
-    )
-    result = core.enrollment.enroll(enrollment)
+    ]
+    guard.check(*limits[0][:4], actor=actor, subject=source)
+    try:
+        data = json_object(_body())
+        unknown = sorted(set(data) - _ENROLL_FIELDS)
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        token, serial = _str(data, "token"), _str(data, "serial_number")
+        target = _target_key(token, serial)
+        if target is not None:
+            subject = serial if token is None and serial is not None else "token"
+            limits.append(
+                (
+                    "enroll_target",
+                    target,
+                    cfg.enroll_limit_per_target,
+                    cfg.enroll_target_window,
+                    subject,
+                )
+            )
+            guard.check(*limits[1][:4], actor=actor, subject=subject)
+        enrollment = EnrollmentRequest(
+            csr_pem=_required(data, "csr"),
+            platform=_choice(data, "platform", Platform),
+            ownership=_choice(data, "ownership", Ownership),
+            token=token,
+            serial_number=serial,
+            privacy_notice_accepted=_str(data, "privacy_notice_accepted"),
+            device_id=_str(data, "device_id"),
+            enrollment_secret=_str(data, "enrollment_secret"),
+            source=source,
+        )
+        result = core.enrollment.enroll(enrollment)
+    except MdmError as refused:
+        if 400 <= refused.status < 500 and refused.status != 429:
+            for name, key, limit, window, _ in limits:
+                guard.count_failure(name, key, limit, window)
+        raise
     return jsonify(result.to_json()), 201
 
 

@@ -383,3 +383,24 @@ def test_limiter_down_refuses_enrollment_with_503(core: MdmCore) -> None:
     with core.storage.unit_of_work() as uow:
         registration = uow.serials.get(SERIAL)
     assert registration is not None and registration.device_id is None
+
+
+def test_successful_enrollments_from_one_address_are_not_limited(core: MdmCore) -> None:
+    """A fleet enrolled from one office address (or the simulator) is not slowed."""
+    client = _app(core).test_client()
+    count = core.config.enroll_limit_per_source + 5
+    for i in range(count):
+        secret = core.enrollment.register_serial(
+            f"FLEET{i:03d}", Platform.MACOS, "alice", "admin:carol"
+        ).enrollment_secret
+        resp = client.post(
+            "/mdm/v1/enroll",
+            json={
+                "csr": DeviceKey.generate().csr_pem(),
+                "platform": "macos",
+                "ownership": "corporate",
+                "serial_number": f"FLEET{i:03d}",
+                "enrollment_secret": secret,
+            },
+        )
+        assert resp.status_code == 201, (i, resp.get_json())
