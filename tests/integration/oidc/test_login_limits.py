@@ -28,8 +28,12 @@ from tests.conftest import _fresh_postgres_db
 from tests.integration.oidc.conftest import ISSUER, PASSWORD, Browser, StubGate, write_files
 
 
-def _settings(tmp_path: Path, **extra: Any) -> Settings:
+def _settings(tmp_path: Path, username: str = "alice", **extra: Any) -> Settings:
     clients, users = write_files(tmp_path)
+    users.write_text(
+        users.read_text(encoding="utf-8").replace("username: alice", f"username: {username}"),
+        encoding="utf-8",
+    )
     return Settings.model_validate(
         {
             "data_dir": tmp_path / "data",
@@ -46,13 +50,23 @@ def _settings(tmp_path: Path, **extra: Any) -> Settings:
     )
 
 
+@pytest.fixture
+def alice() -> str:
+    """Alice's username, fresh per test: the Redis of a test session is shared between tests
+    and an account's counts live there for a window."""
+    return f"alice-{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(params=["sqlite", "postgres+redis"])
-def two_apps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Flask, Flask]]:
+def two_apps(
+    request: pytest.FixtureRequest, tmp_path: Path, alice: str
+) -> Iterator[tuple[Flask, Flask]]:
     if request.param == "sqlite":
-        settings = _settings(tmp_path)
+        settings = _settings(tmp_path, alice)
     else:
         settings = _settings(
             tmp_path,
+            alice,
             database_url=_fresh_postgres_db(request.getfixturevalue("postgres_server_url")),
             redis_url=request.getfixturevalue("redis_url"),
         )
@@ -83,13 +97,13 @@ def _reason(users: LocalUsers, username: str, password: str, source: str) -> str
     return "ok"
 
 
-def test_two_processes_keep_one_count(two_apps: tuple[Flask, Flask]) -> None:
+def test_two_processes_keep_one_count(two_apps: tuple[Flask, Flask], alice: str) -> None:
     a, b = (_users(app) for app in two_apps)
     source = _source()
     # 3 failures for alice, alternating processes: the account is slowed on both
-    assert [_reason(u, "alice", "wrong", source) for u in (a, b, a)] == ["invalid_credentials"] * 3
-    assert _reason(b, "alice", PASSWORD, source) == "rate_limited"
-    assert _reason(a, "alice", PASSWORD, source) == "rate_limited"
+    assert [_reason(u, alice, "wrong", source) for u in (a, b, a)] == ["invalid_credentials"] * 3
+    assert _reason(b, alice, PASSWORD, source) == "rate_limited"
+    assert _reason(a, alice, PASSWORD, source) == "rate_limited"
     # the per-source count is shared too: 3 more failures (other names) use up the 6
     name = f"nobody-{uuid.uuid4().hex[:8]}"
     assert [_reason(u, name, "x", source) for u in (b, a, b)] == ["invalid_credentials"] * 3
@@ -98,35 +112,37 @@ def test_two_processes_keep_one_count(two_apps: tuple[Flask, Flask]) -> None:
 
 
 def test_a_strangers_hundred_wrong_passwords_do_not_stop_alice(
-    two_apps: tuple[Flask, Flask],
+    two_apps: tuple[Flask, Flask], alice: str
 ) -> None:
     a, b = (_users(app) for app in two_apps)
     stranger = _source()
-    answers = [_reason((a, b)[i % 2], "alice", f"guess-{i}", stranger) for i in range(100)]
+    answers = [_reason((a, b)[i % 2], alice, f"guess-{i}", stranger) for i in range(100)]
     assert answers.count("invalid_credentials") <= 6  # the source is refused after its budget
     assert set(answers) == {"invalid_credentials", "rate_limited"}
-    alice = _source()
-    assert _reason(a, "alice", PASSWORD, alice) == "ok"
-    assert _reason(b, "alice", PASSWORD, alice) == "ok"
+    hers = _source()
+    assert _reason(a, alice, PASSWORD, hers) == "ok"
+    assert _reason(b, alice, PASSWORD, hers) == "ok"
 
 
-def test_a_botnet_slows_alice_without_locking_her(two_apps: tuple[Flask, Flask]) -> None:
+def test_a_botnet_slows_alice_without_locking_her(
+    two_apps: tuple[Flask, Flask], alice: str
+) -> None:
     a, b = (_users(app) for app in two_apps)
     for i in range(100):  # 100 wrong passwords from 50 addresses
-        _reason((a, b)[i % 2], "alice", f"guess-{i}", f"{_source()}-{i % 50}")
-    assert _reason(b, "alice", PASSWORD, _source()) == "ok"
+        _reason((a, b)[i % 2], alice, f"guess-{i}", f"{_source()}-{i % 50}")
+    assert _reason(b, alice, PASSWORD, _source()) == "ok"
 
 
-def test_a_spraying_source_is_refused(two_apps: tuple[Flask, Flask]) -> None:
+def test_a_spraying_source_is_refused(two_apps: tuple[Flask, Flask], alice: str) -> None:
     a, b = (_users(app) for app in two_apps)
     sprayer = _source()
     names = [f"user{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]  # one guess per account
     assert [_reason((a, b)[i % 2], n, "Winter2026!", sprayer) for i, n in enumerate(names)] == [
         "invalid_credentials"
     ] * 6
-    assert _reason(a, "alice", PASSWORD, sprayer) == "rate_limited"
+    assert _reason(a, alice, PASSWORD, sprayer) == "rate_limited"
     assert _reason(b, "someone-else", "Winter2026!", sprayer) == "rate_limited"
-    assert _reason(a, "alice", PASSWORD, _source()) == "ok"
+    assert _reason(a, alice, PASSWORD, _source()) == "ok"
 
 
 # --- over HTTP: the page, the status, Retry-After, and a backend outage ---------------------
