@@ -85,10 +85,17 @@ class Settings(_Strict):
         return self.database_url or f"sqlite:///{self.data_dir.resolve()}/posture.sqlite3"
 
 
+#: POSTURE_* variables that are not server settings: the config file path, and the reference
+#: agent's own variables (an agent host may run ``posture`` server commands too).
+_NOT_SETTINGS = frozenset(
+    {"POSTURE_CONFIG", "POSTURE_AGENT_STATE_DIR", "POSTURE_ENROLLMENT_SECRET"}
+)
+
+
 def _env_layer(environ: Mapping[str, str], prefix: str = "POSTURE_") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(prefix) or key == "POSTURE_CONFIG":
+        if not key.startswith(prefix) or key in _NOT_SETTINGS:
             continue
         path = key[len(prefix) :].lower().split("__")
         node = out
