@@ -118,11 +118,12 @@ class EnrollmentRequest:
     csr_pem: str
     platform: Platform
     ownership: Ownership
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a credential: never in a repr
     serial_number: str | None = None
     privacy_notice_accepted: str | None = None
     device_id: str | None = None  # re-enroll this device (needs a token of its user)
-    enrollment_secret: str | None = None  # the registered serial's secret (serial enrollment)
+    #: the registered serial's secret (serial enrollment); a credential: never in a repr
+    enrollment_secret: str | None = field(default=None, repr=False)
     source: str | None = None  # the client address, for the audit record of a refusal
 
 

@@ -437,3 +437,8 @@ def test_two_concurrent_redemptions_exactly_one_wins(pg_core: MdmCore) -> None:
         assert len(losers) == 1 and isinstance(losers[0], TokenUsed), outcomes
     with pg_core.database.transaction() as conn:
         assert conn.execute(text("SELECT count(*) FROM devices")).scalar_one() == 5
+
+
+def test_credentials_never_appear_in_a_request_repr() -> None:
+    request = _request(token="tok-SECRET-1", serial_number="SN-9", enrollment_secret="sec-SECRET-2")
+    assert "SECRET" not in repr(request) and "SN-9" in repr(request)
