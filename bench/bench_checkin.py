@@ -113,6 +113,8 @@ def server_env(db_url: str, data_dir: Path, public_url: str) -> dict[str, str]:
         POSTURE_PUBLIC_URL=public_url,
         POSTURE_DEV_MODE="true",
         POSTURE_POLICY_DIR=str(ROOT / "policies"),
+        # the whole fleet enrolls from this one address in seconds: lift the /enroll limit
+        POSTURE_ENROLL__LIMIT_PER_SOURCE="1000000",
     )
     return env
 
@@ -137,12 +139,17 @@ def enroll_fleet(app: Any, public_url: str, count: int) -> list[Device]:
     for i in range(count):
         platform = PLATFORMS[i % len(PLATFORMS)]
         serial = f"BENCH{run}{i:06d}"
-        st.core.enrollment.register_serial(
+        secret = st.core.enrollment.register_serial(
             serial, platform, f"bench-user-{i % 50}@example.com", "admin:bench"
-        )  # type: ignore[arg-type]
+        ).enrollment_secret  # type: ignore[arg-type]
         key = DeviceKey.generate()
         client = DeviceClient(public_url, key, http=http)
-        client.enroll(platform=platform, ownership="corporate", serial_number=serial)
+        client.enroll(
+            platform=platform,
+            ownership="corporate",
+            serial_number=serial,
+            enrollment_secret=secret,
+        )
         bodies = []
         for fmt, report in native_reports(platform, serial, "corporate", DeviceTraits()):
             client.checkin(fmt, report)

@@ -8,13 +8,21 @@ Owns the enrollment flows of the MDM (the DESIGN's section 2 "Enrollment"):
   ``UPDATE`` so two concurrent redemptions cannot both succeed.
 - **Automated enrollment** by pre-registered serial (:meth:`EnrollmentService.register_serial`):
   a registered serial enrolls as ``corporate`` without a token and, after a factory reset,
-  re-enrolls by itself (new key, the old certificate revoked, the same device id). An
-  unregistered serial never enrolls as corporate without a corporate token.
+  re-enrolls by itself (new key, the old certificate revoked, the same device id). A serial
+  is an identifier, not a secret: registration generates a per-device **enrollment secret**
+  (shown once, stored as its SHA-256, compared in constant time) that the device's
+  provisioning holds, and every serial enrollment must present it (the way Apple's automated
+  enrollment binds a device to the organisation's account). A missing or wrong secret is
+  refused (403), audited, and changes nothing. An unregistered serial never enrolls as
+  corporate without a corporate token.
 - **BYOD** enrollment must name the privacy profile whose transparency notice it showed
   (``privacy_notice_accepted``), and it must be the profile in force.
 - **Re-enrollment** (same user and serial, an explicit ``device_id`` with a token of that
-  user, or a registered serial) issues a new certificate and revokes the old one. A
-  quarantined device that re-enrolls becomes ``pending_verification``.
+  user, or a registered serial with its secret) issues a new certificate and revokes the old
+  one. Quarantine is left only through a person: a quarantined device that re-enrolls with a
+  fresh user-bound token becomes ``pending_verification`` (then ``active`` after a passing
+  check-in); re-enrolling by serial keeps it ``quarantined`` (see
+  :mod:`mdm_core.quarantine` for the admin release).
 - **Renewal** (:meth:`EnrollmentService.renew`) of an authenticated device's certificate.
 - **Revocation** (:meth:`EnrollmentService.revoke_device`): certificates revoked, device retired.
 
@@ -28,11 +36,12 @@ work; every refusal is an :class:`mdm_core.errors.EnrollmentError` leaf and chan
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +52,7 @@ from mdm_core.errors import (
     BadRequest,
     Conflict,
     DeviceMismatch,
+    InvalidEnrollmentSecret,
     InvalidToken,
     NotFound,
     NoticeNotAccepted,
@@ -65,6 +75,7 @@ __all__ = [
     "EnrollmentResult",
     "EnrollmentService",
     "NoticeLookup",
+    "SerialRegistration",
     "hash_token",
 ]
 
@@ -88,6 +99,18 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _check_secret(registration: RegisteredSerial, presented: str | None) -> None:
+    """Refuse a serial enrollment without the serial's secret (constant-time comparison)."""
+    if registration.secret_hash is None:
+        raise InvalidEnrollmentSecret(
+            "this serial has no enrollment secret: register it again to get one"
+        )
+    if presented is None:
+        raise InvalidEnrollmentSecret("enrollment by serial needs the serial's enrollment secret")
+    if not hmac.compare_digest(hash_token(presented).encode(), registration.secret_hash.encode()):
+        raise InvalidEnrollmentSecret("wrong enrollment secret for this serial")
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -99,10 +122,13 @@ class EnrollmentRequest:
     csr_pem: str
     platform: Platform
     ownership: Ownership
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a credential: never in a repr
     serial_number: str | None = None
     privacy_notice_accepted: str | None = None
     device_id: str | None = None  # re-enroll this device (needs a token of its user)
+    #: the registered serial's secret (serial enrollment); a credential: never in a repr
+    enrollment_secret: str | None = field(default=None, repr=False)
+    source: str | None = None  # the client address, for the audit record of a refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +149,14 @@ class EnrollmentResult:
             "status": self.device.status.value,
             "re_enrolled": self.re_enrolled,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SerialRegistration:
+    """A registered serial and its enrollment secret (plaintext: shown once, never stored)."""
+
+    registration: RegisteredSerial
+    enrollment_secret: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,20 +240,24 @@ class EnrollmentService:
 
     def register_serial(
         self, serial: str, platform: Platform, user_id: str | None, registered_by: str
-    ) -> RegisteredSerial:
-        """Pre-register a serial for automated corporate enrollment (re-registering updates
-        platform and user, and keeps the device already bound to it)."""
+    ) -> SerialRegistration:
+        """Pre-register a serial for automated corporate enrollment and generate its
+        enrollment secret (returned once; only its SHA-256 is stored). Re-registering updates
+        platform and user, replaces the secret (the old one stops working: the way to
+        recover a lost or leaked secret), and keeps the device already bound to it."""
         if not _SERIAL.fullmatch(serial or ""):
             raise BadRequest("serial must be 1-128 characters of [A-Za-z0-9._-]")
         if user_id is not None and not _ID.fullmatch(user_id):
             raise BadRequest("user id must be 1-128 characters of [A-Za-z0-9._:@-]")
         now = self._clock()
+        secret = secrets.token_urlsafe(TOKEN_BYTES)
         registration = RegisteredSerial(
             serial_number=serial,
             platform=Platform(platform),
             user_id=user_id,
             registered_by=registered_by[:128],
             registered_at=now,
+            secret_hash=hash_token(secret),
         )
         with self._storage.unit_of_work() as uow:
             uow.serials.register(registration)
@@ -228,12 +266,16 @@ class EnrollmentService:
                 action="enrollment.serial_registered",
                 subject=serial,
                 outcome="ok",
-                detail={"platform": registration.platform.value, "user_id": user_id},
+                detail={
+                    "platform": registration.platform.value,
+                    "user_id": user_id,
+                    "secret_id": (registration.secret_hash or "")[:12],
+                },
                 at=now,
             )
             stored = uow.serials.get(serial)
         assert stored is not None
-        return stored
+        return SerialRegistration(registration=stored, enrollment_secret=secret)
 
     def revoke_device(self, device_id: str, *, actor: str, reason: str) -> list[str]:
         """Revoke every certificate of ``device_id`` and retire it; returns the serials
@@ -290,14 +332,18 @@ class EnrollmentService:
         if request.device_id is not None and not _DEVICE_ID.fullmatch(request.device_id):
             raise BadRequest("device_id is not a device id")
         now = self._clock()
-        with self._storage.unit_of_work() as uow:
-            if request.token is not None:
-                target = self._token_target(uow, request, now)
-            elif request.serial_number is not None:
-                target = self._serial_target(uow, request)
-            else:
-                raise InvalidToken("an enrollment token or a registered serial is required")
-            return self._issue(uow, request, target, key, now)
+        try:
+            with self._storage.unit_of_work() as uow:
+                if request.token is not None:
+                    target = self._token_target(uow, request, now)
+                elif request.serial_number is not None:
+                    target = self._serial_target(uow, request)
+                else:
+                    raise InvalidToken("an enrollment token or a registered serial is required")
+                return self._issue(uow, request, target, key, now)
+        except InvalidEnrollmentSecret as refused:
+            self._audit_refusal(request, refused, now)  # after the rollback: nothing else
+            raise
 
     def renew(
         self, device: AuthenticatedDevice, csr_pem: str, *, uow: UnitOfWork | None = None
@@ -413,6 +459,7 @@ class EnrollmentService:
             raise OwnershipMismatch("a registered serial enrolls as corporate")
         if registration.platform is not request.platform:
             raise PlatformMismatch(f"the serial is registered as {registration.platform.value}")
+        _check_secret(registration, request.enrollment_secret)
         existing = uow.devices.get(registration.device_id) if registration.device_id else None
         if existing is not None and existing.status in _GONE:
             existing = None  # a wiped/retired device comes back as a new device
@@ -469,7 +516,9 @@ class EnrollmentService:
             event_type = EventType.DEVICE_ENROLLED
         else:
             status, reason = existing.status, existing.status_reason
-            if status is DeviceStatus.QUARANTINED:
+            # Only a fresh user-bound token (issued by an admin or the directory) leads out of
+            # quarantine; a serial and its secret live on the device and prove nothing new.
+            if status is DeviceStatus.QUARANTINED and target.token is not None:
                 status, reason = DeviceStatus.PENDING_VERIFICATION, "re-enrolled after quarantine"
             # Revoke everything the device held (certificates and the access credentials
             # obtained with the old key), then record the new certificate.
@@ -522,6 +571,24 @@ class EnrollmentService:
             re_enrolled=existing is not None,
             revoked_serial=revoked,
         )
+
+    def _audit_refusal(
+        self, request: EnrollmentRequest, refused: InvalidEnrollmentSecret, now: datetime
+    ) -> None:
+        with self._storage.unit_of_work() as uow:
+            uow.audit.record(
+                actor=f"source:{(request.source or 'unknown')[:100]}",
+                action="enrollment.refused",
+                subject=request.serial_number or "-",
+                outcome="refused",
+                detail={
+                    "reason": refused.reason,
+                    "message": refused.message,
+                    "platform": request.platform.value,
+                    "device_id": request.device_id,
+                },
+                at=now,
+            )
 
     @staticmethod
     def _store_certificate(

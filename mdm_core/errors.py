@@ -11,6 +11,8 @@ adapter should answer with). Messages are for humans and never contain secrets.
     ├── BadRequest (400 bad_request)
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
+    ├── RateLimited (429 rate_limited)              ``retry_after`` seconds; nothing was done
+    ├── LimiterUnavailable (503 rate_limiter_unavailable)  fail closed: nothing was done
     ├── ProofError (401 invalid_proof)
     │   ├── MalformedProof (401 malformed_proof)
     │   │   └── WrongProofType (401 wrong_proof_type)
@@ -30,6 +32,7 @@ adapter should answer with). Messages are for humans and never contain secrets.
         ├── TokenExpired (401 token_expired)
         ├── TokenUsed (401 token_used)
         ├── UnregisteredSerial (403 unregistered_serial)
+        ├── InvalidEnrollmentSecret (403 invalid_enrollment_secret)  serial without its secret
         ├── BadCSR (400 bad_csr)
         ├── NoticeNotAccepted (400 notice_not_accepted)
         ├── OwnershipMismatch (403 ownership_mismatch)
@@ -50,6 +53,8 @@ __all__ = [
     "BadRequest",
     "NotFound",
     "Conflict",
+    "RateLimited",
+    "LimiterUnavailable",
     "ProofError",
     "MalformedProof",
     "WrongProofType",
@@ -69,6 +74,7 @@ __all__ = [
     "TokenExpired",
     "TokenUsed",
     "UnregisteredSerial",
+    "InvalidEnrollmentSecret",
     "BadCSR",
     "NoticeNotAccepted",
     "OwnershipMismatch",
@@ -114,6 +120,24 @@ class Conflict(MdmError):
 
     reason = "conflict"
     status = 409
+
+
+class RateLimited(MdmError):
+    """Too many requests for this source or target; retry after ``retry_after`` seconds."""
+
+    reason = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class LimiterUnavailable(MdmError):
+    """The shared rate limiter could not be asked: the request is refused (fail closed)."""
+
+    reason = "rate_limiter_unavailable"
+    status = 503
 
 
 # --- device proofs --------------------------------------------------------------------------
@@ -206,6 +230,13 @@ class TokenUsed(EnrollmentError):
 
 class UnregisteredSerial(EnrollmentError):
     reason = "unregistered_serial"
+    status = 403
+
+
+class InvalidEnrollmentSecret(EnrollmentError):
+    """A serial enrollment without the serial's enrollment secret, or with a wrong one."""
+
+    reason = "invalid_enrollment_secret"
     status = 403
 
 

@@ -19,9 +19,11 @@ class DeviceStatus(StrEnum):
 
     - ``active``: enrolled, may check in and may be granted access if compliant.
     - ``quarantined``: a critical rule failed; may check in (to receive commands) but never
-      gets access until it re-enrolls (new key) and passes a fresh check-in.
-    - ``pending_verification``: re-enrolled after quarantine; becomes ``active`` at the first
-      check-in that passes every critical rule, ``quarantined`` again otherwise.
+      gets access until a person lets it out (an admin release, or a re-enrollment with a
+      fresh user-bound token; never by serial) and it passes a fresh check-in.
+    - ``pending_verification``: released or token-re-enrolled after quarantine; becomes
+      ``active`` at the first check-in that passes every critical rule, ``quarantined``
+      again otherwise.
     - ``retired`` / ``wiped``: gone. Proofs from it are refused; access is blocked.
     """
 

@@ -9,7 +9,14 @@ counters per key, yet unlike a fixed window it does not allow a burst of ``2 * l
 window boundary. Refused hits are not counted, so a client that backs off gets through again.
 
 The Redis implementation, :class:`mdm_core.ratelimit_redis.RedisRateLimiter`, applies the same
-rule atomically in a Lua script; both pass ``tests/contracts/test_rate_limiter.py``.
+rule atomically in a Lua script, and the SQL one, :class:`mdm_core.ratelimit_sql.SqlRateLimiter`,
+in one conditional upsert (the embedded default shared by every process on the database); all
+three pass ``tests/contracts/test_rate_limiter.py``.
+
+:meth:`RateLimiter.allows` asks the same question without counting, for limits that count
+only failures (check before the attempt, :meth:`RateLimiter.hit` after a failure). That pair
+is not atomic: concurrent attempts that all checked before any failed are all let through, so
+such a limit may be overshot by the number of requests in flight at once.
 
 Errors: bad arguments raise ``ValueError``; a failing backend raises
 :class:`mdm_core.infra_errors.InfraError`, which the caller must turn into a refusal (fail
@@ -43,6 +50,13 @@ class RateLimiter(Protocol):
         A key should always be used with the same ``limit``; different ``window`` values keep
         separate counts. Raises ``ValueError`` for an empty key, ``limit < 1`` or a window
         under one millisecond (nothing is counted), ``InfraError`` when the backend fails.
+        """
+        ...
+
+    def allows(self, key: str, limit: int, window: timedelta) -> bool:
+        """Whether :meth:`hit` would allow one more hit on ``key`` now, counting nothing.
+
+        An unknown key is allowed. Same arguments and errors as :meth:`hit`.
         """
         ...
 
@@ -86,6 +100,12 @@ class InProcessRateLimiter:
         self._counts: OrderedDict[tuple[int, str], tuple[int, int, int]] = OrderedDict()
 
     def hit(self, key: str, limit: int, window: timedelta) -> bool:
+        return self._apply(key, limit, window, count=True)
+
+    def allows(self, key: str, limit: int, window: timedelta) -> bool:
+        return self._apply(key, limit, window, count=False)
+
+    def _apply(self, key: str, limit: int, window: timedelta, *, count: bool) -> bool:
         window_ms = validate_hit(key, limit, window)
         now_ms = int(self._clock() * 1000)
         index, elapsed = divmod(now_ms, window_ms)
@@ -97,6 +117,8 @@ class InProcessRateLimiter:
             elif seen_index != index:
                 current, previous = 0, 0
             allowed = sliding_window_allows(previous, current, elapsed, window_ms, limit)
+            if not count:
+                return allowed
             if allowed:
                 current += 1
             self._counts[slot] = (index, current, previous)

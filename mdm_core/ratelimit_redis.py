@@ -25,7 +25,8 @@ from mdm_core.redis_client import require_timeouts
 
 __all__ = ["RedisRateLimiter"]
 
-# KEYS[1] the hash; ARGV: limit, window_ms, now_ms ('' = use the server clock).
+# KEYS[1] the hash; ARGV: limit, window_ms, now_ms ('' = use the server clock), count ('1': hit,
+# '0': only say whether a hit would be allowed, writing nothing).
 # Integer arithmetic in doubles is exact here: counts <= limit, window_ms * limit < 2^53.
 _HIT = """
 local limit = tonumber(ARGV[1])
@@ -46,6 +47,9 @@ local current = tonumber(counts[1]) or 0
 local previous = tonumber(counts[2]) or 0
 if previous * (window - elapsed) + (current + 1) * window > limit * window then
   return 0
+end
+if ARGV[4] == '0' then
+  return 1
 end
 redis.call('HINCRBY', KEYS[1], cur_field, 1)
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -82,11 +86,19 @@ class RedisRateLimiter:
         self._script = client.register_script(_HIT)
 
     def hit(self, key: str, limit: int, window: timedelta) -> bool:
+        return self._run(key, limit, window, count=True)
+
+    def allows(self, key: str, limit: int, window: timedelta) -> bool:
+        return self._run(key, limit, window, count=False)
+
+    def _run(self, key: str, limit: int, window: timedelta, *, count: bool) -> bool:
         window_ms = validate_hit(key, limit, window)
         if window_ms * limit >= _MAX_WINDOW_TIMES_LIMIT:
             raise ValueError("window * limit too large")
         now = "" if self._clock is None else str(int(self._clock() * 1000))
         redis_key = f"{self._prefix}{window_ms}:{key}".encode()
         with redis_errors("EVALSHA rate-limit"):
-            result = self._script(keys=[redis_key], args=[limit, window_ms, now])
+            result = self._script(
+                keys=[redis_key], args=[limit, window_ms, now, "1" if count else "0"]
+            )
         return bool(int(result))

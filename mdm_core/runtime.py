@@ -22,6 +22,8 @@ from mdm_core.outbox_relay import OutboxRelay
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
 from mdm_core.privacy import PrivacyProfiles
+from mdm_core.quarantine import QuarantineService
+from mdm_core.ratelimit import RateLimiter
 from mdm_core.storage.replay import ReplayStore
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
@@ -47,6 +49,11 @@ class CoreConfig:
     proof_leeway: timedelta = timedelta(seconds=5)
     posture_history_length: int = 20
     redis_url: str | None = None  # shared Redis (replay store, ...); None: SQL / in-process
+    # POST /mdm/v1/enroll: attempts per client address, and per target (serial or token).
+    enroll_limit_per_source: int = 20
+    enroll_source_window: timedelta = timedelta(minutes=1)
+    enroll_limit_per_target: int = 10
+    enroll_target_window: timedelta = timedelta(minutes=10)
     migrate: bool = True
 
 
@@ -67,6 +74,10 @@ class MdmCore:
     relay: OutboxRelay
     directory: DirectoryService
     policies: PolicyRepository  # the policy set in force, reloaded when files change
+    #: The one rate limiter shared by every process (Redis when configured, else the SQL
+    #: table): /enroll, failed logins, and any other limit that must hold across workers.
+    rate_limiter: RateLimiter
+    quarantine: QuarantineService  # the admin release of quarantined devices
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -132,6 +143,8 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         relay=relay,
         directory=directory,
         policies=policies,
+        rate_limiter=_rate_limiter(config, database),
+        quarantine=QuarantineService(storage),
     )
     relay.start()
     return core
@@ -145,3 +158,16 @@ def _replay_store(config: CoreConfig) -> ReplayStore | None:
     from mdm_core.replay_redis import RedisReplayStore
 
     return RedisReplayStore(connect_redis(config.redis_url))
+
+
+def _rate_limiter(config: CoreConfig, database: Database) -> RateLimiter:
+    """Redis when ``redis_url`` is set, else the ``rate_limits`` table: both shared by every
+    process, so a limit never multiplies with the number of workers."""
+    if not config.redis_url:
+        from mdm_core.ratelimit_sql import SqlRateLimiter
+
+        return SqlRateLimiter(database)
+    from mdm_core.ratelimit_redis import RedisRateLimiter
+    from mdm_core.redis_client import connect_redis
+
+    return RedisRateLimiter(connect_redis(config.redis_url))

@@ -60,8 +60,9 @@ class Provisioner(Protocol):
         """Create a single-use enrollment token for ``user_id`` and return it."""
         ...
 
-    def register_serial(self, serial_number: str, platform: str, user_id: str) -> None:
-        """Pre-register ``serial_number`` for automated (corporate) enrollment."""
+    def register_serial(self, serial_number: str, platform: str, user_id: str) -> str:
+        """Pre-register ``serial_number`` for automated (corporate) enrollment; returns its
+        enrollment secret."""
         ...
 
 
@@ -236,8 +237,11 @@ class ServiceProvisioner:
             user_id, Ownership(ownership), Platform(platform), self.token_ttl, self.actor
         )
 
-    def register_serial(self, serial_number: str, platform: str, user_id: str) -> None:
-        self.enrollment.register_serial(serial_number, Platform(platform), user_id, self.actor)
+    def register_serial(self, serial_number: str, platform: str, user_id: str) -> str:
+        registered = self.enrollment.register_serial(
+            serial_number, Platform(platform), user_id, self.actor
+        )
+        return registered.enrollment_secret
 
 
 Progress = Callable[[str, SimDevice], None]
@@ -301,11 +305,14 @@ class Simulator:
                 common_name=device.serial_number,
             )
         else:
-            self.provisioner.register_serial(device.serial_number, device.platform, device.user_id)
+            secret = self.provisioner.register_serial(
+                device.serial_number, device.platform, device.user_id
+            )
             client.enroll(
                 platform=device.platform,
                 ownership="corporate",
                 serial_number=device.serial_number,
+                enrollment_secret=secret,
                 common_name=device.serial_number,
             )
         device.device_id = client.device_id

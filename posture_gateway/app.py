@@ -48,6 +48,10 @@ def core_config(settings: Settings) -> CoreConfig:
         proof_leeway=settings.proof.leeway,
         posture_history_length=settings.posture_history_length,
         redis_url=settings.redis_url,
+        enroll_limit_per_source=settings.enroll.limit_per_source,
+        enroll_source_window=settings.enroll.source_window,
+        enroll_limit_per_target=settings.enroll.limit_per_target,
+        enroll_target_window=settings.enroll.target_window,
     )
 
 
@@ -77,6 +81,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    if settings.trusted_proxy_hops:  # client address from X-Forwarded-For (rate limits)
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0
+        )
     app.config["SECRET_KEY"] = _secret_key(settings)
     core = build_core(core_config(settings), bus=_event_bus(settings))
     app.extensions["posture"] = GatewayState(settings=settings, core=core)

@@ -54,7 +54,7 @@ def cli(config: Path | None) -> None:
 # Sub-command groups register below (one line each).
 from posture_gateway.cli_enroll import enroll_group  # noqa: E402
 
-cli.add_command(enroll_group)  # posture enroll token|register-serial|revoke
+cli.add_command(enroll_group)  # posture enroll token|register-serial|revoke|release
 from posture_gateway.cli_agent import agent_group  # noqa: E402
 from posture_gateway.cli_simulate import simulate_cmd  # noqa: E402
 from posture_gateway.demo import demo_cmd  # noqa: E402

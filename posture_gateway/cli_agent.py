@@ -3,9 +3,11 @@
 Commands (none of them opens the server's database; the agent talks to the server over HTTP
 only):
 
-- ``posture agent enroll --server URL (--token T | --serial S) --ownership corporate|byod``
-  generates the device key (0600, in the state directory), shows the BYOD privacy notice and
-  asks for consent, and enrolls;
+- ``posture agent enroll --server URL (--token T | [--serial S] --enrollment-secret X)
+  --ownership corporate|byod`` generates the device key (0600, in the state directory), shows
+  the BYOD privacy notice and asks for consent, and enrolls; enrollment by serial needs the
+  serial's enrollment secret (``--enrollment-secret`` or, better, ``POSTURE_ENROLLMENT_SECRET``:
+  a flag is visible in the process list); the agent never logs or stores it;
 - ``posture agent checkin`` collects posture, checks in once, carries out the commands;
 - ``posture agent run`` is the daemon loop (check in, long-poll, repeat);
 - ``posture agent serve-loopback --gateway-origin https://gw.example.com`` serves login
@@ -146,6 +148,14 @@ def posture_cmd() -> None:
 @click.option("--server", required=True, help="The MDM base URL, e.g. https://mdm.example.com")
 @click.option("--token", help="A single-use enrollment token from your admin.")
 @click.option("--serial", help="Enroll by this host's pre-registered serial number.")
+@click.option(
+    "--enrollment-secret",
+    envvar="POSTURE_ENROLLMENT_SECRET",
+    default=None,
+    show_envvar=True,
+    help="The serial's enrollment secret from `posture enroll register-serial` (serial "
+    "enrollment needs it; prefer the environment variable: a flag shows in the process list).",
+)
 @click.option("--ownership", type=click.Choice(["corporate", "byod"]), required=True)
 @click.option("--accept-notice", is_flag=True, help="Accept the BYOD privacy notice unasked.")
 def enroll_cmd(
@@ -153,6 +163,7 @@ def enroll_cmd(
     server: str,
     token: str | None,
     serial: str | None,
+    enrollment_secret: str | None,
     ownership: str,
     accept_notice: bool,
 ) -> None:
@@ -163,6 +174,11 @@ def enroll_cmd(
         raise click.UsageError("BYOD enrollment needs --token")
     if token is None and serial is None and _collect().serial_number is None:
         raise click.UsageError("this host reports no serial number: give --serial or --token")
+    if token is None and not enrollment_secret:
+        raise click.UsageError(
+            "enrollment by serial needs the serial's enrollment secret: "
+            "--enrollment-secret or POSTURE_ENROLLMENT_SECRET"
+        )
 
     def consent(notice: dict[str, Any]) -> bool:
         _show_notice(notice)
@@ -171,7 +187,11 @@ def enroll_cmd(
     agent = _agent(state_dir, server)
     try:
         state = agent.enroll(
-            ownership=ownership, token=token, serial_number=serial, accept_notice=consent
+            ownership=ownership,
+            token=token,
+            serial_number=serial,
+            accept_notice=consent,
+            enrollment_secret=enrollment_secret if token is None else None,
         )
     except PermissionError as exc:
         raise click.ClickException(str(exc)) from exc

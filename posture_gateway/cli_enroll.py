@@ -3,9 +3,14 @@
 - ``posture enroll token --user U --ownership byod [--platform ios] [--ttl 1h]`` creates a
   single-use enrollment token and prints it once (only its SHA-256 is stored).
 - ``posture enroll register-serial SERIAL --platform macos [--user U]`` pre-registers a
-  serial for automated corporate enrollment (it re-enrolls by itself after a factory reset).
+  serial for automated corporate enrollment and prints its enrollment secret once (only its
+  SHA-256 is stored): provision it to the device (the agent's ``--enrollment-secret`` or
+  ``POSTURE_ENROLLMENT_SECRET``); with it the device re-enrolls by itself after a factory
+  reset. Registering again replaces the secret.
 - ``posture enroll revoke DEVICE_ID --reason TEXT`` revokes a device's certificates and
   retires it.
+- ``posture enroll release DEVICE_ID --reason TEXT`` releases a quarantined device (it must
+  still pass a fresh check-in before it gets access); audited with who and why.
 
 Commands run in the server's app context (same settings and database as ``posture serve``).
 """
@@ -37,7 +42,7 @@ def _actor(actor: str | None) -> str:
 
 @click.group("enroll")
 def enroll_group() -> None:
-    """Enrollment tokens, registered serials and device revocation."""
+    """Enrollment tokens, registered serials, revocation and quarantine release."""
 
 
 @enroll_group.command("token")
@@ -83,18 +88,29 @@ def create_token(
 @click.option("--actor", default=None, help="Who registers it (default: admin:<login>).")
 @with_appcontext
 def register_serial(serial: str, platform: str, user_id: str | None, actor: str | None) -> None:
-    """Pre-register SERIAL for automated corporate enrollment."""
+    """Pre-register SERIAL for automated corporate enrollment; print its secret once."""
     from posture_gateway.app import state
 
     try:
-        reg = state().core.enrollment.register_serial(
+        registered = state().core.enrollment.register_serial(
             serial, Platform(platform), user_id, _actor(actor)
         )
     except MdmError as exc:
         raise click.ClickException(f"{exc.reason}: {exc.message}") from exc
+    reg = registered.registration
     table = Table("serial", "platform", "user", "bound device")
     table.add_row(reg.serial_number, reg.platform.value, reg.user_id or "-", reg.device_id or "-")
     console.print(table)
+    console.print(
+        Panel(
+            "Provision this secret to the device (posture agent enroll --enrollment-secret, or\n"
+            "POSTURE_ENROLLMENT_SECRET). Without it the serial cannot enroll. Registering\n"
+            "the serial again replaces it.",
+            title="enrollment secret (shown once)",
+        )
+    )
+    # The secret alone on its own line, so scripts can take the last line.
+    click.echo(registered.enrollment_secret)
 
 
 @enroll_group.command("revoke")
@@ -115,4 +131,23 @@ def revoke(device_id: str, reason: str, actor: str | None) -> None:
     console.print(
         f"[bold]{device_id}[/bold] retired; revoked {len(serials)} certificate(s): "
         + (", ".join(serials) or "none")
+    )
+
+
+@enroll_group.command("release")
+@click.argument("device_id")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.option("--actor", default=None, help="Who releases it (default: admin:<login>).")
+@with_appcontext
+def release(device_id: str, reason: str, actor: str | None) -> None:
+    """Release quarantined DEVICE_ID; it gets access after its next passing check-in."""
+    from posture_gateway.app import state
+
+    try:
+        device = state().core.quarantine.release(device_id, actor=_actor(actor), reason=reason)
+    except MdmError as exc:
+        raise click.ClickException(f"{exc.reason}: {exc.message}") from exc
+    console.print(
+        f"[bold]{device_id}[/bold] released: {device.status.value} "
+        "(access returns after a passing check-in)"
     )

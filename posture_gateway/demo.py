@@ -43,7 +43,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mdm_core.agent.agent import Agent
-from mdm_core.agent.client import DeviceClient, notice_profile_id
+from mdm_core.agent.client import DeviceClient, ProtocolError, notice_profile_id
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.commands import CommandStatus
 from mdm_core.posture.model import Ownership, Platform
@@ -163,6 +163,7 @@ class Story:
     workdir: Path
     laptop: Agent | None = None
     laptop_id: str = ""
+    laptop_secret: str = ""  # the serial's enrollment secret, as provisioning would hold it
     phone: DeviceClient | None = None
     phone_id: str = ""
     bob_token: str = ""
@@ -177,14 +178,31 @@ class Story:
 
 
 def step_register_serial(s: Story) -> None:
-    reg = s.core.enrollment.register_serial(LAPTOP_SERIAL, Platform.LINUX, ALICE, ADMIN)
+    registered = s.core.enrollment.register_serial(LAPTOP_SERIAL, Platform.LINUX, ALICE, ADMIN)
+    reg = registered.registration
     check(reg.serial_number == LAPTOP_SERIAL and reg.user_id == ALICE, "serial not registered")
-    s.say("Carol (admin)", f"registers serial [bold]{LAPTOP_SERIAL}[/] (linux) for {ALICE}.")
+    s.laptop_secret = registered.enrollment_secret
+    s.say(
+        "Carol (admin)",
+        f"registers serial [bold]{LAPTOP_SERIAL}[/] (linux) for {ALICE}, and provisions its "
+        "enrollment secret (shown once) to the laptop.",
+    )
 
 
 def step_laptop_enrolls(s: Story) -> None:
     agent = Agent(s.workdir / "laptop-agent", server_url=s.server.url)
-    state = agent.enroll(ownership="corporate", serial_number=LAPTOP_SERIAL)
+    try:  # the serial alone is an identifier, not a credential: refused
+        agent.enroll(ownership="corporate", serial_number=LAPTOP_SERIAL)
+    except ProtocolError as exc:
+        s.facts["serial_alone"] = exc.error
+    check(
+        s.facts.get("serial_alone") == "invalid_enrollment_secret",
+        "the serial alone enrolled a corporate device",
+    )
+    s.say("Laptop", "tries its serial without the secret: refused (invalid_enrollment_secret).")
+    state = agent.enroll(
+        ownership="corporate", serial_number=LAPTOP_SERIAL, enrollment_secret=s.laptop_secret
+    )
     s.laptop, s.laptop_id = agent, state.device_id
     key_file = agent.state_dir.key_path
     check(oct(key_file.stat().st_mode & 0o777) == "0o600", "device key file is not 0600")

@@ -47,6 +47,15 @@ class ProofSettings(_Strict):
     leeway: timedelta = timedelta(seconds=5)
 
 
+class EnrollSettings(_Strict):
+    # POST /mdm/v1/enroll attempts per client address, and per target (a serial or a token),
+    # counted by every process together (Redis when configured, else the database).
+    limit_per_source: int = Field(default=20, ge=1)
+    source_window: timedelta = timedelta(minutes=1)
+    limit_per_target: int = Field(default=10, ge=1)
+    target_window: timedelta = timedelta(minutes=10)
+
+
 class Settings(_Strict):
     """Everything the server needs to start. Tests pass ``Settings(...)`` directly."""
 
@@ -58,6 +67,11 @@ class Settings(_Strict):
     dev_mode: bool = False  # allows an unencrypted CA key in data_dir (demo, tests)
     ca: CASettings = Field(default_factory=CASettings)
     proof: ProofSettings = Field(default_factory=ProofSettings)
+    enroll: EnrollSettings = Field(default_factory=EnrollSettings)
+    # Reverse proxies in front of the server that append the client address to
+    # X-Forwarded-For (0: none, the TCP peer is the client). Rate limits count per client
+    # address: behind a proxy, set this or every client is the proxy.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
     max_request_bytes: int = 256 * 1024
@@ -71,10 +85,17 @@ class Settings(_Strict):
         return self.database_url or f"sqlite:///{self.data_dir.resolve()}/posture.sqlite3"
 
 
+#: POSTURE_* variables that are not server settings: the config file path, and the reference
+#: agent's own variables (an agent host may run ``posture`` server commands too).
+_NOT_SETTINGS = frozenset(
+    {"POSTURE_CONFIG", "POSTURE_AGENT_STATE_DIR", "POSTURE_ENROLLMENT_SECRET"}
+)
+
+
 def _env_layer(environ: Mapping[str, str], prefix: str = "POSTURE_") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(prefix) or key == "POSTURE_CONFIG":
+        if not key.startswith(prefix) or key in _NOT_SETTINGS:
             continue
         path = key[len(prefix) :].lower().split("__")
         node = out

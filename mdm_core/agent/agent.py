@@ -124,8 +124,12 @@ class Agent:
         token: str | None = None,
         serial_number: str | None = None,
         accept_notice: Callable[[dict[str, Any]], bool] | None = None,
+        enrollment_secret: str | None = None,
     ) -> AgentState:
         """Enroll this host as a ``linux`` device; BYOD shows the privacy notice first.
+
+        Enrollment by serial (no ``token``) sends the serial's ``enrollment_secret`` from the
+        admin's registration; it is sent once and never stored or logged by the agent.
 
         ``accept_notice`` sees the notice and returns whether the user accepts it; BYOD
         enrollment stops (``PermissionError``) when it is refused or absent.
@@ -143,6 +147,7 @@ class Agent:
             token=token,
             serial_number=serial if token is None else None,
             privacy_notice_accepted=accepted,
+            enrollment_secret=enrollment_secret if token is None else None,
         )
         self.state = AgentState(
             server_url=self.client.base_url,

@@ -153,8 +153,10 @@ class DeviceClient:
         privacy_notice_accepted: str | None = None,
         device_id: str | None = None,
         common_name: str = "posture-device",
+        enrollment_secret: str | None = None,
     ) -> Enrollment:
-        """Send a CSR with a token or a registered serial; remember the device id given back."""
+        """Send a CSR with a token or a registered serial (and its enrollment secret);
+        remember the device id given back."""
         body: dict[str, Any] = {
             "platform": platform,
             "ownership": ownership,
@@ -168,6 +170,8 @@ class DeviceClient:
             body["privacy_notice_accepted"] = privacy_notice_accepted
         if device_id is not None:
             body["device_id"] = device_id
+        if enrollment_secret is not None:
+            body["enrollment_secret"] = enrollment_secret
         resp = self.http.post(self.url("/enroll"), json=body)
         _raise_for(resp)
         data = _json_object(resp)

@@ -1,12 +1,20 @@
 """HTTP endpoints of the device protocol for enrollment, renewal and the CA certificate
 (blueprint ``bp``, under ``/mdm/v1``).
 
-- ``POST /mdm/v1/enroll`` (no proof: the token or registered serial is the credential)::
+- ``POST /mdm/v1/enroll`` (no proof: the token, or the registered serial with its enrollment
+  secret, is the credential)::
 
       {"csr": "<PEM>", "platform": "macos", "ownership": "corporate|byod",
        "token": "...", "serial_number": "...",          # at least one of the two
+       "enrollment_secret": "...",                      # required with a serial alone
        "privacy_notice_accepted": "<profile id>",       # required for byod
        "device_id": "..."}                              # optional: re-enroll this device
+
+  Rate limited on the core's shared limiter (every process counts together): refused
+  enrollments (any 4xx) are counted per client address and per target (the serial, or the
+  token's hash), and a source or target over its limit is refused before any work: ``429``
+  with ``Retry-After``, counted and audited, nothing changed. Successful enrollments are not
+  counted, so a fleet enrolling from one address is not slowed; guessing is.
 
   -> ``201 {"device_id", "certificate", "ca_certificate", "checkin_url", "status",
   "re_enrolled"}``
@@ -16,12 +24,14 @@
 
 Errors: ``{"error": "<reason>", "reason": "<text>"}``: 400 malformed JSON / missing or
 mistyped or unknown field / bad CSR / notice not accepted, 401 bad token or refused proof,
-403 ownership/platform/device mismatch or unregistered serial, 413 too large, 415 not JSON.
-A refused request changes nothing (the token stays unspent).
+403 ownership/platform/device mismatch, unregistered serial or missing/wrong enrollment secret,
+413 too large, 415 not JSON, 429 rate limited, 503 rate limiter unavailable. A refused request
+changes nothing (the token stays unspent).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
@@ -36,6 +46,7 @@ from mdm_core.device_proof import PROOF_HEADER
 from mdm_core.enrollment import EnrollmentRequest
 from mdm_core.errors import BadRequest, MalformedProof, MdmError
 from mdm_core.posture.model import Ownership, Platform
+from mdm_core.ratelimit_guard import RateGuard
 
 if TYPE_CHECKING:
     pass
@@ -55,6 +66,7 @@ _ENROLL_FIELDS = {
     "serial_number",
     "privacy_notice_accepted",
     "device_id",
+    "enrollment_secret",
 }
 
 
@@ -112,22 +124,68 @@ def _proof() -> str:
     return token
 
 
+def _target_key(token: str | None, serial: str | None) -> str | None:
+    """The per-target limit key: the token's hash (never the token) or the serial."""
+    if token is not None:
+        return "enroll:token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:32]
+    if serial is not None:
+        return "enroll:serial:" + serial[:128]
+    return None
+
+
 @bp.post("/enroll")
 def enroll() -> ResponseReturnValue:
-    data = json_object(_body())
-    unknown = sorted(set(data) - _ENROLL_FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
-    enrollment = EnrollmentRequest(
-        csr_pem=_required(data, "csr"),
-        platform=_choice(data, "platform", Platform),
-        ownership=_choice(data, "ownership", Ownership),
-        token=_str(data, "token"),
-        serial_number=_str(data, "serial_number"),
-        privacy_notice_accepted=_str(data, "privacy_notice_accepted"),
-        device_id=_str(data, "device_id"),
-    )
-    result = current_core().enrollment.enroll(enrollment)
+    core = current_core()
+    cfg = core.config
+    guard = RateGuard(core.rate_limiter, core.storage)
+    source = request.remote_addr or "unknown"
+    actor = f"source:{source}"
+    limits = [
+        (
+            "enroll_source",
+            f"enroll:src:{source}",
+            cfg.enroll_limit_per_source,
+            cfg.enroll_source_window,
+            source,
+        )
+    ]
+    guard.check(*limits[0][:4], actor=actor, subject=source)
+    try:
+        data = json_object(_body())
+        unknown = sorted(set(data) - _ENROLL_FIELDS)
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        token, serial = _str(data, "token"), _str(data, "serial_number")
+        target = _target_key(token, serial)
+        if target is not None:
+            subject = serial if token is None and serial is not None else "token"
+            limits.append(
+                (
+                    "enroll_target",
+                    target,
+                    cfg.enroll_limit_per_target,
+                    cfg.enroll_target_window,
+                    subject,
+                )
+            )
+            guard.check(*limits[1][:4], actor=actor, subject=subject)
+        enrollment = EnrollmentRequest(
+            csr_pem=_required(data, "csr"),
+            platform=_choice(data, "platform", Platform),
+            ownership=_choice(data, "ownership", Ownership),
+            token=token,
+            serial_number=serial,
+            privacy_notice_accepted=_str(data, "privacy_notice_accepted"),
+            device_id=_str(data, "device_id"),
+            enrollment_secret=_str(data, "enrollment_secret"),
+            source=source,
+        )
+        result = core.enrollment.enroll(enrollment)
+    except MdmError as refused:
+        if 400 <= refused.status < 500 and refused.status != 429:
+            for name, key, limit, window, _ in limits:
+                guard.count_failure(name, key, limit, window)
+        raise
     return jsonify(result.to_json()), 201
 
 

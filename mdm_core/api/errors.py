@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from mdm_core.errors import BadRequest, MdmError
+from mdm_core.errors import BadRequest, MdmError, RateLimited
 
 if TYPE_CHECKING:
     from mdm_core.runtime import MdmCore
@@ -46,7 +46,10 @@ def error_response(code: str, reason: str, status: int) -> Response:
 
 
 def _mdm_error(err: MdmError) -> Response:
-    return error_response(err.reason, err.message, err.status)
+    resp = error_response(err.reason, err.message, err.status)
+    if isinstance(err, RateLimited):
+        resp.headers["Retry-After"] = str(err.retry_after)
+    return resp
 
 
 def _http_error(err: HTTPException) -> Response:

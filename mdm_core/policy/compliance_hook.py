@@ -8,7 +8,8 @@ work it evaluates the new posture against the policy set in force, then:
 - quarantines the device on any critical failure (status ``quarantined``); a device that
   re-enrolled after quarantine (``pending_verification``) becomes ``active`` at the first
   check-in that passes every critical rule, and is quarantined again otherwise; a quarantined
-  device stays quarantined whatever it reports (it must re-enroll); quarantine revokes the
+  device stays quarantined whatever it reports (an admin release or a re-enrollment with a
+  fresh user-bound token must let it out, :mod:`mdm_core.quarantine`); quarantine revokes the
   device's access credentials in the same unit of work (:mod:`mdm_core.device_lifecycle`);
 - records the compliance state and writes ``compliance.changed`` to the outbox when the
   state, outcome or set of failing rules changed.
@@ -197,7 +198,10 @@ def _still_quarantined() -> Reason:
         code=ReasonCode.DEVICE_QUARANTINED,
         message="This device is quarantined after a critical compliance failure.",
         outcome=Outcome.BLOCK,
-        remediation="Re-enroll the device; access returns after a passing check-in.",
+        remediation=(
+            "Ask your IT administrator to release the device (or re-enroll it with a new "
+            "enrollment token); access returns after a passing check-in."
+        ),
     )
 
 

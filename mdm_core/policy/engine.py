@@ -57,8 +57,9 @@ _DEVICE_STATUS_REASONS: dict[DeviceStatus, tuple[ReasonCode, str]] = {
     DeviceStatus.WIPED: (ReasonCode.DEVICE_WIPED, "This device was wiped."),
 }
 _REMEDIATION_REENROLL = (
-    "Fix the problem, then re-enroll the device and let it check in; access returns once "
-    "the check-in passes."
+    "Fix the problem, then ask your IT administrator to release the device (or to give you "
+    "a new enrollment token to re-enroll it) and let it check in; access returns once the "
+    "check-in passes."
 )
 _NO_RESTRICTIONS = Restrictions()
 _EMPTY: frozenset[RuleKey] = frozenset()

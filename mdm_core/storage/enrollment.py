@@ -1,6 +1,7 @@
 """Enrollment state: single-use enrollment tokens and pre-registered serial numbers.
 
-Tokens are stored only as SHA-256 hex digests; the plaintext is shown once to the admin.
+Tokens, and the per-device enrollment secrets of registered serials, are stored only as
+SHA-256 hex digests; the plaintext is shown once to the admin.
 Redemption is one conditional ``UPDATE`` so two concurrent redemptions cannot both win.
 """
 
@@ -41,6 +42,8 @@ class RegisteredSerial:
     registered_by: str
     registered_at: datetime
     device_id: str | None = None
+    #: SHA-256 hex of the serial's enrollment secret; ``None``: none (cannot enroll by serial).
+    secret_hash: str | None = None
 
 
 class EnrollmentTokenStore(Protocol):
@@ -66,7 +69,7 @@ class EnrollmentTokenStore(Protocol):
 class RegisteredSerialStore(Protocol):
     def register(self, serial: RegisteredSerial) -> None:
         """Register a serial for automated (corporate) enrollment. Registering it again
-        replaces platform, user and registrar, and keeps the bound device id."""
+        replaces platform, user, registrar and secret hash, and keeps the bound device id."""
         ...
 
     def get(self, serial_number: str) -> RegisteredSerial | None:

@@ -46,9 +46,10 @@ class AuthenticationFailed(Exception):
     ``rate_limited``, ``unavailable`` (a backend failed: fail closed).
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry_after = retry_after  # seconds, for ``rate_limited`` (the Retry-After header)
 
 
 class Authenticator(Protocol):

@@ -10,23 +10,21 @@ File format (``settings.oidc.users_file``)::
         name: Alice Example
 
 Unknown users and wrong passwords take the same time and give the same answer. Failed
-attempts are limited per (username, client IP) through the :class:`FailureLimiter` protocol;
-:class:`InProcessFailureLimiter` is the embedded implementation (a Redis one can back it for
-several processes).
+attempts are limited by :class:`FailureLimiter` on the core's shared rate limiter (one count
+for every worker process): per source (spraying) and per account, where a targeted account is
+slowed, never locked (docs/decisions.md, "Failed logins slow an account, never lock it").
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mdm_core.infra_errors import InfraError
+from mdm_core.ratelimit_guard import RateGuard
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.passwords import dummy_hash, verify_password
 from posture_gateway.oidc.yamlconf import ConfigFileError, load_entries
@@ -34,7 +32,7 @@ from posture_gateway.oidc.yamlconf import ConfigFileError, load_entries
 __all__ = [
     "UserConfig",
     "FailureLimiter",
-    "InProcessFailureLimiter",
+    "LoginLimits",
     "LocalUsers",
     "load_local_users",
 ]
@@ -57,62 +55,114 @@ class UserConfig(BaseModel):
         return value
 
 
-class FailureLimiter(Protocol):
-    """Counts failed attempts per key within a sliding window."""
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """The failed-password rules (see :class:`FailureLimiter` and docs/decisions.md)."""
 
-    def blocked(self, key: str) -> bool:
-        """True when ``key`` has used up its failed attempts in the window (unknown: False).
-        Raises on a backend failure (callers refuse the attempt)."""
-        ...
+    #: Failed passwords one source (client address) may make, over all usernames, per window.
+    per_source: int = 20
+    #: Failures on one account, from all sources, before the account is slowed.
+    per_account: int = 5
+    window: timedelta = timedelta(minutes=15)
+    #: A slowed account takes one attempt per source per this interval (first tier).
+    interval: timedelta = timedelta(seconds=30)
 
-    def record_failure(self, key: str) -> None:
-        """Count one failed attempt for ``key`` now."""
-        ...
+    def __post_init__(self) -> None:
+        if self.per_source < 1 or self.per_account < 1:
+            raise ValueError("login limits must be >= 1")
+        if self.window <= timedelta(0) or self.interval <= timedelta(0):
+            raise ValueError("login limit windows must be positive")
 
-    def reset(self, key: str) -> None:
-        """Forget ``key``'s failures (after a success). Unknown key: no-op."""
-        ...
+    def tiers(self) -> tuple[tuple[int, int, timedelta], ...]:
+        """``(tier, failures on the account, pacing interval)``, mildest first: the more an
+        account is attacked the slower each source may try it, up to a cap of ten intervals."""
+        return (
+            (1, self.per_account, self.interval),
+            (2, 4 * self.per_account, 4 * self.interval),
+            (3, 16 * self.per_account, 10 * self.interval),
+        )
 
 
-class InProcessFailureLimiter:
-    """Sliding window of failure timestamps per key, in this process."""
+class FailureLimiter:
+    """Failed-password limits on the core's shared :class:`~mdm_core.ratelimit.RateLimiter`.
 
-    def __init__(
-        self,
-        *,
-        max_failures: int,
-        window: timedelta,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if max_failures < 1:
-            raise ValueError("max_failures must be >= 1")
-        self._max = max_failures
-        self._window = window.total_seconds()
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+    One count for every process (Redis or the SQL table), and no lockout anyone else can
+    cause:
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - self._window:
-            failures.popleft()
-        return failures
+    - **per source** (password spraying, brute force from one address): a source with
+      ``per_source`` failures in the window is refused, whatever username it tries;
+    - **per account** (a targeted user): an account with ``per_account`` failures from all
+      sources is *slowed*, not locked: a source that fails on a slowed account must wait one to
+      two pacing intervals before it tries that account again (the interval grows with the
+      account's failures, capped at ten times the first). A source that has not been failing
+      on the account is not slowed at all, so the right password from the victim's own device
+      gets in at once, as often as she needs, while a stranger hammers the account.
 
-    def blocked(self, key: str) -> bool:
-        with self._lock:
-            recent = self._recent(key, self._clock())
-            if not recent:
-                self._failures.pop(key, None)
-            return len(recent) >= self._max
+    Both limits count failures, so they are read with
+    :meth:`~mdm_core.ratelimit.RateLimiter.allows` before the attempt and counted with
+    ``hit`` after a failure: concurrent attempts may overshoot by the number in flight at once
+    (bounded by the server's threads). Any limiter error is a refusal (``unavailable``),
+    never an attempt let through.
+    """
 
-    def record_failure(self, key: str) -> None:
-        with self._lock:
-            now = self._clock()
-            self._recent(key, now).append(now)
+    def __init__(self, guard: RateGuard, limits: LoginLimits) -> None:
+        if guard is None or limits is None:
+            raise ValueError("FailureLimiter needs a rate guard and limits")
+        self._guard = guard
+        self._limiter = guard.limiter
+        self.limits = limits
 
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+    @staticmethod
+    def _account(username: str) -> str:
+        return username.casefold()
+
+    def _slowed(self, account: str) -> tuple[int, timedelta] | None:
+        """The strongest tier the account has reached, or ``None`` (not slowed)."""
+        reached = None
+        for tier, failures, interval in self.limits.tiers():
+            if not self._limiter.allows(
+                f"login:acct{tier}:{account}", failures, self.limits.window
+            ):
+                reached = (tier, interval)
+        return reached
+
+    def check(self, username: str, source: str) -> None:
+        """Refuse (``rate_limited``, with ``retry_after``) an attempt the rules do not allow
+        now; ``unavailable`` when the limiter fails. Call before verifying the password."""
+        account = self._account(username)
+        limits = self.limits
+        try:
+            key = f"login:src:{source}"
+            if not self._limiter.allows(key, limits.per_source, limits.window):
+                raise self._refused("login_source", key, limits.per_source, limits.window, source)
+            if self._slowed(account) is not None:
+                for tier, _, interval in limits.tiers():
+                    pace = f"login:pace{tier}:{account}|{source}"
+                    if not self._limiter.allows(pace, 1, interval):  # it failed here lately
+                        raise self._refused("login_account", pace, 1, interval, f"user:{account}")
+        except InfraError as exc:
+            raise AuthenticationFailed("unavailable") from self._guard.unavailable("login", exc)
+
+    def record_failure(self, username: str, source: str) -> None:
+        """Count a failed password of ``username`` from ``source``."""
+        account = self._account(username)
+        limits = self.limits
+        try:
+            self._limiter.hit(f"login:src:{source}", limits.per_source, limits.window)
+            for tier, failures, _ in limits.tiers():
+                self._limiter.hit(f"login:acct{tier}:{account}", failures, limits.window)
+            slowed = self._slowed(account)
+            if slowed is not None:  # this source waits before its next try on this account
+                tier, interval = slowed
+                self._limiter.hit(f"login:pace{tier}:{account}|{source}", 1, interval)
+        except InfraError as exc:
+            raise AuthenticationFailed("unavailable") from self._guard.unavailable("login", exc)
+
+    def _refused(
+        self, name: str, key: str, limit: int, window: timedelta, subject: str
+    ) -> AuthenticationFailed:
+        limited = self._guard.refused(name, key, limit, window, actor="login", subject=subject)
+        return AuthenticationFailed("rate_limited", retry_after=limited.retry_after)
 
 
 class LocalUsers:
@@ -130,27 +180,27 @@ class LocalUsers:
     def verify(self, username: str, password: str, *, client_ip: str) -> AuthenticatedUser:
         """The user for these credentials, or :class:`AuthenticationFailed`.
 
-        ``rate_limited`` when this (username, IP) failed too often recently (checked before
-        the password, so guessing stops); ``invalid_credentials`` for an unknown user or a
-        wrong password, after the same scrypt work; ``unavailable`` if the limiter fails.
+        ``rate_limited`` (with ``retry_after``) when the source failed too often or the
+        account is slowed and this source must wait (checked before the password, so guessing
+        stops); ``invalid_credentials`` for an unknown user or a wrong password, after the same
+        scrypt work; ``unavailable`` if the limiter fails (fail closed).
         """
-        key = f"{username.casefold()}|{client_ip}"
         try:
-            if self._limiter.blocked(key):
-                raise AuthenticationFailed("rate_limited")
+            self._limiter.check(username, client_ip)
         except AuthenticationFailed:
             raise
-        except Exception as exc:  # a limiter backend error refuses the attempt
+        except Exception as exc:  # any limiter error refuses the attempt
             raise AuthenticationFailed("unavailable") from exc
         user = self._by_name.get(username)
         ok = verify_password(password, user.password_hash if user else dummy_hash())
         if user is None or not ok:
             try:
-                self._limiter.record_failure(key)
+                self._limiter.record_failure(username, client_ip)
+            except AuthenticationFailed:
+                raise
             except Exception as exc:
                 raise AuthenticationFailed("unavailable") from exc
             raise AuthenticationFailed("invalid_credentials")
-        self._limiter.reset(key)
         return AuthenticatedUser(
             user_id=user.user_id,
             username=user.username,

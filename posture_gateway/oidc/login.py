@@ -215,7 +215,10 @@ def password() -> ResponseReturnValue:
         status = 429 if failed.reason == "rate_limited" else 401
         if failed.reason == "unavailable":
             status = 503
-        return _login_page(tx, failed.reason, status)
+        page = _login_page(tx, failed.reason, status)
+        if failed.retry_after is not None:
+            page.headers["Retry-After"] = str(failed.retry_after)
+        return page
     return complete_authentication(user, login_id=str(tx["id"]))
 
 

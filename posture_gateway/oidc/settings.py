@@ -12,7 +12,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mdm_core.agent.loopback import DEFAULT_PORT
 
@@ -53,6 +53,11 @@ class OIDCSettings(BaseModel):
     # is one of these proxies; from anyone else the header is ignored (and logged).
     device_cert_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     device_cert_header: str = "X-Client-Cert"
-    # Failed password attempts allowed per (user, client IP) within the window.
-    max_failed_logins: int = 5
+    # Failed passwords, counted by every process together (docs/decisions.md): an account
+    # with max_failed_logins failures in the window (from anywhere) is slowed, never locked:
+    # each source may try it once per slowed_login_interval (growing to 10x as failures grow);
+    # a source with max_failed_logins_per_source failures (any usernames) is refused.
+    max_failed_logins: int = Field(default=5, ge=1)
+    max_failed_logins_per_source: int = Field(default=20, ge=1)
     failed_login_window: timedelta = timedelta(minutes=15)
+    slowed_login_interval: timedelta = timedelta(seconds=30)

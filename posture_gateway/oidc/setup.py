@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from flask import Flask
 
+from mdm_core.ratelimit_guard import RateGuard
 from posture_gateway.keys import KeyRing, KeyRingError
 from posture_gateway.login_decision import DeviceGate, UnconfiguredDeviceGate
 from posture_gateway.nonces import NonceStore
 from posture_gateway.oidc.clients import load_clients
-from posture_gateway.oidc.local_users import InProcessFailureLimiter, load_local_users
+from posture_gateway.oidc.local_users import FailureLimiter, LoginLimits, load_local_users
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.oidc.sql_grants import (
     ConnectionTokenRevoker,
@@ -77,8 +78,15 @@ def init_app(
     oidc = settings.oidc
     try:
         clients = load_clients(oidc.clients_file)
-        limiter = InProcessFailureLimiter(
-            max_failures=oidc.max_failed_logins, window=oidc.failed_login_window
+        # One count for every process: the core's shared limiter (Redis, else the database).
+        limiter = FailureLimiter(
+            RateGuard(state.core.rate_limiter, state.core.storage),
+            LoginLimits(
+                per_source=oidc.max_failed_logins_per_source,
+                per_account=oidc.max_failed_logins,
+                window=oidc.failed_login_window,
+                interval=oidc.slowed_login_interval,
+            ),
         )
         local_users = load_local_users(oidc.users_file, limiter)
     except ConfigFileError as exc:

@@ -115,13 +115,15 @@ def test_serial_register_get_rebind(storage: SqlStorage) -> None:
                 user_id="bob",
                 registered_by="admin:two",
                 registered_at=later,
+                secret_hash="ab" * 32,
             )
         )
         got = uow.serials.get("SN1")
         assert got is not None
-        assert (got.platform, got.user_id, got.registered_by, got.device_id) == (
+        assert (got.platform, got.user_id, got.registered_by, got.device_id, got.secret_hash) == (
             Platform.WINDOWS,
             "bob",
             "admin:two",
             "d2",
+            "ab" * 32,
         )

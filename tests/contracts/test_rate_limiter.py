@@ -1,7 +1,8 @@
-"""The RateLimiter contract (sliding window counter), on the in-process and Redis limiters.
+"""The RateLimiter contract (sliding window counter), on the in-process, Redis and SQL limiters.
 
-Most tests drive an injected clock so both backends can be held to the exact same counts;
-one test runs on the real clocks (monotonic in process, Redis ``TIME`` on Redis).
+Most tests drive an injected clock so every backend can be held to the exact same counts;
+one test runs on the real clocks (monotonic in process, Redis ``TIME`` on Redis, the process's
+wall clock on SQL). The SQL limiter runs on SQLite and on a real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from mdm_core.ratelimit import InProcessRateLimiter, RateLimiter
 from mdm_core.ratelimit_redis import RedisRateLimiter
+from mdm_core.ratelimit_sql import SqlRateLimiter
 from mdm_core.redis_client import connect_redis
+from mdm_core.storage.sql.database import Database
+from tests.conftest import _fresh_postgres_db
 
 TEN_S = timedelta(seconds=10)
 
@@ -32,9 +37,28 @@ class FakeClock:
 LimiterFactory = Callable[[Callable[[], float] | None], RateLimiter]
 
 
-@pytest.fixture(params=["inprocess", "redis"])
-def make_limiter(request: pytest.FixtureRequest) -> Iterator[LimiterFactory]:
+@pytest.fixture(params=["inprocess", "redis", "sql-sqlite", "sql-postgres"])
+def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LimiterFactory]:
     """``make(clock)`` gives limiters over one medium; ``None`` means the real clock."""
+    if request.param.startswith("sql-"):
+        if request.param == "sql-sqlite":
+            url = f"sqlite:///{tmp_path}/rl.sqlite3"
+        else:
+            url = _fresh_postgres_db(request.getfixturevalue("postgres_server_url"))
+        databases: list[Database] = []
+
+        def sql(clock: Callable[[], float] | None) -> RateLimiter:
+            db = Database(url)  # one engine per limiter: as separate processes would have
+            db.migrate()
+            databases.append(db)
+            return SqlRateLimiter(db) if clock is None else SqlRateLimiter(db, clock=clock)
+
+        try:
+            yield sql
+        finally:
+            for db in databases:
+                db.dispose()
+        return
     if request.param == "inprocess":
         shared: dict[object, InProcessRateLimiter] = {}
 
@@ -172,3 +196,33 @@ def test_real_clock(make_limiter: LimiterFactory) -> None:
     assert [limiter.hit("real", 3, window) for _ in range(4)] == [True, True, True, False]
     time.sleep(0.45)  # more than two windows: nothing overlaps
     assert limiter.hit("real", 3, window) is True
+
+
+def test_allows_asks_without_counting(limiter: RateLimiter, clock: FakeClock) -> None:
+    assert limiter.allows("fresh", 2, TEN_S) is True  # unknown key: allowed, nothing stored
+    assert [limiter.allows("k", 2, TEN_S) for _ in range(5)] == [True] * 5
+    assert hits(limiter, 1, limit=2) == [True]
+    assert limiter.allows("k", 2, TEN_S) is True
+    assert hits(limiter, 1, limit=2) == [True]
+    assert limiter.allows("k", 2, TEN_S) is False
+    assert hits(limiter, 1, limit=2) == [False]
+    clock.now += 15.0  # halfway into the next window: the full previous one weighs 1
+    assert limiter.allows("k", 2, TEN_S) is True
+    assert hits(limiter, 2, limit=2) == [True, False]
+    clock.now += 20.0
+    assert limiter.allows("k", 2, TEN_S) is True
+
+
+def test_allows_refuses_bad_arguments(limiter: RateLimiter) -> None:
+    with pytest.raises(ValueError, match="key"):
+        limiter.allows("", 5, TEN_S)
+    with pytest.raises(ValueError, match="limit"):
+        limiter.allows("k", 0, TEN_S)
+    with pytest.raises(ValueError, match="window"):
+        limiter.allows("k", 5, timedelta(0))
+
+
+def test_instances_agree_on_allows(make_limiter: LimiterFactory, clock: FakeClock) -> None:
+    a, b = make_limiter(clock), make_limiter(clock)
+    assert hits(a, 3, limit=3) == [True] * 3
+    assert b.allows("k", 3, TEN_S) is False

@@ -19,4 +19,4 @@ def test_migrate_is_idempotent(database: Database) -> None:
     database.migrate()
     with database.engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0001"
+        assert ctx.get_current_revision() == "0002_enroll_limits"

@@ -34,9 +34,11 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def _enrolled_agent(live: LiveServer, tmp_path: Path, serial: str = "E2E-LNX-1") -> Agent:
-    live.core.enrollment.register_serial(serial, Platform.LINUX, "alice@example.com", ADMIN)
+    secret = live.core.enrollment.register_serial(
+        serial, Platform.LINUX, "alice@example.com", ADMIN
+    ).enrollment_secret
     agent = Agent(tmp_path / f"agent-{serial}", server_url=live.url)
-    agent.enroll(ownership="corporate", serial_number=serial)
+    agent.enroll(ownership="corporate", serial_number=serial, enrollment_secret=secret)
     return agent
 
 

@@ -17,24 +17,22 @@ def test_agent_commands_against_a_live_server(tmp_path: Path) -> None:
     runner = CliRunner()
     state = tmp_path / "agent-state"
     with live_server(tmp_path) as live:
-        live.core.enrollment.register_serial("CLI-LNX-1", Platform.LINUX, "carol@example.com", "t")
+        secret = live.core.enrollment.register_serial(
+            "CLI-LNX-1", Platform.LINUX, "carol@example.com", "t"
+        ).enrollment_secret
         base = ["agent"]
-        enrolled = runner.invoke(
-            cli,
-            [
-                *base,
-                "enroll",
-                "--state-dir",
-                str(state),
-                "--server",
-                live.url,
-                "--serial",
-                "CLI-LNX-1",
-                "--ownership",
-                "corporate",
-            ],  # fmt: skip
-        )
+        enroll_args = [
+            *base, "enroll", "--state-dir", str(state), "--server", live.url,
+            "--serial", "CLI-LNX-1", "--ownership", "corporate",
+        ]  # fmt: skip
+        no_secret = runner.invoke(cli, enroll_args, env={"POSTURE_ENROLLMENT_SECRET": ""})
+        assert no_secret.exit_code != 0 and "enrollment secret" in no_secret.output
+        wrong = runner.invoke(cli, [*enroll_args, "--enrollment-secret", "not-it"])
+        assert wrong.exit_code != 0 and "invalid_enrollment_secret" in wrong.output
+        assert "not-it" not in wrong.output  # the secret is never echoed
+        enrolled = runner.invoke(cli, enroll_args, env={"POSTURE_ENROLLMENT_SECRET": secret})
         assert enrolled.exit_code == 0, enrolled.output
+        assert secret not in enrolled.output
         assert "enrolled as device" in enrolled.output
         checked = runner.invoke(cli, [*base, "checkin", "--state-dir", str(state)])
         assert checked.exit_code == 0, checked.output

@@ -125,8 +125,15 @@ def test_byod_enrollment_with_notice(core: MdmCore, client: FlaskClient) -> None
 
 
 def test_enroll_by_registered_serial(core: MdmCore, client: FlaskClient) -> None:
-    core.enrollment.register_serial("C02ABC", Platform.MACOS, "bob", "admin:t")
-    body = {"csr": DeviceKey.generate().csr_pem(), "platform": "macos", "ownership": "corporate"}
+    secret = core.enrollment.register_serial(
+        "C02ABC", Platform.MACOS, "bob", "admin:t"
+    ).enrollment_secret
+    body = {
+        "csr": DeviceKey.generate().csr_pem(),
+        "platform": "macos",
+        "ownership": "corporate",
+        "enrollment_secret": secret,
+    }
     first = _enroll(client, {**body, "serial_number": "C02ABC"})
     assert first.status_code == 201
     again = _enroll(

@@ -40,6 +40,7 @@ def _serial(row: Row[Any]) -> RegisteredSerial:
         registered_by=row.registered_by,
         registered_at=as_utc(row.registered_at),
         device_id=row.device_id,
+        secret_hash=row.secret_hash,
     )
 
 
@@ -103,6 +104,7 @@ class SqlRegisteredSerialStore:
             "user_id": serial.user_id,
             "registered_by": serial.registered_by,
             "registered_at": as_utc(serial.registered_at),
+            "secret_hash": serial.secret_hash,
         }
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = dialect_insert(registered_serials).values(

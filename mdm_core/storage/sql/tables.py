@@ -111,6 +111,9 @@ registered_serials = Table(
     Column("registered_by", String(128), nullable=False),
     _ts("registered_at"),
     Column("device_id", String(64), nullable=True),
+    # SHA-256 hex of the per-device enrollment secret (shown once at registration); NULL: no
+    # secret (registered before secrets existed): the serial cannot enroll until re-registered.
+    Column("secret_hash", String(64), nullable=True),
 )
 
 used_proofs = Table(
@@ -273,4 +276,18 @@ directory_memberships = Table(
     Column("member_id", String(128), primary_key=True),
     Column("member_kind", String(8), primary_key=True),  # user | group
     Index("ix_directory_memberships_member", "member_kind", "member_id"),
+)
+
+# --- shared rate limits (mdm_core.ratelimit_sql) -----------------------------------------------
+
+# One row per (window, key): the sliding-window counts of the current and previous windows.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("window_ms", BigInteger, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("window_index", BigInteger, nullable=False),
+    Column("current", BigInteger, nullable=False),
+    Column("previous", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False, index=True),
 )

@@ -223,14 +223,23 @@ def test_unregistered_serial_cannot_enroll_without_token(core: MdmCore) -> None:
 
 
 def test_registered_serial_enrolls_as_corporate_only(core: MdmCore) -> None:
-    core.enrollment.register_serial("SN-1", Platform.MACOS, "bob", "admin:root")
+    secret = core.enrollment.register_serial(
+        "SN-1", Platform.MACOS, "bob", "admin:root"
+    ).enrollment_secret
     with pytest.raises(OwnershipMismatch):
         core.enrollment.enroll(
-            _request(serial_number="SN-1", ownership=BYOD, privacy_notice_accepted="byod-default")
+            _request(
+                serial_number="SN-1",
+                enrollment_secret=secret,
+                ownership=BYOD,
+                privacy_notice_accepted="byod-default",
+            )
         )
     with pytest.raises(PlatformMismatch):
-        core.enrollment.enroll(_request(serial_number="SN-1", platform=Platform.WINDOWS))
-    result = core.enrollment.enroll(_request(serial_number="SN-1"))
+        core.enrollment.enroll(
+            _request(serial_number="SN-1", enrollment_secret=secret, platform=Platform.WINDOWS)
+        )
+    result = core.enrollment.enroll(_request(serial_number="SN-1", enrollment_secret=secret))
     assert (result.device.user_id, result.device.ownership) == ("bob", CORP)
     with core.storage.unit_of_work() as uow:
         reg = uow.serials.get("SN-1")
@@ -238,11 +247,15 @@ def test_registered_serial_enrolls_as_corporate_only(core: MdmCore) -> None:
 
 
 def test_factory_reset_re_enrolls_by_serial_keeping_the_device_id(core: MdmCore) -> None:
-    core.enrollment.register_serial("SN-2", Platform.WINDOWS, "carol", "admin:root")
-    first = core.enrollment.enroll(_request(serial_number="SN-2", platform=Platform.WINDOWS))
+    secret = core.enrollment.register_serial(
+        "SN-2", Platform.WINDOWS, "carol", "admin:root"
+    ).enrollment_secret
+    first = core.enrollment.enroll(
+        _request(serial_number="SN-2", enrollment_secret=secret, platform=Platform.WINDOWS)
+    )
     new_key = DeviceKey.generate()
     second = core.enrollment.enroll(
-        _request(new_key, serial_number="SN-2", platform=Platform.WINDOWS)
+        _request(new_key, serial_number="SN-2", enrollment_secret=secret, platform=Platform.WINDOWS)
     )
     assert second.re_enrolled and second.device.id == first.device.id
     assert second.device.enrollment_generation == 2
@@ -258,27 +271,42 @@ def test_factory_reset_re_enrolls_by_serial_keeping_the_device_id(core: MdmCore)
 
 
 def test_serial_without_user_enrolls_unassigned(core: MdmCore) -> None:
-    core.enrollment.register_serial("SN-3", Platform.LINUX, None, "admin:root")
-    result = core.enrollment.enroll(_request(serial_number="SN-3", platform=Platform.LINUX))
+    secret = core.enrollment.register_serial(
+        "SN-3", Platform.LINUX, None, "admin:root"
+    ).enrollment_secret
+    result = core.enrollment.enroll(
+        _request(serial_number="SN-3", enrollment_secret=secret, platform=Platform.LINUX)
+    )
     assert result.device.user_id == UNASSIGNED_USER
 
 
 def test_retired_serial_device_comes_back_as_a_new_device(core: MdmCore) -> None:
-    core.enrollment.register_serial("SN-4", Platform.MACOS, "dave", "admin:root")
-    first = core.enrollment.enroll(_request(serial_number="SN-4"))
+    secret = core.enrollment.register_serial(
+        "SN-4", Platform.MACOS, "dave", "admin:root"
+    ).enrollment_secret
+    first = core.enrollment.enroll(_request(serial_number="SN-4", enrollment_secret=secret))
     core.enrollment.revoke_device(first.device.id, actor="admin:root", reason="reissued")
-    second = core.enrollment.enroll(_request(serial_number="SN-4"))
+    second = core.enrollment.enroll(_request(serial_number="SN-4", enrollment_secret=secret))
     assert second.device.id != first.device.id and not second.re_enrolled
 
 
 def test_serial_reassigned_to_another_user_needs_the_old_device_revoked(core: MdmCore) -> None:
-    core.enrollment.register_serial("SN-5", Platform.MACOS, "erin", "admin:root")
-    first = core.enrollment.enroll(_request(serial_number="SN-5"))
-    core.enrollment.register_serial("SN-5", Platform.MACOS, "frank", "admin:root")
+    secret = core.enrollment.register_serial(
+        "SN-5", Platform.MACOS, "erin", "admin:root"
+    ).enrollment_secret
+    first = core.enrollment.enroll(_request(serial_number="SN-5", enrollment_secret=secret))
+    secret = core.enrollment.register_serial(
+        "SN-5", Platform.MACOS, "frank", "admin:root"
+    ).enrollment_secret
     with pytest.raises(DeviceMismatch):
-        core.enrollment.enroll(_request(serial_number="SN-5"))
+        core.enrollment.enroll(_request(serial_number="SN-5", enrollment_secret=secret))
     core.enrollment.revoke_device(first.device.id, actor="admin:root", reason="handed over")
-    assert core.enrollment.enroll(_request(serial_number="SN-5")).device.user_id == "frank"
+    assert (
+        core.enrollment.enroll(
+            _request(serial_number="SN-5", enrollment_secret=secret)
+        ).device.user_id
+        == "frank"
+    )
 
 
 # --- re-enrollment ------------------------------------------------------------------------
@@ -409,3 +437,8 @@ def test_two_concurrent_redemptions_exactly_one_wins(pg_core: MdmCore) -> None:
         assert len(losers) == 1 and isinstance(losers[0], TokenUsed), outcomes
     with pg_core.database.transaction() as conn:
         assert conn.execute(text("SELECT count(*) FROM devices")).scalar_one() == 5
+
+
+def test_credentials_never_appear_in_a_request_repr() -> None:
+    request = _request(token="tok-SECRET-1", serial_number="SN-9", enrollment_secret="sec-SECRET-2")
+    assert "SECRET" not in repr(request) and "SN-9" in repr(request)

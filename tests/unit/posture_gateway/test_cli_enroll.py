@@ -1,12 +1,17 @@
-"""``posture enroll token|register-serial|revoke`` against a real (SQLite) server database."""
+"""``posture enroll token|register-serial|revoke|release`` against a real (SQLite) server database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mdm_core.enrollment import EnrollmentRequest
+from mdm_core.errors import InvalidEnrollmentSecret
+from mdm_core.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from posture_gateway.app import create_app
 from posture_gateway.cli import cli
@@ -48,7 +53,7 @@ def test_token_is_printed_once_and_enrolls(tmp_path: Path) -> None:
         core.close()
 
 
-def test_register_serial(tmp_path: Path) -> None:
+def test_register_serial_prints_its_secret_once_and_it_enrolls(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["enroll", "register-serial", "C02XYZ", "--platform", "macos", "--user", "bob"],
@@ -56,6 +61,63 @@ def test_register_serial(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "C02XYZ" in result.output and "bob" in result.output
+    secret = result.output.strip().splitlines()[-1]
+    assert len(secret) >= 43
+    app = create_app(Settings(data_dir=tmp_path, dev_mode=True))
+    core = app.extensions["posture"].core
+    try:
+        request = EnrollmentRequest(
+            csr_pem=DeviceKey.generate().csr_pem(),
+            platform=Platform.MACOS,
+            ownership=Ownership.CORPORATE,
+            serial_number="C02XYZ",
+        )
+        with pytest.raises(InvalidEnrollmentSecret):
+            core.enrollment.enroll(request)
+        enrolled = core.enrollment.enroll(replace(request, enrollment_secret=secret))
+        assert enrolled.device.user_id == "bob"
+    finally:
+        core.close()
+
+
+def test_release_a_quarantined_device_is_audited_with_who(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, dev_mode=True))
+    core = app.extensions["posture"].core
+    try:
+        token = core.enrollment.create_token(
+            "alice", Ownership.CORPORATE, None, timedelta(hours=1), "admin:t"
+        )
+        device = core.enrollment.enroll(
+            EnrollmentRequest(
+                csr_pem=DeviceKey.generate().csr_pem(),
+                platform=Platform.IOS,
+                ownership=Ownership.CORPORATE,
+                token=token,
+            )
+        ).device
+        runner = CliRunner()
+        not_quarantined = runner.invoke(
+            cli, ["enroll", "release", device.id, "--reason", "x"], env=_env(tmp_path)
+        )
+        assert not_quarantined.exit_code != 0 and "conflict" in not_quarantined.output
+        with core.storage.unit_of_work() as uow:
+            uow.devices.update_status(
+                device.id, DeviceStatus.QUARANTINED, reason="jailbroken", at=datetime.now(UTC)
+            )
+        released = runner.invoke(
+            cli,
+            ["enroll", "release", device.id, "--reason", "re-imaged", "--actor", "admin:carol"],
+            env=_env(tmp_path),
+        )
+        assert released.exit_code == 0, released.output
+        assert "pending_verification" in released.output
+        with core.storage.unit_of_work() as uow:
+            current = uow.devices.get(device.id)
+            (entry,) = [e for e in uow.audit.recent(device.id) if e.action == "device.release"]
+        assert current is not None and current.status is DeviceStatus.PENDING_VERIFICATION
+        assert entry.actor == "admin:carol"
+    finally:
+        core.close()
 
 
 def test_refusals_exit_non_zero(tmp_path: Path) -> None:

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from mdm_core.infra_errors import InfraUnavailable
+from mdm_core.ratelimit import InProcessRateLimiter
+from mdm_core.ratelimit_guard import RateGuard
+from mdm_core.storage.sql.database import Database
+from mdm_core.storage.sql.uow import SqlStorage
 from posture_gateway.oidc.authn import AuthenticationFailed
 from posture_gateway.oidc.clients import load_clients
-from posture_gateway.oidc.local_users import InProcessFailureLimiter, load_local_users
+from posture_gateway.oidc.local_users import FailureLimiter, LoginLimits, load_local_users
 from posture_gateway.oidc.passwords import (
     hash_client_secret,
     hash_password,
@@ -138,8 +143,26 @@ def _users(tmp_path: Path, extra: str = "") -> Path:
     )
 
 
-def test_local_users_verify(tmp_path: Path) -> None:
-    limiter = InProcessFailureLimiter(max_failures=2, window=timedelta(minutes=1))
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def limiter(sqlite_database: Database, clock: Clock) -> FailureLimiter:
+    guard = RateGuard(InProcessRateLimiter(clock=clock), SqlStorage(sqlite_database))
+    return FailureLimiter(guard, LoginLimits(per_source=4, per_account=2))
+
+
+def test_local_users_verify(tmp_path: Path, limiter: FailureLimiter) -> None:
     users = load_local_users(_users(tmp_path), limiter)
     assert users is not None and len(users) == 1
     user = users.verify("alice", "pw-alice-123", client_ip="1.1.1.1")
@@ -151,8 +174,9 @@ def test_local_users_verify(tmp_path: Path) -> None:
     assert load_local_users(None, limiter) is None
 
 
-def test_local_users_rate_limit_per_user_and_ip(tmp_path: Path) -> None:
-    limiter = InProcessFailureLimiter(max_failures=2, window=timedelta(minutes=1))
+def test_a_slowed_account_makes_the_failing_source_wait(
+    tmp_path: Path, limiter: FailureLimiter, clock: Clock
+) -> None:
     users = load_local_users(_users(tmp_path), limiter)
     assert users is not None
     for _ in range(2):
@@ -160,29 +184,65 @@ def test_local_users_rate_limit_per_user_and_ip(tmp_path: Path) -> None:
             users.verify("alice", "wrong", client_ip="1.1.1.1")
     with pytest.raises(AuthenticationFailed) as err:
         users.verify("alice", "pw-alice-123", client_ip="1.1.1.1")
-    assert err.value.reason == "rate_limited"
-    # Another IP is not affected.
+    assert err.value.reason == "rate_limited" and err.value.retry_after == 30
+    # Another source is not affected, and the failing one only waits, capped.
     assert users.verify("alice", "pw-alice-123", client_ip="2.2.2.2").user_id == "u-alice"
+    clock.now += 61  # two pacing intervals
+    assert users.verify("alice", "pw-alice-123", client_ip="1.1.1.1").user_id == "u-alice"
 
 
-def test_broken_limiter_refuses(tmp_path: Path) -> None:
+def test_a_stranger_cannot_lock_alice_out(
+    tmp_path: Path, limiter: FailureLimiter, clock: Clock
+) -> None:
+    users = load_local_users(_users(tmp_path), limiter)
+    assert users is not None
+    refused = 0
+    for i in range(100):  # a stranger's 100 wrong passwords for alice, spread over sources
+        with pytest.raises(AuthenticationFailed) as err:
+            users.verify("alice", f"guess-{i}", client_ip=f"203.0.113.{i % 50}")
+        refused += err.value.reason == "rate_limited"
+        clock.now += 1
+    assert refused > 0  # the attack was slowed
+    assert users.verify("alice", "pw-alice-123", client_ip="198.51.100.9").user_id == "u-alice"
+
+
+def test_a_spraying_source_is_refused(tmp_path: Path, limiter: FailureLimiter) -> None:
+    users = load_local_users(_users(tmp_path), limiter)
+    assert users is not None
+    for name in ("bob", "carol", "dave", "erin"):  # one guess each: no account is slowed
+        with pytest.raises(AuthenticationFailed) as err:
+            users.verify(name, "Winter2026!", client_ip="6.6.6.6")
+        assert err.value.reason == "invalid_credentials"
+    with pytest.raises(AuthenticationFailed) as err:
+        users.verify("alice", "pw-alice-123", client_ip="6.6.6.6")
+    assert err.value.reason == "rate_limited"  # the source, whatever it tries now
+    assert users.verify("alice", "pw-alice-123", client_ip="7.7.7.7").user_id == "u-alice"
+
+
+def test_broken_limiter_refuses(tmp_path: Path, sqlite_database: Database) -> None:
     class Broken:
-        def blocked(self, key: str) -> bool:
-            raise ConnectionError("redis down")
+        def hit(self, key: str, limit: int, window: timedelta) -> bool:
+            raise InfraUnavailable("redis", "EVALSHA", "ConnectionError")
 
-        def record_failure(self, key: str) -> None: ...
+        def allows(self, key: str, limit: int, window: timedelta) -> bool:
+            raise InfraUnavailable("redis", "EVALSHA", "ConnectionError")
 
-        def reset(self, key: str) -> None: ...
-
-    users = load_local_users(_users(tmp_path), Broken())
+    guard = RateGuard(Broken(), SqlStorage(sqlite_database))
+    users = load_local_users(_users(tmp_path), FailureLimiter(guard, LoginLimits()))
     assert users is not None
     with pytest.raises(AuthenticationFailed) as err:
         users.verify("alice", "pw-alice-123", client_ip="1.1.1.1")
     assert err.value.reason == "unavailable"
 
 
-def test_users_file_errors(tmp_path: Path) -> None:
-    limiter = InProcessFailureLimiter(max_failures=2, window=timedelta(minutes=1))
+def test_login_limits_are_validated() -> None:
+    with pytest.raises(ValueError):
+        LoginLimits(per_source=0)
+    with pytest.raises(ValueError):
+        LoginLimits(interval=timedelta(0))
+
+
+def test_users_file_errors(tmp_path: Path, limiter: FailureLimiter) -> None:
     dup = _users(
         tmp_path,
         "  - username: alice\n    user_id: u-2\n"
@@ -195,22 +255,6 @@ def test_users_file_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigFileError, match=r"p.yaml:4: users\[0\].password_hash"):
         load_local_users(plain, limiter)
-
-
-def test_limiter_window() -> None:
-    now = [100.0]
-    limiter = InProcessFailureLimiter(
-        max_failures=1, window=timedelta(seconds=10), clock=lambda: now[0]
-    )
-    limiter.record_failure("k")
-    assert limiter.blocked("k")
-    now[0] += 10
-    assert not limiter.blocked("k")
-    limiter.record_failure("k")
-    limiter.reset("k")
-    assert not limiter.blocked("k")
-    with pytest.raises(ValueError):
-        InProcessFailureLimiter(max_failures=0, window=timedelta(seconds=1))
 
 
 def test_password_hashes() -> None:
