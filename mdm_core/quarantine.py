@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from mdm_core.device_lifecycle import change_status
 from mdm_core.errors import BadRequest, Conflict, NotFound
 from mdm_core.model import DeviceRecord, DeviceStatus
 from mdm_core.storage.uow import Storage
@@ -55,11 +56,13 @@ class QuarantineService:
                 raise NotFound(f"unknown device {device_id}")
             if device.status is not DeviceStatus.QUARANTINED:
                 raise Conflict(f"device {device_id} is {device.status.value}, not quarantined")
-            updated = uow.devices.update_status(
+            updated = change_status(
+                uow,
                 device_id,
                 DeviceStatus.PENDING_VERIFICATION,
                 reason=f"released from quarantine by {actor[:128]}: {reason[:500]}",
                 at=now,
+                actor=actor[:128],
             )
             uow.audit.record(
                 actor=actor[:128],

@@ -1,4 +1,5 @@
-"""``posture enroll token|register-serial|revoke|release`` against a real (SQLite) server database."""
+"""``posture enroll token|register-serial|revoke|release`` against a real (SQLite) server
+database."""
 
 from __future__ import annotations
 
