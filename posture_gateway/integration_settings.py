@@ -52,6 +52,9 @@ class PostureApiSettings(_Strict):
     mtls_clients: dict[str, str] = Field(default_factory=dict)
     # Audience a device proof presented to this API must be bound to; default public_url + path.
     proof_audience: str | None = None
+    # How long a nonce from POST /api/v1/nonce stays valid (the device signs a proof over it,
+    # the caller presents that proof to /api/v1/decision within this time).
+    nonce_ttl: timedelta = Field(default=timedelta(minutes=2), gt=timedelta(0))
 
     @field_validator("mtls_clients")
     @classmethod

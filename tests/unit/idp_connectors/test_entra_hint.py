@@ -197,9 +197,7 @@ def test_hint_age_bound_is_max_age_plus_leeway(entra: EntraDouble) -> None:
     import time
 
     now = float(int(time.time()))
-    validator = _at(
-        entra, now, max_age=timedelta(minutes=10), leeway=timedelta(seconds=60)
-    )
+    validator = _at(entra, now, max_age=timedelta(minutes=10), leeway=timedelta(seconds=60))
     inside = entra.hint_claims(iat=int(now) - 660, nbf=int(now) - 660)
     assert validator.validate(entra.hint(inside)).tid == entra.tenant_id
     outside = entra.hint_claims(iat=int(now) - 662, nbf=int(now) - 662)
