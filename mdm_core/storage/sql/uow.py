@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     )
     from mdm_core.storage.sql.enrollment import SqlEnrollmentTokenStore, SqlRegisteredSerialStore
     from mdm_core.storage.sql.identity import SqlDeviceIdentityStore
+    from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
     from mdm_core.storage.sql.outbox import SqlOutboxStore
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
@@ -146,6 +147,12 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.compliance import SqlComplianceStore
 
         return SqlComplianceStore(self.conn, self.dialect)
+
+    @cached_property
+    def identity_links(self) -> SqlIdentityLinkStore:
+        from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
+
+        return SqlIdentityLinkStore(self.conn, self.dialect)
 
 
 class SqlStorage:
