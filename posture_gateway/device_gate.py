@@ -510,4 +510,4 @@ def init_app(app: Any) -> None:
     provider.gate = PolicyDeviceGate(evaluator, audience=provider.issuer.issuer)
     state = integrations(app)
     state.decision_service = PolicyDecisionService(evaluator, provider.nonces)
-    state.user_directory = DirectoryUserResolver(core.storage)
+    state.user_directory = DirectoryUserResolver.from_settings(core.storage, state.settings)
