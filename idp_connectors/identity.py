@@ -14,11 +14,18 @@ is not linked yet may be linked the FIRST time is explicit configuration per iss
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-__all__ = ["ExternalIdentity", "UserDirectory", "IdentityLinking", "LinkBy"]
+__all__ = [
+    "ExternalIdentity",
+    "UserDirectory",
+    "UserAccounts",
+    "DirectoryAccount",
+    "IdentityLinking",
+    "LinkBy",
+]
 
 LinkBy = Literal["none", "email", "username"]
 
@@ -92,4 +99,23 @@ class UserDirectory(Protocol):
         disabled (a disabled user never logs in). Never raises for an unknown or malformed
         identity; raises only when the directory is unreachable (callers then fail closed).
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryAccount:
+    """How OUR directory names a user (what our tokens say, whatever an issuer asserted)."""
+
+    user_id: str
+    username: str
+    email: str | None = None
+    display_name: str | None = None
+
+
+@runtime_checkable
+class UserAccounts(Protocol):
+    """Optional companion of :class:`UserDirectory`: our own names for a resolved user."""
+
+    def account(self, user_id: str) -> DirectoryAccount | None:
+        """The directory's account of ``user_id``; ``None`` for an unknown id."""
         ...

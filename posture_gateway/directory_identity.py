@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from idp_connectors.identity import ExternalIdentity, IdentityLinking
+from idp_connectors.identity import DirectoryAccount, ExternalIdentity, IdentityLinking
 from mdm_core.errors import Conflict
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.identity_links import MAX_ISSUER, MAX_SUBJECT, IdentityLink
@@ -129,6 +129,14 @@ class DirectoryUserResolver:
             if link is None:
                 return self._first_link(uow, identity)
             return _active_id(uow.directory_users.get(link.user_id))
+
+    def account(self, user_id: str) -> DirectoryAccount | None:
+        """Our directory's names for ``user_id`` (tokens carry these, not an issuer's)."""
+        with self._storage.unit_of_work() as uow:
+            user = uow.directory_users.get(user_id)
+        if user is None:
+            return None
+        return DirectoryAccount(user.id, user.username, user.email, user.display_name)
 
     # ---- first link ----------------------------------------------------------------------
 

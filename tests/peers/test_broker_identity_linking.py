@@ -179,3 +179,31 @@ def test_a_link_to_a_disabled_user_gives_no_access(make_app: Any, corp: Upstream
     _, response = _login_via(app, "corp", CORP_CB)
     assert response.status_code == 403 and b"user.unknown" in response.data
     assert _links(app) == [(corp.issuer, "alice", "email")]  # the link stays; access does not
+
+
+def test_our_tokens_carry_our_names_not_the_upstreams(make_app: Any, corp: UpstreamIdp) -> None:
+    """The upstream asserts preferred_username alice; our directory calls her alice.smith."""
+    app = make_app()
+    app.extensions["posture"].core.directory.upsert_user(
+        DirectoryUser(
+            id="u-alice",
+            username="alice.smith",
+            email="alice@upstream.example",
+            display_name="Alice Smith",
+            active=True,
+            source="scim",
+            updated_at=datetime.now(UTC),
+        )
+    )
+    handed: list[Any] = []
+
+    def complete(user: Any, *, login_id: str) -> Any:
+        handed.append(user)
+        return "continued"
+
+    integrations(app).complete_authentication = complete
+    _, response = _login_via(app, "corp", CORP_CB)
+    assert response.get_data(as_text=True) == "continued"
+    (user,) = handed
+    assert (user.user_id, user.username, user.name) == ("u-alice", "alice.smith", "Alice Smith")
+    assert user.email == "alice@upstream.example"
