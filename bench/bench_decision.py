@@ -163,12 +163,17 @@ def build_requests(
     """``count`` request bodies, each with a proof for its own nonce issued into the gateway's
     nonce store now (8 threads; each ``issue`` is one insert). Returns the bodies and the
     seconds spent issuing and signing."""
+    from posture_gateway.nonces import NonceKind, nonce_purpose
     from posture_gateway.oidc.server import EXTENSION_KEY
 
     nonces_store = app.extensions[EXTENSION_KEY].nonces
+    # The purpose POST /api/v1/nonce binds a nonce to: the API, its proof audience, the caller.
+    purpose = nonce_purpose(NonceKind.API_DECISION, audience=audience, caller=CALLER)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
-        nonces = list(pool.map(lambda _: nonces_store.issue(NONCE_TTL), range(count)))
+        nonces = list(
+            pool.map(lambda _: nonces_store.issue(NONCE_TTL, purpose=purpose), range(count))
+        )
     issued = time.perf_counter() - t0
     t0 = time.perf_counter()
     bodies = []

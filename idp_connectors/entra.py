@@ -7,14 +7,18 @@ authorization endpoint carrying an ``id_token_hint`` that Entra signed (RS256, k
 the Entra JWKS, ``kid`` in the header) and that is **already expired** by design. The provider
 must validate it fully — signature, issuer (``https://login.microsoftonline.com/{tid}/v2.0`` for
 a configured tenant), audience (the application id of the app registration that represents the
-integration) — but not its expiry. :func:`verify_id_token_hint` does exactly that, with every
-option spelled out; :class:`EntraHintValidator` binds it to configuration and a cached JWKS
-fetched through :func:`idp_connectors.http.make_client`.
+integration) — but not its expiry. Since ``exp`` says nothing, the hint's age is bounded by
+its ``iat`` instead (``max_age``, minutes by default, plus the leeway): a hint Entra signed a
+year ago is refused, as is one whose ``iat`` is in the future beyond the leeway.
+:func:`verify_id_token_hint` does exactly that, with every option spelled out;
+:class:`EntraHintValidator` binds it to configuration and a cached JWKS fetched through
+:func:`idp_connectors.http.make_client`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from idp_connectors.errors import ConnectorError, MalformedToken, WrongIssuer
+from idp_connectors.errors import ConnectorError, Expired, MalformedToken, WrongIssuer
 from idp_connectors.identity import ExternalIdentity
 from idp_connectors.jwks import JwksCache, decode_with_jwks
 from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
@@ -48,6 +52,9 @@ class EntraHintSettings(BaseModel):
     jwks_uri: str | None = None
     jwks_ttl: timedelta = timedelta(hours=1)
     leeway: timedelta = timedelta(seconds=60)
+    # A hint whose ``iat`` is older than this (plus ``leeway``) is refused. Entra signs the
+    # hint when it sends the user to us, so minutes are plenty; ``exp`` is not checked.
+    max_age: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
 
     def issuers(self) -> tuple[str, ...]:
         host = self.authority_host.rstrip("/")
@@ -83,14 +90,25 @@ def verify_id_token_hint(
     issuers: tuple[str, ...],
     audience: str,
     leeway: timedelta,
+    max_age: timedelta,
+    now: float,
 ) -> EntraHint:
-    """Validate an Entra EAM ``id_token_hint``: signature, issuer, audience — not expiry.
+    """Validate an Entra EAM ``id_token_hint``: signature, issuer, audience, age of ``iat``
+    (at most ``max_age`` + ``leeway`` old, at most ``leeway`` in the future) — not expiry.
 
     Raises a :class:`~idp_connectors.errors.ConnectorError`; every refusal is counted in
     ``posture_external_token_refusals_total{kind="entra_hint"}``.
     """
     try:
-        hint = _verify_hint(token, keys, issuers=issuers, audience=audience, leeway=leeway)
+        hint = _verify_hint(
+            token,
+            keys,
+            issuers=issuers,
+            audience=audience,
+            leeway=leeway,
+            max_age=max_age,
+            now=now,
+        )
     except ConnectorError as exc:
         EXTERNAL_TOKEN_REFUSALS.labels("entra_hint", exc.reason).inc()
         raise
@@ -105,6 +123,8 @@ def _verify_hint(
     issuers: tuple[str, ...],
     audience: str,
     leeway: timedelta,
+    max_age: timedelta,
+    now: float,
 ) -> EntraHint:
     claims = decode_with_jwks(
         token,
@@ -119,7 +139,7 @@ def _verify_hint(
             # answer is bound to Entra's own nonce/state, and we still check the device.
             "verify_exp": False,
             "verify_nbf": True,
-            "verify_iat": True,  # refuses an iat in the future (beyond leeway)
+            "verify_iat": True,  # type only here; the age of iat is checked below
             "verify_iss": True,
             "verify_aud": True,
             "strict_aud": True,  # aud must be exactly our app id, as a single string
@@ -128,6 +148,16 @@ def _verify_hint(
         audience=audience,
         leeway=leeway.total_seconds(),
     )
+    # exp says nothing (see above), so iat bounds the hint's age, by OUR clock: a hint from a
+    # year ago is refused, and so is one "issued" in the future beyond the leeway.
+    iat = claims["iat"]
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise MalformedToken("hint iat is not a number")
+    slack = leeway.total_seconds()
+    if float(iat) > now + slack:
+        raise Expired("hint iat is in the future")
+    if now - float(iat) > max_age.total_seconds() + slack:
+        raise Expired("hint was issued too long ago")
     sub, tid = claims["sub"], claims["tid"]
     if not isinstance(sub, str) or not sub or not isinstance(tid, str):
         raise MalformedToken("hint sub/tid are not non-empty strings")
@@ -147,10 +177,17 @@ def _verify_hint(
 class EntraHintValidator:
     """Validates hints for the configured tenants with a cached Entra JWKS."""
 
-    def __init__(self, settings: EntraHintSettings, *, http: httpx.Client) -> None:
+    def __init__(
+        self,
+        settings: EntraHintSettings,
+        *,
+        http: httpx.Client,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if http is None:
             raise ValueError("EntraHintValidator needs an http client")
         self.settings = settings
+        self._clock = clock
         self.keys = JwksCache(
             http, settings.effective_jwks_uri(), ttl=settings.jwks_ttl.total_seconds()
         )
@@ -163,4 +200,6 @@ class EntraHintValidator:
             issuers=self.settings.issuers(),
             audience=self.settings.app_id,
             leeway=self.settings.leeway,
+            max_age=self.settings.max_age,
+            now=self._clock(),
         )

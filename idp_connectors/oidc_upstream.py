@@ -42,7 +42,7 @@ from idp_connectors.errors import (
     WrongAudience,
 )
 from idp_connectors.http import fetch_json
-from idp_connectors.identity import ExternalIdentity
+from idp_connectors.identity import ExternalIdentity, IdentityLinking
 from idp_connectors.jwks import JwksCache, decode_with_jwks
 from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
 
@@ -82,6 +82,10 @@ class UpstreamOidcSettings(BaseModel):
     max_id_token_age: timedelta = timedelta(minutes=10)
     # A login started at the gateway must come back from the upstream within this time.
     login_ttl: timedelta = timedelta(minutes=10)
+    # How an upstream identity (iss, sub) not linked yet may be linked to a directory user the
+    # first time; default: never (only identities an admin linked). Once linked, logins go by
+    # (iss, sub) only.
+    linking: IdentityLinking = Field(default_factory=IdentityLinking)
 
 
 @dataclass(frozen=True, slots=True)

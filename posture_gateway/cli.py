@@ -67,6 +67,9 @@ from posture_gateway.cli_users import clients_group, users_group  # noqa: E402
 
 cli.add_command(keys_group)  # posture keys list|rotate
 cli.add_command(users_group)  # posture users hash-password
+from posture_gateway.cli_identity import register as register_identity_cli  # noqa: E402
+
+register_identity_cli(users_group)  # posture users link|unlink|links (external identities)
 cli.add_command(clients_group)  # posture clients new-secret
 from posture_gateway.cli_policy import policy_group  # noqa: E402
 

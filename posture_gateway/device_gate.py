@@ -59,7 +59,7 @@ from posture_gateway.login_decision import (
     Reason,
     blocked,
 )
-from posture_gateway.nonces import NonceStore
+from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.oidc.binding import REFRESH_CHANNEL
 from posture_gateway.oidc.grants import GrantSubject
 
@@ -493,6 +493,14 @@ class PolicyDecisionService:
             device_id=request.device_id,
         )
 
+    def _consume_api_nonce(self, request: AccessRequest, nonce: str) -> bool:
+        if not request.proof_audience:
+            return False
+        purpose = nonce_purpose(
+            NonceKind.API_DECISION, audience=request.proof_audience, caller=request.caller
+        )
+        return self._nonces.consume(nonce, purpose=purpose)
+
     def decide(self, request: AccessRequest) -> Decision:
         nonce: str | None = None
         if request.device_proof:
@@ -500,8 +508,11 @@ class PolicyDecisionService:
             # The claim is read unverified here only to spend it: the verifier then checks the
             # signature and compares the signed nonce with it (constant time). A nonce we did
             # not issue, or one already spent, refuses the proof.
+            # The nonce must have been issued for THIS purpose: the API, this proof audience and
+            # this caller (POST /api/v1/nonce); a browser-login nonce is unknown here and is
+            # not spent.
             nonce = _proof_nonce(request.device_proof)
-            if nonce is None or not self._nonces.consume(nonce):
+            if nonce is None or not self._consume_api_nonce(request, nonce):
                 return self._refuse(
                     request,
                     Reason(
@@ -584,4 +595,4 @@ def init_app(app: Any) -> None:
     provider.binding = PolicyDeviceBinding(evaluator, core)  # refresh + token lookups
     state = integrations(app)
     state.decision_service = PolicyDecisionService(evaluator, provider.nonces)
-    state.user_directory = DirectoryUserResolver(core.storage)
+    state.user_directory = DirectoryUserResolver.from_settings(core.storage, state.settings)

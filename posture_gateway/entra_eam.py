@@ -35,6 +35,7 @@ from idp_connectors.errors import ConnectorError
 from posture_gateway.integration_settings import EntraEamSettings
 from posture_gateway.integrations import IntegrationsState, integrations
 from posture_gateway.login_decision import LoginVerdict, blocked
+from posture_gateway.nonces import NonceKind, nonce_purpose
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.openapi import not_json
 
@@ -308,7 +309,7 @@ def authorize() -> Response:
     if user_id is None:
         return _error_back(redirect_uri, state, "access_denied", "user_unknown")
     try:
-        device_nonce = st.nonce_store().issue(cfg.login_ttl)
+        device_nonce = st.nonce_store().issue(cfg.login_ttl, purpose=_device_purpose(st))
     except Exception:
         log.exception("entra eam: nonce store failed")
         return _error_back(
@@ -387,11 +388,16 @@ def complete() -> Response:
     return _form_post(txn.redirect_uri, fields)
 
 
+def _device_purpose(st: IntegrationsState) -> str:
+    """EAM device nonces: their own kind, bound to the device proof's audience."""
+    return nonce_purpose(NonceKind.ENTRA_DEVICE, audience=st.device_proof_audience())
+
+
 def _check_device(
     st: IntegrationsState, cfg: EntraEamSettings, txn: EamTransaction, proof: str | None
 ) -> LoginVerdict:
     try:
-        if not st.nonce_store().consume(txn.device_nonce):
+        if not st.nonce_store().consume(txn.device_nonce, purpose=_device_purpose(st)):
             return blocked("device_check_expired", "The device check expired. Start again.")
         return st.gate().check(
             user_id=txn.user_id,

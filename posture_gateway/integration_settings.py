@@ -14,6 +14,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from idp_connectors.entra import EntraHintSettings
+from idp_connectors.identity import IdentityLinking
 from idp_connectors.oidc_upstream import UpstreamOidcSettings
 
 __all__ = [
@@ -52,6 +53,15 @@ class PostureApiSettings(_Strict):
     mtls_clients: dict[str, str] = Field(default_factory=dict)
     # Audience a device proof presented to this API must be bound to; default public_url + path.
     proof_audience: str | None = None
+    # How long a nonce from POST /api/v1/nonce stays valid (the device signs a proof over it,
+    # the caller presents that proof to /api/v1/decision within this time).
+    nonce_ttl: timedelta = Field(default=timedelta(minutes=2), gt=timedelta(0))
+    # How the ``user`` a caller names is linked to a directory user the first time (issuer
+    # ``posture-api:<caller>``, subject = the name). Default ``username``: the API's contract
+    # is that callers name OUR directory users by username. ``none``: pre-linked users only.
+    user_linking: IdentityLinking = Field(
+        default_factory=lambda: IdentityLinking(link_by="username")
+    )
 
     @field_validator("mtls_clients")
     @classmethod
@@ -74,6 +84,9 @@ class OktaHookSettings(_Strict):
     budget: timedelta = timedelta(milliseconds=2500)
     # Issuer name under which Okta user ids are mapped to our directory.
     identity_issuer: str = "okta"
+    # How an Okta user id not linked yet may be linked the first time (the hook's only name is
+    # ``profile.login``, so ``username``; Okta sends no verified email). Default: never.
+    linking: IdentityLinking = Field(default_factory=IdentityLinking)
 
 
 class EntraEamSettings(_Strict):
@@ -93,6 +106,10 @@ class EntraEamSettings(_Strict):
     # How long the user may take between Entra's request and our answer.
     login_ttl: timedelta = timedelta(minutes=10)
     id_token_ttl: timedelta = timedelta(minutes=5)
+    # How an Entra user (entra:{tid}, oid) not linked yet may be linked the first time: the hint
+    # carries the UPN as preferred_username, so ``username`` (ideally with
+    # allowed_username_domains). Default: never (only identities an admin linked).
+    linking: IdentityLinking = Field(default_factory=IdentityLinking)
 
 
 class IntegrationSettings(_Strict):

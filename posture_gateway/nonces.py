@@ -1,8 +1,16 @@
-"""Single-use, expiring nonces the gateway hands out (device-check challenges, login steps).
+"""Single-use, expiring nonces the gateway hands out, each bound to ONE purpose.
+
+A nonce is issued for a purpose — the browser login's device check, its warn ticket, the
+Entra EAM device check, a posture-API device proof for one caller — and can only be consumed
+for that same purpose. The purpose string carries the audience the device proof is bound to
+(and, for the API, the caller), built by :func:`nonce_purpose`: a login nonce presented to the
+posture API, or an API nonce presented to the login, is unknown there and is NOT spent.
 
 :class:`NonceStore` is the protocol; :class:`InProcessNonceStore` is the embedded
-implementation (one process). A Redis implementation (``SET nonce "" NX EXAT``; consume with
-``GETDEL``/``DEL`` returning 1) satisfies the same contract for several processes.
+implementation (one process); :class:`posture_gateway.oidc.sql_nonces.SqlNonceStore` is the
+default shared one. A Redis implementation would key ``SET H(purpose, nonce) "" NX EXAT`` and
+consume with ``DEL`` returning 1, satisfying the same contract
+(``tests/contracts/test_nonce_store.py``).
 """
 
 from __future__ import annotations
@@ -12,28 +20,57 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from enum import StrEnum
 from typing import Protocol
 
-__all__ = ["NonceStore", "InProcessNonceStore"]
+__all__ = ["NonceStore", "InProcessNonceStore", "NonceKind", "nonce_purpose"]
+
+
+class NonceKind(StrEnum):
+    """What a nonce is for (the first part of its purpose)."""
+
+    LOGIN_DEVICE = "login.device"  # the OIDC browser login's device check
+    LOGIN_WARN = "login.warn"  # the "continue anyway" ticket after a warn verdict
+    ENTRA_DEVICE = "entra.device"  # the device check of an Entra EAM sign-in
+    API_DECISION = "api.decision"  # a device proof presented to POST /api/v1/decision
+
+
+def nonce_purpose(kind: NonceKind, *, audience: str, caller: str = "") -> str:
+    """The purpose a nonce is issued and consumed for: kind, audience, and the caller (API).
+
+    Parts are joined with a character that cannot occur in a URL or a client id, so two
+    different triples never give the same purpose.
+    """
+    for part in (audience, caller):
+        if "\n" in part:
+            raise ValueError("a nonce purpose part must not contain a newline")
+    if not audience:
+        raise ValueError("a nonce is bound to an audience")
+    return "\n".join((kind.value, audience, caller))
 
 
 class NonceStore(Protocol):
-    """Issues random nonces and consumes each at most once, atomically."""
+    """Issues random nonces bound to a purpose and consumes each at most once, atomically."""
 
-    def issue(self, ttl: timedelta) -> str:
-        """Return a new unguessable nonce (>= 128 bits, URL-safe) valid for ``ttl``.
+    def issue(self, ttl: timedelta, *, purpose: str) -> str:
+        """Return a new unguessable nonce (>= 128 bits, URL-safe) valid for ``ttl``, usable
+        only for ``purpose`` (see :func:`nonce_purpose`).
 
-        Never returns a nonce that is already live. Raises on a storage failure (callers fail
-        closed: no nonce, no login).
+        Never returns a nonce that is already live. Raises ValueError for a non-positive
+        ``ttl`` or an empty ``purpose``; raises on a storage failure (callers fail closed: no
+        nonce, no login).
         """
         ...
 
-    def consume(self, nonce: str) -> bool:
-        """Spend ``nonce``: True exactly once for a live nonce this store issued.
+    def consume(self, nonce: str, *, purpose: str) -> bool:
+        """Spend ``nonce`` for ``purpose``: True exactly once for a live nonce this store
+        issued for that same purpose.
 
-        False for an unknown, expired or already consumed nonce (and for the empty string).
-        Atomic: of two concurrent calls with the same nonce at most one gets True. Raises on a
-        storage failure (callers treat that as False).
+        False for an unknown, expired or already consumed nonce, for the empty string, and for
+        a nonce issued for ANOTHER purpose — which stays live for its own purpose (nothing is
+        spent). Atomic: of two concurrent calls with the same nonce at most one gets True.
+        Raises ValueError for an empty ``purpose``; raises on a storage failure (callers treat
+        that as False).
         """
         ...
 
@@ -43,25 +80,29 @@ class InProcessNonceStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._live: dict[str, float] = {}
+        self._live: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
-    def issue(self, ttl: timedelta) -> str:
+    def issue(self, ttl: timedelta, *, purpose: str) -> str:
         if ttl <= timedelta(0):
             raise ValueError("a nonce needs a positive time to live")
+        if not purpose:
+            raise ValueError("a nonce needs a purpose")
         nonce = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
             self._sweep(now)
-            self._live[nonce] = now + ttl.total_seconds()
+            self._live[(purpose, nonce)] = now + ttl.total_seconds()
         return nonce
 
-    def consume(self, nonce: str) -> bool:
+    def consume(self, nonce: str, *, purpose: str) -> bool:
+        if not purpose:
+            raise ValueError("a nonce is consumed for a purpose")
         if not nonce:
             return False
         now = self._clock()
         with self._lock:
-            expires = self._live.pop(nonce, None)
+            expires = self._live.pop((purpose, nonce), None)
         return expires is not None and now < expires
 
     def _sweep(self, now: float) -> None:

@@ -313,7 +313,11 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": "Posture Gateway",
             "version": "0.1.0",
             "description": "JSON APIs of the Posture Gateway: posture decisions for identity "
-            "providers and proxies, IdP hooks, OpenID provider endpoints, health.",
+            "providers and proxies, IdP hooks, OpenID provider endpoints, health.\n\n"
+            "A posture decision with a device proof is three steps: `POST /api/v1/nonce` "
+            "(a single-use nonce bound to this API's audience and to the caller), the device "
+            "signs a login proof over that nonce and audience, `POST /api/v1/decision` with "
+            "it in `device_proof`. See the `issueDecisionNonce` operation.",
         },
         "servers": [{"url": base or "/"}],
         "paths": dict(sorted(paths.items())),

@@ -1,5 +1,11 @@
 """The posture decision API for identity providers and proxies: ``POST /api/v1/decision``.
 
+The call sequence with a device proof: ``POST /api/v1/nonce`` (same authentication) returns a
+single-use nonce bound to this API's proof audience and to the caller; the device signs a
+login proof over that nonce and audience; the caller sends it in ``device_proof`` to
+``POST /api/v1/decision`` within the nonce's lifetime. A nonce issued for anything else (the
+browser login, Entra, another caller) is refused and not spent.
+
 Any IdP or reverse proxy asks "may this user reach this application from this device?" and gets
 ``{outcome, reasons, policy_ids, posture_age_s, evaluated_at, device_id}``. Callers
 authenticate with either
@@ -20,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -33,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from idp_connectors.identity import ExternalIdentity
 from posture_gateway.access import AccessRequest, Decision, block_decision
 from posture_gateway.integrations import IntegrationsState, integrations
+from posture_gateway.nonces import NonceKind, nonce_purpose
 
 __all__ = [
     "bp",
@@ -40,6 +47,8 @@ __all__ = [
     "DecisionResponseBody",
     "ReasonBody",
     "ErrorBody",
+    "NonceResponseBody",
+    "proof_audience",
     "OPENAPI_PATHS",
     "OPENAPI_MODELS",
     "decision_body",
@@ -103,6 +112,15 @@ class DecisionResponseBody(BaseModel):
     evaluated_at: datetime
     device_id: str | None
     remediation: list[str] = Field(default_factory=list)
+
+
+class NonceResponseBody(BaseModel):
+    """A single-use nonce for ONE device proof to ``POST /api/v1/decision`` by this caller."""
+
+    nonce: str = Field(description="Sign a device login proof over this nonce")
+    audience: str = Field(description="The proof's aud: this API's proof audience")
+    expires_at: datetime = Field(description="The nonce is refused after this instant")
+    expires_in: int = Field(description="Seconds until expires_at")
 
 
 class ErrorBody(BaseModel):
@@ -223,7 +241,46 @@ def authenticate_caller(st: IntegrationsState) -> Caller:
     raise _AuthFailure(401, "unauthorized", "no credentials: use a bearer token or mTLS")
 
 
-# ---- the endpoint -------------------------------------------------------------------------
+# ---- the endpoints ------------------------------------------------------------------------
+
+
+def proof_audience(st: IntegrationsState) -> str:
+    """The ``aud`` a device proof presented to this API must carry."""
+    return st.settings.posture_api.proof_audience or f"{st.public_url}/api/v1/decision"
+
+
+def _auth_refusal(failure: _AuthFailure) -> Response:
+    extra = {}
+    if failure.status in (401, 403):
+        extra["WWW-Authenticate"] = f'Bearer error="{failure.error}"'
+    return _refuse(failure.status, failure.error, failure.reason, **extra)
+
+
+@bp.post("/api/v1/nonce")
+def issue_nonce() -> Response:
+    """A nonce for one device proof, bound to this API's audience and to the caller."""
+    st = integrations()
+    try:
+        caller = authenticate_caller(st)
+    except _AuthFailure as failure:
+        return _auth_refusal(failure)
+    audience = proof_audience(st)
+    ttl: timedelta = st.settings.posture_api.nonce_ttl
+    try:
+        purpose = nonce_purpose(NonceKind.API_DECISION, audience=audience, caller=caller.name)
+        nonce = st.nonce_store().issue(ttl, purpose=purpose)
+    except Exception:
+        log.exception("nonce store failed; no nonce issued")
+        return _refuse(503, "nonce_unavailable", "cannot issue a nonce now")
+    expires_at = datetime.now(UTC) + ttl
+    response = jsonify(
+        nonce=nonce,
+        audience=audience,
+        expires_at=expires_at.isoformat(),
+        expires_in=int(ttl.total_seconds()),
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/api/v1/decision")
@@ -232,10 +289,7 @@ def decide() -> Response:
     try:
         caller = authenticate_caller(st)
     except _AuthFailure as failure:
-        extra = {}
-        if failure.status in (401, 403):
-            extra["WWW-Authenticate"] = f'Bearer error="{failure.error}"'
-        return _refuse(failure.status, failure.error, failure.reason, **extra)
+        return _auth_refusal(failure)
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         return _refuse(400, "invalid_request", "body must be a JSON object")
@@ -268,7 +322,7 @@ def decide() -> Response:
         requested_at=now,
         device_id=body.device_id,
         device_proof=body.device_proof,
-        proof_audience=st.settings.posture_api.proof_audience or f"{st.public_url}/api/v1/decision",
+        proof_audience=proof_audience(st),
     )
     try:
         decision = st.decision_service.decide(access)
@@ -291,14 +345,53 @@ def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
 
 
+_SECURITY = [{"clientCredentials": ["posture.decide"]}, {"forwardedClientCert": []}]
+
+# The whole call sequence, in the OpenAPI document itself.
+_SEQUENCE = """With a device proof the call sequence is:
+
+1. `POST /api/v1/nonce` (authenticated exactly like the decision) returns `nonce`,
+   `audience` and `expires_at`. The nonce is single use and bound to this API's proof
+   audience AND to the calling client: a nonce from the browser login, from Entra or from
+   another caller is refused (`nonce_invalid`) and is not spent.
+2. The device signs a login proof (ES256 JWT, `typ: device-login+jwt`, with its enrolled key)
+   whose `nonce` is that nonce and whose `aud` is that audience (the reference agent:
+   `GET http://127.0.0.1:<agent_port>/v1/login-proof?nonce=<nonce>&aud=<audience>`).
+3. `POST /api/v1/decision` with the proof in `device_proof`, before `expires_at`. The nonce
+   is spent whatever the outcome; a second use is `block` with `nonce_invalid`.
+"""
+
 # The OpenAPI path items this blueprint serves (collected by posture_gateway.openapi).
 OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/nonce": {
+        "post": {
+            "operationId": "issueDecisionNonce",
+            "summary": "A single-use nonce for one device proof to /api/v1/decision",
+            "description": _SEQUENCE,
+            "tags": ["posture"],
+            "security": _SECURITY,
+            "responses": {
+                "200": {
+                    "description": "The nonce, the audience the proof must name, its expiry",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/NonceResponseBody"}
+                        }
+                    },
+                },
+                "401": _error_response("No or invalid credentials; outcome block"),
+                "403": _error_response("Token lacks the posture.decide scope; outcome block"),
+                "503": _error_response("Cannot issue a nonce now (nonce_unavailable)"),
+            },
+        }
+    },
     "/api/v1/decision": {
         "post": {
             "operationId": "decide",
             "summary": "Posture decision for a user, an application and (optionally) a device",
+            "description": _SEQUENCE,
             "tags": ["posture"],
-            "security": [{"clientCredentials": ["posture.decide"]}, {"forwardedClientCert": []}],
+            "security": _SECURITY,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -323,11 +416,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "503": _error_response("Cannot decide now; treat as block"),
             },
         }
-    }
+    },
 }
 OPENAPI_MODELS: tuple[type[BaseModel], ...] = (
     DecisionRequestBody,
     DecisionResponseBody,
     ReasonBody,
     ErrorBody,
+    NonceResponseBody,
 )

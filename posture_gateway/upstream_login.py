@@ -20,6 +20,7 @@ from flask import Blueprint, Response, redirect, render_template_string, request
 from flask.typing import ResponseReturnValue
 
 from idp_connectors.errors import ConnectorError, LoginStateError, UserNotMapped
+from idp_connectors.identity import DirectoryAccount, UserAccounts
 from idp_connectors.oidc_upstream import OidcUpstream, PendingUpstreamLogin, UpstreamLogin
 from posture_gateway.integrations import CompleteAuthentication, integrations
 from posture_gateway.oidc.authn import AuthenticatedUser
@@ -69,9 +70,25 @@ def _error_page(reason: str, status: int) -> Response:
     return response
 
 
-def authenticated_user(login: UpstreamLogin, user_id: str, upstream: str) -> AuthenticatedUser:
-    """What the login flow needs to know about a user the upstream vouched for."""
+def authenticated_user(
+    login: UpstreamLogin, user_id: str, upstream: str, account: DirectoryAccount | None = None
+) -> AuthenticatedUser:
+    """What the login flow needs to know about a user the upstream vouched for.
+
+    With the directory's ``account`` the profile claims are OUR names for the user (an
+    upstream linked to alice that asserts ``preferred_username: bob`` does not make our
+    tokens say bob); without it, the upstream's (verified email only).
+    """
     name = login.claims.get("name")
+    if account is not None:
+        return AuthenticatedUser(
+            user_id=user_id,
+            username=account.username,
+            email=account.email,
+            name=account.display_name or (name if isinstance(name, str) else None),
+            amr=("fed",),
+            source=f"upstream:{upstream}",
+        )
     return AuthenticatedUser(
         user_id=user_id,
         username=login.identity.username or login.identity.email or user_id,
@@ -149,6 +166,8 @@ def callback(name: str) -> ResponseReturnValue:
         user_id = st.user_directory.resolve(login.identity)
         if user_id is None:
             raise UserNotMapped(f"no directory user for {login.identity.issuer} subject")
+        directory = st.user_directory
+        account = directory.account(user_id) if isinstance(directory, UserAccounts) else None
     except ConnectorError as exc:
         log.warning("upstream %s: login refused: %s (%s)", name, exc.reason, exc)
         status = 502 if exc.reason in ("upstream.unavailable", "upstream.protocol") else 403
@@ -156,4 +175,5 @@ def callback(name: str) -> ResponseReturnValue:
     except Exception:
         log.exception("upstream %s: login failed", name)
         return _error_page("upstream.error", 502)
-    return _complete_authentication()(authenticated_user(login, user_id, name), login_id=login_id)
+    user = authenticated_user(login, user_id, name, account)
+    return _complete_authentication()(user, login_id=login_id)

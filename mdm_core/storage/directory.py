@@ -75,6 +75,11 @@ class DirectoryUserStore(Protocol):
         """The user with exactly this username, or ``None``."""
         ...
 
+    def find_by_email(self, email: str) -> list[DirectoryUser]:
+        """Users whose email equals ``email`` ignoring case, sorted by id; ``[]`` when none
+        (emails are not unique in a directory: callers decide what several matches mean)."""
+        ...
+
     def set_active(self, user_id: str, active: bool, *, at: datetime) -> DirectoryUser:
         """Set the account state; returns the updated user.
 
@@ -83,7 +88,8 @@ class DirectoryUserStore(Protocol):
         ...
 
     def delete(self, user_id: str) -> bool:
-        """Remove the user and every membership naming it; ``False`` for an unknown id."""
+        """Remove the user, every membership naming it and its identity links
+        (:mod:`mdm_core.storage.identity_links`); ``False`` for an unknown id."""
         ...
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from mdm_core.storage.enrollment import EnrollmentTokenStore, RegisteredSerialStore
     from mdm_core.storage.identity import DeviceIdentityStore
+    from mdm_core.storage.identity_links import IdentityLinkStore
     from mdm_core.storage.outbox import OutboxStore
     from mdm_core.storage.posture import PostureStore
     from mdm_core.storage.queue import CommandStore
@@ -71,6 +72,8 @@ class UnitOfWork(Protocol):
     def compliance(self) -> ComplianceStore: ...
     @property
     def credentials(self) -> CredentialRevoker: ...
+
+    def identity_links(self) -> IdentityLinkStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

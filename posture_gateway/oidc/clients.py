@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from posture_gateway.keys import Alg
+from posture_gateway.oidc.claims import SUPPORTED_SCOPES, known_scopes
 from posture_gateway.oidc.passwords import verify_client_secret
 from posture_gateway.oidc.yamlconf import ConfigFileError, load_entries
 
@@ -42,7 +43,6 @@ __all__ = [
     "load_clients",
 ]
 
-SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access")
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 _PUBLIC: AuthMethod = "none"  # token_endpoint_auth_method of a public client
 GrantType = Literal["authorization_code", "refresh_token"]
@@ -144,12 +144,17 @@ class Client:
         return None
 
     def get_allowed_scope(self, scope: str | None) -> str | None:
-        """The requested scope if every part is allowed; None (invalid_scope) otherwise."""
-        requested = (scope or "").split()
+        """The requested scopes this client may have; None (invalid_scope) without openid.
+
+        Scopes the provider does not understand are ignored (OpenID Connect Core 3.1.2.1), and
+        so are scopes this client is not configured for (RFC 6749 3.3: the grant may be
+        narrower than the request; the token response's ``scope`` says what was granted).
+        """
+        requested = known_scopes((scope or "").split())
         # This is an OpenID provider: every request must ask for openid (and so a nonce).
-        if "openid" not in requested or not set(requested) <= set(self.config.scopes):
+        if "openid" not in requested:
             return None
-        return " ".join(dict.fromkeys(requested))
+        return " ".join(s for s in requested if s in self.config.scopes)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.config.redirect_uris  # exact string match only

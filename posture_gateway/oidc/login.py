@@ -35,7 +35,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from posture_gateway.login_decision import LoginVerdict, blocked
-from posture_gateway.nonces import NonceStore
+from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.grants import GrantSubject
 from posture_gateway.oidc.server import (
@@ -274,7 +274,9 @@ def device_page() -> ResponseReturnValue:
         return _no_login()
     provider = current_provider()
     try:
-        nonce = provider.nonces.issue(provider.device_nonce_ttl)
+        nonce = provider.nonces.issue(
+            provider.device_nonce_ttl, purpose=_purpose(provider, NonceKind.LOGIN_DEVICE)
+        )
     except Exception:  # nonce store down: no nonce, no login
         return _error_page("unavailable", "The device check is unavailable right now.", 503)
     tx["device_nonce"] = nonce
@@ -319,9 +321,14 @@ def _forwarded_device_cert(provider: OIDCProvider) -> str | None:
     return pem
 
 
-def _consume(nonces: NonceStore, nonce: str) -> bool:
+def _purpose(provider: OIDCProvider, kind: NonceKind) -> str:
+    """Login nonces are bound to their step and to the OP issuer (the device proof's aud)."""
+    return nonce_purpose(kind, audience=provider.issuer.issuer)
+
+
+def _consume(nonces: NonceStore, nonce: str, purpose: str) -> bool:
     try:
-        return nonces.consume(nonce)
+        return nonces.consume(nonce, purpose=purpose)
     except Exception:  # store error: treat as not consumable (fail closed)
         return False
 
@@ -359,7 +366,7 @@ def device_submit() -> ResponseReturnValue:
         return _error_page(
             "nonce_mismatch", "This device check is no longer valid. Check again.", 400, retry=True
         )
-    if not _consume(provider.nonces, nonce):
+    if not _consume(provider.nonces, nonce, _purpose(provider, NonceKind.LOGIN_DEVICE)):
         log.warning("device-check nonce replayed or expired (user %s)", tx["user"]["user_id"])
         return _error_page(
             "nonce_replayed",
@@ -398,7 +405,9 @@ def device_submit() -> ResponseReturnValue:
         )
     if verdict.outcome == "warn":
         try:
-            ticket = provider.nonces.issue(provider.login_ttl)
+            ticket = provider.nonces.issue(
+                provider.login_ttl, purpose=_purpose(provider, NonceKind.LOGIN_WARN)
+            )
         except Exception:
             return _error_page("unavailable", "Sign-in is unavailable right now.", 503)
         tx["warn"] = {"ticket": ticket, "verdict": _verdict_to_json(verdict)}
@@ -426,7 +435,7 @@ def continue_after_warning() -> ResponseReturnValue:
     _save(tx)
     ticket = request.form.get("ticket", "")
     if not hmac.compare_digest(ticket.encode(), str(warn["ticket"]).encode()) or not _consume(
-        provider.nonces, ticket
+        provider.nonces, ticket, _purpose(provider, NonceKind.LOGIN_WARN)
     ):
         return _error_page(
             "nonce_replayed", "This notice was already used. Check again.", 400, retry=True

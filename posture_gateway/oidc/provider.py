@@ -23,9 +23,9 @@ from flask import Blueprint, Response, jsonify, redirect, request, session
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from posture_gateway.oidc.clients import SUPPORTED_SCOPES
+from posture_gateway.oidc.claims import SUPPORTED_SCOPES, claims_supported, token_claims
 from posture_gateway.oidc.login import TX_KEY
-from posture_gateway.oidc.server import current_provider, scope_claims
+from posture_gateway.oidc.server import current_provider
 from posture_gateway.oidc.tokens import TokenRejected
 from posture_gateway.oidc.web import render_page
 
@@ -93,23 +93,7 @@ def discovery_document() -> dict[str, Any]:
             "none",
         ],
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": [
-            "sub",
-            "iss",
-            "aud",
-            "exp",
-            "iat",
-            "auth_time",
-            "nonce",
-            "acr",
-            "amr",
-            "azp",
-            "preferred_username",
-            "name",
-            "email",
-            "device_id",
-            "posture_outcome",
-        ],
+        "claims_supported": claims_supported(),
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
@@ -165,7 +149,13 @@ def userinfo() -> ResponseReturnValue:
     if "openid" not in issued.record.scope.split():
         return _bearer_error("insufficient_scope", "the token lacks the openid scope", 403)
     subject = issued.record.subject
-    claims = {"sub": subject.user_id, **scope_claims(subject.profile, issued.record.scope)}
+    released = token_claims(
+        issued.record.scope,
+        user_id=subject.user_id,
+        profile=subject.profile,
+        groups=current_provider().groups_of,
+    )
+    claims = {"sub": subject.user_id, **released}
     return _no_store(jsonify(claims))
 
 

@@ -59,7 +59,8 @@ from posture_gateway.login_decision import DeviceGate, LoginVerdict
 from posture_gateway.nonces import NonceStore
 from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.binding import DeviceBinding, UnconfiguredDeviceBinding
-from posture_gateway.oidc.clients import SUPPORTED_SCOPES, Client, ClientRegistry
+from posture_gateway.oidc.claims import SUPPORTED_SCOPES, GroupsReader, token_claims
+from posture_gateway.oidc.clients import Client, ClientRegistry
 from posture_gateway.oidc.grants import (
     CodeRecord,
     CodeStore,
@@ -78,7 +79,6 @@ __all__ = [
     "S256Required",
     "GatewayAuthorizationServer",
     "StoredAuthorizeRequest",
-    "scope_claims",
     "EXTENSION_KEY",
     "current_provider",
 ]
@@ -97,22 +97,6 @@ def current_provider() -> OIDCProvider:
 
 
 Clock = Callable[[], datetime]
-
-# Which profile claims each scope releases (OpenID Connect Core 5.4).
-_SCOPE_CLAIMS = {
-    "profile": ("name", "preferred_username"),
-    "email": ("email",),
-}
-
-
-def scope_claims(profile: Mapping[str, Any], scope: str) -> dict[str, Any]:
-    """The profile claims ``scope`` releases."""
-    scopes = set(scope.split())
-    out: dict[str, Any] = {}
-    for name, claims in _SCOPE_CLAIMS.items():
-        if name in scopes:
-            out.update({c: profile[c] for c in claims if c in profile})
-    return out
 
 
 @dataclass(frozen=True)
@@ -376,7 +360,7 @@ class _OpenIDCode(OpenIDCode):  # type: ignore[misc]
         code: _Code = request.authorization_code
         client: Client = request.client
         subject = code.record.subject
-        extra = {**scope_claims(subject.profile, code.record.scope), **subject.posture}
+        extra = self.provider.released_claims(subject, code.record.scope)
         return self.provider.issuer.id_token(
             subject=subject.user_id,
             audience=client.client_id,
@@ -448,6 +432,10 @@ class GatewayAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         super().__init__()
         self.provider = provider
 
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Unknown scopes are ignored, not refused (OpenID Connect Core 3.1.2.1): each grant
+        narrows the request to what the client may have (``Client.get_allowed_scope``)."""
+
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request
@@ -477,6 +465,8 @@ class OIDCProvider:
     device_cert_header: str = "X-Client-Cert"
     binding: DeviceBinding = field(default_factory=UnconfiguredDeviceBinding)
     clock: Clock = field(default=lambda: datetime.now(UTC))
+    # The ``groups`` claim: the user's directory groups (unwired: an empty list).
+    groups_of: GroupsReader | None = None
     server: GatewayAuthorizationServer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -515,6 +505,20 @@ class OIDCProvider:
 
     # ---- tokens -------------------------------------------------------------------------
 
+    def released_claims(
+        self, subject: GrantSubject, scope: str, posture: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Profile, directory and posture claims of an ID token for ``subject`` and ``scope``
+        (``posture`` defaults to the login's); only claims of the one definition
+        (:mod:`posture_gateway.oidc.claims`) are released."""
+        return token_claims(
+            scope,
+            user_id=subject.user_id,
+            profile=subject.profile,
+            posture=subject.posture if posture is None else posture,
+            groups=self.groups_of,
+        )
+
     def _generate_token(
         self,
         grant_type: str,
@@ -547,7 +551,7 @@ class OIDCProvider:
                 auth_time=user.auth_time,
                 acr=user.acr or None,
                 amr=user.amr,
-                extra_claims={**scope_claims(user.profile, scope), **user.posture},
+                extra_claims=self.released_claims(user, scope),
                 alg=client.id_token_signed_response_alg,
                 access_token=issued.token,
             )

@@ -20,6 +20,7 @@ from mdm_core.ratelimit_guard import RateGuard
 from posture_gateway.keys import KeyRing, KeyRingError
 from posture_gateway.login_decision import DeviceGate, UnconfiguredDeviceGate
 from posture_gateway.nonces import NonceStore
+from posture_gateway.oidc.claims import directory_groups_reader
 from posture_gateway.oidc.clients import load_clients
 from posture_gateway.oidc.local_users import FailureLimiter, LoginLimits, load_local_users
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
@@ -125,6 +126,7 @@ def init_app(
         secure_cookies=issuer.startswith("https://"),
         device_cert_proxies=oidc.device_cert_proxies,
         device_cert_header=oidc.device_cert_header,
+        groups_of=directory_groups_reader(state.core.storage),
     )
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,

@@ -1,7 +1,9 @@
 """SQL implementation of :class:`posture_gateway.nonces.NonceStore` on the shared database.
 
 The default when no Redis is configured: every gateway process sees the same nonces, so a
-device check issued by one worker can be completed on another. ``consume`` is one
+device check issued by one worker can be completed on another. A row is keyed by the SHA-256
+of (purpose, nonce), so a nonce is found only for the purpose it was issued for: consumed
+for another purpose it is unknown, and stays live. ``consume`` is one
 ``DELETE ... WHERE nonce_hash = ? AND expires_at > now``: the row count says who won.
 Expired rows are swept now and then as new nonces are issued.
 """
@@ -23,8 +25,10 @@ __all__ = ["SqlNonceStore"]
 _SWEEP_EVERY = 64  # issues between two sweeps of expired rows
 
 
-def _digest(nonce: str) -> str:
-    return hashlib.sha256(nonce.encode("utf-8")).hexdigest()
+def _digest(purpose: str, nonce: str) -> str:
+    # Length-prefixed, so no (purpose, nonce) pair collides with another one's concatenation.
+    material = f"{len(purpose)}:{purpose}\n{nonce}"
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SqlNonceStore:
@@ -39,28 +43,34 @@ class SqlNonceStore:
         self._clock = clock
         self._issued = 0
 
-    def issue(self, ttl: timedelta) -> str:
+    def issue(self, ttl: timedelta, *, purpose: str) -> str:
         if ttl <= timedelta(0):
             raise ValueError("a nonce needs a positive time to live")
+        if not purpose:
+            raise ValueError("a nonce needs a purpose")
         nonce = secrets.token_urlsafe(32)
         now = self._clock()
         with self._db.transaction() as conn:
             conn.execute(
-                insert(gateway_nonces).values(nonce_hash=_digest(nonce), expires_at=now + ttl)
+                insert(gateway_nonces).values(
+                    nonce_hash=_digest(purpose, nonce), expires_at=now + ttl
+                )
             )
             self._issued += 1
             if self._issued % _SWEEP_EVERY == 0:
                 conn.execute(delete(gateway_nonces).where(gateway_nonces.c.expires_at <= now))
         return nonce
 
-    def consume(self, nonce: str) -> bool:
+    def consume(self, nonce: str, *, purpose: str) -> bool:
+        if not purpose:
+            raise ValueError("a nonce is consumed for a purpose")
         if not nonce:
             return False
         with self._db.transaction() as conn:
             result = conn.execute(
                 delete(gateway_nonces).where(
                     and_(
-                        gateway_nonces.c.nonce_hash == _digest(nonce),
+                        gateway_nonces.c.nonce_hash == _digest(purpose, nonce),
                         gateway_nonces.c.expires_at > self._clock(),
                     )
                 )

@@ -1,6 +1,8 @@
 """Contract of NonceStore: in-process, and SQL on SQLite and on a real PostgreSQL.
 
-(The Redis implementation, when it lands, joins the ``store`` parametrization.)
+Every nonce is bound to a purpose (issue 7 finding 11): consumed for another purpose it is
+unknown AND stays live. (There is no Redis nonce store; one would join the ``store``
+parametrization.)
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from mdm_core.storage.sql.database import Database
-from posture_gateway.nonces import InProcessNonceStore, NonceStore
+from posture_gateway.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
 from posture_gateway.oidc.sql_grants import create_tables
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from tests.conftest import _fresh_postgres_db
+
+LOGIN = nonce_purpose(NonceKind.LOGIN_DEVICE, audience="https://gw.example")
+API = nonce_purpose(NonceKind.API_DECISION, audience="https://gw.example/api/v1/decision")
 
 
 class Clock:
@@ -48,13 +53,14 @@ def store(
 
 def test_single_use(store: tuple[NonceStore, Clock | None]) -> None:
     nonces, _ = store
-    a, b = nonces.issue(timedelta(seconds=30)), nonces.issue(timedelta(seconds=30))
+    a = nonces.issue(timedelta(seconds=30), purpose=LOGIN)
+    b = nonces.issue(timedelta(seconds=30), purpose=LOGIN)
     assert a != b and len(a) >= 40
-    assert nonces.consume(a) is True
-    assert nonces.consume(a) is False
-    assert nonces.consume(b) is True
-    assert nonces.consume("never-issued") is False
-    assert nonces.consume("") is False
+    assert nonces.consume(a, purpose=LOGIN) is True
+    assert nonces.consume(a, purpose=LOGIN) is False
+    assert nonces.consume(b, purpose=LOGIN) is True
+    assert nonces.consume("never-issued", purpose=LOGIN) is False
+    assert nonces.consume("", purpose=LOGIN) is False
 
 
 def test_expiry(store: tuple[NonceStore, Clock | None]) -> None:
@@ -62,29 +68,69 @@ def test_expiry(store: tuple[NonceStore, Clock | None]) -> None:
     if clock is None:
         nonces = InProcessNonceStore(clock=lambda: tick[0])
         tick = [0.0]
-        nonce = nonces.issue(timedelta(seconds=30))
+        nonce = nonces.issue(timedelta(seconds=30), purpose=API)
         tick[0] = 30.0
     else:
-        nonce = nonces.issue(timedelta(seconds=30))
+        nonce = nonces.issue(timedelta(seconds=30), purpose=API)
         clock.now += timedelta(seconds=30)
-    assert nonces.consume(nonce) is False
+    assert nonces.consume(nonce, purpose=API) is False
 
 
 def test_ttl_must_be_positive(store: tuple[NonceStore, Clock | None]) -> None:
     nonces, _ = store
     with pytest.raises(ValueError):
-        nonces.issue(timedelta(0))
+        nonces.issue(timedelta(0), purpose=LOGIN)
+
+
+def test_a_purpose_is_required(store: tuple[NonceStore, Clock | None]) -> None:
+    nonces, _ = store
+    with pytest.raises(ValueError):
+        nonces.issue(timedelta(seconds=30), purpose="")
+    nonce = nonces.issue(timedelta(seconds=30), purpose=LOGIN)
+    with pytest.raises(ValueError):
+        nonces.consume(nonce, purpose="")
+    assert nonces.consume(nonce, purpose=LOGIN) is True
+
+
+def test_a_nonce_is_spent_only_for_its_own_purpose(store: tuple[NonceStore, Clock | None]) -> None:
+    nonces, _ = store
+    login = nonces.issue(timedelta(seconds=30), purpose=LOGIN)
+    api = nonces.issue(timedelta(seconds=30), purpose=API)
+    # the wrong door: refused, and NOT consumed
+    assert nonces.consume(login, purpose=API) is False
+    assert nonces.consume(api, purpose=LOGIN) is False
+    other_audience = nonce_purpose(NonceKind.LOGIN_DEVICE, audience="https://evil.example")
+    other_caller = nonce_purpose(
+        NonceKind.API_DECISION, audience="https://gw.example/api/v1/decision", caller="x"
+    )
+    assert nonces.consume(login, purpose=other_audience) is False
+    assert nonces.consume(api, purpose=other_caller) is False
+    # the right door still works, once
+    assert nonces.consume(login, purpose=LOGIN) is True
+    assert nonces.consume(api, purpose=API) is True
+    assert nonces.consume(login, purpose=LOGIN) is False
+    assert nonces.consume(api, purpose=API) is False
+
+
+def test_purposes_do_not_collide() -> None:
+    with pytest.raises(ValueError):
+        nonce_purpose(NonceKind.API_DECISION, audience="https://a\nx", caller="y")
+    with pytest.raises(ValueError):
+        nonce_purpose(NonceKind.API_DECISION, audience="")
+    a = nonce_purpose(NonceKind.API_DECISION, audience="https://a", caller="b")
+    b = nonce_purpose(NonceKind.API_DECISION, audience="https://ab", caller="")
+    assert a != b
 
 
 def test_concurrent_consume_has_one_winner(store: tuple[NonceStore, Clock | None]) -> None:
     nonces, _ = store
-    nonce = nonces.issue(timedelta(seconds=30))
+    nonce = nonces.issue(timedelta(seconds=30), purpose=API)
     results: list[bool] = []
     barrier = threading.Barrier(6)
 
     def spend() -> None:
         barrier.wait()
-        results.append(nonces.consume(nonce))
+        results.append(nonces.consume(nonce, purpose=API))
 
     threads = [threading.Thread(target=spend) for _ in range(6)]
     for t in threads:
@@ -103,8 +149,8 @@ def test_sql_sweeps_expired(database: Database) -> None:
     clock = Clock()
     nonces = SqlNonceStore(database, clock=clock)
     for _ in range(63):
-        nonces.issue(timedelta(seconds=1))
+        nonces.issue(timedelta(seconds=1), purpose=LOGIN)
     clock.now += timedelta(seconds=2)
-    nonces.issue(timedelta(seconds=1))  # the 64th issue sweeps
+    nonces.issue(timedelta(seconds=1), purpose=API)  # the 64th issue sweeps
     with database.transaction() as conn:
         assert conn.execute(select(func.count()).select_from(gateway_nonces)).scalar() == 1

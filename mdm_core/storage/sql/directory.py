@@ -6,13 +6,18 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.errors import Conflict, NotFound
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.sql.encoding import as_utc
-from mdm_core.storage.sql.tables import directory_groups, directory_memberships, directory_users
+from mdm_core.storage.sql.tables import (
+    directory_groups,
+    directory_memberships,
+    directory_users,
+    identity_links,
+)
 
 __all__ = ["SqlDirectoryUserStore", "SqlDirectoryGroupStore", "SqlMembershipStore"]
 
@@ -91,6 +96,16 @@ class SqlDirectoryUserStore:
         ).one_or_none()
         return _user(row) if row is not None else None
 
+    def find_by_email(self, email: str) -> list[DirectoryUser]:
+        if not email:
+            return []
+        rows = self.conn.execute(
+            select(directory_users)
+            .where(func.lower(directory_users.c.email) == email.lower())
+            .order_by(directory_users.c.id)
+        )
+        return [_user(r) for r in rows]
+
     def set_active(self, user_id: str, active: bool, *, at: datetime) -> DirectoryUser:
         result = self.conn.execute(
             update(directory_users)
@@ -112,6 +127,7 @@ class SqlDirectoryUserStore:
                 )
             )
         )
+        self.conn.execute(delete(identity_links).where(identity_links.c.user_id == user_id))
         result = self.conn.execute(delete(directory_users).where(directory_users.c.id == user_id))
         return result.rowcount > 0
 

@@ -268,6 +268,20 @@ directory_groups = Table(
     _ts("updated_at"),
 )
 
+# (issuer, subject) of an outside identity -> our directory user (mdm_core.storage.identity_links).
+# One subject per issuer per user. No foreign key: links are removed with the user.
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("subject", String(256), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    _ts("linked_at"),
+    Column("method", String(32), nullable=False),  # admin | email | username
+    UniqueConstraint("issuer", "user_id", name="uq_identity_links_issuer_user"),
+    Index("ix_identity_links_user_id", "user_id"),
+)
+
 # A member is a user or a group (nested groups); exactly one of the two is set.
 directory_memberships = Table(
     "directory_memberships",

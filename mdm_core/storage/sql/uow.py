@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from mdm_core.storage.sql.enrollment import SqlEnrollmentTokenStore, SqlRegisteredSerialStore
     from mdm_core.storage.sql.identity import SqlDeviceIdentityStore
+    from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
     from mdm_core.storage.sql.outbox import SqlOutboxStore
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
@@ -163,6 +164,11 @@ class SqlUnitOfWork:
         from mdm_core.storage.credentials import AllCredentials
 
         return AllCredentials([factory(self.conn) for factory in self._revokers])
+
+    def identity_links(self) -> SqlIdentityLinkStore:
+        from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
+
+        return SqlIdentityLinkStore(self.conn, self.dialect)
 
 
 class SqlStorage:

@@ -42,9 +42,9 @@ class StubGate:
             outcome="allow",
             claims={
                 "device_id": "dev-1",
-                "device_compliance": "compliant",
+                "compliance_state": "compliant",
                 "posture_evaluated_at": 1700000000,
-                "policy_ids": ["baseline"],
+                "posture_policy_ids": ["baseline"],
             },
         )
     )

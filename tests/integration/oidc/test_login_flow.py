@@ -45,8 +45,8 @@ def test_allow_issues_code_and_tokens_with_posture_claims(
     assert claims["sub"] == "u-alice" and claims["nonce"] == browser.nonce
     assert claims["acr"] == "urn:posture-gateway:acr:managed-device"
     assert claims["amr"] == ["pwd", "hwk"]
-    assert claims["device_id"] == "dev-1" and claims["device_compliance"] == "compliant"
-    assert claims["policy_ids"] == ["baseline"] and claims["posture_outcome"] == "allow"
+    assert claims["device_id"] == "dev-1" and claims["compliance_state"] == "compliant"
+    assert claims["posture_policy_ids"] == ["baseline"] and claims["posture_outcome"] == "allow"
     assert claims["email"] == "alice@example.com" and claims["name"] == "Alice Example"
     assert "at_hash" in claims
     # The gate saw who, for which client, with the proof and the nonce it was bound to.
@@ -295,7 +295,7 @@ def test_authorize_redirect_target_is_exact(public_browser: Browser) -> None:
 
 
 def test_error_redirect_carries_state(browser: Browser) -> None:
-    response = browser.authorize(scope="openid admin")
+    response = browser.authorize(scope="email")  # no openid: no plain OAuth here
     assert response.status_code == 302
     query = parse_qs(urlsplit(response.headers["Location"]).query)
     assert query["error"] == ["invalid_scope"] and query["state"] == [browser.state]

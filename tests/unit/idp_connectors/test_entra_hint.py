@@ -163,3 +163,80 @@ def test_refusals_are_counted(entra: EntraDouble, validator: EntraHintValidator)
     with pytest.raises(DisallowedAlgorithm):
         validator.validate(entra.unsigned_hint(entra.hint_claims()))
     assert count("token.bad_algorithm") == before + 1
+
+
+# ---- issue 7 finding 10: the hint's age is bounded by iat (exp is not checked) ----------------
+
+YEAR = 365 * 24 * 3600
+
+
+def _at(entra: EntraDouble, now: float, **settings: object) -> EntraHintValidator:
+    config = EntraHintSettings(tenant_ids=(entra.tenant_id,), app_id=entra.app_id, **settings)  # type: ignore[arg-type]
+    return EntraHintValidator(config, http=make_client(entra.transport()), clock=lambda: now)
+
+
+def test_hint_issued_a_year_ago_is_refused(entra: EntraDouble) -> None:
+    import time
+
+    now = time.time()
+    old = entra.hint_claims(iat=int(now) - YEAR, nbf=int(now) - YEAR, exp=int(now) - YEAR + 300)
+    with pytest.raises(Expired) as caught:
+        _at(entra, now).validate(entra.hint(old))
+    assert "too long ago" in str(caught.value)
+
+
+def test_fresh_but_expired_hint_is_accepted(entra: EntraDouble) -> None:
+    import time
+
+    now = time.time()
+    claims = entra.hint_claims(iat=int(now) - 30, nbf=int(now) - 30, exp=int(now) - 10)
+    assert _at(entra, now).validate(entra.hint(claims)).sub == claims["sub"]
+
+
+def test_hint_age_bound_is_max_age_plus_leeway(entra: EntraDouble) -> None:
+    import time
+
+    now = float(int(time.time()))
+    validator = _at(entra, now, max_age=timedelta(minutes=10), leeway=timedelta(seconds=60))
+    inside = entra.hint_claims(iat=int(now) - 660, nbf=int(now) - 660)
+    assert validator.validate(entra.hint(inside)).tid == entra.tenant_id
+    outside = entra.hint_claims(iat=int(now) - 662, nbf=int(now) - 662)
+    with pytest.raises(Expired):
+        validator.validate(entra.hint(outside))
+
+
+def test_max_age_is_configurable(entra: EntraDouble) -> None:
+    import time
+
+    now = time.time()
+    claims = entra.hint_claims(iat=int(now) - 600, nbf=int(now) - 600)
+    with pytest.raises(Expired):
+        _at(entra, now, max_age=timedelta(minutes=2)).validate(entra.hint(claims))
+    assert _at(entra, now, max_age=timedelta(minutes=20)).validate(entra.hint(claims))
+
+
+def test_iat_in_the_future_beyond_leeway_is_refused(entra: EntraDouble) -> None:
+    import time
+
+    now = time.time()
+    within = entra.hint_claims(iat=int(now) + 30, nbf=int(now) - 30)
+    assert _at(entra, now).validate(entra.hint(within))  # inside the 60 s leeway
+    beyond = entra.hint_claims(iat=int(now) + 120, nbf=int(now) - 30)
+    with pytest.raises(Expired):
+        _at(entra, now).validate(entra.hint(beyond))
+
+
+@pytest.mark.parametrize("iat", ["1700000000", True, None, [1]])
+def test_non_numeric_iat_is_refused(entra: EntraDouble, iat: object) -> None:
+    claims = entra.hint_claims(iat=iat)
+    with pytest.raises((MalformedToken, Expired)):
+        _at(entra, __import__("time").time()).validate(entra.hint(claims))
+
+
+def test_max_age_must_be_positive() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        EntraHintSettings(
+            tenant_ids=("t",), app_id="11111111-2222-3333-4444-555555555555", max_age=timedelta(0)
+        )

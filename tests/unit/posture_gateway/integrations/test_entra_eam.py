@@ -334,3 +334,23 @@ def test_completion_from_another_browser_is_refused(
     response = finish_device_check(stranger, page)
     assert response.status_code == 400
     assert gate.calls == []
+
+
+def test_a_hint_issued_a_year_ago_never_reaches_the_device_check(
+    app: Flask,
+    entra: EntraDouble,
+    alice_claims: dict[str, Any],
+    directory: DictDirectory,
+    gate: ScriptedGate,
+) -> None:
+    """Issue 7 finding 10: exp is not checked, but iat bounds the hint's age."""
+    import time
+
+    year_ago = int(time.time()) - 365 * 24 * 3600
+    old = {**alice_claims, "iat": year_ago, "nbf": year_ago, "exp": year_ago + 300}
+    client = app.test_client()
+    form = entra.authorize_form(client_id=CLIENT_ID, id_token_hint=entra.hint(old))
+    answer = answer_of(start(client, form))
+    assert answer["error"] == "invalid_request"
+    assert "token.expired" in answer["error_description"]
+    assert directory.seen == [] and gate.calls == []  # refused before anything else

@@ -9,7 +9,7 @@ shipped policies.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -19,7 +19,7 @@ from mdm_core.simulator_reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.unit.posture_gateway.integrations.conftest import PUBLIC_URL
-from tests.unit.posture_gateway.integrations.test_posture_api import URL, bearer, issue, provider
+from tests.unit.posture_gateway.integrations.test_posture_api import URL, bearer, issue
 
 AUDIENCE = f"{PUBLIC_URL}/api/v1/decision"
 
@@ -49,8 +49,16 @@ def _device(app: Flask, platform: Platform, traits: DeviceTraits) -> EnrolledDev
     return dev
 
 
+def api_nonce(app: Flask, token: str | None = None) -> dict[str, Any]:
+    """Step 1 of the documented sequence: POST /api/v1/nonce, authenticated like a decision."""
+    response = app.test_client().post("/api/v1/nonce", headers=bearer(token or issue(app)))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    return dict(response.json)
+
+
 def _ask(app: Flask, dev: EnrolledDevice, **overrides: Any) -> Any:
-    nonce = provider(app).nonces.issue(timedelta(minutes=2))
+    nonce = api_nonce(app)["nonce"]
     body = {
         "user": "alice",
         "client_id": "payroll",
@@ -96,7 +104,7 @@ def test_device_hint_that_disagrees_with_the_proof_is_blocked(app: Flask) -> Non
 
 def test_proof_for_another_audience_is_blocked(app: Flask) -> None:
     dev = _device(app, Platform.LINUX, DeviceTraits())
-    nonce = provider(app).nonces.issue(timedelta(minutes=2))
+    nonce = api_nonce(app)["nonce"]
     body = {
         "user": "alice",
         "client_id": "payroll",
@@ -109,7 +117,7 @@ def test_proof_for_another_audience_is_blocked(app: Flask) -> None:
 
 def test_unknown_user_is_blocked(app: Flask) -> None:
     dev = _device(app, Platform.LINUX, DeviceTraits())
-    nonce = provider(app).nonces.issue(timedelta(minutes=2))
+    nonce = api_nonce(app)["nonce"]
     body = {
         "user": "mallory",
         "client_id": "payroll",

@@ -46,7 +46,9 @@ def test_good_clients_file(tmp_path: Path) -> None:
     assert client.check_redirect_uri("https://app.example/cb")
     assert not client.check_redirect_uri("https://app.example/cb/")
     assert client.get_allowed_scope("openid email") == "openid email"
-    assert client.get_allowed_scope("openid profile") is None
+    # not allowed for this client / not understood at all: left out, not refused (finding 9)
+    assert client.get_allowed_scope("openid profile") == "openid"
+    assert client.get_allowed_scope("openid admin email openid") == "openid email"
     assert client.get_allowed_scope("email") is None  # openid is required
     assert registry.get("nope") is None and registry.get(None) is None
     assert len(load_clients(None)) == 0
