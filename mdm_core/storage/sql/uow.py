@@ -165,6 +165,7 @@ class SqlUnitOfWork:
 
         return AllCredentials([factory(self.conn) for factory in self._revokers])
 
+    @cached_property
     def identity_links(self) -> SqlIdentityLinkStore:
         from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
 
