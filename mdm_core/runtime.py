@@ -18,6 +18,12 @@ from mdm_core.device_proof import DeviceProofVerifier
 from mdm_core.directory import DirectoryService
 from mdm_core.enrollment import EnrollmentService
 from mdm_core.events import EventBus, InProcessBus
+from mdm_core.long_poll import (
+    DEFAULT_MAX_WAIT_S,
+    DEFAULT_MAX_WAITS,
+    LONG_POLL_KEY,
+    WaitRegistry,
+)
 from mdm_core.outbox_relay import OutboxRelay
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
@@ -48,6 +54,8 @@ class CoreConfig:
     posture_history_length: int = 20
     redis_url: str | None = None  # shared Redis (replay store, ...); None: SQL / in-process
     migrate: bool = True
+    max_waits: int = DEFAULT_MAX_WAITS  # concurrent long-polls per process (mdm_core.long_poll)
+    max_wait_s: int = DEFAULT_MAX_WAIT_S  # the longest a long-poll is held
 
 
 @dataclass
@@ -70,6 +78,9 @@ class MdmCore:
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
+        waits = self.extras.get(LONG_POLL_KEY)
+        if isinstance(waits, WaitRegistry):
+            waits.shutdown()
         self.policies.stop()
         self.relay.stop()
         self.bus.close()
@@ -132,6 +143,9 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         relay=relay,
         directory=directory,
         policies=policies,
+    )
+    core.extras[LONG_POLL_KEY] = WaitRegistry(
+        bus, max_waits=config.max_waits, max_wait_s=config.max_wait_s
     )
     relay.start()
     return core

@@ -45,6 +45,8 @@ def core_config(settings: Settings) -> CoreConfig:
         proof_leeway=settings.proof.leeway,
         posture_history_length=settings.posture_history_length,
         redis_url=settings.redis_url,
+        max_waits=settings.long_poll.max_waits,
+        max_wait_s=settings.long_poll.max_wait_s,
     )
 
 
