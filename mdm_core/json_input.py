@@ -15,7 +15,7 @@ import ``mdm_core`` but not the other way round. It refuses, with a :class:`Json
 - duplicate object keys (parsers disagree on which one wins: a classic smuggling trick);
 - strings (keys or values) with U+0000 or a lone surrogate, which no identifier, report or
   name of ours contains and which databases refuse at insert (a 500 or a false "outage"
-  later).
+  later); ``strict_strings=False`` leaves this to the schema of the fields actually read.
 
 ``JsonInputError`` is both an :class:`~mdm_core.errors.BadRequest` (the device protocol's
 error handlers answer it) and a :class:`ValueError` (callers that catch ``ValueError`` keep
@@ -30,12 +30,21 @@ from typing import Any
 
 from mdm_core.errors import BadRequest
 
-__all__ = ["DEFAULT_MAX_DEPTH", "MAX_INT_DIGITS", "JsonInputError", "loads_bounded"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "NO_NUL_PATTERN",
+    "JsonInputError",
+    "loads_bounded",
+]
 
 #: Deepest nesting accepted (objects and arrays); our documents nest a handful of levels.
 DEFAULT_MAX_DEPTH = 32
 #: Longest integer literal accepted (a 128-bit integer has 39 digits).
 MAX_INT_DIGITS = 64
+#: JSON Schema / pydantic ``pattern`` for a string field without U+0000, for documents parsed
+#: with ``strict_strings=False`` (the published schema then says so, and fuzzers respect it).
+NO_NUL_PATTERN = "^[^\\x00]*$"
 
 
 class JsonInputError(BadRequest, ValueError):
@@ -80,7 +89,7 @@ def _bad_string(text: str) -> bool:
     return False
 
 
-def _check(document: Any, max_depth: int) -> None:
+def _check(document: Any, max_depth: int, strict_strings: bool) -> None:
     """Depth and string checks, iteratively (the depth bound is what we are enforcing)."""
     stack: list[tuple[Any, int]] = [(document, 0)]
     while stack:
@@ -89,14 +98,14 @@ def _check(document: Any, max_depth: int) -> None:
             if depth >= max_depth:
                 raise JsonInputError(f"nesting deeper than {max_depth} levels")
             for key, item in value.items():
-                if _bad_string(key):
+                if strict_strings and _bad_string(key):
                     raise JsonInputError("a key contains NUL or an unpaired surrogate")
                 stack.append((item, depth + 1))
         elif isinstance(value, list):
             if depth >= max_depth:
                 raise JsonInputError(f"nesting deeper than {max_depth} levels")
             stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str) and _bad_string(value):
+        elif strict_strings and isinstance(value, str) and _bad_string(value):
             raise JsonInputError("a string contains NUL or an unpaired surrogate")
 
 
@@ -105,8 +114,13 @@ def loads_bounded(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_bytes: int | None = None,
+    strict_strings: bool = True,
 ) -> Any:
-    """Parse ``data`` as one JSON value, or raise :class:`JsonInputError` (see module doc)."""
+    """Parse ``data`` as one JSON value, or raise :class:`JsonInputError` (see module doc).
+
+    ``strict_strings=False`` accepts NUL and lone surrogates inside strings, for documents
+    of a third party whose extra members we ignore (the Okta hook): the fields we read then
+    refuse NUL through their schema (:data:`NO_NUL_PATTERN`)."""
     if max_bytes is not None and len(data) > max_bytes:
         raise JsonInputError(f"the JSON is larger than {max_bytes} bytes")
     if isinstance(data, bytes):
@@ -132,5 +146,5 @@ def loads_bounded(
         raise JsonInputError(f"nesting deeper than {max_depth} levels") from None
     except ValueError:  # JSONDecodeError and int() refusals
         raise JsonInputError("the input is not valid JSON") from None
-    _check(document, max_depth)
+    _check(document, max_depth, strict_strings)
     return document

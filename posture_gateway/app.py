@@ -87,6 +87,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from posture_gateway.device_gate import init_app as init_device_gate
 
     init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
+    from posture_gateway.oidc.web import baseline_headers
+
+    app.after_request(baseline_headers)  # one set of security headers for every response
     return app
 
 
