@@ -265,7 +265,7 @@ def test_history_is_bounded(core: MdmCore, client: FlaskClient, database: Databa
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "error"),
     [
-        (b"{not json", "application/json", 400, "bad_request"),
+        (b"{not json", "application/json", 400, "invalid_json"),
         (b"[1, 2]", "application/json", 400, "bad_request"),
         (b'{"format": 5, "report": {}}', "application/json", 400, "bad_request"),
         (b'{"format": "agent", "report": []}', "application/json", 400, "bad_request"),
@@ -400,7 +400,7 @@ def test_not_now_then_redelivered(core: MdmCore, client: FlaskClient) -> None:
         (b'{"status": "done"}', 422, "invalid_command"),
         (b'{"status": 1}', 400, "bad_request"),
         (b'{"status": "acknowledged", "detail": 5}', 400, "bad_request"),
-        (b"nope", 400, "bad_request"),
+        (b"nope", 400, "invalid_json"),
     ],
 )
 def test_bad_result_input_changes_nothing(
