@@ -220,3 +220,17 @@ def test_a_hundred_waits_do_not_starve_logins_or_checkins(served: Served) -> Non
     assert superseded and refused
     assert all(took < 5 for _, _, took, _ in superseded + refused)
     assert all(r[1]["error"] == "long_poll_unavailable" and int(r[3]) > 0 for r in refused)
+
+
+def test_serve_refuses_long_polls_over_half_the_threads(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTURE_")}
+    env.update(POSTURE_DATA_DIR=str(tmp_path / "data"), POSTURE_DEV_MODE="true")
+    refused = subprocess.run(
+        [*POSTURE, "serve", "--port", str(free_port()), "--threads", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "long_poll.max_waits=2" in refused.stderr and "--threads" in refused.stderr
