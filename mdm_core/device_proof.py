@@ -39,7 +39,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import re
 import threading
@@ -72,6 +71,7 @@ from mdm_core.errors import (
     WrongTarget,
 )
 from mdm_core.events import DomainEvent, EventType
+from mdm_core.json_input import loads_bounded
 from mdm_core.model import DeviceRecord, DeviceStatus
 from mdm_core.storage.identity import DeviceIdentity
 from mdm_core.storage.replay import ReplayStore
@@ -146,8 +146,8 @@ def _unverified_header(token: str) -> dict[str, Any]:
     if not sep or rest.count(".") != 1 or len(segment) > 1024:
         raise MalformedProof("not a JWT")
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, binascii.Error) as exc:
+        header = loads_bounded(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error) as exc:  # JsonInputError is a ValueError
         raise MalformedProof("not a JWT") from exc
     if not isinstance(header, dict):
         raise MalformedProof("not a JWT")
@@ -325,7 +325,9 @@ class DeviceProofVerifier:
             return None
         segment = token.split(".")[1]
         try:
-            claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+            # Not yet verified: the bounded parser (a deeply nested payload is refused, not a
+            # RecursionError).
+            claims = loads_bounded(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
         except (ValueError, binascii.Error):
             return None
         if not isinstance(claims, dict):

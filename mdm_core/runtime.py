@@ -18,6 +18,12 @@ from mdm_core.device_proof import DeviceProofVerifier
 from mdm_core.directory import DirectoryService
 from mdm_core.enrollment import EnrollmentService
 from mdm_core.events import EventBus, InProcessBus
+from mdm_core.long_poll import (
+    DEFAULT_MAX_WAIT_S,
+    DEFAULT_MAX_WAITS,
+    LONG_POLL_KEY,
+    WaitRegistry,
+)
 from mdm_core.outbox_relay import OutboxRelay
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
@@ -55,6 +61,8 @@ class CoreConfig:
     enroll_limit_per_target: int = 10
     enroll_target_window: timedelta = timedelta(minutes=10)
     migrate: bool = True
+    max_waits: int = DEFAULT_MAX_WAITS  # concurrent long-polls per process (mdm_core.long_poll)
+    max_wait_s: int = DEFAULT_MAX_WAIT_S  # the longest a long-poll is held
 
 
 @dataclass
@@ -81,6 +89,9 @@ class MdmCore:
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
+        waits = self.extras.get(LONG_POLL_KEY)
+        if isinstance(waits, WaitRegistry):
+            waits.shutdown()
         self.policies.stop()
         self.relay.stop()
         self.bus.close()
@@ -145,6 +156,9 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         policies=policies,
         rate_limiter=_rate_limiter(config, database),
         quarantine=QuarantineService(storage),
+    )
+    core.extras[LONG_POLL_KEY] = WaitRegistry(
+        bus, max_waits=config.max_waits, max_wait_s=config.max_wait_s
     )
     relay.start()
     return core

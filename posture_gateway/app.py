@@ -52,6 +52,9 @@ def core_config(settings: Settings) -> CoreConfig:
         enroll_source_window=settings.enroll.source_window,
         enroll_limit_per_target=settings.enroll.limit_per_target,
         enroll_target_window=settings.enroll.target_window,
+
+        max_waits=settings.long_poll.max_waits,
+        max_wait_s=settings.long_poll.max_wait_s,
     )
 
 
@@ -107,6 +110,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from posture_gateway.device_gate import init_app as init_device_gate
 
     init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
+    from posture_gateway.oidc.web import baseline_headers
+
+    app.after_request(baseline_headers)  # one set of security headers for every response
     return app
 
 

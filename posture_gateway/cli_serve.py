@@ -66,7 +66,7 @@ def _config_file() -> Path | None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--server", type=click.Choice(["gunicorn", "granian"]), default="granian", show_default=True
 )
@@ -75,11 +75,26 @@ def serve_cmd(host: str, port: int, workers: int, threads: int, server: str) -> 
     """Run the gateway under a production WSGI server (config validated first)."""
     if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
         raise click.ClickException("cannot find the Python interpreter")
+    _check_long_polls(threads)
     argv = _argv(server, host, port, workers, threads)
     env = worker_environment(_config_file(), os.environ)
     plural = "worker" if workers == 1 else "workers"
     click.echo(f"serving on http://{host}:{port} with {server} ({workers} {plural})")
     os.execve(sys.executable, argv, env)  # noqa: S606 - fixed argv: this interpreter + the server
+
+
+def _check_long_polls(threads: int) -> None:
+    """Device long-polls each hold a request thread: at most half the threads may wait, so
+    logins and check-ins always find a free one (docs/decisions.md)."""
+    from posture_gateway.app import state
+
+    waits = state().settings.long_poll.max_waits
+    if 2 * waits > threads:
+        raise click.ClickException(
+            f"long_poll.max_waits={waits} would let device long-polls hold more than half of "
+            f"the {threads} request threads per worker: raise --threads to at least "
+            f"{2 * waits} or lower long_poll.max_waits (POSTURE_LONG_POLL__MAX_WAITS)"
+        )
 
 
 @click.group("db")

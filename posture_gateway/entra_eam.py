@@ -19,7 +19,6 @@ error page and are never redirected. Contract details: ``docs/integrations/entra
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -32,9 +31,11 @@ from flask import Blueprint, Response, render_template_string, request, session
 from flask.typing import ResponseReturnValue
 
 from idp_connectors.errors import ConnectorError
+from mdm_core.json_input import loads_bounded
 from posture_gateway.integration_settings import EntraEamSettings
 from posture_gateway.integrations import IntegrationsState, integrations
 from posture_gateway.login_decision import LoginVerdict, blocked
+from posture_gateway.login_transactions import login_transactions
 from posture_gateway.nonces import NonceKind, nonce_purpose
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.openapi import not_json
@@ -56,11 +57,16 @@ bp = Blueprint("entra_eam", __name__)
 EAM_PATH = "/entra/eam"
 _SESSION_KEY = "entra_eam"
 _MAX_OPEN = 3  # concurrent EAM transactions kept per browser session
+_MAX_CLAIMS = 4096  # characters of the claims parameter
+#: Longest accepted value per request parameter (characters); others get the default.
+_PARAM_LIMITS = {"state": 4096, "nonce": 512, "claims": _MAX_CLAIMS, "id_token_hint": 16384}
+_PARAM_DEFAULT_LIMIT = 2048
 
 
 @dataclass(frozen=True, slots=True)
 class EamTransaction:
-    """What we remember between Entra's request and our answer (in the signed session)."""
+    """What we remember between Entra's request and our answer (in the shared login
+    transaction store; the browser's session holds only the store's id)."""
 
     id: str
     user_id: str
@@ -83,7 +89,7 @@ def requested_values(claims_param: str | None, claim: str) -> tuple[str, ...] | 
     """
     if not claims_param:
         return None
-    parsed = json.loads(claims_param)
+    parsed = loads_bounded(claims_param, max_depth=8, max_bytes=_MAX_CLAIMS)  # ValueError
     if not isinstance(parsed, dict):
         raise ValueError("claims is not a JSON object")
     id_token = parsed.get("id_token") or {}
@@ -263,6 +269,9 @@ def authorize() -> Response:
     params = request.form if request.method == "POST" else request.args
     if cfg is None or st.entra is None or st.key_ring() is None:
         return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
+    for name, value in params.items():
+        if len(value) > _PARAM_LIMITS.get(name, _PARAM_DEFAULT_LIMIT) or len(name) > 64:
+            return _page(400, "Request refused", [f"The parameter {name[:64]} is too long."])
     client_id = params.get("client_id", "")
     redirect_uri = params.get("redirect_uri", "")
     # Until client_id and redirect_uri are ours we answer with a page, never a redirect.
@@ -328,7 +337,13 @@ def authorize() -> Response:
         device_nonce=device_nonce,
         expires_at=time.time() + cfg.login_ttl.total_seconds(),
     )
-    _remember(txn)
+    try:
+        txn_id = _remember(txn, cfg.login_ttl)
+    except Exception:
+        log.exception("entra eam: login transaction store failed")
+        return _error_back(
+            redirect_uri, state, "temporarily_unavailable", "transaction store unavailable"
+        )
     port = _agent_port(st)
     return _page(
         200,
@@ -336,7 +351,7 @@ def authorize() -> Response:
         ["Microsoft asked us to confirm this device is managed and healthy."],
         device_check={
             "action": f"{_issuer(st)}/complete",
-            "txn": txn.id,
+            "txn": txn_id,
             "nonce": device_nonce,
             "aud": st.device_proof_audience(),
             "port": port,
@@ -353,7 +368,11 @@ def complete() -> Response:
     keys = st.key_ring()
     if cfg is None or keys is None:
         return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
-    txn = _take(request.form.get("txn", ""))
+    try:
+        txn = _take(request.form.get("txn", ""))
+    except Exception:
+        log.exception("entra eam: login transaction store failed")
+        return _page(503, "Sign-in unavailable", ["Try again in a moment."])
     if txn is None:
         return _page(400, "Sign-in expired", ["Start again from the Microsoft sign-in page."])
     if time.time() > txn.expires_at:
@@ -440,20 +459,22 @@ def _agent_port(st: IntegrationsState) -> int:
     return int(state().settings.oidc.agent_port)  # the same local agent as the browser login
 
 
-def _remember(txn: EamTransaction) -> None:
-    open_txns = dict(session.get(_SESSION_KEY) or {})
-    now = time.time()
-    open_txns = {k: v for k, v in open_txns.items() if float(v.get("expires_at", 0)) > now}
-    while len(open_txns) >= _MAX_OPEN:
-        open_txns.pop(next(iter(open_txns)))
-    open_txns[txn.id] = asdict(txn)
-    session[_SESSION_KEY] = open_txns
+def _remember(txn: EamTransaction, ttl: timedelta) -> str:
+    """Keep ``txn`` in the shared login transaction store; this browser's session holds only
+    its id (at most ``_MAX_OPEN`` of them). The id goes into the device-check form."""
+    txn_id = login_transactions().create(asdict(txn), ttl)
+    open_ids = [i for i in session.get(_SESSION_KEY) or [] if isinstance(i, str)]
+    session[_SESSION_KEY] = [*open_ids, txn_id][-_MAX_OPEN:]
+    return txn_id
 
 
 def _take(txn_id: str) -> EamTransaction | None:
-    open_txns = dict(session.get(_SESSION_KEY) or {})
-    raw = open_txns.pop(txn_id, None) if txn_id else None
-    session[_SESSION_KEY] = open_txns
+    """The transaction ``txn_id`` if this browser started it; single use."""
+    open_ids = [i for i in session.get(_SESSION_KEY) or [] if isinstance(i, str)]
+    if not txn_id or not any(hmac.compare_digest(i.encode(), txn_id.encode()) for i in open_ids):
+        return None
+    session[_SESSION_KEY] = [i for i in open_ids if i != txn_id]
+    raw = login_transactions().take(txn_id)
     if not isinstance(raw, dict):
         return None
     try:

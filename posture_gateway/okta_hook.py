@@ -27,6 +27,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from idp_connectors.identity import ExternalIdentity
+from mdm_core.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
 from posture_gateway.access import AccessRequest, Decision, block_decision
 from posture_gateway.integrations import IntegrationsState, integrations
 
@@ -55,16 +56,16 @@ class _Open(BaseModel):
 
 
 class OktaUserProfile(_Open):
-    login: str = Field(min_length=1, max_length=320)
+    login: str = Field(min_length=1, max_length=320, pattern=NO_NUL_PATTERN)
 
 
 class OktaUser(_Open):
-    id: str = Field(min_length=1, max_length=128)
+    id: str = Field(min_length=1, max_length=128, pattern=NO_NUL_PATTERN)
     profile: OktaUserProfile
 
 
 class OktaClient(_Open):
-    id: str = Field(min_length=1, max_length=256)
+    id: str = Field(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)
 
 
 class OktaProtocol(_Open):
@@ -171,7 +172,12 @@ def token_hook() -> Response:
     if not _authorized(st):
         log.warning("okta hook: missing or wrong secret from %s", request.remote_addr)
         return _refuse(401, "unauthorized", "missing or wrong hook secret")
-    payload = request.get_json(silent=True)
+    try:  # the one bounded JSON parser (depth, size, encoding): bad JSON is a 400, never a 500
+        body = request.get_data(cache=False)
+        # Okta's document carries much we ignore: the fields we read refuse NUL by schema.
+        payload = loads_bounded(body, strict_strings=False) if request.is_json else None
+    except JsonInputError as exc:
+        return _refuse(400, "invalid_request", f"body: {exc.message}")
     if not isinstance(payload, dict):
         return _refuse(400, "invalid_request", "body must be a JSON object")
     try:

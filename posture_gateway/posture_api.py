@@ -37,6 +37,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from idp_connectors.identity import ExternalIdentity
+from mdm_core.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
 from posture_gateway.access import AccessRequest, Decision, block_decision
 from posture_gateway.integrations import IntegrationsState, integrations
 from posture_gateway.nonces import NonceKind, nonce_purpose
@@ -79,16 +80,23 @@ class DecisionRequestBody(BaseModel):
         },
     )
 
-    user: str = Field(min_length=1, max_length=320, description="Login name of the user")
-    client_id: str | None = Field(default=None, min_length=1, max_length=256)
-    entity_id: str | None = Field(default=None, min_length=1, max_length=1024)
+    user: str = Field(
+        min_length=1, max_length=320, pattern=NO_NUL_PATTERN, description="Login name of the user"
+    )
+    client_id: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=NO_NUL_PATTERN
+    )
+    entity_id: str | None = Field(
+        default=None, min_length=1, max_length=1024, pattern=NO_NUL_PATTERN
+    )
     device_proof: str | None = Field(
         default=None,
         min_length=1,
         max_length=16384,
+        pattern=NO_NUL_PATTERN,
         description="Device login proof JWT bound to this API's audience",
     )
-    device_id: str | None = Field(default=None, min_length=1, max_length=64)
+    device_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=NO_NUL_PATTERN)
 
     @model_validator(mode="after")
     def _one_application(self) -> DecisionRequestBody:
@@ -290,7 +298,10 @@ def decide() -> Response:
         caller = authenticate_caller(st)
     except _AuthFailure as failure:
         return _auth_refusal(failure)
-    payload = request.get_json(silent=True)
+    try:  # the one bounded JSON parser (depth, size, encoding): bad JSON is a 400, never a 500
+        payload = loads_bounded(request.get_data(cache=False)) if request.is_json else None
+    except JsonInputError as exc:
+        return _refuse(400, "invalid_request", f"body: {exc.message}")
     if not isinstance(payload, dict):
         return _refuse(400, "invalid_request", "body must be a JSON object")
     try:

@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from posture_gateway.integration_settings import IntegrationSettings
 from posture_gateway.oidc.settings import OIDCSettings
 
-__all__ = ["Settings", "CASettings", "ProofSettings", "ConfigError", "load_settings"]
+__all__ = [
+    "Settings",
+    "CASettings",
+    "LongPollSettings",
+    "ProofSettings",
+    "ConfigError",
+    "load_settings",
+]
 
 
 class ConfigError(Exception):
@@ -55,6 +62,13 @@ class EnrollSettings(_Strict):
     limit_per_target: int = Field(default=10, ge=1)
     target_window: timedelta = timedelta(minutes=10)
 
+class LongPollSettings(_Strict):
+    # Device long-polls (GET /mdm/v1/commands/wait) each hold a request thread while they wait:
+    # at most max_waits per process (keep it well below `posture serve --threads`, which
+    # refuses to start otherwise), each held at most max_wait_s seconds. 0 disables long-polls.
+    max_waits: int = Field(default=2, ge=0, le=256)
+    max_wait_s: int = Field(default=25, ge=1, le=60)
+
 
 class Settings(_Strict):
     """Everything the server needs to start. Tests pass ``Settings(...)`` directly."""
@@ -74,6 +88,7 @@ class Settings(_Strict):
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
+    long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent

@@ -205,6 +205,32 @@ class Agent:
             self.client.checkin("agent", self.report())
         return CheckinResult(answer=answer, executed=executed)
 
+    def _wait_once(self, stop: threading.Event, timeout_s: int, due: float) -> bool:
+        """One long-poll; False when the loop should check in now (a command is pending, or
+        the wait was superseded and we slept until the check-in is due).
+
+        A refused long-poll (no free slot: 503 with Retry-After; any other non-identity
+        refusal) falls back to periodic check-in: sleep for the hint (at most until the
+        check-in is due), then try again. A superseded wait means another wait of this
+        device is open (an older instance of this agent, a clone): we do not wait again
+        until the next check-in, so two waiters never end each other in a loop."""
+        try:
+            waited = self.client.wait_for_commands(timeout_s)
+        except ProtocolError as exc:
+            if exc.status in (401, 403):
+                raise  # refused identity: the outer loop stops
+            hint = exc.retry_after_s if exc.retry_after_s is not None else float(timeout_s)
+            log.info("long-poll refused (%s); checking in periodically", exc.error)
+            stop.wait(max(0.0, min(hint, due - time.monotonic())))
+            return time.monotonic() < due
+        if int(waited.get("pending") or 0) > 0:
+            return False
+        if waited.get("ended") == "superseded":
+            log.info("long-poll superseded by another wait of this device")
+            stop.wait(max(0.0, due - time.monotonic()))
+            return False
+        return True
+
     def run(
         self,
         stop: threading.Event,
@@ -227,8 +253,7 @@ class Agent:
                     left = int(due - time.monotonic())
                     if left <= 0:
                         break
-                    waited = self.client.wait_for_commands(min(left, max_wait_s, MAX_WAIT_S))
-                    if int(waited.get("pending") or 0) > 0:
+                    if not self._wait_once(stop, min(left, max_wait_s, MAX_WAIT_S), due):
                         break
             except ProtocolError as exc:
                 if exc.status in (401, 403):

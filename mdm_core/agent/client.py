@@ -40,13 +40,17 @@ PROOF_HEADER = "Device-Proof"
 
 
 class ProtocolError(Exception):
-    """The server refused a request: HTTP ``status``, machine-readable ``error``, ``reason``."""
+    """The server refused a request: HTTP ``status``, machine-readable ``error``, ``reason``,
+    and the ``Retry-After`` seconds it asked for (``None`` when it gave none)."""
 
-    def __init__(self, status: int, error: str, reason: str) -> None:
+    def __init__(
+        self, status: int, error: str, reason: str, *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(f"{status} {error}: {reason}")
         self.status = status
         self.error = error
         self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,21 @@ def _raise_for(resp: httpx.Response) -> None:
         data = {}
     error = str(data.get("error") or f"http_{resp.status_code}") if isinstance(data, dict) else ""
     reason = str(data.get("reason") or resp.reason_phrase) if isinstance(data, dict) else ""
-    raise ProtocolError(resp.status_code, error or f"http_{resp.status_code}", reason)
+    raise ProtocolError(
+        resp.status_code,
+        error or f"http_{resp.status_code}",
+        reason,
+        retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (the delta-seconds form; an HTTP date is ignored)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 86400 else None
 
 
 def _json_object(resp: httpx.Response) -> dict[str, Any]:
@@ -237,7 +255,10 @@ class DeviceClient:
         _raise_for(resp)
 
     def wait_for_commands(self, timeout_s: int) -> dict[str, Any]:
-        """Long-poll: returns when a command is queued for this device or after ``timeout_s``."""
+        """Long-poll: returns when a command is queued for this device, after ``timeout_s``
+        (the server may shorten it), or at once when a newer wait of this device ended it
+        (``ended: "superseded"``). A server with no free slot answers 503 with Retry-After
+        (raised as :class:`ProtocolError`)."""
         resp = self.signed(
             "GET",
             "/commands/wait",

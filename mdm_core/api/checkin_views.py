@@ -12,14 +12,20 @@ input rolls the whole unit back, so bad input changes nothing.
   "compliance": {...}, "seq": N}``
 - ``POST /mdm/v1/commands/<id>/result`` ``{"status": "acknowledged|error|not_now",
   "detail": "..."}`` -> ``{"id", "status"}``
-- ``GET /mdm/v1/commands/wait?timeout=S`` (S <= 60) -> ``{"pending": N}`` as soon as a
-  command is queued for the device (it then checks in to receive it), or ``{"pending": 0}``
-  after S seconds.
+- ``GET /mdm/v1/commands/wait?timeout=S`` (0 <= S <= 60) -> ``{"pending": N, "ended": E,
+  "timeout_s": T}``: at once when commands are already waiting (``ended: "pending"``), as
+  soon as one is queued (``"command_queued"``; the device then checks in to receive it),
+  after ``T`` seconds (``"timeout"``; ``T`` is S shortened to the server's longest wait), or
+  at once when the same device opened a newer wait (``"superseded"``: do not wait again
+  until the next check-in). Waits are bounded (:mod:`mdm_core.long_poll`): one per device,
+  a few per process; when all are taken the answer is ``503 long_poll_unavailable`` with
+  ``Retry-After`` at once, and the device keeps to its periodic check-in.
 - ``GET /mdm/v1/privacy-notice?ownership=byod|corporate`` (public) -> the notice document.
 
 Errors: ``{"error": "<code>", "reason": "<text>"}`` with 401 for a refused proof (the code is
 the refusal reason), 400 malformed JSON/body, 413 too large, 415 not JSON, 422 a report or
-payload that does not validate, 404 an unknown command, 409 an illegal transition.
+payload that does not validate, 404 an unknown command, 409 an illegal transition, 503 with
+``Retry-After`` a store that is down (``store_unavailable``) or no long-poll slot.
 """
 
 from __future__ import annotations
@@ -42,19 +48,21 @@ from mdm_core.checkin import report_envelope
 from mdm_core.commands import CommandStatus
 from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
 from mdm_core.errors import BadRequest, MalformedProof
-from mdm_core.events import DomainEvent, EventType
+from mdm_core.long_poll import LONG_POLL_KEY, WaitCapacityExhausted, WaitRegistry
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from mdm_core.runtime import MdmCore
 
-__all__ = ["bp", "MAX_WAIT_S"]
+__all__ = ["bp", "MAX_WAIT_S", "wait_registry"]
 
 bp = Blueprint("mdm_checkin", __name__, url_prefix="/mdm/v1")
 install_error_handlers(bp)
 log = logging.getLogger(__name__)
 
+#: The longest timeout a device may ask for; the wait actually held is at most the registry's
+#: ``max_wait_s`` (25 s by default): older agents asking for 60 s are served, not refused.
 MAX_WAIT_S = 60
 
 
@@ -112,31 +120,49 @@ def command_result(command_id: str) -> ResponseReturnValue:
 @bp.get("/commands/wait")
 def wait_for_commands() -> ResponseReturnValue:
     core = current_core()
-    raw = request.args.get("timeout", str(MAX_WAIT_S))
+    waits = wait_registry(core)
+    raw = request.args.get("timeout", str(waits.max_wait_s))
+    try:
+        requested = int(raw)
+    except ValueError:
+        raise BadRequest("timeout must be an integer number of seconds") from None
+    if not 0 <= requested <= MAX_WAIT_S:
+        raise BadRequest(f"timeout must be between 0 and {MAX_WAIT_S} seconds")
     body = request.get_data(cache=False)
     with core.storage.unit_of_work() as uow:  # commits the proof's jti before we wait
         device_id = _authenticate(core, uow, body).device.id
+    timeout = waits.clamp(requested)
+    wait = waits.open(device_id)  # ends this device's previous wait; 503 when full
     try:
-        timeout = int(raw)
-    except ValueError:
-        raise BadRequest("timeout must be an integer number of seconds") from None
-    if not 0 <= timeout <= MAX_WAIT_S:
-        raise BadRequest(f"timeout must be between 0 and {MAX_WAIT_S} seconds")
-    queued = threading.Event()
-
-    def on_event(event: DomainEvent) -> None:
-        payload = event.payload
-        if payload.get("device_id") == device_id and payload.get("to") == CommandStatus.QUEUED:
-            queued.set()
-
-    unsubscribe = core.bus.subscribe(EventType.COMMAND_STATE_CHANGED, on_event)
-    try:
-        pending = _pending(core, device_id)  # subscribed first: nothing queued slips through
-        if not pending and queued.wait(timeout):
+        pending = _pending(core, device_id)  # registered first: nothing queued slips through
+        ended = "pending" if pending else wait.wait(timeout)
+        if ended == "command_queued":
             pending = _pending(core, device_id)
     finally:
-        unsubscribe()
-    return jsonify(pending=pending)
+        waits.close(wait)
+    return jsonify(pending=pending, ended=ended, timeout_s=timeout)
+
+
+@bp.errorhandler(WaitCapacityExhausted)
+def _no_room(err: WaitCapacityExhausted) -> Response:
+    resp = error_response(err.reason, err.message, err.status)
+    resp.headers["Retry-After"] = str(err.retry_after_s)
+    return resp
+
+
+def wait_registry(core: MdmCore) -> WaitRegistry:
+    """The core's long-poll registry (``build_core`` makes it; made here for bare cores)."""
+    registry = core.extras.get(LONG_POLL_KEY)
+    if not isinstance(registry, WaitRegistry):
+        with _registry_lock:
+            registry = core.extras.get(LONG_POLL_KEY)
+            if not isinstance(registry, WaitRegistry):
+                registry = WaitRegistry(core.bus)
+                core.extras[LONG_POLL_KEY] = registry
+    return registry
+
+
+_registry_lock = threading.Lock()
 
 
 def _pending(core: MdmCore, device_id: str) -> int:

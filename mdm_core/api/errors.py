@@ -2,23 +2,33 @@
 
 Shared by the device protocol blueprints: :func:`install_error_handlers` maps every
 :class:`~mdm_core.errors.MdmError` leaf and every HTTP error (413, 415, 405 ...) to the same
-JSON shape, with ``WWW-Authenticate: DeviceProof`` on 401.
+JSON shape, with ``WWW-Authenticate: DeviceProof`` on 401, and a store that is down
+(SQLAlchemy or Redis errors) to ``503 store_unavailable`` with ``Retry-After``, never a 500.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from mdm_core.errors import BadRequest, MdmError, RateLimited
+from mdm_core.infra_errors import InfraError
+from mdm_core.json_input import loads_bounded
 
 if TYPE_CHECKING:
     from mdm_core.runtime import MdmCore
 
+log = logging.getLogger(__name__)
+
+#: Seconds a device is told to wait when the store is down (503 ``store_unavailable``).
+STORE_RETRY_AFTER_S = 30
+
 __all__ = [
+    "STORE_RETRY_AFTER_S",
     "UnsupportedMediaType",
     "current_core",
     "error_response",
@@ -57,19 +67,28 @@ def _http_error(err: HTTPException) -> Response:
     return error_response(code, err.description or code, err.code or 500)
 
 
+def _store_down(err: Exception) -> Response:
+    # The database or Redis is unreachable: an outage, not a server bug. The unit of work has
+    # rolled back; the device retries after the hint.
+    log.warning("device protocol: store unavailable: %s", type(err).__name__)
+    resp = error_response("store_unavailable", "the server's store is unavailable; retry", 503)
+    resp.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    return resp
+
+
 def install_error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(MdmError, _mdm_error)
     bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(SQLAlchemyError, _store_down)
+    bp.register_error_handler(InfraError, _store_down)
 
 
 def json_object(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; 415 unless JSON, 400 unless an object."""
+    """The request body as a JSON object; 415 unless JSON, 400 ``invalid_json`` unless
+    acceptable JSON (:func:`~mdm_core.json_input.loads_bounded`), 400 unless an object."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("the body must be application/json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
+    data = loads_bounded(body)
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data

@@ -13,8 +13,10 @@
    allow/restrict -> code; warn -> notice, then code; block -> remediation page with
    "check again" (a fresh nonce). A gate that fails is a block.
 
-The transaction lives in the signed session cookie (HttpOnly, SameSite=Lax, Secure on https);
-every form carries the session's CSRF token.
+The transaction lives server side (:mod:`posture_gateway.login_transactions`, shared by every
+process, expiring); the signed session cookie (HttpOnly, SameSite=Lax, Secure on https) holds
+only its unguessable id and the CSRF token every form carries. Authorize parameters are
+bounded (count, length, no control characters) before anything is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -34,7 +37,9 @@ from flask import Blueprint, Response, abort, redirect, request, session, url_fo
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
+from mdm_core.infra_errors import InfraError
 from posture_gateway.login_decision import LoginVerdict, blocked
+from posture_gateway.login_transactions import login_transactions
 from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.grants import GrantSubject
@@ -93,20 +98,74 @@ def _with_iss(response: Response, issuer: str) -> Response:
 
 
 def _tx() -> dict[str, Any] | None:
-    """The current login transaction, or None if absent or expired."""
-    tx = session.get(TX_KEY)
-    if not isinstance(tx, dict):
+    """The current login transaction, or None if absent or expired (the session cookie holds
+    only its id; the transaction is in the shared store)."""
+    tx_id = session.get(TX_KEY)
+    if not isinstance(tx_id, str) or not tx_id:
         return None
+    tx = login_transactions().get(tx_id)
     provider = current_provider()
-    if time.time() - float(tx.get("created", 0)) > provider.login_ttl.total_seconds():
+    if tx is None or time.time() - float(tx.get("created", 0)) > provider.login_ttl.total_seconds():
         session.pop(TX_KEY, None)
         return None
     return tx
 
 
 def _save(tx: dict[str, Any]) -> None:
-    session[TX_KEY] = tx
-    session.modified = True
+    """Write ``tx`` back to the store; a transaction that expired meanwhile ends the login."""
+    tx_id = session.get(TX_KEY)
+    if not isinstance(tx_id, str) or not login_transactions().put(tx_id, tx):
+        session.pop(TX_KEY, None)
+        abort(_no_login())
+
+
+def _start(tx: dict[str, Any], ttl: timedelta) -> None:
+    session[TX_KEY] = login_transactions().create(tx, ttl)
+
+
+def _finish() -> bool:
+    """End the current transaction (single use: of two concurrent finishes one wins)."""
+    tx_id = session.pop(TX_KEY, None)
+    return isinstance(tx_id, str) and login_transactions().take(tx_id) is not None
+
+
+#: Longest accepted value per authorize parameter (characters); others get the default.
+_PARAM_LIMITS = {
+    "client_id": 256,
+    "redirect_uri": 2048,
+    "response_type": 64,
+    "response_mode": 32,
+    "scope": 1024,
+    "state": 1024,
+    "nonce": 512,
+    "code_challenge": 128,
+    "code_challenge_method": 16,
+    "login_hint": 320,
+    "prompt": 64,
+    "max_age": 16,
+    "acr_values": 1024,
+    "ui_locales": 256,
+    "claims_locales": 256,
+    "display": 16,
+    "id_token_hint": 8192,
+}
+_PARAM_DEFAULT_LIMIT = 256
+_MAX_PARAMS = 32
+
+
+def _bad_parameters(params: Mapping[str, str]) -> str | None:
+    """Why ``params`` cannot start a login (too many, too long, control characters)."""
+    if len(params) > _MAX_PARAMS:
+        return f"At most {_MAX_PARAMS} parameters are accepted."
+    for name, value in params.items():
+        if len(name) > 64:
+            return "A parameter name is too long."
+        limit = _PARAM_LIMITS.get(name, _PARAM_DEFAULT_LIMIT)
+        if len(value) > limit:
+            return f"The parameter {name[:64]} is longer than {limit} characters."
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            return f"The parameter {name[:64]} contains control characters."
+    return None
 
 
 def _no_login() -> Response:
@@ -132,7 +191,8 @@ def _client_ip() -> str:
 
 
 @bp.errorhandler(SQLAlchemyError)
-def _store_down(_: SQLAlchemyError) -> Response:
+@bp.errorhandler(InfraError)
+def _store_down(_: Exception) -> Response:
     """Any storage failure in the login flow: nothing is issued, the user is told plainly."""
     return _error_page(
         "temporarily_unavailable", "Sign-in is unavailable right now. Try again.", 503
@@ -150,14 +210,19 @@ def authorize() -> ResponseReturnValue:
     if duplicated:
         return _error_page("invalid_request", f"Repeated parameters: {', '.join(duplicated)}.")
     params = values.to_dict(flat=True)
+    problem = _bad_parameters(params)
+    if problem:
+        return _error_page("invalid_request", problem)
     if params.get("request") or params.get("request_uri"):
         return _error_page("request_not_supported", "Request objects are not supported.")
     try:
         grant = provider.server.get_consent_grant(request, end_user=None)
     except OAuth2Error as error:
         return _oauth_error_response(provider, error)
+    except ValueError:  # authlib's URL handling refuses what it cannot parse (a backslash ...)
+        return _error_page("invalid_request", "The request has a malformed parameter.")
     client = grant.request.client
-    _save(
+    _start(
         {
             "id": secrets.token_urlsafe(16),
             "created": time.time(),
@@ -168,7 +233,8 @@ def authorize() -> ResponseReturnValue:
             "user": None,
             "device_nonce": None,
             "warn": None,
-        }
+        },
+        provider.login_ttl,
     )
     return redirect(url_for("oidc_login.login_page"), 303)
 
@@ -494,7 +560,8 @@ def _issue_code(provider: OIDCProvider, tx: Mapping[str, Any], verdict: LoginVer
     oauth_request = StoredAuthorizeRequest(
         f"{provider.issuer.issuer}/oauth/authorize", tx["params"]
     )
-    session.pop(TX_KEY, None)
+    if not _finish():
+        return _no_login()  # finished concurrently (a double submit) or expired
     try:
         grant = provider.server.get_consent_grant(oauth_request, end_user=grant_user)
     except OAuth2Error as error:

@@ -19,6 +19,7 @@ from flask import Flask
 from mdm_core.ratelimit_guard import RateGuard
 from posture_gateway.keys import KeyRing, KeyRingError
 from posture_gateway.login_decision import DeviceGate, UnconfiguredDeviceGate
+from posture_gateway.login_transactions import init_app as init_login_transactions
 from posture_gateway.nonces import NonceStore
 from posture_gateway.oidc.claims import directory_groups_reader
 from posture_gateway.oidc.clients import load_clients
@@ -135,6 +136,8 @@ def init_app(
     )
     app.extensions[EXTENSION_KEY] = provider
     provider.init_app(app)
+    # Login transactions server side (the cookie holds only their id), shared by every process.
+    init_login_transactions(app, database, settings.redis_url)
 
     from posture_gateway.oidc.login import bp as login_bp
     from posture_gateway.oidc.provider import bp as provider_bp

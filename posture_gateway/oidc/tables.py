@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, DateTime, Index, MetaData, String, Table, Text
 
-__all__ = ["metadata", "oidc_codes", "oidc_tokens", "gateway_nonces"]
+__all__ = ["metadata", "oidc_codes", "oidc_tokens", "gateway_nonces", "gateway_login_transactions"]
 
 metadata = MetaData(
     naming_convention={
@@ -74,4 +74,15 @@ gateway_nonces = Table(
     Column("nonce_hash", String(64), primary_key=True),
     _ts("expires_at"),
     Index("ix_gateway_nonces_expires_at", "expires_at"),
+)
+
+# Server-side login transactions (OIDC login, Entra EAM) when no Redis is configured: the
+# session cookie holds only the id; rows are keyed by its SHA-256 digest. Data is JSON text.
+gateway_login_transactions = Table(
+    "gateway_login_transactions",
+    metadata,
+    Column("tx_hash", String(64), primary_key=True),
+    Column("data", Text, nullable=False),
+    _ts("expires_at"),
+    Index("ix_gateway_login_transactions_expires_at", "expires_at"),
 )

@@ -4,6 +4,9 @@ Every page is rendered through :func:`render_page`, which sets a strict Content 
 Policy (scripts and styles only with this response's nonce; ``connect-src`` only the loopback
 agent; ``form-action`` only ourselves and, when a form ends in a redirect to the relying
 party, that party's origin), ``Cache-Control: no-store``, and anti-framing headers.
+:func:`baseline_headers` (an ``after_request`` hook of the app) gives every other response of
+the app — JSON APIs, Entra pages, error pages — ``nosniff``, ``X-Frame-Options: DENY`` and
+``Referrer-Policy``, and any HTML page without its own CSP a deny-all one.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from urllib.parse import urlsplit
 
 from flask import Response, make_response, render_template, request, session
 
-__all__ = ["csrf_token", "csrf_ok", "render_page", "origin_of", "security_headers"]
+__all__ = [
+    "BASELINE_HEADERS",
+    "baseline_headers",
+    "csrf_token",
+    "csrf_ok",
+    "render_page",
+    "origin_of",
+    "security_headers",
+]
 
 _CSRF_KEY = "oidc_csrf"
 
@@ -72,6 +83,26 @@ def security_headers(
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+#: Headers every response of the app carries (set by :func:`baseline_headers`, an
+#: ``after_request`` hook of the app factory) unless the view chose its own value.
+BASELINE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+#: A page that set no CSP of its own may not run scripts, load anything, or be framed.
+_DEFAULT_PAGE_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+
+
+def baseline_headers(response: Response) -> Response:
+    """The one set of security headers for every page and response (JSON, HTML, errors)."""
+    for name, value in BASELINE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", _DEFAULT_PAGE_CSP)
     return response
 
 

@@ -113,14 +113,14 @@ def test_long_poll_wakes_when_a_command_is_queued(live: LiveServer, tmp_path: Pa
     live.core.commands.enqueue(agent.device_id, "lock", {}, created_by=ADMIN)
     waiter.join(timeout=10)
     assert not waiter.is_alive()
-    assert answers == [{"pending": 1}]
+    assert answers == [{"pending": 1, "ended": "command_queued", "timeout_s": 25}]
     assert elapsed[0] < 5
 
 
 def test_long_poll_times_out_empty(live: LiveServer, tmp_path: Path) -> None:
     agent = _enrolled_agent(live, tmp_path)
     t0 = time.monotonic()
-    assert agent.client.wait_for_commands(1) == {"pending": 0}
+    assert agent.client.wait_for_commands(1) == {"pending": 0, "ended": "timeout", "timeout_s": 1}
     assert 0.9 < time.monotonic() - t0 < 5
 
 

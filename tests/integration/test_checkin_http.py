@@ -265,7 +265,7 @@ def test_history_is_bounded(core: MdmCore, client: FlaskClient, database: Databa
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "error"),
     [
-        (b"{not json", "application/json", 400, "bad_request"),
+        (b"{not json", "application/json", 400, "invalid_json"),
         (b"[1, 2]", "application/json", 400, "bad_request"),
         (b'{"format": 5, "report": {}}', "application/json", 400, "bad_request"),
         (b'{"format": "agent", "report": []}', "application/json", 400, "bad_request"),
@@ -400,7 +400,7 @@ def test_not_now_then_redelivered(core: MdmCore, client: FlaskClient) -> None:
         (b'{"status": "done"}', 422, "invalid_command"),
         (b'{"status": 1}', 400, "bad_request"),
         (b'{"status": "acknowledged", "detail": 5}', 400, "bad_request"),
-        (b"nope", 400, "bad_request"),
+        (b"nope", 400, "invalid_json"),
     ],
 )
 def test_bad_result_input_changes_nothing(
@@ -460,11 +460,12 @@ def test_wait_returns_when_a_command_is_queued(core: MdmCore, client: FlaskClien
     core.commands.enqueue(dev.id, "request_checkin", {}, created_by="admin:a")
     worker.join(15)
     assert not worker.is_alive()
-    assert out["resp"].status_code == 200 and out["resp"].get_json() == {"pending": 1}
+    assert out["resp"].status_code == 200
+    assert out["resp"].get_json() == {"pending": 1, "ended": "command_queued", "timeout_s": 20}
     assert out["took"] < 5
     # already pending: answers at once
     resp = dev.send("GET", "/mdm/v1/commands/wait", content_type=None, query="?timeout=20")
-    assert resp.get_json() == {"pending": 1}
+    assert resp.get_json() == {"pending": 1, "ended": "pending", "timeout_s": 20}
 
 
 def test_wait_times_out_empty_and_validates_timeout(core: MdmCore, client: FlaskClient) -> None:
@@ -473,7 +474,7 @@ def test_wait_times_out_empty_and_validates_timeout(core: MdmCore, client: Flask
     started = time.monotonic()
     core.commands.enqueue(other.id, "lock", {}, created_by="t")  # not for this device
     resp = dev.send("GET", "/mdm/v1/commands/wait", content_type=None, query="?timeout=1")
-    assert resp.get_json() == {"pending": 0}
+    assert resp.get_json() == {"pending": 0, "ended": "timeout", "timeout_s": 1}
     assert 0.9 <= time.monotonic() - started < 5
     for bad in ("61", "-1", "soon"):
         resp = dev.send("GET", "/mdm/v1/commands/wait", content_type=None, query=f"?timeout={bad}")

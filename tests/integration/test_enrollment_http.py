@@ -155,7 +155,7 @@ def _bad_enroll_cases() -> list[tuple[str, Any, int, str]]:
     ok = {"csr": csr, "platform": "ios", "ownership": "corporate", "token": "TOKEN"}
     return [
         ("not json", b"csr=1", 415, "unsupported_media_type"),
-        ("malformed", b'{"csr": ', 400, "bad_request"),
+        ("malformed", b'{"csr": ', 400, "invalid_json"),
         ("array", [ok], 400, "bad_request"),
         ("missing csr", {k: v for k, v in ok.items() if k != "csr"}, 400, "bad_request"),
         ("csr not str", {**ok, "csr": 42}, 400, "bad_request"),
