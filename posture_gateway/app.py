@@ -52,7 +52,6 @@ def core_config(settings: Settings) -> CoreConfig:
         enroll_source_window=settings.enroll.source_window,
         enroll_limit_per_target=settings.enroll.limit_per_target,
         enroll_target_window=settings.enroll.target_window,
-
         max_waits=settings.long_poll.max_waits,
         max_wait_s=settings.long_poll.max_wait_s,
     )

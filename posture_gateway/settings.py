@@ -62,6 +62,7 @@ class EnrollSettings(_Strict):
     limit_per_target: int = Field(default=10, ge=1)
     target_window: timedelta = timedelta(minutes=10)
 
+
 class LongPollSettings(_Strict):
     # Device long-polls (GET /mdm/v1/commands/wait) each hold a request thread while they wait:
     # at most max_waits per process (keep it well below `posture serve --threads`, which
