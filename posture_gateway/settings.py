@@ -15,19 +15,32 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
+from mdm_core.config_durations import DurationsModel
 from posture_gateway.integration_settings import IntegrationSettings
 from posture_gateway.oidc.settings import OIDCSettings
 
-__all__ = ["Settings", "CASettings", "ProofSettings", "ConfigError", "load_settings"]
+__all__ = [
+    "Settings",
+    "CASettings",
+    "ProofSettings",
+    "ConfigError",
+    "load_settings",
+    "SHIPPED_POLICY_DIR",
+]
+
+
+#: The policy set shipped inside the package (the repository's top-level ``policies/``,
+#: linked as ``posture_gateway/default_policies`` and packaged as data): ``policy_dir``'s default.
+SHIPPED_POLICY_DIR = Path(__file__).absolute().parent / "default_policies"
 
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key and the reason."""
 
 
-class _Strict(BaseModel):
+class _Strict(DurationsModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -54,7 +67,7 @@ class Settings(_Strict):
     database_url: str | None = None  # default: sqlite in data_dir
     redis_url: str | None = None  # None: in-process bus, cache and replay store
     public_url: str = "http://127.0.0.1:8000"  # issuer / audience base, no trailing slash
-    policy_dir: Path = Path("policies")
+    policy_dir: Path = SHIPPED_POLICY_DIR
     dev_mode: bool = False  # allows an unencrypted CA key in data_dir (demo, tests)
     ca: CASettings = Field(default_factory=CASettings)
     proof: ProofSettings = Field(default_factory=ProofSettings)
@@ -116,6 +129,7 @@ def load_settings(
         return Settings.model_validate(layers)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

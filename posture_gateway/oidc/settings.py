@@ -12,12 +12,14 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import ConfigDict, SecretStr
+
+from mdm_core.config_durations import DurationsModel
 
 __all__ = ["OIDCSettings"]
 
 
-class OIDCSettings(BaseModel):
+class OIDCSettings(DurationsModel):
     """The ``oidc`` section: issuer, relying parties, local users, lifetimes, signing keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
