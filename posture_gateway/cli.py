@@ -50,6 +50,11 @@ cli.add_command(clients_group)  # posture clients new-secret
 from posture_gateway.cli_policy import policy_group  # noqa: E402
 
 cli.add_command(policy_group)  # posture policy check|what-if
+from posture_gateway.cli_directory import directory_group  # noqa: E402
+from posture_gateway.cli_init import init_cmd  # noqa: E402
+
+cli.add_command(directory_group)  # posture directory list|show|import
+cli.add_command(init_cmd)  # posture init DIR
 
 
 def main() -> None:

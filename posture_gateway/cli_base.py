@@ -15,8 +15,9 @@ Every error the project raises on purpose becomes one line on stderr and an exit
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask
@@ -30,12 +31,46 @@ __all__ = [
     "config_file_option",
     "translate_error",
     "debug_enabled",
+    "DURATION",
+    "DurationParam",
 ]
 
 
 def debug_enabled() -> bool:
     """``POSTURE_DEBUG=1`` (or true/yes): let unexpected exceptions show their traceback."""
     return os.environ.get("POSTURE_DEBUG", "").strip().lower() in {"1", "true", "yes"}
+
+
+if TYPE_CHECKING:  # click >= 8.3 types ParamType as a generic; older ones are not subscriptable
+    _ParamBase = click.ParamType[timedelta, Any]
+else:
+    _ParamBase = click.ParamType
+
+
+class DurationParam(_ParamBase):
+    """A CLI duration in the one syntax of config and policies: ``30s``, ``2m``, ``1h``, ``7d``.
+
+    Parsed with the other arguments, so a typo is refused before anything is opened."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        from mdm_core.config_durations import parse_config_duration
+
+        if isinstance(value, timedelta):
+            return value
+        try:
+            parsed = parse_config_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if parsed <= timedelta(0):
+            self.fail(f"{value!r}: a duration must be longer than zero", param, ctx)
+        return parsed
+
+
+DURATION = DurationParam()
 
 
 class ConfigProblem(click.ClickException):

@@ -48,7 +48,8 @@ def serve_cmd(host: str, port: int, workers: int, threads: int, server: str) -> 
     if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
         raise click.ClickException("cannot find the Python interpreter")
     argv = _argv(server, host, port, workers, threads)
-    click.echo(f"serving on http://{host}:{port} with {server} ({workers} workers)")
+    plural = "worker" if workers == 1 else "workers"
+    click.echo(f"serving on http://{host}:{port} with {server} ({workers} {plural})")
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv: this interpreter + the server
 
 

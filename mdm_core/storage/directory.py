@@ -86,6 +86,10 @@ class DirectoryUserStore(Protocol):
         """Remove the user and every membership naming it; ``False`` for an unknown id."""
         ...
 
+    def list(self, source: str | None = None) -> list[DirectoryUser]:
+        """Every user (of ``source`` only, when given), sorted by username; ``[]`` if none."""
+        ...
+
 
 class DirectoryGroupStore(Protocol):
     def upsert(self, group: DirectoryGroup) -> bool:
@@ -111,6 +115,10 @@ class DirectoryGroupStore(Protocol):
     def delete(self, group_id: str) -> bool:
         """Remove the group, its memberships and every membership naming it as a member;
         ``False`` for an unknown id."""
+        ...
+
+    def list(self, source: str | None = None) -> list[DirectoryGroup]:
+        """Every group (of ``source`` only, when given), sorted by name; ``[]`` if none."""
         ...
 
 
