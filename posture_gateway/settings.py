@@ -84,10 +84,15 @@ class Settings(_Strict):
         return self.database_url or f"sqlite:///{self.data_dir.resolve()}/posture.sqlite3"
 
 
+#: ``POSTURE_*`` variables that are not settings: the config file, the CLI's debug switch,
+#: the agent's state directory (tests use ``POSTURE_TEST_*``).
+_NOT_SETTINGS = frozenset({"POSTURE_CONFIG", "POSTURE_DEBUG", "POSTURE_AGENT_STATE_DIR"})
+
+
 def _env_layer(environ: Mapping[str, str], prefix: str = "POSTURE_") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(prefix) or key == "POSTURE_CONFIG":
+        if not key.startswith(prefix) or key in _NOT_SETTINGS or key.startswith("POSTURE_TEST_"):
             continue
         path = key[len(prefix) :].lower().split("__")
         node = out
