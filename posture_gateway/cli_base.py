@@ -117,7 +117,16 @@ def translate_error(exc: BaseException) -> click.ClickException | None:
         return RuntimeProblem(f"signing keys: {exc}")
     if isinstance(exc, InfraError):
         return RuntimeProblem(f"{exc} (check redis_url and that the server is up)")
+    import httpx
     from sqlalchemy.exc import ArgumentError, OperationalError
+
+    if isinstance(exc, httpx.HTTPError):
+        where = ""
+        try:
+            where = f" {exc.request.url}"
+        except RuntimeError:  # no request attached
+            pass
+        return RuntimeProblem(f"cannot reach the server{where}: {exc or type(exc).__name__}")
 
     if isinstance(exc, ArgumentError):
         return ConfigProblem(f"database_url: {exc} (e.g. postgresql+psycopg://user@host/db)")

@@ -186,3 +186,19 @@ def test_serve_counts_workers_in_words(
     assert result.exit_code == 0, result.output
     assert said in result.output
     assert calls and str(workers) in calls[0]
+
+
+def test_unreachable_server_is_one_line_exit_1(tmp_path: Path) -> None:
+    from tests.services import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "agent", "enroll", "--server", url, "--token", "t" * 43,
+            "--ownership", "corporate", "--state-dir", str(tmp_path / "agent"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: cannot reach the server {url}/mdm/v1/enroll")
+    assert len(result.output.strip().splitlines()) == 1
