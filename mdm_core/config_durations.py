@@ -27,13 +27,16 @@ _MILLIS = re.compile(r"^([0-9]{1,9})ms$")
 _NUMBER = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,6})?$")
 
 
-def parse_config_duration(text: str) -> timedelta:
-    """``"90s"`` / ``"2500ms"`` / ``"120"`` -> timedelta; ``ValueError`` naming the syntax."""
+def parse_config_duration(text: str, *, bare_seconds: bool = True) -> timedelta:
+    """``"90s"`` / ``"2500ms"`` / ``"120"`` -> timedelta; ``ValueError`` naming the syntax.
+
+    ``bare_seconds=False`` (the CLI) refuses a number without a unit: ``--ttl 1`` is more
+    likely a mistake than one second."""
     value = text.strip()
     millis = _MILLIS.match(value)
     if millis is not None:
         return timedelta(milliseconds=int(millis.group(1)))
-    if _NUMBER.match(value):
+    if bare_seconds and _NUMBER.match(value):
         return timedelta(seconds=float(value))
     try:
         return parse_duration(value)

@@ -151,7 +151,7 @@ def checkin_cmd(state_dir: Path, as_json: bool) -> None:
 def run_cmd(state_dir: Path, max_wait: str) -> None:
     """Check in, long-poll for commands, repeat (Ctrl-C stops)."""
     try:
-        wait_s = max(1, int(parse_config_duration(max_wait).total_seconds()))
+        wait_s = max(1, int(parse_config_duration(max_wait).total_seconds()))  # 60 = 60s
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-wait") from exc
     agent = _agent(state_dir)

@@ -62,7 +62,7 @@ class DurationParam(_ParamBase):
         if isinstance(value, timedelta):
             return value
         try:
-            parsed = parse_config_duration(str(value))
+            parsed = parse_config_duration(str(value), bare_seconds=False)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         if parsed <= timedelta(0):

@@ -26,7 +26,7 @@ def parse_duration(text: str) -> timedelta:
     """``90s``, ``30m``, ``12h``, ``1d`` -> timedelta (raises ``click.BadParameter``): the one
     duration syntax of config and policies (:mod:`mdm_core.config_durations`)."""
     try:
-        value = parse_config_duration(text)
+        value = parse_config_duration(text, bare_seconds=False)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if value <= timedelta(0):
