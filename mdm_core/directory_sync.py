@@ -107,6 +107,7 @@ class _Sync:
     ) -> None:
         self.uow, self.source, self.takes_over, self.at = uow, source, takes_over, at
         self.summary = summary
+        self.skip_conflicts = False
         self.group_ids: dict[str, str] = {}  # name -> id
 
     def group_id(self, name: str, wanted_id: str | None = None) -> str:
@@ -115,7 +116,7 @@ class _Sync:
             return self.group_ids[name]
         existing = self.uow.directory_groups.find_by_name(name)
         if existing is None:
-            gid = wanted_id or name
+            gid = self.free_group_id(wanted_id or name)
             self.uow.directory_groups.upsert(
                 DirectoryGroup(id=gid, name=name, source=self.source, updated_at=self.at)
             )
@@ -124,6 +125,14 @@ class _Sync:
             gid = existing.id
         self.group_ids[name] = gid
         return gid
+
+    def free_group_id(self, wanted: str) -> str:
+        """``wanted``, or ``<source>:<wanted>`` when another group already has that id (a new
+        group never takes over an existing record)."""
+        for candidate in (wanted, f"{self.source}:{wanted}"):
+            if self.uow.directory_groups.get(candidate) is None:
+                return candidate
+        raise Conflict(f"group id {wanted!r} belongs to another group")
 
     def memberships(self, kind: MemberKind, member_id: str, names: Sequence[str]) -> bool:
         wanted = {Membership(self.group_id(n), member_id, kind) for n in names}
@@ -140,7 +149,7 @@ class _Sync:
             self.summary.skipped.append(f"group {group.name} (owned by {existing.source})")
             self.group_ids[group.name] = existing.id
             return
-        gid = existing.id if existing is not None else (group.id or group.name)
+        gid = existing.id if existing is not None else self.free_group_id(group.id or group.name)
         changed = self.uow.directory_groups.upsert(
             DirectoryGroup(id=gid, name=group.name, source=self.source, updated_at=self.at)
         )
@@ -156,6 +165,13 @@ class _Sync:
         if existing is not None and not _owned(existing.source, self.source, self.takes_over):
             self.summary.skipped.append(f"{user.id} (owned by {existing.source})")
             return
+        if self.skip_conflicts:
+            holder = self.uow.directory_users.find_by_username(user.username)
+            if holder is not None and holder.id != user.id:
+                self.summary.skipped.append(
+                    f"{user.id} (username {user.username} belongs to {holder.id})"
+                )
+                return
         record = DirectoryUser(
             id=user.id,
             username=user.username,
@@ -184,6 +200,7 @@ def sync_source(
     prune: bool = False,
     takes_over: Collection[str] = (),
     actor: str = "system",
+    skip_conflicts: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SyncSummary:
     """Write ``source``'s users and groups into the mirror (see the module docstring).
@@ -192,8 +209,10 @@ def sync_source(
     the same unit of work: always when an ``actor`` other than ``system`` runs it (an admin
     import), otherwise only when it changed something (a start-up sync).
 
-    Raises :class:`mdm_core.errors.Conflict` (and writes nothing) when a username or group
-    name belongs to a record of another id, or when the input repeats an id or username.
+    Raises :class:`mdm_core.errors.Conflict` (and writes nothing) when a username belongs to
+    a user of another id, or when the input repeats an id or username. With
+    ``skip_conflicts`` such a user is skipped (listed in ``skipped``) instead: one bad entry
+    then keeps only that person out, not everyone (a start-up sync must not stop the server).
     """
     if not source:
         raise ValueError("a directory source needs a name")
@@ -202,6 +221,7 @@ def sync_source(
     at = clock()
     with storage.unit_of_work() as uow:
         sync = _Sync(uow, source, takes_over, at, summary)
+        sync.skip_conflicts = skip_conflicts
         for group in groups:
             sync.group(group)
         for user in users:

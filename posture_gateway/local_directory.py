@@ -46,20 +46,25 @@ def source_users(users: list[UserConfig]) -> list[SourceUser]:
 def sync_users_file(storage: Storage, path: Path | None) -> SyncSummary:
     """Mirror ``path``'s users (none when ``None``: every file user is then disabled).
 
-    Raises :class:`ConfigError` when the file's users cannot be mirrored (a username that
-    belongs to a user of another source): the server does not start half-synced.
+    A user whose id belongs to another source, or whose username belongs to another user,
+    is skipped and logged: that person cannot sign in (fail closed), everyone else can.
+    Raises :class:`ConfigError` only if the sync keeps failing (after a lost start-up race).
     """
     users = [e.value for e in load_entries(path, "users", UserConfig)] if path else []
     wanted = source_users(users)
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            summary = sync_source(storage, USERS_FILE_SOURCE, wanted, prune=True)
+            summary = sync_source(
+                storage, USERS_FILE_SOURCE, wanted, prune=True, skip_conflicts=True
+            )
         except Conflict as exc:
             if attempt == _ATTEMPTS:
                 raise ConfigError(
                     f"oidc.users_file: cannot put its users into the directory: {exc.message}"
                 ) from exc
             continue  # another worker inserted the same rows first: the next pass sees them
+        for skipped in summary.skipped:
+            log.warning("users file user not mirrored: %s", skipped)
         if summary.touched:
             log.info(
                 "users file -> directory: %d added, %d changed, %d disabled, %d skipped",

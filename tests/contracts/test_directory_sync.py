@@ -175,3 +175,31 @@ def test_list_reads_by_source_sorted(storage: SqlStorage) -> None:
         assert uow.directory_users.list("none") == []
         assert [g.name for g in uow.directory_groups.list("b")] == ["g"]
         assert uow.directory_groups.list("a") == []
+
+
+def test_a_new_group_never_takes_over_an_existing_group_id(storage: SqlStorage) -> None:
+    with storage.unit_of_work() as uow:
+        uow.directory_groups.upsert(
+            DirectoryGroup(id="payroll", name="Payroll (HR)", source="ldap", updated_at=T0)
+        )
+    _sync(storage, [BOB])  # bob's group "payroll" is a new name whose default id is taken
+    with storage.unit_of_work() as uow:
+        ldap = uow.directory_groups.get("payroll")
+        ours = uow.directory_groups.find_by_name("payroll")
+        assert effective_group_names(uow, "u-bob") == {"payroll"}
+    assert ldap is not None and ldap.name == "Payroll (HR)" and ldap.source == "ldap"
+    assert ours is not None and ours.id == "import:payroll" and ours.source == "import"
+
+
+def test_skip_conflicts_keeps_only_the_conflicting_user_out(storage: SqlStorage) -> None:
+    with storage.unit_of_work() as uow:
+        uow.directory_users.upsert(
+            DirectoryUser(id="u-x", username="carol", active=True, source="ldap", updated_at=T0)
+        )
+    summary = _sync(storage, [BOB, CAROL], skip_conflicts=True)
+    assert summary.added == ["u-bob"]
+    assert summary.skipped == ["u-carol (username carol belongs to u-x)"]
+    with storage.unit_of_work() as uow:
+        assert uow.directory_users.get("u-carol") is None
+        holder = uow.directory_users.get("u-x")
+    assert holder is not None and holder.source == "ldap"
