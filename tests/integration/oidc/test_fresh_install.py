@@ -202,15 +202,19 @@ def test_a_user_removed_from_the_file_is_disabled_and_other_sources_untouched(
     users_file = made["dir"] / "users.yaml"
     users_file.write_text(
         "users:\n- username: bob\n  user_id: u-bob\n"
+        f'  password_hash: "{hash_password(BOB_PASSWORD, n=2**10)}"\n'
+        "- username: lee\n  user_id: u-lee\n"  # lee's username is the LDAP user's
         f'  password_hash: "{hash_password(BOB_PASSWORD, n=2**10)}"\n',
         encoding="utf-8",
     )
-    second = _app(made["config"])
+    second = _app(made["config"])  # it starts: the conflicting entry keeps only lee out
     apps.append(second)
     with second.extensions["posture"].core.storage.unit_of_work() as uow:
         admin = user_context(uow, "u-admin")
         bob = user_context(uow, "u-bob")
         lee = user_context(uow, "u-ldap")
+        file_lee = uow.directory_users.get("u-lee")
     assert admin is not None and admin.active is False
     assert bob is not None and bob.active
     assert lee is not None and lee.active
+    assert file_lee is None
