@@ -24,19 +24,20 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from idp_connectors.errors import ConnectorError, Expired, MalformedToken, WrongIssuer
 from idp_connectors.identity import ExternalIdentity
 from idp_connectors.jwks import JwksCache, decode_with_jwks
 from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
+from mdm_core.config_durations import DurationsModel
 
 __all__ = ["EntraHintSettings", "EntraHint", "EntraHintValidator", "verify_id_token_hint"]
 
 _GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
-class EntraHintSettings(BaseModel):
+class EntraHintSettings(DurationsModel):
     """Where Entra's hints come from and whom they are for."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

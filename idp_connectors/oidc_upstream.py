@@ -28,7 +28,7 @@ from authlib.common.security import generate_token
 from authlib.oauth2.client import OAuth2Client
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from idp_connectors.errors import (
     ConnectorError,
@@ -45,6 +45,7 @@ from idp_connectors.http import fetch_json
 from idp_connectors.identity import ExternalIdentity, IdentityLinking
 from idp_connectors.jwks import JwksCache, decode_with_jwks
 from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
+from mdm_core.config_durations import DurationsModel
 
 __all__ = [
     "UpstreamOidcSettings",
@@ -62,7 +63,7 @@ _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "E
 _PROFILE_CLAIMS = ("email", "email_verified", "preferred_username", "name")
 
 
-class UpstreamOidcSettings(BaseModel):
+class UpstreamOidcSettings(DurationsModel):
     """One upstream OpenID provider the gateway brokers logins to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

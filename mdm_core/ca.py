@@ -56,6 +56,7 @@ __all__ = [
     "USER_URN_PREFIX",
     "CertificateAuthority",
     "CertificateIdentity",
+    "check_ca_config",
     "DevicePublicKey",
     "IssuedCertificate",
     "jwk_thumbprint",
@@ -406,6 +407,23 @@ def _load_from_files(
     return key, cert
 
 
+def check_ca_config(
+    *, dev_mode: bool, passphrase: str | None, key_path: Path | None, cert_path: Path | None
+) -> None:
+    """Refuse a CA configuration that cannot work, before anything is created on disk.
+
+    Raises :class:`mdm_core.errors.ConfigurationError` naming the keys to set.
+    """
+    if (key_path is None) != (cert_path is None):
+        raise ConfigurationError("ca.key_path and ca.cert_path must be set together")
+    if key_path is None and not passphrase and not dev_mode:
+        raise ConfigurationError(
+            "ca.passphrase is required to encrypt the CA key at rest: set it in the config "
+            "file or POSTURE_CA__PASSPHRASE (or set ca.key_path and ca.cert_path; "
+            "`posture init DIR` writes a starter configuration)"
+        )
+
+
 def load_or_create_ca(
     storage: Storage,
     *,
@@ -421,17 +439,13 @@ def load_or_create_ca(
     Raises :class:`mdm_core.errors.ConfigurationError` when the configuration cannot give a
     CA: only one of the two paths, no passphrase outside dev mode, a wrong passphrase.
     """
-    if (key_path is None) != (cert_path is None):
-        raise ConfigurationError("ca.key_path and ca.cert_path must be set together")
+    check_ca_config(
+        dev_mode=dev_mode, passphrase=passphrase, key_path=key_path, cert_path=cert_path
+    )
     if key_path is not None and cert_path is not None:
         key, cert = _load_from_files(key_path, cert_path, passphrase)
         return CertificateAuthority(key, cert, storage=storage, clock=clock)
     if not passphrase:
-        if not dev_mode:
-            raise ConfigurationError(
-                "ca.passphrase is required to encrypt the CA key at rest (or set "
-                "ca.key_path and ca.cert_path, or dev_mode for a demo)"
-            )
         passphrase = _dev_passphrase(data_dir)
     secret = passphrase.encode()
     with storage.unit_of_work() as uow:

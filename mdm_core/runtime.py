@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from mdm_core.ca import CertificateAuthority, load_or_create_ca
+from mdm_core.ca import CertificateAuthority, check_ca_config, load_or_create_ca
 from mdm_core.checkin import CheckinService
 from mdm_core.commands import CommandService
 from mdm_core.device_proof import DeviceProofVerifier
@@ -100,6 +100,12 @@ class MdmCore:
 
 def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     """Open the database (migrating it), and wire the services on it."""
+    check_ca_config(  # a CA that cannot work stops here, before the database is created
+        dev_mode=config.dev_mode,
+        passphrase=config.ca_passphrase,
+        key_path=config.ca_key_path,
+        cert_path=config.ca_cert_path,
+    )
     database = Database(config.database_url)
     if config.migrate:
         database.migrate()

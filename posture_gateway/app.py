@@ -105,6 +105,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from posture_gateway.oidc.setup import init_app as init_oidc
 
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
+    from posture_gateway.local_directory import sync_users_file
+
+    sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
     integrations_register(app, settings.integrations, public_url=settings.public_url)
     from posture_gateway.device_gate import init_app as init_device_gate
 

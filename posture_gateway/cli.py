@@ -1,7 +1,9 @@
-"""The ``posture`` command line: a click group on Flask's ``FlaskGroup``.
+"""The ``posture`` command line: the root click group and its sub-commands.
 
-Every command runs inside an app context built by :func:`posture_gateway.app.create_app`
-from the validated settings. Sub-command groups live in their own modules and are added here.
+Commands that need the server's state run inside an app context built lazily by
+:func:`posture_gateway.app.create_app` from the validated settings (see
+:mod:`posture_gateway.cli_base`: ``--help`` never builds it, errors are one line).
+Sub-command groups live in their own modules and are added here.
 """
 
 from __future__ import annotations
@@ -9,36 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from flask import Flask
-from flask.cli import FlaskGroup
 
-from posture_gateway.settings import ConfigError, load_settings
+from posture_gateway.cli_base import PostureGroup
 
 __all__ = ["cli", "main"]
 
 
-def _create_app_from_env() -> Flask:
-    from posture_gateway.app import create_app
-
-    ctx = click.get_current_context(silent=True)
-    config_file: Path | None = None
-    if ctx is not None:
-        root = ctx.find_root()
-        config_file = root.params.get("config")
-    try:
-        return create_app(load_settings(config_file))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-@click.group(
-    cls=FlaskGroup,
-    create_app=_create_app_from_env,
-    add_default_commands=False,
-    add_version_option=False,
-    load_dotenv=False,
-    set_debug_flag=False,
-)
+@click.group(cls=PostureGroup, context_settings={"max_content_width": 100})
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -74,10 +53,15 @@ cli.add_command(clients_group)  # posture clients new-secret
 from posture_gateway.cli_policy import policy_group  # noqa: E402
 
 cli.add_command(policy_group)  # posture policy check|what-if
+from posture_gateway.cli_directory import directory_group  # noqa: E402
+from posture_gateway.cli_init import init_cmd  # noqa: E402
+
+cli.add_command(directory_group)  # posture directory list|show|import
+cli.add_command(init_cmd)  # posture init DIR
 
 
 def main() -> None:
-    cli(prog_name="posture")
+    cli(prog_name="posture")  # errors: one line, exit 2 (usage/config) or 1 (cli_base)
 
 
 from posture_gateway.cli_serve import db_group, serve_cmd  # noqa: E402

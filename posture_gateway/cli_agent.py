@@ -34,13 +34,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
 
 from mdm_core.agent.agent import Agent, CheckinResult, NotEnrolled, agent_report
 from mdm_core.agent.client import ProtocolError
 from mdm_core.agent.collector_linux import LinuxPosture, collect
 from mdm_core.agent.loopback import DEFAULT_PORT, LoopbackHelper
+from mdm_core.config_durations import DURATION_HELP, parse_config_duration
+from posture_gateway.cli_agent_output import notice_panel, render_checkin
 
 __all__ = ["agent_group", "default_state_dir"]
 
@@ -93,33 +93,12 @@ def _agent(state_dir: Path, server: str | None = None) -> Agent:
 
 
 def _show_notice(notice: dict[str, Any]) -> None:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="green")
-    table.add_column(style="red")
-    can = list(notice.get("can_see") or [])
-    cannot = list(notice.get("cannot_see") or [])
-    table.add_row("[bold]Your organisation CAN see[/]", "[bold]It CANNOT see[/]")
-    for i in range(max(len(can), len(cannot))):
-        table.add_row(
-            f"• {can[i]}" if i < len(can) else "", f"• {cannot[i]}" if i < len(cannot) else ""
-        )
-    console.print(
-        Panel(
-            table,
-            title=f"Privacy notice ({notice.get('profile', '?')})",
-            subtitle=str(notice.get("description") or ""),
-        )
-    )
+    console = Console()  # per call: the terminal width is read now, not at import
+    console.print(notice_panel(notice, console.width))
 
 
 def _print_result(result: CheckinResult) -> None:
-    compliance = result.answer.compliance
-    console.print(
-        f"checked in: next check-in in {result.answer.next_checkin_s}s, "
-        f"compliance {json.dumps(compliance) if compliance else 'n/a'}"
-    )
-    for command, outcome in result.executed:
-        console.print(f"  command {command.get('type')} ({command.get('id')}): {outcome.status}")
+    render_checkin(Console(), result)
 
 
 @click.group("agent")
@@ -204,11 +183,12 @@ def enroll_cmd(
 
 @agent_group.command("checkin")
 @state_option
-def checkin_cmd(state_dir: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (for scripts).")
+def checkin_cmd(state_dir: Path, as_json: bool) -> None:
     """Collect posture, check in once and carry out the commands received."""
     agent = _agent(state_dir)
     try:
-        _print_result(agent.checkin())
+        render_checkin(Console(), agent.checkin(), as_json=as_json)
     except ProtocolError as exc:
         raise click.ClickException(f"check-in refused: {exc.error}: {exc.reason}") from exc
     except NotEnrolled as exc:
@@ -220,14 +200,21 @@ def checkin_cmd(state_dir: Path) -> None:
 @agent_group.command("run")
 @state_option
 @click.option(
-    "--max-wait", default=60, show_default=True, help="Longest long-poll (server caps at 60 s)."
+    "--max-wait",
+    default="60s",
+    show_default=True,
+    help=f"Longest long-poll, {DURATION_HELP} (the server caps it at 60s).",
 )
-def run_cmd(state_dir: Path, max_wait: int) -> None:
+def run_cmd(state_dir: Path, max_wait: str) -> None:
     """Check in, long-poll for commands, repeat (Ctrl-C stops)."""
+    try:
+        wait_s = max(1, int(parse_config_duration(max_wait).total_seconds()))  # 60 = 60s
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-wait") from exc
     agent = _agent(state_dir)
     stop = threading.Event()
     try:
-        agent.run(stop, max_wait_s=max_wait, on_checkin=_print_result)
+        agent.run(stop, max_wait_s=wait_s, on_checkin=_print_result)
     except KeyboardInterrupt:
         stop.set()
     except ProtocolError as exc:

@@ -18,6 +18,7 @@ Commands run in the server's app context (same settings and database as ``postur
 from __future__ import annotations
 
 import getpass
+from datetime import timedelta
 
 import click
 from flask.cli import with_appcontext
@@ -25,9 +26,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from mdm_core.config_durations import format_duration
 from mdm_core.errors import MdmError
 from mdm_core.posture.model import Ownership, Platform
-from posture_gateway.cli_keys import parse_duration
+from posture_gateway.cli_base import DURATION
 
 __all__ = ["enroll_group"]
 
@@ -49,16 +51,18 @@ def enroll_group() -> None:
 @click.option("--user", "user_id", required=True, help="The user the device will belong to.")
 @click.option("--ownership", type=_OWNERSHIPS, required=True, help="corporate or byod.")
 @click.option("--platform", type=_PLATFORMS, default=None, help="Restrict to one platform.")
-@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 12h, 7d.")
+@click.option(
+    "--ttl", type=DURATION, default="1h", show_default=True, help="Lifetime: 90s, 30m, 12h, 7d."
+)
 @click.option("--actor", default=None, help="Who creates it (default: admin:<login>).")
 @with_appcontext
 def create_token(
-    user_id: str, ownership: str, platform: str | None, ttl: str, actor: str | None
+    user_id: str, ownership: str, platform: str | None, ttl: timedelta, actor: str | None
 ) -> None:
     """Create a single-use enrollment token for USER and print it once."""
     from posture_gateway.app import state
 
-    lifetime = parse_duration(ttl)
+    lifetime = ttl
     core = state().core
     try:
         token = core.enrollment.create_token(
@@ -74,7 +78,7 @@ def create_token(
     details.add_row("user", user_id)
     details.add_row("ownership", ownership)
     details.add_row("platform", platform or "any")
-    details.add_row("expires in", ttl)
+    details.add_row("expires in", format_duration(ttl))
     details.add_row("enroll at", core.config.public_url.rstrip("/") + "/mdm/v1/enroll")
     console.print(Panel(details, title="enrollment token (single use, shown once)"))
     # The token alone on its own line, so scripts can take the last line.

@@ -15,19 +15,23 @@ from flask.cli import with_appcontext
 from rich.console import Console
 from rich.table import Table
 
+from mdm_core.config_durations import format_duration, parse_config_duration
+from posture_gateway.cli_base import DURATION
 from posture_gateway.keys import KeyRingError
 
 __all__ = ["keys_group", "parse_duration"]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``12h``, ``1d`` -> timedelta (raises ``click.BadParameter``)."""
-    text = text.strip()
-    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
-        raise click.BadParameter(f"{text!r}: use a number and a unit s, m, h or d (e.g. 1d)")
-    return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    """``90s``, ``30m``, ``12h``, ``1d`` -> timedelta (raises ``click.BadParameter``): the one
+    duration syntax of config and policies (:mod:`mdm_core.config_durations`)."""
+    try:
+        value = parse_config_duration(text, bare_seconds=False)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if value <= timedelta(0):
+        raise click.BadParameter(f"{text!r}: a duration must be longer than zero")
+    return value
 
 
 @click.group("keys")
@@ -61,20 +65,22 @@ def list_keys() -> None:
 @click.option("--alg", type=click.Choice(["RS256", "ES256"]), default="RS256", show_default=True)
 @click.option(
     "--overlap",
+    type=DURATION,
     default=None,
     help="How long the previous key stays published (default: oidc.key_overlap), e.g. 1d.",
 )
 @with_appcontext
-def rotate(alg: str, overlap: str | None) -> None:
+def rotate(alg: str, overlap: timedelta | None) -> None:
     """Make a new key the active signer; keep the previous one published for the overlap."""
     from posture_gateway.app import state
     from posture_gateway.oidc.server import current_provider
 
-    window = parse_duration(overlap) if overlap else state().settings.oidc.key_overlap
+    window = overlap if overlap is not None else state().settings.oidc.key_overlap
     try:
         key = current_provider().keys.rotate("RS256" if alg == "RS256" else "ES256", overlap=window)
     except KeyRingError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"new {key.alg} signing key {key.kid}; the previous one stays published for {window}"
+        f"new {key.alg} signing key {key.kid}; the previous one stays published for "
+        f"{format_duration(window)}"
     )

@@ -51,7 +51,7 @@ from mdm_core.posture.normalize import normalize
 from mdm_core.runtime import MdmCore, build_core
 from mdm_core.simulator_reports import DeviceTraits, native_reports
 from posture_gateway.app import core_config
-from posture_gateway.settings import Settings
+from posture_gateway.settings import SHIPPED_POLICY_DIR, Settings
 
 __all__ = ["DemoFailure", "DemoServer", "run_demo", "demo_cmd"]
 
@@ -83,8 +83,8 @@ def _free_port() -> int:
 
 
 def _policy_dir() -> Path:
-    shipped = Path(__file__).resolve().parents[1] / "policies"
-    return shipped if shipped.is_dir() else Path("policies").resolve()
+    """The shipped policy set (package data): the demo works from any directory."""
+    return SHIPPED_POLICY_DIR
 
 
 def _ts(at: datetime | None) -> str:

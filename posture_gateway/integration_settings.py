@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from idp_connectors.entra import EntraHintSettings
 from idp_connectors.identity import IdentityLinking
 from idp_connectors.oidc_upstream import UpstreamOidcSettings
+from mdm_core.config_durations import DurationsModel
 
 __all__ = [
     "IntegrationSettings",
@@ -33,7 +34,7 @@ ENTRA_REDIRECT_URIS: tuple[str, ...] = (
 )
 
 
-class _Strict(BaseModel):
+class _Strict(DurationsModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

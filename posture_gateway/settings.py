@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
+from mdm_core.config_durations import DurationsModel
 from posture_gateway.integration_settings import IntegrationSettings
 from posture_gateway.oidc.settings import OIDCSettings
 
@@ -27,14 +28,20 @@ __all__ = [
     "ProofSettings",
     "ConfigError",
     "load_settings",
+    "SHIPPED_POLICY_DIR",
 ]
+
+
+#: The policy set shipped inside the package (the repository's top-level ``policies/``,
+#: linked as ``posture_gateway/default_policies`` and packaged as data): ``policy_dir``'s default.
+SHIPPED_POLICY_DIR = Path(__file__).absolute().parent / "default_policies"
 
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key and the reason."""
 
 
-class _Strict(BaseModel):
+class _Strict(DurationsModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -78,7 +85,7 @@ class Settings(_Strict):
     database_url: str | None = None  # default: sqlite in data_dir
     redis_url: str | None = None  # None: in-process bus, cache and replay store
     public_url: str = "http://127.0.0.1:8000"  # issuer / audience base, no trailing slash
-    policy_dir: Path = Path("policies")
+    policy_dir: Path = SHIPPED_POLICY_DIR
     dev_mode: bool = False  # allows an unencrypted CA key in data_dir (demo, tests)
     ca: CASettings = Field(default_factory=CASettings)
     proof: ProofSettings = Field(default_factory=ProofSettings)
@@ -101,17 +108,24 @@ class Settings(_Strict):
         return self.database_url or f"sqlite:///{self.data_dir.resolve()}/posture.sqlite3"
 
 
-#: POSTURE_* variables that are not server settings: the config file path, and the reference
-#: agent's own variables (an agent host may run ``posture`` server commands too).
+#: ``POSTURE_*`` variables that are not server settings: the config file path, the CLI's debug
+#: switch, and the reference agent's own variables (an agent host may run ``posture`` server
+#: commands too); tests use ``POSTURE_TEST_*``.
 _NOT_SETTINGS = frozenset(
-    {"POSTURE_CONFIG", "POSTURE_AGENT_STATE_DIR", "POSTURE_ENROLLMENT_SECRET"}
+    {
+        "POSTURE_CONFIG",
+        "POSTURE_DEBUG",
+        "POSTURE_AGENT_STATE_DIR",
+        "POSTURE_AGENT_HOST_ROOT",
+        "POSTURE_ENROLLMENT_SECRET",
+    }
 )
 
 
 def _env_layer(environ: Mapping[str, str], prefix: str = "POSTURE_") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(prefix) or key in _NOT_SETTINGS:
+        if not key.startswith(prefix) or key in _NOT_SETTINGS or key.startswith("POSTURE_TEST_"):
             continue
         path = key[len(prefix) :].lower().split("__")
         node = out
@@ -153,6 +167,7 @@ def load_settings(
         return Settings.model_validate(layers)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -92,6 +92,10 @@ class DirectoryUserStore(Protocol):
         (:mod:`mdm_core.storage.identity_links`); ``False`` for an unknown id."""
         ...
 
+    def list(self, source: str | None = None) -> list[DirectoryUser]:
+        """Every user (of ``source`` only, when given), sorted by username; ``[]`` if none."""
+        ...
+
 
 class DirectoryGroupStore(Protocol):
     def upsert(self, group: DirectoryGroup) -> bool:
@@ -117,6 +121,10 @@ class DirectoryGroupStore(Protocol):
     def delete(self, group_id: str) -> bool:
         """Remove the group, its memberships and every membership naming it as a member;
         ``False`` for an unknown id."""
+        ...
+
+    def list(self, source: str | None = None) -> list[DirectoryGroup]:
+        """Every group (of ``source`` only, when given), sorted by name; ``[]`` if none."""
         ...
 
 

@@ -8,6 +8,7 @@ File format (``settings.oidc.users_file``)::
         password_hash: "scrypt$..."  # `posture users hash-password`
         email: alice@example.com
         name: Alice Example
+        groups: [engineering]        # directory groups (the file is a directory source)
 
 Unknown users and wrong passwords take the same time and give the same answer. Failed
 attempts are limited by :class:`FailureLimiter` on the core's shared rate limiter (one count
@@ -46,6 +47,9 @@ class UserConfig(BaseModel):
     password_hash: str
     email: str | None = None
     name: str | None = None
+    # Directory groups the user is in: the users file is also a directory source
+    # (posture_gateway/local_directory.py puts its users into the mirror at start-up).
+    groups: tuple[str, ...] = ()
 
     @field_validator("password_hash")
     @classmethod

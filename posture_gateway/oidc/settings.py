@@ -15,11 +15,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mdm_core.agent.loopback import DEFAULT_PORT
+from mdm_core.config_durations import DurationsModel
 
 __all__ = ["OIDCSettings"]
 
 
-class OIDCSettings(BaseModel):
+class OIDCSettings(DurationsModel):
     """The ``oidc`` section: issuer, relying parties, local users, lifetimes, signing keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

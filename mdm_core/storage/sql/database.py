@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from mdm_core.errors import ConfigurationError
+
 __all__ = ["IDLE_PING_AFTER_S", "POOL_RECYCLE_S", "Database", "normalise_url"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -97,9 +99,9 @@ class Database:
             event.listen(self.engine, "checkin", _stamp_idle)
             event.listen(self.engine, "checkout", _ping_if_idle)
         else:
-            raise ValueError(
-                f"unsupported database URL scheme {parsed.drivername!r}: "
-                "use sqlite:///path or postgresql://..."
+            raise ConfigurationError(
+                f"database_url: unsupported scheme {parsed.drivername!r}: "
+                "use sqlite:///path or postgresql+psycopg://user@host/db"
             )
 
     @property

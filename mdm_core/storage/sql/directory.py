@@ -131,6 +131,12 @@ class SqlDirectoryUserStore:
         result = self.conn.execute(delete(directory_users).where(directory_users.c.id == user_id))
         return result.rowcount > 0
 
+    def list(self, source: str | None = None) -> list[DirectoryUser]:
+        query = select(directory_users).order_by(directory_users.c.username)
+        if source is not None:
+            query = query.where(directory_users.c.source == source)
+        return [_user(r) for r in self.conn.execute(query)]
+
 
 def _same_user(a: DirectoryUser, b: DirectoryUser) -> bool:
     return (a.username, a.email, a.display_name, a.active, a.source, a.external_id) == (
@@ -216,6 +222,12 @@ class SqlDirectoryGroupStore:
             delete(directory_groups).where(directory_groups.c.id == group_id)
         )
         return result.rowcount > 0
+
+    def list(self, source: str | None = None) -> list[DirectoryGroup]:
+        query = select(directory_groups).order_by(directory_groups.c.name)
+        if source is not None:
+            query = query.where(directory_groups.c.source == source)
+        return [_group(r) for r in self.conn.execute(query)]
 
 
 class SqlMembershipStore:

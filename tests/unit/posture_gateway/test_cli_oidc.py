@@ -45,12 +45,14 @@ def test_keys_rotate_and_list(tmp_path: Path) -> None:
     assert ring.supported_algs() == ("RS256", "ES256")
 
 
-@pytest.mark.parametrize(("text", "expected"), [("90s", 90), ("30m", 1800), ("1d", 86400)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("90s", 90), ("30m", 1800), ("1d", 86400), ("1w", 7 * 86400)]
+)
 def test_parse_duration(text: str, expected: int) -> None:
     assert parse_duration(text) == timedelta(seconds=expected)
 
 
-@pytest.mark.parametrize("text", ["", "1", "d", "1w", "-1d", "1.5h"])
+@pytest.mark.parametrize("text", ["", "1", "d", "0s", "-1d", "1.5h", "PT1H"])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(click.BadParameter):
         parse_duration(text)
