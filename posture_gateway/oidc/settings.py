@@ -12,7 +12,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from mdm_core.agent.loopback import DEFAULT_PORT
 from mdm_core.config_durations import DurationsModel
