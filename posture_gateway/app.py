@@ -89,8 +89,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0
         )
-    app.config["SECRET_KEY"] = _secret_key(settings)
+    # The core first: it checks the CA configuration before it creates anything (data_dir
+    # included), so a configuration mistake leaves nothing behind.
     core = build_core(core_config(settings), bus=_event_bus(settings))
+    app.config["SECRET_KEY"] = _secret_key(settings)
     app.extensions["posture"] = GatewayState(settings=settings, core=core)
 
     from posture_gateway.health import bp as health_bp

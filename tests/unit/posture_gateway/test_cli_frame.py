@@ -177,7 +177,7 @@ def test_serve_counts_workers_in_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, said: str
 ) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(cli_serve.os, "execv", lambda _exe, argv: calls.append(argv))
+    monkeypatch.setattr(cli_serve.os, "execve", lambda _exe, argv, _env: calls.append(argv))
     result = CliRunner().invoke(
         cli,
         ["serve", "--workers", str(workers)],

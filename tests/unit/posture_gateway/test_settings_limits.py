@@ -14,7 +14,7 @@ def test_limit_settings_reach_the_core_and_agent_variables_are_not_settings() ->
     settings = load_settings(
         environ={
             "POSTURE_ENROLL__LIMIT_PER_SOURCE": "7",
-            "POSTURE_ENROLL__TARGET_WINDOW": "PT5M",
+            "POSTURE_ENROLL__TARGET_WINDOW": "5m",
             "POSTURE_TRUSTED_PROXY_HOPS": "1",
             "POSTURE_OIDC__MAX_FAILED_LOGINS_PER_SOURCE": "9",
             # the reference agent's variables on the same host are not server settings
