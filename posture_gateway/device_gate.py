@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,7 @@ from posture_gateway.login_decision import (
     blocked,
 )
 from posture_gateway.nonces import NonceStore
+from posture_gateway.observability.decisions import device_label, log_decision
 
 __all__ = [
     "DECISIONS",
@@ -83,6 +85,7 @@ class GateResult:
     device_id: str | None
     evaluated_at: datetime
     posture_collected_at: datetime | None = None
+    device_label: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -141,6 +144,7 @@ class PostureEvaluator:
         caller: str,
     ) -> GateResult:
         """Steps 2-5: read, pick posture, evaluate, audit. Raises only when it cannot decide."""
+        started = time.perf_counter()
         now = self._clock()
         record = device.device if device is not None else None
         with self._core.storage.unit_of_work() as uow:
@@ -174,8 +178,11 @@ class PostureEvaluator:
             device_id=record.id if record is not None else None,
             evaluated_at=now,
             posture_collected_at=posture.collected_at if posture is not None else None,
+            device_label=device_label(record, posture),
         )
-        self.audit(result, user_id=user_id, app=app, channel=channel, caller=caller)
+        self.audit(
+            result, user_id=user_id, app=app, channel=channel, caller=caller, started=started
+        )
         return result
 
     def refuse(
@@ -199,7 +206,14 @@ class PostureEvaluator:
         return result
 
     def audit(
-        self, result: GateResult, *, user_id: str, app: str | None, channel: str, caller: str
+        self,
+        result: GateResult,
+        *,
+        user_id: str,
+        app: str | None,
+        channel: str,
+        caller: str,
+        started: float | None = None,
     ) -> None:
         detail: dict[str, Any] = {
             "user_id": user_id,
@@ -229,6 +243,17 @@ class PostureEvaluator:
                 detail,
             )
         DECISIONS.labels(channel=channel, outcome=result.outcome).inc()
+        log_decision(
+            result.outcome,
+            channel=channel,
+            app=app,
+            device_id=result.device_id,
+            reasons=detail.get("reasons", []),
+            rules=detail.get("rules", []),
+            policy_ids=detail.get("policy_ids", []),
+            posture_age_s=detail.get("posture_age_s"),
+            started=started,
+        )
 
     def _fresh_snapshot(
         self, record: Any, snapshot: dict[str, Any] | None, now: datetime
@@ -260,6 +285,7 @@ def _reasons(decision: EngineDecision) -> tuple[Reason, ...]:
             message=r.message,
             policy_id=r.policy_id,
             severity=r.severity.value if r.severity else None,
+            remediation=r.remediation,
         )
         for r in decision.reasons
     )
@@ -351,6 +377,7 @@ class PolicyDeviceGate:
                 remediation=_remediation(decision),
                 acr="",
                 amr=(),
+                device=result.device_label,
             )
         granted: frozenset[str] | None = None
         allowed = decision.restrictions.allowed_scopes
@@ -375,6 +402,7 @@ class PolicyDeviceGate:
             acr=ACR_MANAGED_DEVICE,
             amr=("hwk",),
             deadline=min(deadlines) if deadlines else None,
+            device=result.device_label,
         )
 
 
