@@ -12,6 +12,7 @@ import click
 from flask import Flask
 from flask.cli import FlaskGroup
 
+from posture_gateway.observability.logs import LOG_FORMATS, log_format_option_callback
 from posture_gateway.settings import ConfigError, load_settings
 
 __all__ = ["cli", "main"]
@@ -46,6 +47,14 @@ def _create_app_from_env() -> Flask:
     help="YAML config file (POSTURE_* environment variables override it).",
     is_eager=True,
     expose_value=True,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    expose_value=False,
+    callback=log_format_option_callback,
+    help="Log lines as text (default) or JSON objects (also for `posture serve`).",
 )
 def cli(config: Path | None) -> None:
     """Posture Gateway: MDM core, zero-tolerance access gateway and admin tools."""

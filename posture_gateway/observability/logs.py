@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from flask import g, has_request_context
 
-__all__ = ["LogFormat", "LOG_FORMATS", "configure_logging", "JsonFormatter", "TextFormatter"]
+__all__ = [
+    "LogFormat",
+    "LOG_FORMATS",
+    "LOG_FORMAT_ENV",
+    "configure_logging",
+    "log_format_option_callback",
+    "JsonFormatter",
+    "TextFormatter",
+]
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -108,3 +117,15 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+LOG_FORMAT_ENV = "POSTURE_LOG_FORMAT"
+
+
+def log_format_option_callback(ctx: Any, param: Any, value: str | None) -> str | None:
+    """Click callback of ``--log-format``: configure logging now, and export the choice so
+    the server processes ``posture serve`` starts log the same way (``log_format`` setting)."""
+    if value is not None:
+        os.environ[LOG_FORMAT_ENV] = value
+        configure_logging(value)  # type: ignore[arg-type]  # click.Choice(LOG_FORMATS)
+    return value

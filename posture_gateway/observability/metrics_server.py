@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
             time.sleep(1)
     finally:
         server.shutdown()
+        server.server_close()
     return 0
 
 
