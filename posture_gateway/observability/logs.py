@@ -56,7 +56,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", "request_id"?, ...fields, "exc"?}`` on one line."""
+    """``{"ts", "level", "logger", "msg", "pid", "request_id"?, ...fields, "exc"?}``, one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -64,6 +64,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,
         }
         request_id = getattr(record, "request_id", None)
         if request_id:
