@@ -24,8 +24,8 @@ _ERROR = {
     "properties": {"error": _STR, "reason": _STR},
     "required": ["error", "reason"],
 }
-_DEVICE = [{"deviceProof": []}]
-_ADMIN = [{"adminToken": []}]
+_DEVICE: list[dict[str, list[str]]] = [{"deviceProof": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:

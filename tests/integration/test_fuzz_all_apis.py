@@ -21,8 +21,7 @@ import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
-from schemathesis import GenerationMode
-from schemathesis import checks
+from schemathesis import GenerationMode, checks
 
 from mdm_core.posture.model import Ownership, Platform
 from posture_gateway.app import create_app
