@@ -127,7 +127,7 @@ def test_jailbroken_phone_ends_on_remediation_and_no_code_is_issued(
         _wait_landed(browser)
         assert browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block]"), _debug(browser)
         assert browser.current_url == stack.url + "/login/device", _debug(browser)
-        reasons = browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block] li[data-reason]")
+        reasons = browser.find_elements(By.CSS_SELECTOR, "[data-group] li[data-reason]")
         shown = " ".join(r.text for r in reasons if r.is_displayed()).lower()
         assert "jailbroken or rooted" in shown, shown
         # The jailbreak's own fix sits beside it (what the user can fix).

@@ -47,7 +47,8 @@ function lum(c){var m=c.match(/[\\d.]+/g).map(Number);var a=[m[0],m[1],m[2]].map
   v/=255;return v<=0.03928?v/12.92:Math.pow((v+0.055)/1.055,2.4);});
   return 0.2126*a[0]+0.7152*a[1]+0.0722*a[2];}
 function bg(el){while(el){var c=getComputedStyle(el).backgroundColor;
-  if(c&&c!=='rgba(0, 0, 0, 0)'&&c!=='transparent')return c;el=el.parentElement;}return 'rgb(255,255,255)';}
+  if(c&&c!=='rgba(0, 0, 0, 0)'&&c!=='transparent')return c;el=el.parentElement;}
+  return 'rgb(255,255,255)';}
 var worst=[];var els=document.querySelectorAll('p,li,a,button,label,h1,h2,code,span,strong');
 for(var i=0;i<els.length;i++){var el=els[i];if(!el.offsetParent&&el.tagName!=='BODY')continue;
   if(!el.textContent.trim())continue;
@@ -168,7 +169,7 @@ def test_sign_in_and_remediation_pages(stack: Any, tmp_path: Path, size_name: st
         _viewport(browser, SIZES[size_name])
         browser.get(_authorization_url(stack.url))
         WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "password"))
-        privacy = browser.find_elements(By.CSS_SELECTOR, f"main a[href='/privacy']")
+        privacy = browser.find_elements(By.CSS_SELECTOR, "main a[href='/privacy']")
         assert privacy, "the sign-in page links the privacy notice"
         browser.find_element(By.ID, "username").send_keys(USERNAME)
         browser.find_element(By.ID, "password").send_keys("wrong password")
