@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from flask import Flask
@@ -27,6 +27,7 @@ from mdm_core.errors import MdmError
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import FORMATS
 from mdm_core.simulator_reports import DeviceTraits, native_reports
+from posture_gateway.access import Channel
 from posture_gateway.login_decision import OUTCOMES
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.oidc.server import OIDCProvider
@@ -191,10 +192,18 @@ def test_every_metric_label_is_bounded(app: Flask, provider: OIDCProvider) -> No
     """After a full story, every label of every posture_* metric has a value from a closed
     set (enumerations and error classes), never an id, URL or message."""
     used = _full_story(app, provider)
+    # Refusals too: a check-in without a proof, one with a forged proof.
+    client = app.test_client()
+    body = b'{"format": "agent", "report": {}}'
+    for headers in ({}, {"Device-Proof": "e30.e30.sig"}):
+        refused = client.post(
+            "/mdm/v1/checkin", data=body, headers=headers, content_type="application/json"
+        )
+        assert refused.status_code == 401
     reasons = _all_subclass_reasons(MdmError) | _reason_codes(mdm_errors, idp_errors)
     reasons |= {"device_proof_invalid", "device_check_failed"}
     allowed: dict[str, set[str]] = {
-        "channel": {"oidc", "saml", "api", "posture_api", "okta_hook", "entra_eam", "what_if"},
+        "channel": set(get_args(Channel)),
         "outcome": set(OUTCOMES),
         "kind": {"request", "login", "entra_hint", "upstream_id_token"},
         "reason": reasons,
@@ -222,8 +231,11 @@ def test_every_metric_label_is_bounded(app: Flask, provider: OIDCProvider) -> No
     assert {
         "posture_access_decisions",
         "posture_device_checkins",
+        "posture_device_commands",
         "posture_device_proofs_verified",
+        "posture_device_proof_refusals",
     } <= names
+    assert seen["result"] - {"ok"}, "a refused check-in is counted with its reason"
 
 
 def test_request_id_is_propagated_when_sane_and_replaced_when_not(app: Flask) -> None:
