@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,24 @@ import pytest
 from tests.e2e.test_serve import POSTURE, _env
 from tests.services import free_port
 
-BAD_CHECKINS = 24
+
+def _bad_checkin(url: str, i: int) -> int:
+    response = httpx.post(
+        url + "/mdm/v1/checkin",
+        json={"format": "agent", "report": {}},
+        headers={"X-Request-ID": f"probe-{i}", "Connection": "close"},
+        timeout=10,
+    )
+    assert response.headers["X-Request-ID"] == f"probe-{i}"
+    return response.status_code
+
+
+def _pids(log: Path) -> set[int]:
+    return {
+        line["pid"]
+        for line in (json.loads(x) for x in log.read_text().splitlines() if x.startswith("{"))
+        if line.get("event") == "request" and line.get("path") == "/mdm/v1/checkin"
+    }
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -59,21 +77,23 @@ def test_two_workers_one_count_separate_listener_and_json_lines(
     try:
         _wait_ready(url, proc, log)
         assert not stale.exists()  # the previous run's counts are gone
-        with httpx.Client(timeout=5) as http:
-            for i in range(BAD_CHECKINS):  # new connections: spread over both workers
-                refused = http.post(
-                    url + "/mdm/v1/checkin",
-                    json={"format": "agent", "report": {}},
-                    headers={"X-Request-ID": f"probe-{i}", "Connection": "close"},
-                )
-                assert refused.status_code == 401
-                assert refused.headers["X-Request-ID"] == f"probe-{i}"
+        # Concurrent requests on fresh connections, until both workers have answered some
+        # (the logs name the pid): only then does one total prove the counts are summed.
+        sent = 0
+        for _ in range(6):
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                answers = list(pool.map(lambda i: _bad_checkin(url, i), range(sent, sent + 24)))
+            sent += 24
+            assert all(a == 401 for a in answers), answers
+            if len(_pids(log)) == 2:
+                break
+        assert len(_pids(log)) == 2, "one worker answered everything"
         # Every scrape sees all of them, whichever worker counted them.
         deadline = time.monotonic() + 10
-        while _checkins_counted(metrics_url) < BAD_CHECKINS and time.monotonic() < deadline:
+        while _checkins_counted(metrics_url) < sent and time.monotonic() < deadline:
             time.sleep(0.2)
         for _ in range(3):
-            assert _checkins_counted(metrics_url) == BAD_CHECKINS
+            assert _checkins_counted(metrics_url) == sent
         # The main listener has no /metrics when a separate one is configured.
         assert httpx.get(url + "/metrics", timeout=5).status_code == 404
     finally:
@@ -81,7 +101,43 @@ def test_two_workers_one_count_separate_listener_and_json_lines(
         proc.wait(timeout=20)
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
     probes = [x for x in lines if x.get("event") == "request" and x["path"] == "/mdm/v1/checkin"]
-    assert {x["request_id"] for x in probes} == {f"probe-{i}" for i in range(BAD_CHECKINS)}
+    assert {x["request_id"] for x in probes} == {f"probe-{i}" for i in range(sent)}
     assert all(x["status"] == 401 and x["method"] == "POST" for x in probes)
-    # Both workers answered some (so the single count above summed two processes).
-    assert len({x["pid"] for x in probes}) == 2
+
+
+@pytest.mark.parametrize(("fmt", "json_lines"), [("json", True), ("text", False)])
+def test_global_log_format_option(tmp_path: Path, fmt: str, json_lines: bool) -> None:
+    done = subprocess.run(
+        [*POSTURE, "--log-format", fmt, "db", "migrate"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert lines, "nothing was logged"
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            parsed.append(None)
+    if json_lines:
+        assert all(
+            isinstance(p, dict) and {"ts", "level", "logger", "msg"} <= set(p) for p in parsed
+        )
+    else:
+        assert all(p is None for p in parsed) and " INFO " in done.stderr
+
+
+def test_bad_log_format_names_the_option(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*POSTURE, "--log-format", "xml", "db", "migrate"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--log-format" in done.stderr
+    assert "Traceback" not in done.stderr
