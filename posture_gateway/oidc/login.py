@@ -410,6 +410,8 @@ def device_submit() -> ResponseReturnValue:
             "oidc/warn.html",
             reasons=verdict.reasons,
             remediation=verdict.remediation,
+            fix=build_remediation(verdict.reasons, verdict.remediation),
+            device=verdict.device,
             deadline=verdict.deadline.strftime("%Y-%m-%d %H:%M UTC") if verdict.deadline else None,
             ticket=ticket,
             form_targets=[tx["redirect_origin"]],

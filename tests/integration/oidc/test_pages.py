@@ -152,3 +152,21 @@ def test_remediation_model_fails_safe() -> None:
     assert fix.steps == ("Ask IT.",)  # not guessed onto one of several reasons
     only_it = build_remediation([Reason("user_unknown", "Unknown user.")])
     assert only_it.only_it and not only_it.yours
+
+
+def test_warn_page_pairs_each_check_with_its_fix(browser: Browser, gate: StubGate) -> None:
+    gate.verdict = LoginVerdict(
+        outcome="warn",
+        reasons=(
+            Reason("rule_failed", "The firewall is off.", "baseline", "medium", "Turn it on."),
+        ),
+        remediation=("Turn it on.",),
+        device="Windows PC (company-owned, ID 9f9f9f9f)",
+    )
+    browser.authorize()
+    browser.login()
+    html = browser.submit_device().get_data(as_text=True)
+    assert 'role="alert"' in html and "9f9f9f9f" in html and "Continue for now" in html
+    user_part = html.split('data-group="user"')[1]
+    assert user_part.index("The firewall is off.") < user_part.index("Turn it on.")
+    assert 'data-group="steps"' not in html
