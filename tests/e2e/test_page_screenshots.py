@@ -101,7 +101,7 @@ def _check_page(browser: webdriver.Chrome, name: str, size_name: str) -> None:
         if browser.switch_to.active_element.tag_name in ("a", "button", "input"):
             reached += 1
     assert reached >= focusable, f"{name}: {reached} of {focusable} reachable by keyboard"
-    browser.execute_script("window.scrollTo(0, 0)")
+    browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
     shot = _artifacts() / f"{name}-{size_name}.png"
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
