@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mdm_core.device_lifecycle import end_device_access
 from mdm_core.errors import Conflict, MdmError, NotFound
 from mdm_core.events import DomainEvent, EventType
+from mdm_core.metrics import count_command
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = [
@@ -329,6 +330,16 @@ class Transition:
 
 _T = TypeVar("_T")
 
+
+def _recorded(transitions: Iterable[Transition]) -> list[DomainEvent]:
+    """The events of transitions being recorded, each counted in the commands metric."""
+    events = []
+    for t in transitions:
+        count_command(t.command_type.value, t.to_status.value)
+        events.append(t.event())
+    return events
+
+
 # --- service --------------------------------------------------------------------------------
 
 MAX_DETAIL = 2000
@@ -415,10 +426,10 @@ class CommandService:
             results = u.commands.enqueue(news)
             created = [cmd for cmd, is_new in results if is_new]
             u.outbox.add(
-                [
-                    Transition(c.id, c.device_id, c.type, None, CommandStatus.QUEUED, at).event()
+                _recorded(
+                    Transition(c.id, c.device_id, c.type, None, CommandStatus.QUEUED, at)
                     for c in created
-                ]
+                )
             )
             return [cmd for cmd, _ in results]
 
@@ -442,9 +453,9 @@ class CommandService:
             return []
         transitions = uow.commands.mark_delivered(pending, now)
         if events is not None:
-            events.extend(t.event() for t in transitions)
+            events.extend(_recorded(transitions))
         else:
-            uow.outbox.add([t.event() for t in transitions])
+            uow.outbox.add(_recorded(transitions))
         by_id = {t.command_id: t for t in transitions}
         return [_delivered(c, now, by_id[c.id].attempts) for c in pending]
 
@@ -476,7 +487,7 @@ class CommandService:
             command, transition = u.commands.record_result(device_id, command_id, new, detail, at)
             if transition is None:
                 return command
-            u.outbox.add([transition.event()])
+            u.outbox.add(_recorded([transition]))
             if new is CommandStatus.ACKNOWLEDGED and command.type in _WIPES:
                 end_device_access(
                     u, command.device_id, reason=f"{command.type.value}_acknowledged", at=at
@@ -500,7 +511,7 @@ class CommandService:
 
         def run(u: UnitOfWork) -> Command:
             command, transition = u.commands.cancel(command_id, detail[:MAX_DETAIL], at)
-            u.outbox.add([transition.event()])
+            u.outbox.add(_recorded([transition]))
             return command
 
         return self._run(run, uow)

@@ -122,6 +122,11 @@ def body_hash(body: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii")
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as bytes for a constant-time comparison (lone surrogates kept, never raised)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def normalise_htu(url: str) -> str:
     """``scheme://host[:port]/path`` for comparison: scheme and host lower-cased, default
     port dropped, query and fragment dropped (RFC 9449 section 4.3). ``ValueError`` if
@@ -497,10 +502,12 @@ class DeviceProofVerifier:
             claimed_htu = normalise_htu(claimed) if isinstance(claimed, str) else None
         except ValueError:
             claimed_htu = None
-        if claimed_htu is None or not hmac.compare_digest(claimed_htu, htu):
+        # Compared as UTF-8 bytes: compare_digest refuses non-ASCII str (a path can hold any
+        # character, and a TypeError here would be a 500 instead of a refusal).
+        if claimed_htu is None or not hmac.compare_digest(_utf8(claimed_htu), _utf8(htu)):
             raise WrongTarget("htu does not match the request URL")
         bh = claims.get("bh")
-        if not isinstance(bh, str) or not hmac.compare_digest(bh, body_hash(body)):
+        if not isinstance(bh, str) or not hmac.compare_digest(_utf8(bh), _utf8(body_hash(body))):
             raise BodyMismatch("bh does not match the request body")
 
     @staticmethod

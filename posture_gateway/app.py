@@ -81,6 +81,10 @@ def _secret_key(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
+    if settings.log_format is not None:
+        from posture_gateway.observability.logs import configure_logging
+
+        configure_logging(settings.log_format)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     if settings.trusted_proxy_hops:  # client address from X-Forwarded-For (rate limits)
@@ -98,6 +102,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from posture_gateway.health import bp as health_bp
 
     app.register_blueprint(health_bp)
+    from posture_gateway.observability.requests import init_app as init_request_log
+
+    init_request_log(app)  # X-Request-ID and the access log (first, so it sees every request)
     # Feature blueprints register below (one line each).
     app.register_blueprint(checkin_bp)  # device check-ins, command results, long-poll
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
@@ -117,6 +124,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from posture_gateway.oidc.web import baseline_headers
 
     app.after_request(baseline_headers)  # one set of security headers for every response
+    from posture_gateway.observability.metrics import bp as metrics_bp
+    from posture_gateway.pages.landing import bp as landing_bp
+
+    app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen
+    app.register_blueprint(landing_bp)  # /, /privacy, /help/sign-in, /enroll (HTML pages)
     return app
 
 

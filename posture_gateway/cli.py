@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from posture_gateway.cli_base import PostureGroup
+from posture_gateway.observability.logs import LOG_FORMATS, log_format_option_callback
 
 __all__ = ["cli", "main"]
 
@@ -25,6 +26,14 @@ __all__ = ["cli", "main"]
     help="YAML config file (POSTURE_* environment variables override it).",
     is_eager=True,
     expose_value=True,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    expose_value=False,
+    callback=log_format_option_callback,
+    help="Log lines as text (default) or JSON objects (also for `posture serve`).",
 )
 def cli(config: Path | None) -> None:
     """Posture Gateway: MDM core, zero-tolerance access gateway and admin tools."""

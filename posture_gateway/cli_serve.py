@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,9 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-__all__ = ["serve_cmd", "db_group", "worker_environment"]
+from posture_gateway.observability.logs import LOG_FORMAT_ENV, LOG_FORMATS
+
+__all__ = ["serve_cmd", "db_group", "prepare_observability", "worker_environment"]
 
 APP_FACTORY = "posture_gateway.app:create_app()"
 
@@ -62,6 +65,32 @@ def _config_file() -> Path | None:
     return Path(value) if value else None
 
 
+def prepare_observability(log_format: str | None) -> subprocess.Popen[bytes] | None:
+    """Before the workers start: their log format (environment), an empty multi-process
+    metrics directory in the data dir, and the separate metrics listener when configured
+    (a child process that exits with the server). Returns that child, if any."""
+    from posture_gateway.app import state
+    from posture_gateway.observability.metrics import prepare_multiprocess_dir
+
+    settings = state().settings
+    os.environ[LOG_FORMAT_ENV] = log_format or settings.log_format or "text"
+    metrics = settings.metrics
+    if not metrics.enabled:
+        return None
+    prepare_multiprocess_dir(settings.data_dir)
+    if not metrics.listen:
+        return None
+    argv = [
+        sys.executable,
+        "-m",
+        "posture_gateway.observability.metrics_server",
+        metrics.listen,
+        str(os.getpid()),  # the server replaces this process, keeping the pid
+    ]
+    click.echo(f"metrics on http://{metrics.listen}/metrics")
+    return subprocess.Popen(argv)  # noqa: S603 - fixed argv: this interpreter + our module
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -70,12 +99,21 @@ def _config_file() -> Path | None:
 @click.option(
     "--server", type=click.Choice(["gunicorn", "granian"]), default="granian", show_default=True
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="text (default) or json lines; overrides the log_format setting.",
+)
 @with_appcontext
-def serve_cmd(host: str, port: int, workers: int, threads: int, server: str) -> None:
+def serve_cmd(
+    host: str, port: int, workers: int, threads: int, server: str, log_format: str | None
+) -> None:
     """Run the gateway under a production WSGI server (config validated first)."""
     if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
         raise click.ClickException("cannot find the Python interpreter")
     _check_long_polls(threads)
+    prepare_observability(log_format)
     argv = _argv(server, host, port, workers, threads)
     env = worker_environment(_config_file(), os.environ)
     plural = "worker" if workers == 1 else "workers"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,7 @@ from posture_gateway.login_decision import (
 from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.oidc.binding import REFRESH_CHANNEL
 from posture_gateway.oidc.grants import GrantSubject
+from posture_gateway.observability.decisions import device_label, log_decision
 
 __all__ = [
     "DECISIONS",
@@ -100,6 +102,7 @@ class GateResult:
     evaluated_at: datetime
     posture_collected_at: datetime | None = None
     snapshot: str | None = None  # used | refused | stale | older; None: the proof carried none
+    device_label: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -158,6 +161,7 @@ class PostureEvaluator:
         caller: str,
     ) -> GateResult:
         """Steps 2-5: read, pick posture, evaluate, audit. Raises only when it cannot decide."""
+        started = time.perf_counter()
         now = self._clock()
         record = device.device if device is not None else None
         with self._core.storage.unit_of_work() as uow:
@@ -192,8 +196,11 @@ class PostureEvaluator:
             evaluated_at=now,
             posture_collected_at=posture.collected_at if posture is not None else None,
             snapshot=snapshot_use,
+            device_label=device_label(record, posture),
         )
-        self.audit(result, user_id=user_id, app=app, channel=channel, caller=caller)
+        self.audit(
+            result, user_id=user_id, app=app, channel=channel, caller=caller, started=started
+        )
         return result
 
     def refuse(
@@ -217,7 +224,14 @@ class PostureEvaluator:
         return result
 
     def audit(
-        self, result: GateResult, *, user_id: str, app: str | None, channel: str, caller: str
+        self,
+        result: GateResult,
+        *,
+        user_id: str,
+        app: str | None,
+        channel: str,
+        caller: str,
+        started: float | None = None,
     ) -> None:
         detail: dict[str, Any] = {
             "user_id": user_id,
@@ -249,6 +263,17 @@ class PostureEvaluator:
                 detail,
             )
         DECISIONS.labels(channel=channel, outcome=result.outcome).inc()
+        log_decision(
+            result.outcome,
+            channel=channel,
+            app=app,
+            device_id=result.device_id,
+            reasons=detail.get("reasons", []),
+            rules=detail.get("rules", []),
+            policy_ids=detail.get("policy_ids", []),
+            posture_age_s=detail.get("posture_age_s"),
+            started=started,
+        )
 
     def snapshot_posture(
         self,
@@ -292,6 +317,7 @@ def _reasons(decision: EngineDecision) -> tuple[Reason, ...]:
             message=r.message,
             policy_id=r.policy_id,
             severity=r.severity.value if r.severity else None,
+            remediation=r.remediation,
         )
         for r in decision.reasons
     )
@@ -383,6 +409,7 @@ class PolicyDeviceGate:
                 remediation=_remediation(decision),
                 acr="",
                 amr=(),
+                device=result.device_label,
             )
         granted: frozenset[str] | None = None
         allowed = decision.restrictions.allowed_scopes
@@ -407,6 +434,7 @@ class PolicyDeviceGate:
             acr=ACR_MANAGED_DEVICE,
             amr=("hwk",),
             deadline=min(deadlines) if deadlines else None,
+            device=result.device_label,
         )
 
 

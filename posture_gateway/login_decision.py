@@ -47,13 +47,15 @@ class Reason:
     """One machine-readable reason behind a verdict, with the plain-words text users see.
 
     ``code`` is stable (e.g. ``encryption_off``, ``posture_stale``, ``proof_replayed``);
-    ``message`` says what is wrong in plain words; ``policy_id`` names the rule that fired.
+    ``message`` says what is wrong in plain words; ``policy_id`` names the rule that fired;
+    ``remediation`` is that rule's own fix (from the policy file), when it has one.
     """
 
     code: str
     message: str
     policy_id: str | None = None
     severity: str | None = None
+    remediation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class LoginVerdict:
     posture evaluated-at, policy ids); keys must not be reserved JWT/OIDC claims.
     ``granted_scopes``: None = as requested; ``restrict`` narrows (never widens: the flow
     intersects it with what was requested). ``deadline``: for ``warn``, when it becomes worse.
+    ``device``: how the pages name the device that was checked (platform, model, short id).
     """
 
     outcome: Outcome
@@ -74,6 +77,7 @@ class LoginVerdict:
     acr: str = ACR_MANAGED_DEVICE
     amr: tuple[str, ...] = ("hwk",)  # the device key was proven; the flow adds the user's amr
     deadline: datetime | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

@@ -295,10 +295,13 @@ def _model_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
 
 def build_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document for the JSON routes of ``app``."""
+    from posture_gateway.openapi_device_admin import BLUEPRINT_PATHS, SECURITY_SCHEMES
+
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for name, blueprint in app.blueprints.items():
         paths.update(_BLUEPRINT_PATHS.get(name, {}))
+        paths.update(BLUEPRINT_PATHS.get(name, {}))  # device protocol and admin API
         module = sys.modules.get(blueprint.import_name)
         if module is None:
             continue
@@ -313,7 +316,8 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": "Posture Gateway",
             "version": "0.1.0",
             "description": "JSON APIs of the Posture Gateway: posture decisions for identity "
-            "providers and proxies, IdP hooks, OpenID provider endpoints, health.\n\n"
+            "providers and proxies, IdP hooks, OpenID provider endpoints, the device protocol "
+            "(/mdm/v1), the admin API (/admin/api), health.\n\n"
             "A posture decision with a device proof is three steps: `POST /api/v1/nonce` "
             "(a single-use nonce bound to this API's audience and to the caller), the device "
             "signs a login proof over that nonce and audience, `POST /api/v1/decision` with "
@@ -353,6 +357,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "scheme": "basic",
                     "description": "OAuth client authentication (client_secret_basic)",
                 },
+                **SECURITY_SCHEMES,
                 "oktaHookSecret": {
                     "type": "apiKey",
                     "in": "header",

@@ -19,7 +19,10 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
 from mdm_core.config_durations import DurationsModel
 from posture_gateway.integration_settings import IntegrationSettings
+from posture_gateway.observability.logs import LogFormat
+from posture_gateway.observability.settings import MetricsSettings
 from posture_gateway.oidc.settings import OIDCSettings
+from posture_gateway.pages.settings import HelpdeskSettings
 
 __all__ = [
     "Settings",
@@ -102,6 +105,12 @@ class Settings(_Strict):
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent
     # Bearer token of the admin JSON API (/admin/api/...); None disables it. >= 32 characters.
     admin_token: SecretStr | None = None
+    # Prometheus /metrics: token-protected or on a separate listener (docs/operations.md).
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    # Who people contact when a failed check is not theirs to fix (remediation page).
+    helpdesk: HelpdeskSettings = Field(default_factory=HelpdeskSettings)
+    # text | json; None leaves logging as the host process set it (tests, embedding).
+    log_format: LogFormat | None = None
 
     @property
     def effective_database_url(self) -> str:

@@ -47,8 +47,9 @@ from mdm_core.api.errors import (
 from mdm_core.checkin import report_envelope
 from mdm_core.commands import CommandStatus
 from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
-from mdm_core.errors import BadRequest, MalformedProof
+from mdm_core.errors import BadRequest, MalformedProof, MdmError
 from mdm_core.long_poll import LONG_POLL_KEY, WaitCapacityExhausted, WaitRegistry
+from mdm_core.metrics import count_checkin
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.uow import UnitOfWork
 
@@ -94,10 +95,16 @@ def checkin() -> ResponseReturnValue:
     core = current_core()
     body = request.get_data(cache=False)
     now = datetime.now(UTC)
-    with core.storage.unit_of_work() as uow:
-        device = _authenticate(core, uow, body)
-        fmt, report = report_envelope(json_object(body))
-        result = core.checkin.check_in(device, report, fmt, now, uow=uow)
+    fmt: object = None
+    try:
+        with core.storage.unit_of_work() as uow:
+            device = _authenticate(core, uow, body)
+            fmt, report = report_envelope(json_object(body))
+            result = core.checkin.check_in(device, report, fmt, now, uow=uow)
+    except MdmError as exc:
+        count_checkin(fmt, exc.reason)
+        raise
+    count_checkin(fmt, "ok")  # committed
     return jsonify(result.answer())
 
 

@@ -51,6 +51,7 @@ from posture_gateway.oidc.server import (
 )
 from posture_gateway.oidc.tokens import RESERVED_CLAIMS
 from posture_gateway.oidc.web import csrf_ok, origin_of, render_page, security_headers
+from posture_gateway.pages.remediation import build_remediation
 
 __all__ = ["bp", "complete_authentication", "TX_KEY"]
 
@@ -467,7 +468,12 @@ def device_submit() -> ResponseReturnValue:
     )
     if verdict.outcome == "block":
         return render_page(
-            "oidc/blocked.html", 403, reasons=verdict.reasons, remediation=verdict.remediation
+            "oidc/blocked.html",
+            403,
+            reasons=verdict.reasons,
+            remediation=verdict.remediation,
+            fix=build_remediation(verdict.reasons, verdict.remediation),
+            device=verdict.device,
         )
     if verdict.outcome == "warn":
         try:
@@ -482,6 +488,8 @@ def device_submit() -> ResponseReturnValue:
             "oidc/warn.html",
             reasons=verdict.reasons,
             remediation=verdict.remediation,
+            fix=build_remediation(verdict.reasons, verdict.remediation),
+            device=verdict.device,
             deadline=verdict.deadline.strftime("%Y-%m-%d %H:%M UTC") if verdict.deadline else None,
             ticket=ticket,
             form_targets=[tx["redirect_origin"]],

@@ -144,4 +144,7 @@ def init_app(
 
     app.register_blueprint(provider_bp)
     app.register_blueprint(login_bp)
+    from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
+
+    init_basic_auth_guard(app)  # non-UTF-8 Basic credentials: 401, not authlib's 500
     return provider

@@ -129,7 +129,11 @@ def _check_in(url: str, device: EnrolledDevice, platform: Platform, traits: Devi
 
 @contextmanager
 def login_stack(
-    tmp_path: Path, redirect_uri: str, platform: Platform, traits: DeviceTraits
+    tmp_path: Path,
+    redirect_uri: str,
+    platform: Platform,
+    traits: DeviceTraits,
+    extra_settings: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
     dispatch = _Dispatch()
     server = make_server("127.0.0.1", 0, dispatch, threaded=True)
@@ -146,6 +150,7 @@ def login_stack(
             "policy_dir": POLICY_DIR,
             "dev_mode": True,
             "oidc": {"clients_file": clients, "users_file": users, "agent_port": helper.port},
+            **(extra_settings or {}),
         }
     )
     try:

@@ -127,10 +127,12 @@ def test_jailbroken_phone_ends_on_remediation_and_no_code_is_issued(
         _wait_landed(browser)
         assert browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block]"), _debug(browser)
         assert browser.current_url == stack.url + "/login/device", _debug(browser)
-        reasons = browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block] li[data-reason]")
+        reasons = browser.find_elements(By.CSS_SELECTOR, "[data-group] li[data-reason]")
         shown = " ".join(r.text for r in reasons if r.is_displayed()).lower()
         assert "jailbroken or rooted" in shown, shown
-        steps = browser.find_element(By.CSS_SELECTOR, "ol").text.lower()
+        # The jailbreak's own fix sits beside it (what the user can fix).
+        fixes = browser.find_elements(By.CSS_SELECTOR, "[data-group=user] li[data-reason] .fix")
+        steps = " ".join(f.text for f in fixes).lower()
         assert "factory reset" in steps, steps
         check_again = browser.find_element(By.LINK_TEXT, "Check again")
         assert check_again.is_displayed()
