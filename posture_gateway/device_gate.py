@@ -61,9 +61,9 @@ from posture_gateway.login_decision import (
     blocked,
 )
 from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
+from posture_gateway.observability.decisions import device_label, log_decision
 from posture_gateway.oidc.binding import REFRESH_CHANNEL
 from posture_gateway.oidc.grants import GrantSubject
-from posture_gateway.observability.decisions import device_label, log_decision
 
 __all__ = [
     "DECISIONS",
