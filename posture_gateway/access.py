@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # Where the question came from (audit, metrics); never changes how it is answered.
-Channel = Literal["posture_api", "okta_hook", "entra_eam", "oidc", "saml"]
+Channel = Literal["posture_api", "okta_hook", "entra_eam", "oidc", "oidc_refresh", "saml"]
 
 
 @dataclass(frozen=True, slots=True)

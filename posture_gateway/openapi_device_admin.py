@@ -42,7 +42,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "Body too large",
         415: "The body must be application/json",
         422: "A report or payload that does not validate",
-        503: "Cannot answer now (fail closed)",
+        429: "Too many refused attempts from this source or for this target (Retry-After)",
+        503: "Cannot answer now: the store or the limiter is down (fail closed, Retry-After)",
     }
     return {str(code): _json(text[code], _ERROR) for code in codes}
 
@@ -124,7 +125,7 @@ _MDM_CHECKIN: dict[str, Any] = {
                         "required": ["commands", "collect", "next_checkin_s", "compliance"],
                     },
                 ),
-                **_errors(400, 401, 413, 415, 422),
+                **_errors(400, 401, 413, 415, 422, 503),
             },
         }
     },
@@ -157,7 +158,7 @@ _MDM_CHECKIN: dict[str, Any] = {
                         "required": ["id", "status"],
                     },
                 ),
-                **_errors(400, 401, 404, 409, 413, 415, 422),
+                **_errors(400, 401, 404, 409, 413, 415, 422, 503),
             },
         }
     },
@@ -184,7 +185,7 @@ _MDM_CHECKIN: dict[str, Any] = {
                         "required": ["pending"],
                     },
                 ),
-                **_errors(400, 401, 413, 415),
+                **_errors(400, 401, 413, 415, 503),
             },
         }
     },
@@ -224,6 +225,10 @@ _MDM_ENROLLMENT: dict[str, Any] = {
                         "ownership": {"enum": [o.value for o in Ownership]},
                         "token": _STR,
                         "serial_number": _STR,
+                        "enrollment_secret": {
+                            "type": "string",
+                            "description": "The serial's enrollment secret (with serial_number)",
+                        },
                         "privacy_notice_accepted": {
                             "type": "string",
                             "description": "The id of the notice accepted (required for byod)",
@@ -236,7 +241,7 @@ _MDM_ENROLLMENT: dict[str, Any] = {
             ),
             "responses": {
                 "201": _json("Enrolled", _ENROLLED),
-                **_errors(400, 401, 403, 413, 415, 422),
+                **_errors(400, 401, 403, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -256,7 +261,7 @@ _MDM_ENROLLMENT: dict[str, Any] = {
             ),
             "responses": {
                 "200": _json("Renewed", _ENROLLED),
-                **_errors(400, 401, 403, 413, 415, 422),
+                **_errors(400, 401, 403, 413, 415, 422, 503),
             },
         }
     },

@@ -44,6 +44,7 @@ OPERATIONS = [
     ("/admin/api/policies", "GET"),
     ("/admin/api/what-if", "GET"),
     ("/api/v1/decision", "POST"),
+    ("/api/v1/nonce", "POST"),
     ("/entra/eam/.well-known/openid-configuration", "GET"),
     ("/entra/eam/jwks.json", "GET"),
     ("/healthz", "GET"),
@@ -109,6 +110,7 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
 # Operations without any input (nothing to make invalid: negative generation has no case).
 NO_INPUT = {
     ("/.well-known/openid-configuration", "GET"),
+    ("/api/v1/nonce", "POST"),  # no body or parameters: only its credentials
     ("/entra/eam/.well-known/openid-configuration", "GET"),
     ("/entra/eam/jwks.json", "GET"),
     ("/healthz", "GET"),

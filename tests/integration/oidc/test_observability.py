@@ -158,11 +158,14 @@ def test_logs_of_a_full_login_and_check_in_hold_no_secret(
         assert set(r) >= {"request_id", "method", "path", "status", "latency_ms"}
         assert re.fullmatch(r"[0-9a-f]{32}", r["request_id"])
     decisions = [line for line in lines if line.get("event") == "decision"]
-    assert len(decisions) == 1
+    # the login's decision, then the refresh's (a refresh decides on the device again)
+    assert [d["channel"] for d in decisions] == ["oidc", "oidc_refresh"]
+    assert decisions[1]["device"] == used["device_id"]
     decision = decisions[0]
     assert decision["outcome"] in OUTCOMES and decision["device"] == used["device_id"]
     assert decision["channel"] == "oidc" and isinstance(decision["latency_ms"], float)
-    assert isinstance(decision["reasons"], list) and decision["policy_ids"]
+    assert isinstance(decision["reasons"], list) and isinstance(decision["policy_ids"], list)
+    assert bool(decision["policy_ids"]) == (decision["outcome"] != "allow")  # the ones that fired
     # The decision line carries the id of the request that made it.
     device_posts = [r for r in requests_ if r["path"] == "/login/device" and r["method"] == "POST"]
     assert decision["request_id"] == device_posts[0]["request_id"]
