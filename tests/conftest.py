@@ -77,3 +77,20 @@ def sqlite_database(tmp_path: Path) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+#: Variables `posture serve` exports for the server it execs (log format, multi-process metrics
+#: directory). A test that runs `serve` in-process with exec recorded must not leave them to the
+#: tests that follow in the same worker (prometheus_client would switch to multi-process mode).
+_SERVE_EXPORTS = ("PROMETHEUS_MULTIPROC_DIR", "POSTURE_LOG_FORMAT")
+
+
+@pytest.fixture(autouse=True)
+def _restore_serve_exports() -> Iterator[None]:
+    before = {key: os.environ.get(key) for key in _SERVE_EXPORTS}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -127,13 +127,15 @@ def test_ten_logins_in_a_row_then_an_unhealthy_device_is_stopped(
             _wait_landed(browser)
             assert browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block]"), _debug(browser)
             assert browser.current_url == dep.url + "/login/device", _debug(browser)
-            shown = " ".join(
-                r.text
-                for r in browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block] li")
+            # each failed check is shown with its own fix (the remediation page's pairs)
+            checks = {
+                r.get_attribute("data-policy"): r.text
+                for r in browser.find_elements(By.CSS_SELECTOR, "ul.checks li")
                 if r.is_displayed()
-            ).lower()
+            }
+            shown = " ".join(checks.values()).lower()
             assert "encryption" in shown, shown
-            assert "full-disk encryption" in browser.find_element(By.CSS_SELECTOR, "ol").text
+            assert "full-disk encryption" in shown, shown
         blocked = dep.decisions()[0]
         assert blocked.outcome == "block" and blocked.detail.get("snapshot") == "used"
         assert "baseline-critical/storage-encrypted" in blocked.detail["rules"]
