@@ -27,9 +27,20 @@ from mdm_core.infra_errors import InfraError
 from mdm_core.ratelimit import RateLimiter
 from mdm_core.storage.uow import Storage
 
-__all__ = ["LIMITER_ERRORS", "REFUSALS", "RateGuard", "retry_after_s"]
+__all__ = ["LIMIT_NAMES", "LIMITER_ERRORS", "REFUSALS", "RateGuard", "retry_after_s"]
 
 log = logging.getLogger(__name__)
+
+#: Every limit a boundary applies: the closed set of ``limit`` label values (metrics stay
+#: bounded; a new limit is added here).
+LIMIT_NAMES = frozenset({"enroll_source", "enroll_target", "login_source", "login_account"})
+
+
+def _label(name: str) -> str:
+    if name not in LIMIT_NAMES:
+        raise ValueError(f"unknown rate limit {name!r} (add it to LIMIT_NAMES)")
+    return name
+
 
 REFUSALS = Counter("posture_rate_limit_refusals", "Requests refused by a rate limit.", ["limit"])
 LIMITER_ERRORS = Counter(
@@ -86,7 +97,7 @@ class RateGuard:
 
     def unavailable(self, name: str, exc: Exception) -> LimiterUnavailable:
         """Count a limiter failure and return the refusal to raise."""
-        LIMITER_ERRORS.labels(name).inc()
+        LIMITER_ERRORS.labels(_label(name)).inc()
         log.error("rate limiter failed (%s): %s; refusing", name, exc)
         return LimiterUnavailable("the rate limiter is unavailable; try again shortly")
 
@@ -94,7 +105,7 @@ class RateGuard:
         self, name: str, key: str, limit: int, window: timedelta, *, actor: str, subject: str
     ) -> RateLimited:
         """Count and audit (once per key and window) a refusal; return the error to raise."""
-        REFUSALS.labels(name).inc()
+        REFUSALS.labels(_label(name)).inc()
         try:
             first = self.limiter.hit(f"audited:{key}", 1, window)
         except InfraError:

@@ -26,6 +26,7 @@ from mdm_core.commands import CommandStatus, CommandType
 from mdm_core.errors import MdmError
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import FORMATS
+from mdm_core.ratelimit_guard import LIMIT_NAMES
 from mdm_core.simulator_reports import DeviceTraits, native_reports
 from posture_gateway.access import Channel
 from posture_gateway.login_decision import OUTCOMES
@@ -214,6 +215,7 @@ def test_every_metric_label_is_bounded(app: Flask, provider: OIDCProvider) -> No
         "result": {"ok"} | reasons,
         "type": {t.value for t in CommandType},
         "status": {s.value for s in CommandStatus},
+        "limit": set(LIMIT_NAMES),
     }
     seen: dict[str, set[str]] = {}
     for family in REGISTRY.collect():
