@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,20 +35,6 @@ from tests.helpers.enrolled import PUBLIC_URL, EnrolledDevice, enroll_device, ma
 URL = PUBLIC_URL + "/mdm/v1/checkin"
 BODY = b'{"posture": {"os_version": "15.1"}}'
 AUD = "https://gateway.test"
-
-
-@pytest.fixture
-def core(sqlite_database: Database, tmp_path: Path) -> Iterator[MdmCore]:
-    core = make_core(sqlite_database, tmp_path)
-    try:
-        yield core
-    finally:
-        core.close()
-
-
-@pytest.fixture
-def dev(core: MdmCore) -> EnrolledDevice:
-    return enroll_device(core, "alice")
 
 
 def _claims(**kw: object) -> dict[str, object]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from jwt.api_jws import PyJWS
@@ -16,9 +14,8 @@ from jwt.api_jws import PyJWS
 from mdm_core.device_proof import LOGIN_PROOF_TYP, MAX_REQUEST_PROOF_BYTES, REQUEST_PROOF_TYP
 from mdm_core.errors import BadSignature, MalformedProof, ProofError
 from mdm_core.runtime import MdmCore
-from mdm_core.storage.sql.database import Database
 from tests.helpers.device_keys import DeviceKey, body_hash, new_jti
-from tests.helpers.enrolled import PUBLIC_URL, EnrolledDevice, enroll_device, make_core
+from tests.helpers.enrolled import PUBLIC_URL, EnrolledDevice
 
 URL = PUBLIC_URL + "/mdm/v1/checkin"
 BODY = b"{}"
@@ -26,20 +23,6 @@ AUD = "https://gateway.test"
 # Past the recursion limit, within the proof size limits (4 KiB request, 64 KiB login).
 DEEP_REQUEST = b"[" * 1_300 + b"]" * 1_300
 DEEP_LOGIN = b"[" * 20_000 + b"]" * 20_000
-
-
-@pytest.fixture
-def core(sqlite_database: Database, tmp_path: Path) -> Iterator[MdmCore]:
-    core = make_core(sqlite_database, tmp_path)
-    try:
-        yield core
-    finally:
-        core.close()
-
-
-@pytest.fixture
-def dev(core: MdmCore) -> EnrolledDevice:
-    return enroll_device(core, "alice")
 
 
 def _signed(dev: EnrolledDevice, payload: bytes, typ: str = REQUEST_PROOF_TYP) -> str:

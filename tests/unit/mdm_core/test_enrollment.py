@@ -41,15 +41,6 @@ CORP, BYOD = Ownership.CORPORATE, Ownership.BYOD
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture
-def core(sqlite_database: Database, tmp_path: Path) -> Iterator[MdmCore]:
-    core = make_core(sqlite_database, tmp_path)
-    try:
-        yield core
-    finally:
-        core.close()
-
-
 def _request(key: DeviceKey | None = None, **kw: Any) -> EnrollmentRequest:
     values: dict[str, Any] = {
         "csr_pem": (key or DeviceKey.generate()).csr_pem(),

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from idp_connectors.entra import EntraHintValidator
+from idp_connectors.http import make_client
 from idp_connectors.identity import ExternalIdentity
 from posture_gateway.access import AccessRequest, Decision
 from posture_gateway.app import GatewayState, create_app
@@ -25,6 +27,7 @@ from posture_gateway.integration_settings import IntegrationSettings
 from posture_gateway.integrations import integrations
 from posture_gateway.login_decision import LoginVerdict, Reason
 from posture_gateway.settings import Settings
+from tests.helpers.entra_double import EntraDouble
 
 PUBLIC_URL = "http://127.0.0.1:8000"
 
@@ -163,3 +166,24 @@ def gate(app: Flask) -> ScriptedGate:
     gate = ScriptedGate()
     integrations(app).device_gate = gate
     return gate
+
+
+#: The Entra tenant of the Entra modules (a double that follows Entra's published contract:
+#: a cloud SaaS that cannot be reached from here).
+ENTRA = EntraDouble()
+
+
+@pytest.fixture
+def entra(app: Flask) -> EntraDouble:
+    st = integrations(app)
+    assert st.settings.entra is not None
+    # Entra's JWKS comes through the double's transport.
+    st.entra = EntraHintValidator(st.settings.entra.hint, http=make_client(ENTRA.transport()))
+    return ENTRA
+
+
+@pytest.fixture
+def alice_claims(entra: EntraDouble, directory: DictDirectory) -> dict[str, Any]:
+    claims = entra.hint_claims()
+    directory.by_subject[(f"entra:{entra.tenant_id}", claims["oid"])] = "u-alice"
+    return claims

@@ -12,16 +12,15 @@ import pytest
 from flask import Flask
 from pydantic import SecretStr
 
-from idp_connectors.entra import EntraHintSettings, EntraHintValidator
-from idp_connectors.http import make_client
+from idp_connectors.entra import EntraHintSettings
 from posture_gateway.integration_settings import (
     EntraEamSettings,
     IntegrationSettings,
     OktaHookSettings,
 )
-from posture_gateway.integrations import integrations
 from tests.helpers.entra_double import EntraDouble
 from tests.unit.posture_gateway.integrations.conftest import (
+    ENTRA,
     DictDirectory,
     ScriptedDecisions,
     ScriptedGate,
@@ -32,7 +31,6 @@ from tests.unit.posture_gateway.integrations.test_okta_hook import OKTA_REQUEST
 from tests.unit.posture_gateway.integrations.test_posture_api import BODY, bearer, issue
 
 OKTA_SECRET = "okta-hook-shared-secret-0123456789"
-ENTRA = EntraDouble()
 DEEP = 20_000  # far past Python's recursion limit, within the body limit
 
 
@@ -45,21 +43,6 @@ def integration_settings() -> IntegrationSettings:
             client_id=EAM_CLIENT,
         ),
     )
-
-
-@pytest.fixture
-def entra(app: Flask) -> EntraDouble:
-    st = integrations(app)
-    assert st.settings.entra is not None
-    st.entra = EntraHintValidator(st.settings.entra.hint, http=make_client(ENTRA.transport()))
-    return ENTRA
-
-
-@pytest.fixture
-def alice_claims(entra: EntraDouble, directory: DictDirectory) -> dict[str, Any]:
-    claims = entra.hint_claims()
-    directory.by_subject[(f"entra:{entra.tenant_id}", claims["oid"])] = "u-alice"
-    return claims
 
 
 def _decide(app: Flask, raw: bytes) -> Any:

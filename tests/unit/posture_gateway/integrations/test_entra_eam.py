@@ -16,13 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp_connectors.entra import EntraHintSettings, EntraHintValidator
-from idp_connectors.http import make_client
+from idp_connectors.entra import EntraHintSettings
 from posture_gateway.integration_settings import EntraEamSettings, IntegrationSettings
-from posture_gateway.integrations import integrations
 from posture_gateway.login_decision import LoginVerdict
 from tests.helpers.entra_double import REDIRECT_URI, REQUESTED_ACR, EntraDouble
 from tests.unit.posture_gateway.integrations.conftest import (
+    ENTRA,
     PUBLIC_URL,
     DictDirectory,
     ScriptedGate,
@@ -34,8 +33,6 @@ from tests.unit.posture_gateway.integrations.conftest import (
 CLIENT_ID = "eam-client-7f3a"
 ISSUER = f"{PUBLIC_URL}/entra/eam"
 
-ENTRA = EntraDouble()
-
 
 @pytest.fixture
 def integration_settings() -> IntegrationSettings:
@@ -45,22 +42,6 @@ def integration_settings() -> IntegrationSettings:
             client_id=CLIENT_ID,
         )
     )
-
-
-@pytest.fixture
-def entra(app: Flask) -> EntraDouble:
-    st = integrations(app)
-    assert st.settings.entra is not None
-    # Entra's JWKS comes through the double's transport (a SaaS we cannot reach).
-    st.entra = EntraHintValidator(st.settings.entra.hint, http=make_client(ENTRA.transport()))
-    return ENTRA
-
-
-@pytest.fixture
-def alice_claims(entra: EntraDouble, directory: DictDirectory) -> dict[str, Any]:
-    claims = entra.hint_claims()
-    directory.by_subject[(f"entra:{entra.tenant_id}", claims["oid"])] = "u-alice"
-    return claims
 
 
 def start(client: FlaskClient, form: dict[str, str]) -> Any:
