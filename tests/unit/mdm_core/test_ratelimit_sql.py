@@ -107,17 +107,17 @@ def _audits(db: Database) -> int:
 def test_guard_refuses_counts_and_audits_once_per_window(sqlite_database: Database) -> None:
     clock = FakeClock()
     guard = RateGuard(SqlRateLimiter(sqlite_database, clock=clock), SqlStorage(sqlite_database))
-    before = REFUSALS.labels("test_limit")._value.get()
-    guard.hit("test_limit", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
-    guard.hit("test_limit", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
+    before = REFUSALS.labels("enroll_source")._value.get()
+    guard.hit("enroll_source", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
+    guard.hit("enroll_source", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
     for _ in range(5):
         with pytest.raises(RateLimited) as info:
-            guard.hit("test_limit", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
+            guard.hit("enroll_source", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
         assert info.value.retry_after == 10 and info.value.status == 429
-    assert REFUSALS.labels("test_limit")._value.get() == before + 5
+    assert REFUSALS.labels("enroll_source")._value.get() == before + 5
     assert _audits(sqlite_database) == 1  # a flood of refusals is one record
     clock.now += 25.0
-    guard.hit("test_limit", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
+    guard.hit("enroll_source", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
 
 
 def test_guard_fails_closed_when_the_limiter_fails(sqlite_database: Database) -> None:
@@ -125,5 +125,13 @@ def test_guard_fails_closed_when_the_limiter_fails(sqlite_database: Database) ->
     with sqlite_database.transaction() as conn:
         conn.execute(text("DROP TABLE rate_limits"))
     with pytest.raises(LimiterUnavailable) as info:
-        guard.hit("test_limit", "k", 5, TEN_S, actor="a", subject="s")
+        guard.hit("enroll_source", "k", 5, TEN_S, actor="a", subject="s")
     assert info.value.status == 503
+
+
+def test_a_limit_outside_the_closed_set_is_a_programming_error(sqlite_database: Database) -> None:
+    """Metric labels stay bounded: a limit name not in LIMIT_NAMES is refused loudly."""
+    guard = RateGuard(SqlRateLimiter(sqlite_database), SqlStorage(sqlite_database))
+    guard.hit("enroll_source", "k", 1, TEN_S, actor="a", subject="s")
+    with pytest.raises(ValueError, match="LIMIT_NAMES"):
+        guard.hit("user:alice", "k", 1, TEN_S, actor="a", subject="s")
