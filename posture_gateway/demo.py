@@ -51,6 +51,7 @@ from mdm_core.posture.normalize import normalize
 from mdm_core.runtime import MdmCore, build_core
 from mdm_core.simulator_reports import DeviceTraits, native_reports
 from posture_gateway.app import core_config
+from posture_gateway.demo_login import DemoRelyingParty, LoginResult, write_oidc_files
 from posture_gateway.settings import SHIPPED_POLICY_DIR, Settings
 
 __all__ = ["DemoFailure", "DemoServer", "run_demo", "demo_cmd"]
@@ -99,6 +100,7 @@ class DemoServer:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -112,6 +114,7 @@ class DemoServer:
             POSTURE_DEV_MODE="true",
             POSTURE_POLICY_DIR=str(self.settings.policy_dir),
         )
+        env.update(self.extra_env)
         self.log_path = self.settings.data_dir / "server.log"
         log = self.log_path.open("wb")
         argv = [
@@ -168,6 +171,8 @@ class Story:
     phone_id: str = ""
     bob_token: str = ""
     lock_id: str = ""
+    rp: DemoRelyingParty | None = None
+    passwords: dict[str, str] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
 
     def say(self, who: str, text: str) -> None:
@@ -302,6 +307,7 @@ def step_checkins(s: Story) -> None:
         table.add_row(name, "[dim]cannot tell (not sent)[/]" if value is None else str(value))
     s.console.print(table)
     s.say("Server", f"answers the laptop: compliance {_compliance(laptop.answer.compliance)}.")
+    _bullets(s, laptop.answer.compliance)
 
     now = datetime.now(UTC)
     reports = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)
@@ -334,23 +340,28 @@ def step_checkins(s: Story) -> None:
     check(stored.posture.os_version == report["OSVersion"], "Bob's OS version was not kept")
     check("installed_apps" not in answer.collect, "the server asks BYOD devices for all apps")
     s.say("Server", f"answers Bob's phone: compliance {_compliance(answer.compliance)}.")
+    _bullets(s, answer.compliance)
+    s.say(
+        "Bob's iPhone",
+        "[dim]Apple's MDM report says a passcode is set but not its length nor the jailbreak "
+        "state: a value the device did not report fails closed. The Posture app reports them "
+        "next.[/]",
+    )
 
 
 def step_access_decisions(s: Story) -> None:
-    """Two logins through the real device gate: Bob's healthy phone, Dave's rooted one."""
-    assert s.phone is not None
-    from mdm_core.storage.directory import DirectoryUser
-    from posture_gateway.device_gate import PolicyDeviceGate, PostureEvaluator
-
+    """Two sign-ins over HTTP through the gateway's login pages: Bob's phone, Dave's rooted one."""
+    assert s.phone is not None and s.rp is not None
     now = datetime.now(UTC)
-    for user in (ALICE, BOB, DAVE):  # in production the LDAP/SCIM sync fills the mirror
-        s.core.directory.upsert_user(
-            DirectoryUser(id=user, username=user, active=True, source="local", updated_at=now)
-        )
-    # The Posture app on Bob's phone reports what Apple's MDM cannot see (jailbreak state).
+    # The Posture app on Bob's phone reports what Apple's MDM cannot see (jailbreak state and
+    # the passcode's length).
     fmt, report = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)[1]
-    s.phone.checkin(fmt, report)
-    s.say("Bob's iPhone", "the Posture app reports what MDM cannot see (not jailbroken).")
+    answer = s.phone.checkin(fmt, report)
+    s.say(
+        "Bob's iPhone",
+        f"the Posture app reports what MDM cannot see: {_compliance(answer.compliance)}.",
+    )
+    check(answer.compliance.get("outcome") != "block", "Bob's phone still fails after the app")
 
     token = s.core.enrollment.create_token(
         DAVE, Ownership.CORPORATE, Platform.ANDROID, timedelta(hours=1), ADMIN
@@ -365,40 +376,83 @@ def step_access_decisions(s: Story) -> None:
     finally:
         rooted.close()
     s.say("Dave's Android", f"(rooted) enrolls and checks in: {_compliance(answer.compliance)}.")
+    _bullets(s, answer.compliance)
     with s.core.storage.unit_of_work() as uow:
         record = uow.devices.get(dave.device_id)
     check(
         record is not None and record.status.value == "quarantined", "rooted phone not quarantined"
     )
+    s.facts["dave_device"] = dave.device_id
 
-    gate = PolicyDeviceGate(PostureEvaluator(s.core), audience=s.server.url)
-    table = Table(title="Sign-in to the expense app: the device decides")
-    for col in ("user", "device", "outcome", "why"):
-        table.add_column(col)
-    verdicts = {}
-    for who, device_id, key in (
-        (BOB, s.phone_id, s.phone.key),
-        (DAVE, dave.device_id, rooted.key),
-    ):
-        nonce = secrets.token_urlsafe(32)  # issued by the login page, single use
-        proof = key.login_proof(device_id, s.server.url, nonce)
-        verdict = gate.check(
-            user_id=who,
-            client_id="expenses",
-            requested_scopes=frozenset({"openid"}),
-            proof=proof,
-            nonce=nonce,
-            client_cert_pem=None,
-        )
-        verdicts[who] = verdict
-        why = "; ".join(r.message for r in verdict.reasons) or "every rule passed"
-        table.add_row(who, device_id[:8] + "…", verdict.outcome, why)
+    s.say(
+        "Expense app",
+        f"(OIDC client [bold]expenses[/]) sends Bob to {s.server.url}/oauth/authorize "
+        "(code flow, PKCE S256, state, nonce).",
+    )
+    codes_before = _codes_issued(s)
+    bob = _login(s, "bob", s.phone.key, s.phone_id)
+    check(bob.code_issued and bob.outcome != "block", "Bob's healthy phone was refused")
+    claims = bob.claims
+    check(claims.get("sub") == BOB, "the ID token is not for Bob")
+    check(claims.get("device_id") == s.phone_id, "the ID token does not name Bob's phone")
+    check(claims.get("posture_outcome") in ("allow", "warn"), "no posture outcome in the token")
+    check(claims.get("compliance_state") == "compliant", "the token does not say compliant")
+    s.facts["bob_claims"] = claims
+    s.say(
+        "Bob",
+        "types his password, the device-check page asks for a login proof, his phone's key "
+        "signs it (audience + the page's nonce); the gateway redirects to the app with a code.",
+    )
+    table = Table(title="The expense app redeems the code: ID token verified against /jwks.json")
+    table.add_column("claim")
+    table.add_column("value")
+    for name in ("iss", "aud", "sub", "acr", "device_id", "posture_outcome", "compliance_state",
+                 "posture_policy_ids", "posture_age_s"):  # fmt: skip
+        if name in claims:
+            table.add_row(name, _short(claims[name]))
     s.console.print(table)
-    check(verdicts[BOB].outcome != "block", "Bob's healthy phone was refused")
-    check(verdicts[DAVE].outcome == "block", "the rooted phone was let in")
-    check(bool(verdicts[DAVE].remediation), "the block came without remediation steps")
-    for step in verdicts[DAVE].remediation:
-        s.say("Dave", f"is told how to fix it: [italic]{step}[/]")
+
+    dave_login = _login(s, "dave", rooted.key, dave.device_id)
+    check(dave_login.outcome == "block", "the rooted phone was let in")
+    check(not dave_login.code_issued, "the rooted phone got an authorization code")
+    check(_codes_issued(s) == codes_before + 1, "a code was issued for the rooted phone")
+    check(bool(dave_login.reasons), "the remediation page gives no reasons")
+    check(
+        any(code == "jailbroken" or "rooted" in msg for code, msg in dave_login.reasons),
+        "the remediation page does not say the phone is rooted",
+    )
+    s.facts["dave_login"] = dave_login
+    s.say(
+        "Dave",
+        f"signs in the same way: the gateway answers HTTP {dave_login.status} with the "
+        "remediation page and [bold]no code[/]. The page says:",
+    )
+    for code, message in dave_login.reasons:
+        s.console.print(f"      • {message} [dim]({code})[/]")
+    for step in dave_login.steps:
+        s.console.print(f"      → [italic]{step}[/]")
+
+
+def _login(s: Story, username: str, key: DeviceKey, device_id: str) -> LoginResult:
+    assert s.rp is not None
+    return s.rp.login(
+        username, s.passwords[username], lambda aud, nonce: key.login_proof(device_id, aud, nonce)
+    )
+
+
+def _codes_issued(s: Story) -> int:
+    from sqlalchemy import func, select
+
+    from posture_gateway.oidc.tables import oidc_codes
+
+    with s.core.database.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(oidc_codes)).scalar_one())
+
+
+def _bullets(s: Story, compliance: dict[str, Any]) -> None:
+    """Each failed check on its own line, with its message (why, not only which rule)."""
+    for r in compliance.get("reasons") or []:
+        s.console.print(f"      • {r.get('message')} [dim]({r.get('rule_id') or r.get('code')})[/]")
 
 
 def step_lock_while_offline(s: Story) -> None:
@@ -535,7 +589,18 @@ def run_demo(console: Console, *, keep: bool = False) -> float:
         )
         settings.data_dir.mkdir(parents=True)
         core = build_core(core_config(settings))  # migrates and creates the CA first
-        server = DemoServer(settings, port)
+        redirect_uri = f"http://127.0.0.1:{_free_port()}/oidc/callback"  # never fetched
+        clients, users, client_secret, passwords = write_oidc_files(
+            workdir, redirect_uri, {ALICE: "alice", BOB: "bob", DAVE: "dave"}
+        )
+        server = DemoServer(
+            settings,
+            port,
+            extra_env={
+                "POSTURE_OIDC__CLIENTS_FILE": str(clients),
+                "POSTURE_OIDC__USERS_FILE": str(users),
+            },
+        )
         console.print(
             Panel(
                 f"server   {server.url} (gunicorn, 1 worker x 8 threads)\n"
@@ -546,6 +611,8 @@ def run_demo(console: Console, *, keep: bool = False) -> float:
             )
         )
         story = Story(console=console, core=core, server=server, workdir=workdir)
+        story.rp = DemoRelyingParty(server.url, redirect_uri, client_secret)
+        story.passwords = passwords
         try:
             server.start()
             for number, (title, step) in enumerate(STEPS, start=1):
