@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mdm_core.agent.agent import Agent
+from mdm_core.agent.collector_linux import LinuxPosture, collect
 from mdm_core.agent.client import DeviceClient, ProtocolError, notice_profile_id
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.commands import CommandStatus
@@ -173,7 +174,13 @@ class Story:
     lock_id: str = ""
     rp: DemoRelyingParty | None = None
     passwords: dict[str, str] = field(default_factory=dict)
+    #: Values the laptop's collector reports instead of this host's (empty: the real posture).
+    laptop_overrides: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+
+    def collect_laptop(self) -> LinuxPosture:
+        """This host's real posture, with the demo's stand-ins (if any) on top."""
+        return replace(collect(), **self.laptop_overrides)
 
     def say(self, who: str, text: str) -> None:
         self.console.print(f"  [bold cyan]{who}[/] {text}")
@@ -195,7 +202,7 @@ def step_register_serial(s: Story) -> None:
 
 
 def step_laptop_enrolls(s: Story) -> None:
-    agent = Agent(s.workdir / "laptop-agent", server_url=s.server.url)
+    agent = Agent(s.workdir / "laptop-agent", server_url=s.server.url, collector=s.collect_laptop)
     try:  # the serial alone is an identifier, not a credential: refused
         agent.enroll(ownership="corporate", serial_number=LAPTOP_SERIAL)
     except ProtocolError as exc:
@@ -499,6 +506,99 @@ def step_laptop_returns(s: Story) -> None:
     s.console.print(_command_table(s, "The lock, delivered and acknowledged"))
 
 
+#: What a passing Linux check-in needs; the demo stands in for Alice fixing what this host lacks.
+HEALTHY_LAPTOP: dict[str, Any] = {
+    "storage_encrypted": True,
+    "firewall_enabled": True,
+    "screen_lock_enabled": True,
+    "screen_lock_timeout_s": 300,
+}
+
+
+def _laptop_status(s: Story) -> str:
+    with s.core.storage.unit_of_work() as uow:
+        record = uow.devices.get(s.laptop_id)
+    assert record is not None
+    return record.status.value
+
+
+def step_laptop_quarantine(s: Story) -> None:
+    """The laptop's encryption-off check-in quarantines it; only an admin release lets it out."""
+    assert s.laptop is not None
+    real = collect()
+    s.laptop_overrides = {"storage_encrypted": False}
+    origin = (
+        "this host's real value"
+        if real.storage_encrypted is False
+        else f"the demo overrides this host's value ({real.storage_encrypted})"
+    )
+    result = s.laptop.checkin()
+    s.say(
+        "Alice's laptop",
+        f"checks in with disk encryption off ([dim]{origin}[/]): "
+        f"{_compliance(result.answer.compliance)}.",
+    )
+    _bullets(s, result.answer.compliance)
+    check(_laptop_status(s) == "quarantined", "the unencrypted laptop is not quarantined")
+    s.say("Server", "the device is [bold red]quarantined[/] (a critical check failed).")
+
+    missing = {k: v for k, v in HEALTHY_LAPTOP.items() if getattr(real, k) != v}
+    s.laptop_overrides = dict(HEALTHY_LAPTOP)
+    if missing:
+        s.say(
+            "Demo",
+            "[yellow]this host's real posture cannot pass[/] ("
+            + ", ".join(f"{k}={getattr(real, k)}" for k in missing)
+            + "): from here the laptop's collector reports this host's posture with "
+            + ", ".join(f"{k}={v}" for k, v in missing.items())
+            + ", standing in for Alice fixing them.",
+        )
+    result = s.laptop.checkin()
+    failing = [
+        r for r in result.answer.compliance.get("reasons") or [] if r.get("rule_id") is not None
+    ]
+    check(not failing, f"the fixed laptop still fails: {failing}")
+    s.say(
+        "Alice's laptop",
+        f"is fixed and checks in: every check passes, yet {_compliance(result.answer.compliance)}",
+    )
+    _bullets(s, result.answer.compliance)
+    check(_laptop_status(s) == "quarantined", "a healthy check-in alone released the laptop")
+    s.say("Server", "a passing check-in alone does [bold]not[/] release it: still quarantined.")
+    blocked = _login(s, "alice", s.laptop.key, s.laptop_id)
+    check(blocked.outcome == "block" and not blocked.code_issued, "quarantined laptop let in")
+    check(
+        any(code == "device_quarantined" for code, _ in blocked.reasons),
+        "the remediation page does not say the laptop is quarantined",
+    )
+    s.say("Alice", f"signs in from it: HTTP {blocked.status}, no code. The page says:")
+    for code, message in blocked.reasons:
+        s.console.print(f"      • {message} [dim]({code})[/]")
+
+    released = s.core.quarantine.release(
+        s.laptop_id, actor=ADMIN, reason="disk re-encrypted; verified with Alice (ticket IT-1234)"
+    )
+    check(released.status.value == "pending_verification", "the release did not take")
+    s.say(
+        "Carol (admin)",
+        "releases it ([dim]core.quarantine.release, audited as device.release[/]): "
+        "now [bold]pending_verification[/] — the release vouches for the device, not its posture.",
+    )
+    result = s.laptop.checkin()
+    check(_laptop_status(s) == "active", "the passing check-in after release did not activate it")
+    s.say("Alice's laptop", f"checks in again: {_compliance(result.answer.compliance)} → active.")
+    alice = _login(s, "alice", s.laptop.key, s.laptop_id)
+    check(alice.code_issued and alice.claims.get("sub") == ALICE, "Alice's laptop is refused")
+    check(alice.claims.get("device_id") == s.laptop_id, "Alice's token does not name the laptop")
+    s.facts["alice_claims"] = alice.claims
+    s.say(
+        "Alice",
+        f"signs in over HTTP: code redeemed, ID token verified, posture_outcome="
+        f"{alice.claims.get('posture_outcome')}, compliance_state="
+        f"{alice.claims.get('compliance_state')}.",
+    )
+
+
 def step_audit(s: Story) -> None:
     entries = []
     with s.core.storage.unit_of_work() as uow:
@@ -526,6 +626,7 @@ STEPS: list[tuple[str, Callable[[Story], None]]] = [
     ("Access: a compliant device vs a rooted one", step_access_decisions),
     ("The laptop is offline; Carol locks it", step_lock_while_offline),
     ("The laptop comes back", step_laptop_returns),
+    ("Alice's laptop: quarantine, fix, release", step_laptop_quarantine),
     ("The record", step_audit),
 ]
 
