@@ -599,22 +599,142 @@ def step_laptop_quarantine(s: Story) -> None:
     )
 
 
+#: What the story must have left in the audit trail: action -> (at least) how many records.
+EXPECTED_AUDIT: dict[str, int] = {
+    "enrollment.serial_registered": 1,
+    "enrollment.refused": 1,
+    "enrollment.token_created": 2,
+    "device.enroll": 3,
+    "access.decision": 4,
+    "device.release": 1,
+}
+
+
+#: Events of the run shown in the record next to the audit log: the compliance decisions of
+#: every check-in and every state of every command (the other events are counted).
+TIMELINE_EVENTS = ("compliance.changed", "command.state_changed")
+
+
+def _record_rows(s: Story) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every audit record of the run plus its decision and command events, in time order;
+    and the count of every event type (the demo's database is its own: all of it is the run)."""
+    from sqlalchemy import func, select
+
+    from mdm_core.storage.sql.tables import audit_log, outbox
+
+    with s.core.database.engine.connect() as conn:
+        audit = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()
+        events = (
+            conn.execute(
+                select(outbox).where(outbox.c.type.in_(TIMELINE_EVENTS)).order_by(outbox.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        counted = conn.execute(select(outbox.c.type, func.count()).group_by(outbox.c.type)).all()
+    rows: list[dict[str, Any]] = [
+        {"kind": "audit", "at": r["at"], "actor": r["actor"], "what": r["action"],
+         "subject": r["subject"], "outcome": r["outcome"], "detail": r["detail"]}
+        for r in audit
+    ]  # fmt: skip
+    for e in events:
+        payload = dict(e["payload"])
+        actor = "server (check-in)"
+        if e["type"] == "compliance.changed":
+            outcome = f"{payload.get('state')} → {payload.get('outcome')}"
+        else:
+            outcome = f"{payload.get('command_type')}: {payload.get('to')}"
+            actor = _event_actor(s, payload)
+        rows.append(
+            {"kind": "event", "at": e["occurred_at"], "actor": actor,
+             "what": e["type"],
+             "subject": e["subject"], "outcome": outcome, "detail": payload}
+        )  # fmt: skip
+
+    def when(row: dict[str, Any]) -> datetime:
+        at: datetime = row["at"]
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    rows.sort(key=when)
+    return rows, {str(t): int(n) for t, n in counted}
+
+
+def _event_actor(s: Story, payload: dict[str, Any]) -> str:
+    """Who moved a command: its creator queued it, the server delivered it, the device answered."""
+    to = payload.get("to")
+    if to == "queued":
+        command = s.core.commands.get(str(payload.get("command_id")))
+        return command.created_by if command is not None else "?"
+    if to == "delivered":
+        return "server"
+    return f"device:{payload.get('device_id')}" if to else "server"
+
+
 def step_audit(s: Story) -> None:
-    entries = []
-    with s.core.storage.unit_of_work() as uow:
-        for subject in (LAPTOP_SERIAL, s.laptop_id, BOB, s.phone_id, f"user:{BOB}"):
-            entries.extend(uow.audit.recent(subject, limit=50))
-    check(bool(entries), "nothing was audited")
-    table = Table(title="Audit trail: who did what")
-    for col in ("time (UTC)", "actor", "action", "subject", "outcome"):
+    rows, event_counts = _record_rows(s)
+    audit = [r for r in rows if r["kind"] == "audit"]
+    check(bool(audit), "nothing was audited")
+    names = {
+        s.laptop_id: "Alice's laptop",
+        s.phone_id: "Bob's iPhone",
+        str(s.facts.get("dave_device", "")): "Dave's Android",
+        s.lock_id: "the lock",
+    }
+    table = Table(
+        title=f"The record: all {len(audit)} audit records of the run, with the compliance "
+        "decisions and command states (events)"
+    )
+    for col in ("time (UTC)", "kind", "actor", "action / event", "subject", "outcome"):
         table.add_column(col)
-    seen = set()
-    for e in sorted(entries, key=lambda e: (e.at, e.id)):
-        if e.id in seen:
-            continue
-        seen.add(e.id)
-        table.add_row(_ts(e.at), e.actor, e.action, e.subject, e.outcome)
+    for r in rows:
+        actor = str(r["actor"])
+        for device_id, name in names.items():
+            if device_id and device_id in actor:
+                actor = f"{actor.split(':', 1)[0]}:{name}"
+        subject = str(r["subject"])
+        table.add_row(
+            _ts(r["at"]),
+            r["kind"],
+            actor,
+            r["what"],
+            names.get(subject, subject) if subject else "—",
+            str(r["outcome"]),
+            style="dim" if r["kind"] == "event" else None,
+        )
     s.console.print(table)
+    counts: dict[str, int] = {}
+    for r in audit:
+        counts[r["what"]] = counts.get(r["what"], 0) + 1
+    summary = Table(title="By kind")
+    summary.add_column("audit action / event type")
+    summary.add_column("records", justify="right")
+    for action, n in sorted(counts.items()):
+        summary.add_row(action, str(n))
+    for event, n in sorted(event_counts.items()):
+        summary.add_row(f"[dim]event[/] {event}", str(n))
+    s.console.print(summary)
+    for action, at_least in EXPECTED_AUDIT.items():
+        check(counts.get(action, 0) >= at_least, f"the audit has {counts.get(action, 0)} {action}")
+    decisions = {(r["subject"], r["outcome"]) for r in audit if r["what"] == "access.decision"}
+    for subject, outcome in (
+        (s.phone_id, "allow"),
+        (s.facts.get("dave_device"), "block"),
+        (s.laptop_id, "block"),
+        (s.laptop_id, "allow"),
+    ):
+        check((subject, outcome) in decisions, f"no audited {outcome} decision for {subject}")
+    lock_states = [str(r["outcome"]) for r in rows if r["what"] == "command.state_changed"]
+    check(
+        lock_states == ["lock: queued", "lock: delivered", "lock: acknowledged"],
+        f"the record does not show the lock's states: {lock_states}",
+    )
+    compliance = [r for r in rows if r["what"] == "compliance.changed"]
+    check(
+        any("quarantined" in str(r["outcome"]) for r in compliance),
+        "the record does not show the quarantine decision",
+    )
+    s.facts["audit_counts"] = counts
+    s.facts["event_counts"] = event_counts
 
 
 STEPS: list[tuple[str, Callable[[Story], None]]] = [
