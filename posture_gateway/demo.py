@@ -9,11 +9,18 @@ iPhone (a simulated device speaking the same protocol):
 1. Carol registers the laptop's serial number; 2. the laptop enrolls itself with it;
 3. Carol issues a BYOD enrollment token to Bob; 4. Bob's iPhone shows the privacy notice,
 Bob accepts, the phone enrolls; 5. both check in, and the demo shows what the server kept
-and what it dropped from Bob's phone; then two sign-ins through the real device gate: Bob's
-healthy phone gets in, Dave's rooted phone is quarantined and blocked with remediation;
-6. the laptop is offline and Carol locks it: the
-command waits, queued; 7. the laptop comes back, receives the lock and acknowledges it;
-then the audit trail (who did what).
+and what it dropped from Bob's phone, and why each failed check failed (one line each, with
+the engine's "This device did not report: ..." for a value that was missing);
+6. two sign-ins over HTTP through the gateway's real login pages
+(:mod:`posture_gateway.demo_login`: authorize with PKCE and nonce, password, device proof
+signed by the device key, code, token endpoint, ID token verified against ``/jwks.json``):
+Bob's healthy phone gets a token with posture claims, Dave's rooted phone ends on the
+remediation page with no code; 7. the laptop is offline and Carol locks it: the command waits,
+queued; 8. the laptop comes back, receives the lock and acknowledges it; 9. the laptop's
+encryption-off check-in quarantines it, a passing check-in alone does not release it, Carol
+releases it (audited) and the next passing check-in lets Alice sign in (where this host's real
+posture cannot pass, the demo says so and names the values it stands in for); 10. the record:
+every audit record of the run with the compliance decisions and command states.
 
 Every step asserts what it shows: if anything does not happen as told, the demo stops with
 :class:`DemoFailure` and the command exits non-zero.
@@ -22,7 +29,6 @@ Every step asserts what it shows: if anything does not happen as told, the demo 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -43,8 +49,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mdm_core.agent.agent import Agent
-from mdm_core.agent.collector_linux import LinuxPosture, collect
 from mdm_core.agent.client import DeviceClient, ProtocolError, notice_profile_id
+from mdm_core.agent.collector_linux import LinuxPosture, collect
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.commands import CommandStatus
 from mdm_core.posture.model import Ownership, Platform
@@ -410,7 +416,12 @@ def step_access_decisions(s: Story) -> None:
         "types his password, the device-check page asks for a login proof, his phone's key "
         "signs it (audience + the page's nonce); the gateway redirects to the app with a code.",
     )
-    table = Table(title="The expense app redeems the code: ID token verified against /jwks.json")
+    s.say(
+        "Expense app",
+        "redeems the code at /oauth/token (client secret + PKCE verifier): "
+        "ID token verified against /jwks.json (pyjwt), nonce checked.",
+    )
+    table = Table(title="Bob's ID token: the posture claims")
     table.add_column("claim")
     table.add_column("value")
     for name in ("iss", "aud", "sub", "acr", "device_id", "posture_outcome", "compliance_state",
@@ -718,7 +729,7 @@ def step_audit(s: Story) -> None:
     decisions = {(r["subject"], r["outcome"]) for r in audit if r["what"] == "access.decision"}
     for subject, outcome in (
         (s.phone_id, "allow"),
-        (s.facts.get("dave_device"), "block"),
+        (str(s.facts.get("dave_device")), "block"),
         (s.laptop_id, "block"),
         (s.laptop_id, "allow"),
     ):
