@@ -520,7 +520,6 @@ def step_laptop_returns(s: Story) -> None:
 #: What a passing Linux check-in needs; the demo stands in for Alice fixing what this host lacks.
 HEALTHY_LAPTOP: dict[str, Any] = {
     "storage_encrypted": True,
-    "firewall_enabled": True,
     "screen_lock_enabled": True,
     "screen_lock_timeout_s": 300,
 }
@@ -537,17 +536,24 @@ def step_laptop_quarantine(s: Story) -> None:
     """The laptop's encryption-off check-in quarantines it; only an admin release lets it out."""
     assert s.laptop is not None
     real = collect()
+    before = _laptop_status(s)
     s.laptop_overrides = {"storage_encrypted": False}
     origin = (
         "this host's real value"
         if real.storage_encrypted is False
         else f"the demo overrides this host's value ({real.storage_encrypted})"
     )
+    if before == "quarantined":
+        s.say(
+            "Server",
+            "Alice's laptop has been quarantined since its first check-in on this host's real "
+            "posture (step 5: a critical check failed).",
+        )
     result = s.laptop.checkin()
     s.say(
         "Alice's laptop",
-        f"checks in with disk encryption off ([dim]{origin}[/]): "
-        f"{_compliance(result.answer.compliance)}.",
+        f"checks in{' again' if before == 'quarantined' else ''} with disk encryption off "
+        f"([dim]{origin}[/]): {_compliance(result.answer.compliance)}.",
     )
     _bullets(s, result.answer.compliance)
     check(_laptop_status(s) == "quarantined", "the unencrypted laptop is not quarantined")
