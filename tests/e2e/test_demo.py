@@ -95,7 +95,7 @@ def test_quarantined_laptop_needs_an_admin_release_then_a_passing_checkin(
     out = demo_run[0].stdout
     story = out[out.index("Alice's laptop: quarantine, fix, release") :]
     steps = [
-        "checks in with disk encryption off",
+        "with disk encryption off",
         "the device is quarantined",
         "a passing check-in alone does not release it: still quarantined",
         "Alice signs in from it: HTTP 403, no code",
