@@ -9,11 +9,18 @@ iPhone (a simulated device speaking the same protocol):
 1. Carol registers the laptop's serial number; 2. the laptop enrolls itself with it;
 3. Carol issues a BYOD enrollment token to Bob; 4. Bob's iPhone shows the privacy notice,
 Bob accepts, the phone enrolls; 5. both check in, and the demo shows what the server kept
-and what it dropped from Bob's phone; then two sign-ins through the real device gate: Bob's
-healthy phone gets in, Dave's rooted phone is quarantined and blocked with remediation;
-6. the laptop is offline and Carol locks it: the
-command waits, queued; 7. the laptop comes back, receives the lock and acknowledges it;
-then the audit trail (who did what).
+and what it dropped from Bob's phone, and why each failed check failed (one line each, with
+the engine's "This device did not report: ..." for a value that was missing);
+6. two sign-ins over HTTP through the gateway's real login pages
+(:mod:`posture_gateway.demo_login`: authorize with PKCE and nonce, password, device proof
+signed by the device key, code, token endpoint, ID token verified against ``/jwks.json``):
+Bob's healthy phone gets a token with posture claims, Dave's rooted phone ends on the
+remediation page with no code; 7. the laptop is offline and Carol locks it: the command waits,
+queued; 8. the laptop comes back, receives the lock and acknowledges it; 9. the laptop's
+encryption-off check-in quarantines it, a passing check-in alone does not release it, Carol
+releases it (audited) and the next passing check-in lets Alice sign in (where this host's real
+posture cannot pass, the demo says so and names the values it stands in for); 10. the record:
+every audit record of the run with the compliance decisions and command states.
 
 Every step asserts what it shows: if anything does not happen as told, the demo stops with
 :class:`DemoFailure` and the command exits non-zero.
@@ -22,7 +29,6 @@ Every step asserts what it shows: if anything does not happen as told, the demo 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -30,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ from rich.table import Table
 
 from mdm_core.agent.agent import Agent
 from mdm_core.agent.client import DeviceClient, ProtocolError, notice_profile_id
+from mdm_core.agent.collector_linux import LinuxPosture, collect
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.commands import CommandStatus
 from mdm_core.posture.model import Ownership, Platform
@@ -51,6 +58,7 @@ from mdm_core.posture.normalize import normalize
 from mdm_core.runtime import MdmCore, build_core
 from mdm_core.simulator_reports import DeviceTraits, native_reports
 from posture_gateway.app import core_config
+from posture_gateway.demo_login import DemoRelyingParty, LoginResult, write_oidc_files
 from posture_gateway.settings import SHIPPED_POLICY_DIR, Settings
 
 __all__ = ["DemoFailure", "DemoServer", "run_demo", "demo_cmd"]
@@ -99,6 +107,7 @@ class DemoServer:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -112,6 +121,7 @@ class DemoServer:
             POSTURE_DEV_MODE="true",
             POSTURE_POLICY_DIR=str(self.settings.policy_dir),
         )
+        env.update(self.extra_env)
         self.log_path = self.settings.data_dir / "server.log"
         log = self.log_path.open("wb")
         argv = [
@@ -168,7 +178,15 @@ class Story:
     phone_id: str = ""
     bob_token: str = ""
     lock_id: str = ""
+    rp: DemoRelyingParty | None = None
+    passwords: dict[str, str] = field(default_factory=dict)
+    #: Values the laptop's collector reports instead of this host's (empty: the real posture).
+    laptop_overrides: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+
+    def collect_laptop(self) -> LinuxPosture:
+        """This host's real posture, with the demo's stand-ins (if any) on top."""
+        return replace(collect(), **self.laptop_overrides)
 
     def say(self, who: str, text: str) -> None:
         self.console.print(f"  [bold cyan]{who}[/] {text}")
@@ -190,7 +208,7 @@ def step_register_serial(s: Story) -> None:
 
 
 def step_laptop_enrolls(s: Story) -> None:
-    agent = Agent(s.workdir / "laptop-agent", server_url=s.server.url)
+    agent = Agent(s.workdir / "laptop-agent", server_url=s.server.url, collector=s.collect_laptop)
     try:  # the serial alone is an identifier, not a credential: refused
         agent.enroll(ownership="corporate", serial_number=LAPTOP_SERIAL)
     except ProtocolError as exc:
@@ -302,6 +320,7 @@ def step_checkins(s: Story) -> None:
         table.add_row(name, "[dim]cannot tell (not sent)[/]" if value is None else str(value))
     s.console.print(table)
     s.say("Server", f"answers the laptop: compliance {_compliance(laptop.answer.compliance)}.")
+    _bullets(s, laptop.answer.compliance)
 
     now = datetime.now(UTC)
     reports = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)
@@ -334,23 +353,28 @@ def step_checkins(s: Story) -> None:
     check(stored.posture.os_version == report["OSVersion"], "Bob's OS version was not kept")
     check("installed_apps" not in answer.collect, "the server asks BYOD devices for all apps")
     s.say("Server", f"answers Bob's phone: compliance {_compliance(answer.compliance)}.")
+    _bullets(s, answer.compliance)
+    s.say(
+        "Bob's iPhone",
+        "[dim]Apple's MDM report says a passcode is set but not its length nor the jailbreak "
+        "state: a value the device did not report fails closed. The Posture app reports them "
+        "next.[/]",
+    )
 
 
 def step_access_decisions(s: Story) -> None:
-    """Two logins through the real device gate: Bob's healthy phone, Dave's rooted one."""
-    assert s.phone is not None
-    from mdm_core.storage.directory import DirectoryUser
-    from posture_gateway.device_gate import PolicyDeviceGate, PostureEvaluator
-
+    """Two sign-ins over HTTP through the gateway's login pages: Bob's phone, Dave's rooted one."""
+    assert s.phone is not None and s.rp is not None
     now = datetime.now(UTC)
-    for user in (ALICE, BOB, DAVE):  # in production the LDAP/SCIM sync fills the mirror
-        s.core.directory.upsert_user(
-            DirectoryUser(id=user, username=user, active=True, source="local", updated_at=now)
-        )
-    # The Posture app on Bob's phone reports what Apple's MDM cannot see (jailbreak state).
+    # The Posture app on Bob's phone reports what Apple's MDM cannot see (jailbreak state and
+    # the passcode's length).
     fmt, report = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)[1]
-    s.phone.checkin(fmt, report)
-    s.say("Bob's iPhone", "the Posture app reports what MDM cannot see (not jailbroken).")
+    answer = s.phone.checkin(fmt, report)
+    s.say(
+        "Bob's iPhone",
+        f"the Posture app reports what MDM cannot see: {_compliance(answer.compliance)}.",
+    )
+    check(answer.compliance.get("outcome") != "block", "Bob's phone still fails after the app")
 
     token = s.core.enrollment.create_token(
         DAVE, Ownership.CORPORATE, Platform.ANDROID, timedelta(hours=1), ADMIN
@@ -365,40 +389,88 @@ def step_access_decisions(s: Story) -> None:
     finally:
         rooted.close()
     s.say("Dave's Android", f"(rooted) enrolls and checks in: {_compliance(answer.compliance)}.")
+    _bullets(s, answer.compliance)
     with s.core.storage.unit_of_work() as uow:
         record = uow.devices.get(dave.device_id)
     check(
         record is not None and record.status.value == "quarantined", "rooted phone not quarantined"
     )
+    s.facts["dave_device"] = dave.device_id
 
-    gate = PolicyDeviceGate(PostureEvaluator(s.core), audience=s.server.url)
-    table = Table(title="Sign-in to the expense app: the device decides")
-    for col in ("user", "device", "outcome", "why"):
-        table.add_column(col)
-    verdicts = {}
-    for who, device_id, key in (
-        (BOB, s.phone_id, s.phone.key),
-        (DAVE, dave.device_id, rooted.key),
-    ):
-        nonce = secrets.token_urlsafe(32)  # issued by the login page, single use
-        proof = key.login_proof(device_id, s.server.url, nonce)
-        verdict = gate.check(
-            user_id=who,
-            client_id="expenses",
-            requested_scopes=frozenset({"openid"}),
-            proof=proof,
-            nonce=nonce,
-            client_cert_pem=None,
-        )
-        verdicts[who] = verdict
-        why = "; ".join(r.message for r in verdict.reasons) or "every rule passed"
-        table.add_row(who, device_id[:8] + "…", verdict.outcome, why)
+    s.say(
+        "Expense app",
+        f"(OIDC client [bold]expenses[/]) sends Bob to {s.server.url}/oauth/authorize "
+        "(code flow, PKCE S256, state, nonce).",
+    )
+    codes_before = _codes_issued(s)
+    bob = _login(s, "bob", s.phone.key, s.phone_id)
+    check(bob.code_issued and bob.outcome != "block", "Bob's healthy phone was refused")
+    claims = bob.claims
+    check(claims.get("sub") == BOB, "the ID token is not for Bob")
+    check(claims.get("device_id") == s.phone_id, "the ID token does not name Bob's phone")
+    check(claims.get("posture_outcome") in ("allow", "warn"), "no posture outcome in the token")
+    check(claims.get("compliance_state") == "compliant", "the token does not say compliant")
+    s.facts["bob_claims"] = claims
+    s.say(
+        "Bob",
+        "types his password, the device-check page asks for a login proof, his phone's key "
+        "signs it (audience + the page's nonce); the gateway redirects to the app with a code.",
+    )
+    s.say(
+        "Expense app",
+        "redeems the code at /oauth/token (client secret + PKCE verifier): "
+        "ID token verified against /jwks.json (pyjwt), nonce checked.",
+    )
+    table = Table(title="Bob's ID token: the posture claims")
+    table.add_column("claim")
+    table.add_column("value")
+    for name in ("iss", "aud", "sub", "acr", "device_id", "posture_outcome", "compliance_state",
+                 "posture_policy_ids", "posture_age_s"):  # fmt: skip
+        if name in claims:
+            table.add_row(name, _short(claims[name]))
     s.console.print(table)
-    check(verdicts[BOB].outcome != "block", "Bob's healthy phone was refused")
-    check(verdicts[DAVE].outcome == "block", "the rooted phone was let in")
-    check(bool(verdicts[DAVE].remediation), "the block came without remediation steps")
-    for step in verdicts[DAVE].remediation:
-        s.say("Dave", f"is told how to fix it: [italic]{step}[/]")
+
+    dave_login = _login(s, "dave", rooted.key, dave.device_id)
+    check(dave_login.outcome == "block", "the rooted phone was let in")
+    check(not dave_login.code_issued, "the rooted phone got an authorization code")
+    check(_codes_issued(s) == codes_before + 1, "a code was issued for the rooted phone")
+    check(bool(dave_login.reasons), "the remediation page gives no reasons")
+    check(
+        any(code == "jailbroken" or "rooted" in msg for code, msg in dave_login.reasons),
+        "the remediation page does not say the phone is rooted",
+    )
+    s.facts["dave_login"] = dave_login
+    s.say(
+        "Dave",
+        f"signs in the same way: the gateway answers HTTP {dave_login.status} with the "
+        "remediation page and [bold]no code[/]. The page says:",
+    )
+    for code, message in dave_login.reasons:
+        s.console.print(f"      • {message} [dim]({code})[/]")
+    for step in dave_login.steps:
+        s.console.print(f"      → [italic]{step}[/]")
+
+
+def _login(s: Story, username: str, key: DeviceKey, device_id: str) -> LoginResult:
+    assert s.rp is not None
+    return s.rp.login(
+        username, s.passwords[username], lambda aud, nonce: key.login_proof(device_id, aud, nonce)
+    )
+
+
+def _codes_issued(s: Story) -> int:
+    from sqlalchemy import func, select
+
+    from posture_gateway.oidc.tables import oidc_codes
+
+    with s.core.database.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(oidc_codes)).scalar_one())
+
+
+def _bullets(s: Story, compliance: dict[str, Any]) -> None:
+    """Each failed check on its own line, with its message (why, not only which rule)."""
+    for r in compliance.get("reasons") or []:
+        s.console.print(f"      • {r.get('message')} [dim]({r.get('rule_id') or r.get('code')})[/]")
 
 
 def step_lock_while_offline(s: Story) -> None:
@@ -445,22 +517,241 @@ def step_laptop_returns(s: Story) -> None:
     s.console.print(_command_table(s, "The lock, delivered and acknowledged"))
 
 
-def step_audit(s: Story) -> None:
-    entries = []
+#: What a passing Linux check-in needs; the demo stands in for Alice fixing what this host lacks.
+HEALTHY_LAPTOP: dict[str, Any] = {
+    "storage_encrypted": True,
+    "screen_lock_enabled": True,
+    "screen_lock_timeout_s": 300,
+}
+
+
+def _laptop_status(s: Story) -> str:
     with s.core.storage.unit_of_work() as uow:
-        for subject in (LAPTOP_SERIAL, s.laptop_id, BOB, s.phone_id, f"user:{BOB}"):
-            entries.extend(uow.audit.recent(subject, limit=50))
-    check(bool(entries), "nothing was audited")
-    table = Table(title="Audit trail: who did what")
-    for col in ("time (UTC)", "actor", "action", "subject", "outcome"):
+        record = uow.devices.get(s.laptop_id)
+    assert record is not None
+    return record.status.value
+
+
+def step_laptop_quarantine(s: Story) -> None:
+    """The laptop's encryption-off check-in quarantines it; only an admin release lets it out."""
+    assert s.laptop is not None
+    real = collect()
+    before = _laptop_status(s)
+    s.laptop_overrides = {"storage_encrypted": False}
+    origin = (
+        "this host's real value"
+        if real.storage_encrypted is False
+        else f"the demo overrides this host's value ({real.storage_encrypted})"
+    )
+    if before == "quarantined":
+        s.say(
+            "Server",
+            "Alice's laptop has been quarantined since its first check-in on this host's real "
+            "posture (step 5: a critical check failed).",
+        )
+    result = s.laptop.checkin()
+    s.say(
+        "Alice's laptop",
+        f"checks in{' again' if before == 'quarantined' else ''} with disk encryption off "
+        f"([dim]{origin}[/]): {_compliance(result.answer.compliance)}.",
+    )
+    _bullets(s, result.answer.compliance)
+    check(_laptop_status(s) == "quarantined", "the unencrypted laptop is not quarantined")
+    s.say("Server", "the device is [bold red]quarantined[/] (a critical check failed).")
+
+    missing = {k: v for k, v in HEALTHY_LAPTOP.items() if getattr(real, k) != v}
+    s.laptop_overrides = dict(HEALTHY_LAPTOP)
+    if missing:
+        s.say(
+            "Demo",
+            "[yellow]this host's real posture cannot pass[/] ("
+            + ", ".join(f"{k}={getattr(real, k)}" for k in missing)
+            + "): from here the laptop's collector reports this host's posture with "
+            + ", ".join(f"{k}={v}" for k, v in missing.items())
+            + ", standing in for Alice fixing them.",
+        )
+    result = s.laptop.checkin()
+    failing = [
+        r for r in result.answer.compliance.get("reasons") or [] if r.get("rule_id") is not None
+    ]
+    check(not failing, f"the fixed laptop still fails: {failing}")
+    s.say(
+        "Alice's laptop",
+        f"is fixed and checks in: every check passes, yet {_compliance(result.answer.compliance)}",
+    )
+    _bullets(s, result.answer.compliance)
+    check(_laptop_status(s) == "quarantined", "a healthy check-in alone released the laptop")
+    s.say("Server", "a passing check-in alone does [bold]not[/] release it: still quarantined.")
+    blocked = _login(s, "alice", s.laptop.key, s.laptop_id)
+    check(blocked.outcome == "block" and not blocked.code_issued, "quarantined laptop let in")
+    check(
+        any(code == "device_quarantined" for code, _ in blocked.reasons),
+        "the remediation page does not say the laptop is quarantined",
+    )
+    s.say("Alice", f"signs in from it: HTTP {blocked.status}, no code. The page says:")
+    for code, message in blocked.reasons:
+        s.console.print(f"      • {message} [dim]({code})[/]")
+
+    released = s.core.quarantine.release(
+        s.laptop_id, actor=ADMIN, reason="disk re-encrypted; verified with Alice (ticket IT-1234)"
+    )
+    check(released.status.value == "pending_verification", "the release did not take")
+    s.say(
+        "Carol (admin)",
+        "releases it ([dim]core.quarantine.release, audited as device.release[/]): "
+        "now [bold]pending_verification[/] — the release vouches for the device, not its posture.",
+    )
+    result = s.laptop.checkin()
+    check(_laptop_status(s) == "active", "the passing check-in after release did not activate it")
+    s.say("Alice's laptop", f"checks in again: {_compliance(result.answer.compliance)} → active.")
+    alice = _login(s, "alice", s.laptop.key, s.laptop_id)
+    check(alice.code_issued and alice.claims.get("sub") == ALICE, "Alice's laptop is refused")
+    check(alice.claims.get("device_id") == s.laptop_id, "Alice's token does not name the laptop")
+    s.facts["alice_claims"] = alice.claims
+    s.say(
+        "Alice",
+        f"signs in over HTTP: code redeemed, ID token verified, posture_outcome="
+        f"{alice.claims.get('posture_outcome')}, compliance_state="
+        f"{alice.claims.get('compliance_state')}.",
+    )
+
+
+#: What the story must have left in the audit trail: action -> (at least) how many records.
+EXPECTED_AUDIT: dict[str, int] = {
+    "enrollment.serial_registered": 1,
+    "enrollment.refused": 1,
+    "enrollment.token_created": 2,
+    "device.enroll": 3,
+    "access.decision": 4,
+    "device.release": 1,
+}
+
+
+#: Events of the run shown in the record next to the audit log: the compliance decisions of
+#: every check-in and every state of every command (the other events are counted).
+TIMELINE_EVENTS = ("compliance.changed", "command.state_changed")
+
+
+def _record_rows(s: Story) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every audit record of the run plus its decision and command events, in time order;
+    and the count of every event type (the demo's database is its own: all of it is the run)."""
+    from sqlalchemy import func, select
+
+    from mdm_core.storage.sql.tables import audit_log, outbox
+
+    with s.core.database.engine.connect() as conn:
+        audit = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()
+        events = (
+            conn.execute(
+                select(outbox).where(outbox.c.type.in_(TIMELINE_EVENTS)).order_by(outbox.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        counted = conn.execute(select(outbox.c.type, func.count()).group_by(outbox.c.type)).all()
+    rows: list[dict[str, Any]] = [
+        {"kind": "audit", "at": r["at"], "actor": r["actor"], "what": r["action"],
+         "subject": r["subject"], "outcome": r["outcome"], "detail": r["detail"]}
+        for r in audit
+    ]  # fmt: skip
+    for e in events:
+        payload = dict(e["payload"])
+        actor = "server (check-in)"
+        if e["type"] == "compliance.changed":
+            outcome = f"{payload.get('state')} → {payload.get('outcome')}"
+        else:
+            outcome = f"{payload.get('command_type')}: {payload.get('to')}"
+            actor = _event_actor(s, payload)
+        rows.append(
+            {"kind": "event", "at": e["occurred_at"], "actor": actor,
+             "what": e["type"],
+             "subject": e["subject"], "outcome": outcome, "detail": payload}
+        )  # fmt: skip
+
+    def when(row: dict[str, Any]) -> datetime:
+        at: datetime = row["at"]
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    rows.sort(key=when)
+    return rows, {str(t): int(n) for t, n in counted}
+
+
+def _event_actor(s: Story, payload: dict[str, Any]) -> str:
+    """Who moved a command: its creator queued it, the server delivered it, the device answered."""
+    to = payload.get("to")
+    if to == "queued":
+        command = s.core.commands.get(str(payload.get("command_id")))
+        return command.created_by if command is not None else "?"
+    if to == "delivered":
+        return "server"
+    return f"device:{payload.get('device_id')}" if to else "server"
+
+
+def step_audit(s: Story) -> None:
+    rows, event_counts = _record_rows(s)
+    audit = [r for r in rows if r["kind"] == "audit"]
+    check(bool(audit), "nothing was audited")
+    names = {
+        s.laptop_id: "Alice's laptop",
+        s.phone_id: "Bob's iPhone",
+        str(s.facts.get("dave_device", "")): "Dave's Android",
+        s.lock_id: "the lock",
+    }
+    table = Table(
+        title=f"The record: all {len(audit)} audit records of the run, with the compliance "
+        "decisions and command states (events)"
+    )
+    for col in ("time (UTC)", "kind", "actor", "action / event", "subject", "outcome"):
         table.add_column(col)
-    seen = set()
-    for e in sorted(entries, key=lambda e: (e.at, e.id)):
-        if e.id in seen:
-            continue
-        seen.add(e.id)
-        table.add_row(_ts(e.at), e.actor, e.action, e.subject, e.outcome)
+    for r in rows:
+        actor = str(r["actor"])
+        for device_id, name in names.items():
+            if device_id and device_id in actor:
+                actor = f"{actor.split(':', 1)[0]}:{name}"
+        subject = str(r["subject"])
+        table.add_row(
+            _ts(r["at"]),
+            r["kind"],
+            actor,
+            r["what"],
+            names.get(subject, subject) if subject else "—",
+            str(r["outcome"]),
+            style="dim" if r["kind"] == "event" else None,
+        )
     s.console.print(table)
+    counts: dict[str, int] = {}
+    for r in audit:
+        counts[r["what"]] = counts.get(r["what"], 0) + 1
+    summary = Table(title="By kind")
+    summary.add_column("audit action / event type")
+    summary.add_column("records", justify="right")
+    for action, n in sorted(counts.items()):
+        summary.add_row(action, str(n))
+    for event, n in sorted(event_counts.items()):
+        summary.add_row(f"[dim]event[/] {event}", str(n))
+    s.console.print(summary)
+    for action, at_least in EXPECTED_AUDIT.items():
+        check(counts.get(action, 0) >= at_least, f"the audit has {counts.get(action, 0)} {action}")
+    decisions = {(r["subject"], r["outcome"]) for r in audit if r["what"] == "access.decision"}
+    for subject, outcome in (
+        (s.phone_id, "allow"),
+        (str(s.facts.get("dave_device")), "block"),
+        (s.laptop_id, "block"),
+        (s.laptop_id, "allow"),
+    ):
+        check((subject, outcome) in decisions, f"no audited {outcome} decision for {subject}")
+    lock_states = [str(r["outcome"]) for r in rows if r["what"] == "command.state_changed"]
+    check(
+        lock_states == ["lock: queued", "lock: delivered", "lock: acknowledged"],
+        f"the record does not show the lock's states: {lock_states}",
+    )
+    compliance = [r for r in rows if r["what"] == "compliance.changed"]
+    check(
+        any("quarantined" in str(r["outcome"]) for r in compliance),
+        "the record does not show the quarantine decision",
+    )
+    s.facts["audit_counts"] = counts
+    s.facts["event_counts"] = event_counts
 
 
 STEPS: list[tuple[str, Callable[[Story], None]]] = [
@@ -472,6 +763,7 @@ STEPS: list[tuple[str, Callable[[Story], None]]] = [
     ("Access: a compliant device vs a rooted one", step_access_decisions),
     ("The laptop is offline; Carol locks it", step_lock_while_offline),
     ("The laptop comes back", step_laptop_returns),
+    ("Alice's laptop: quarantine, fix, release", step_laptop_quarantine),
     ("The record", step_audit),
 ]
 
@@ -535,7 +827,18 @@ def run_demo(console: Console, *, keep: bool = False) -> float:
         )
         settings.data_dir.mkdir(parents=True)
         core = build_core(core_config(settings))  # migrates and creates the CA first
-        server = DemoServer(settings, port)
+        redirect_uri = f"http://127.0.0.1:{_free_port()}/oidc/callback"  # never fetched
+        clients, users, client_secret, passwords = write_oidc_files(
+            workdir, redirect_uri, {ALICE: "alice", BOB: "bob", DAVE: "dave"}
+        )
+        server = DemoServer(
+            settings,
+            port,
+            extra_env={
+                "POSTURE_OIDC__CLIENTS_FILE": str(clients),
+                "POSTURE_OIDC__USERS_FILE": str(users),
+            },
+        )
         console.print(
             Panel(
                 f"server   {server.url} (gunicorn, 1 worker x 8 threads)\n"
@@ -546,6 +849,8 @@ def run_demo(console: Console, *, keep: bool = False) -> float:
             )
         )
         story = Story(console=console, core=core, server=server, workdir=workdir)
+        story.rp = DemoRelyingParty(server.url, redirect_uri, client_secret)
+        story.passwords = passwords
         try:
             server.start()
             for number, (title, step) in enumerate(STEPS, start=1):
