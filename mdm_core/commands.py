@@ -431,6 +431,15 @@ class CommandService:
                     for c in created
                 )
             )
+            for c in created:  # who asked for what, beside the command's own transitions
+                u.audit.record(
+                    created_by,
+                    "command.queued",
+                    c.device_id,
+                    "ok",
+                    {"command_id": c.id, "type": c.type.value, "priority": c.priority},
+                    at=at,
+                )
             return [cmd for cmd, _ in results]
 
         return self._run(run, uow)

@@ -208,3 +208,16 @@ def test_wipe_ack_leaves_device_status_to_offboarding(service: CommandService, k
     with service.storage.unit_of_work() as uow:
         device = uow.devices.get("d1")
     assert device is not None and device.status is DeviceStatus.ACTIVE
+
+
+def test_every_queued_command_is_audited_with_who_asked(service: CommandService) -> None:
+    """An admin action leaves an audit record (not only the command's transitions); a
+    re-sent idempotent command is one command and one record."""
+    lock = service.enqueue("d1", "lock", {}, created_by="admin:carol", idempotency_key="k", now=T0)
+    again = service.enqueue("d1", "lock", {}, created_by="admin:carol", idempotency_key="k", now=T0)
+    assert again.id == lock.id
+    with service.storage.unit_of_work() as uow:
+        queued = [e for e in uow.audit.recent("d1") if e.action == "command.queued"]
+    assert len(queued) == 1
+    assert queued[0].actor == "admin:carol"
+    assert queued[0].detail["command_id"] == lock.id and queued[0].detail["type"] == "lock"
