@@ -135,7 +135,19 @@ def discovery_document(st: IntegrationsState) -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "claims_parameter_supported": True,
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "acr", "amr", "tid"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "azp",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "acr",
+            "amr",
+            "tid",
+        ],
         "acr_values_supported": list(st.settings.entra.acr_values) if st.settings.entra else [],
     }
 

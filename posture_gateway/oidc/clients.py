@@ -6,7 +6,7 @@ File format (``settings.oidc.clients_file``)::
       - client_id: expenses
         name: Expenses
         token_endpoint_auth_method: client_secret_basic   # or client_secret_post, none
-        client_secret_hash: "sha256$..."                  # `posture clients hash-secret`
+        client_secret_hash: "sha256$..."                  # `posture clients new-secret`
         redirect_uris: [https://expenses.example.com/oidc/callback]
         post_logout_redirect_uris: [https://expenses.example.com/]
         scopes: [openid, profile, email]
