@@ -53,13 +53,24 @@ def stack(tmp_path: Path, redirect_uri: str) -> Iterator[Stack]:
         yield running
 
 
-def _start(stack: Stack, redirect_uri: str, *args: str, secret: str | None = None) -> Any:
+def _start(
+    stack: Stack,
+    redirect_uri: str,
+    *args: str,
+    secret: str | None = None,
+    config: Path | None = None,
+) -> Any:
+    """The command; with ``config`` it reads the server (public_url) from that file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTURE_")}
     env["PYTHONPATH"] = str(ROOT)
     if secret is not None:
         env["POSTURE_TRY_LOGIN_CLIENT_SECRET"] = secret
-    command = [sys.executable, "-m", "posture_gateway.cli", "try-login", "--no-browser"]
-    command += ["--server", stack.url, "--client-id", CLIENT_ID, "--redirect-uri", redirect_uri]
+    root = [sys.executable, "-m", "posture_gateway.cli"]
+    server = ["--server", stack.url]
+    if config is not None:
+        root, server = [*root, "--config", str(config)], []
+    command = [*root, "try-login", "--no-browser", *server]
+    command += ["--client-id", CLIENT_ID, "--redirect-uri", redirect_uri]
     return subprocess.Popen(
         [*command, *args],
         env=env,
@@ -140,9 +151,12 @@ def test_try_login_signs_in_and_prints_the_verified_claims(stack: Stack, redirec
 
 
 def test_try_login_with_a_wrong_secret_is_refused_at_the_token_endpoint(
-    stack: Stack, redirect_uri: str
+    stack: Stack, redirect_uri: str, tmp_path: Path
 ) -> None:
-    proc = _start(stack, redirect_uri, secret="not-the-" + CLIENT_SECRET)  # via the env var
+    config = tmp_path / "operator.yaml"  # the server is the configured public_url
+    config.write_text(f"data_dir: {tmp_path / 'op'}\npublic_url: {stack.url}\n", "utf-8")
+    wrong = "not-the-" + CLIENT_SECRET
+    proc = _start(stack, redirect_uri, secret=wrong, config=config)  # via the env var
     _play_browser(stack, _authorize_url(proc, stack), redirect_uri)
     code, out, err = _finish(proc)
     assert code == 1, f"{out}\n{err}"
