@@ -67,6 +67,9 @@ from posture_gateway.cli_init import init_cmd  # noqa: E402
 
 cli.add_command(directory_group)  # posture directory list|show|import
 cli.add_command(init_cmd)  # posture init DIR
+from posture_gateway.cli_try_login import try_login_cmd  # noqa: E402
+
+cli.add_command(try_login_cmd)  # posture try-login (a local relying party)
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ Writes, and refuses to overwrite any of them:
 - ``DIR/clients.yaml``: an example relying party with its redirect URI and a generated
   client secret (printed once, stored hashed).
 
-Then it prints the next three commands: serve, create an enrollment token, enroll a device.
+Then it prints the next commands: serve, create an enrollment token, enroll a device, run
+the device's login helper and sign in with ``posture try-login`` (the example client).
 The shipped policy set applies (``policy_dir`` is left at its default).
 """
 
@@ -176,13 +177,38 @@ def init_cmd(
         soft_wrap=False,
     )
     url = public_url.rstrip("/")
+    try_login_args = "" if made.client_id == "example-app" else f" --client-id {made.client_id}"
+    try_login_note = "   (sign in through the example client)"
+    if redirect_uri != "http://127.0.0.1:8080/callback":
+        if _is_loopback_http(redirect_uri):
+            try_login_args += f" --redirect-uri {redirect_uri}"
+        else:
+            try_login_note = (
+                "   (add http://127.0.0.1:8080/callback to the client's redirect_uris first)"
+            )
+    try_login_args = escape(try_login_args)
     console.print("[bold]Next:[/]", highlight=False)
     console.print(
         f"  1. posture --config {config} serve\n"
         f"  2. posture --config {config} enroll token --user u-{escape(made.username)} "
         "--ownership corporate\n"
         f"  3. posture agent enroll --server {escape(url)} --token TOKEN --ownership corporate"
-        "   (on the device; then sign in through the example client)",
+        "   (on the device)\n"
+        f"  4. posture agent serve-loopback --gateway-origin {escape(url)}"
+        "   (on the device: the login helper; keep it running)\n"
+        f"  5. posture --config {config} try-login{try_login_args} --client-secret SECRET"
+        f"{try_login_note}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _is_loopback_http(uri: str) -> bool:
+    """Whether ``posture try-login`` can listen on ``uri``."""
+    from posture_gateway.cli_try_login import parse_loopback_redirect
+
+    try:
+        parse_loopback_redirect(uri)
+    except click.BadParameter:
+        return False
+    return True

@@ -119,7 +119,7 @@ class Settings(_Strict):
 
 #: ``POSTURE_*`` variables that are not server settings: the config file path, the CLI's debug
 #: switch, and the reference agent's own variables (an agent host may run ``posture`` server
-#: commands too); tests use ``POSTURE_TEST_*``.
+#: commands too), ``posture try-login``'s client secret; tests use ``POSTURE_TEST_*``.
 _NOT_SETTINGS = frozenset(
     {
         "POSTURE_CONFIG",
@@ -127,6 +127,7 @@ _NOT_SETTINGS = frozenset(
         "POSTURE_AGENT_STATE_DIR",
         "POSTURE_AGENT_HOST_ROOT",
         "POSTURE_ENROLLMENT_SECRET",
+        "POSTURE_TRY_LOGIN_CLIENT_SECRET",  # posture try-login's --client-secret
     }
 )
 

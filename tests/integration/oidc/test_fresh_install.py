@@ -122,6 +122,9 @@ def test_init_writes_private_files_says_what_next_and_never_overwrites(tmp_path:
     assert "1. posture --config" in out and "serve" in out
     assert "2. posture --config" in out and "enroll token --user u-admin" in out
     assert "3. posture agent enroll --server http://localhost" in out
+    assert "4. posture agent serve-loopback --gateway-origin http://localhost" in out
+    assert "5. posture --config" in out and "try-login --client-secret SECRET" in out
+    assert "add http://127.0.0.1:8080/callback" in out  # REDIRECT is not loopback
     before = {p.name: p.read_bytes() for p in made["dir"].iterdir()}
     again = CliRunner().invoke(cli, ["init", str(made["dir"])])
     assert again.exit_code == 2
