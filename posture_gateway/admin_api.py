@@ -20,7 +20,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.policy.whatif import what_if
-from posture_gateway.app import state
+from posture_gateway.state import state
 
 __all__ = ["bp", "MIN_TOKEN_LENGTH"]
 

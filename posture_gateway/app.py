@@ -7,28 +7,34 @@ feature blueprint, and keeps per-app state in ``app.extensions["posture"]``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from flask import Flask, current_app
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
+from mdm_core.bus_redis import RedisEventBus
 from mdm_core.events import EventBus
-from mdm_core.runtime import CoreConfig, MdmCore, build_core
+from mdm_core.redis_client import connect_redis
+from mdm_core.runtime import CoreConfig, build_core
 from mdm_core.secret_file import SecretFileError, load_or_create_secret
-from posture_gateway.integrations import register as integrations_register
+from posture_gateway.admin_api import bp as admin_api_bp
+from posture_gateway.device_gate import init_app as init_device_gate
+from posture_gateway.health import bp as health_bp
+from posture_gateway.integrations_setup import register as integrations_register
+from posture_gateway.local_directory import sync_users_file
+from posture_gateway.observability.logs import configure_logging
+from posture_gateway.observability.metrics import bp as metrics_bp
+from posture_gateway.observability.requests import init_app as init_request_log
+from posture_gateway.oidc.setup import init_app as init_oidc
+from posture_gateway.oidc.web import baseline_headers
+from posture_gateway.pages.landing import bp as landing_bp
 from posture_gateway.settings import ConfigError, Settings, load_settings
+from posture_gateway.state import GatewayState, state
 
 __all__ = ["create_app", "GatewayState", "state", "SECRET_KEY_FILE"]
 
 #: The generated session-signing key, in the data directory (when ``secret_key`` is unset).
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name, not a secret
-
-
-@dataclass
-class GatewayState:
-    settings: Settings
-    core: MdmCore
 
 
 def core_config(settings: Settings) -> CoreConfig:
@@ -62,8 +68,6 @@ def _event_bus(settings: Settings) -> EventBus | None:
     ``None`` lets the core use its in-process bus (the embedded default)."""
     if not settings.redis_url:
         return None
-    from mdm_core.bus_redis import RedisEventBus
-    from mdm_core.redis_client import connect_redis
 
     return RedisEventBus(connect_redis(settings.redis_url))
 
@@ -82,14 +86,10 @@ def _secret_key(settings: Settings) -> str:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     if settings.log_format is not None:
-        from posture_gateway.observability.logs import configure_logging
-
         configure_logging(settings.log_format)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     if settings.trusted_proxy_hops:  # client address from X-Forwarded-For (rate limits)
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0
         )
@@ -99,41 +99,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SECRET_KEY"] = _secret_key(settings)
     app.extensions["posture"] = GatewayState(settings=settings, core=core)
 
-    from posture_gateway.health import bp as health_bp
-
     app.register_blueprint(health_bp)
-    from posture_gateway.observability.requests import init_app as init_request_log
-
     init_request_log(app)  # X-Request-ID and the access log (first, so it sees every request)
     # Feature blueprints register below (one line each).
     app.register_blueprint(checkin_bp)  # device check-ins, command results, long-poll
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
-    from posture_gateway.admin_api import bp as admin_api_bp
-
     app.register_blueprint(admin_api_bp)  # /admin/api: what-if, policy status (bearer token)
-    from posture_gateway.oidc.setup import init_app as init_oidc
-
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
-    from posture_gateway.local_directory import sync_users_file
-
     sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
     integrations_register(app, settings.integrations, public_url=settings.public_url)
-    from posture_gateway.device_gate import init_app as init_device_gate
-
     init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
-    from posture_gateway.oidc.web import baseline_headers
-
     app.after_request(baseline_headers)  # one set of security headers for every response
-    from posture_gateway.observability.metrics import bp as metrics_bp
-    from posture_gateway.pages.landing import bp as landing_bp
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen
     app.register_blueprint(landing_bp)  # /, /privacy, /help/sign-in, /enroll (HTML pages)
     return app
-
-
-def state() -> GatewayState:
-    """The gateway state of the current app (inside an app or request context)."""
-    st = current_app.extensions["posture"]
-    assert isinstance(st, GatewayState)
-    return st

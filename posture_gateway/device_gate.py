@@ -54,6 +54,8 @@ from mdm_core.posture.merge import overlay_snapshot
 from mdm_core.posture.model import Posture
 from mdm_core.runtime import MdmCore
 from posture_gateway.access import AccessRequest, Decision
+from posture_gateway.directory_identity import DirectoryUserResolver
+from posture_gateway.integrations import integrations
 from posture_gateway.login_decision import (
     ACR_MANAGED_DEVICE,
     LoginVerdict,
@@ -64,6 +66,7 @@ from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.observability.decisions import device_label, log_decision
 from posture_gateway.oidc.binding import REFRESH_CHANNEL
 from posture_gateway.oidc.grants import GrantSubject
+from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_KEY
 
 __all__ = [
     "DECISIONS",
@@ -612,9 +615,6 @@ def init_app(app: Any) -> None:
     Replaces the fail-closed placeholders (``UnconfiguredDeviceGate``,
     ``UnconfiguredDecisionService``, ``UnconfiguredUserDirectory``).
     """
-    from posture_gateway.directory_identity import DirectoryUserResolver
-    from posture_gateway.integrations import integrations
-    from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_KEY
 
     core = app.extensions["posture"].core
     provider = app.extensions[OIDC_KEY]

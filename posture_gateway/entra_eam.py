@@ -39,6 +39,7 @@ from posture_gateway.login_transactions import login_transactions
 from posture_gateway.nonces import NonceKind, nonce_purpose
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.openapi import not_json
+from posture_gateway.state import state
 
 __all__ = [
     "bp",
@@ -466,8 +467,6 @@ def _refusal_page(txn: EamTransaction, verdict: LoginVerdict) -> Response:
 
 
 def _agent_port(st: IntegrationsState) -> int:
-    from posture_gateway.app import state
-
     return int(state().settings.oidc.agent_port)  # the same local agent as the browser login
 
 

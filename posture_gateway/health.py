@@ -6,6 +6,8 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
+from posture_gateway.state import state
+
 __all__ = ["bp"]
 
 bp = Blueprint("health", __name__)
@@ -18,8 +20,6 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    from posture_gateway.app import state
-
     try:
         with state().core.database.engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -37,7 +37,6 @@ __all__ = [
     "CompleteAuthentication",
     "UnconfiguredUserDirectory",
     "init_app",
-    "register",
     "integrations",
     "EXTENSION_KEY",
 ]
@@ -172,30 +171,4 @@ def integrations(app: Flask | None = None) -> IntegrationsState:
     target = app if app is not None else current_app
     st = target.extensions[EXTENSION_KEY]
     assert isinstance(st, IntegrationsState)
-    return st
-
-
-def register(
-    app: Flask,
-    settings: IntegrationSettings,
-    *,
-    public_url: str,
-    transport: httpx.BaseTransport | None = None,
-) -> IntegrationsState:
-    """``init_app`` plus the blueprints: posture API, Okta hook, Entra EAM, upstream login
-    callbacks, and ``/openapi.json``. One call from the app factory."""
-    from posture_gateway import entra_eam, okta_hook, openapi, posture_api, upstream_login
-    from posture_gateway.posture_api_grant import posture_decide_grant
-
-    st = init_app(app, settings, public_url=public_url, transport=transport)
-    provider = app.extensions.get(OIDC_EXTENSION_KEY)
-    if isinstance(provider, OIDCProvider) and settings.posture_api.oauth_clients:
-        provider.server.register_grant(posture_decide_grant(settings.posture_api))
-    if isinstance(provider, OIDCProvider):  # offer each upstream on the login page
-        for name, upstream in st.upstreams.items():
-            provider.authenticators[f"upstream-{name}"] = upstream_login.UpstreamAuthenticator(
-                upstream
-            )
-    for blueprint in (posture_api.bp, okta_hook.bp, entra_eam.bp, upstream_login.bp, openapi.bp):
-        app.register_blueprint(blueprint)
     return st

@@ -1,7 +1,7 @@
 """OAuth 2.0 client credentials grant (RFC 6749 section 4.4) for posture-API callers.
 
 Registered on the OpenID provider's authorization server (``/oauth/token``) by
-:func:`posture_gateway.integrations.register`. Only clients named in
+:func:`posture_gateway.integrations_setup.register`. Only clients named in
 ``integrations.posture_api.oauth_clients`` may use it, only for the ``posture.decide`` scope
 (``posture_api.required_scope``), and only with a client secret (``client_secret_basic`` or
 ``client_secret_post``). The access token is the OP's usual RFC 9068 JWT (``sub`` and

@@ -21,9 +21,12 @@ from posture_gateway.keys import KeyRing, KeyRingError
 from posture_gateway.login_decision import DeviceGate, UnconfiguredDeviceGate
 from posture_gateway.login_transactions import init_app as init_login_transactions
 from posture_gateway.nonces import NonceStore
+from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
 from posture_gateway.oidc.claims import directory_groups_reader
 from posture_gateway.oidc.clients import load_clients
 from posture_gateway.oidc.local_users import FailureLimiter, LoginLimits, load_local_users
+from posture_gateway.oidc.login import bp as login_bp
+from posture_gateway.oidc.provider import bp as provider_bp
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.oidc.sql_grants import (
     ConnectionTokenRevoker,
@@ -35,6 +38,7 @@ from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.yamlconf import ConfigFileError
 from posture_gateway.settings import ConfigError, Settings
+from posture_gateway.state import GatewayState
 
 __all__ = ["init_app", "build_key_ring", "issuer_of"]
 
@@ -72,8 +76,6 @@ def init_app(
     nonces: NonceStore | None = None,
 ) -> OIDCProvider:
     """Build the provider from ``app.extensions["posture"]`` and register its blueprints."""
-    from posture_gateway.app import GatewayState
-
     state = app.extensions["posture"]
     assert isinstance(state, GatewayState)
     settings = state.settings
@@ -139,12 +141,8 @@ def init_app(
     # Login transactions server side (the cookie holds only their id), shared by every process.
     init_login_transactions(app, database, settings.redis_url)
 
-    from posture_gateway.oidc.login import bp as login_bp
-    from posture_gateway.oidc.provider import bp as provider_bp
-
     app.register_blueprint(provider_bp)
     app.register_blueprint(login_bp)
-    from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
 
     init_basic_auth_guard(app)  # non-UTF-8 Basic credentials: 401, not authlib's 500
     return provider
