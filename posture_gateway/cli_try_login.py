@@ -31,7 +31,10 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import click
+import httpx
 
+from idp_connectors.errors import UpstreamError
+from idp_connectors.http import fetch_json, make_client
 from mdm_core.config_durations import format_duration
 from posture_gateway.cli_base import DURATION, ConfigProblem, RuntimeProblem, config_file_option
 
@@ -146,18 +149,13 @@ def _wait_for_callback(server: _CallbackServer, timeout: timedelta) -> dict[str,
 
 
 def _get_json(url: str, what: str) -> dict[str, Any]:
-    import httpx
-
-    response = httpx.get(url, timeout=_HTTP_TIMEOUT, headers={"Accept": "application/json"})
-    if response.status_code != 200:
-        raise RuntimeProblem(f"{what} at {url}: HTTP {response.status_code}")
+    """A JSON document through the project's one outbound client (TLS verified, no
+    redirects, bounded size): :func:`idp_connectors.http.fetch_json`."""
     try:
-        body = response.json()
-    except ValueError as exc:
-        raise RuntimeProblem(f"{what} at {url}: not JSON") from exc
-    if not isinstance(body, dict):
-        raise RuntimeProblem(f"{what} at {url}: not a JSON object")
-    return body
+        with make_client(timeout=_HTTP_TIMEOUT) as client:
+            return fetch_json(client, url)
+    except UpstreamError as exc:
+        raise RuntimeProblem(f"{what}: {exc}") from exc
 
 
 def _discover(server: str) -> dict[str, Any]:
@@ -195,21 +193,22 @@ def _redeem(
     secret: str,
     redirect_uri: str,
 ) -> dict[str, Any]:
-    import httpx
-
     # client_secret_basic: each part form-urlencoded first (RFC 6749 2.3.1).
     auth = httpx.BasicAuth(quote(client_id, safe=""), quote(secret, safe=""))
-    response = httpx.post(
-        doc["token_endpoint"],
-        auth=auth,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-        },
-        timeout=_HTTP_TIMEOUT,
-    )
+    try:
+        with make_client(timeout=_HTTP_TIMEOUT) as client:
+            response = client.post(
+                doc["token_endpoint"],
+                auth=auth,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": redirect_uri,
+                    "code_verifier": verifier,
+                },
+            )
+    except httpx.HTTPError as exc:
+        raise RuntimeProblem(f"token endpoint: {type(exc).__name__}") from exc
     try:
         body = response.json()
     except ValueError:

@@ -31,6 +31,7 @@ __all__ = [
     "ProofSettings",
     "ConfigError",
     "load_settings",
+    "merge_layers",
     "SHIPPED_POLICY_DIR",
 ]
 
@@ -145,11 +146,12 @@ def _env_layer(environ: Mapping[str, str], prefix: str = "POSTURE_") -> dict[str
     return out
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge_layers(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: nested mappings merge key by key, anything else replaces."""
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_layers(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -172,7 +174,7 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the config file must be a mapping of keys")
         layers = loaded
-    layers = _merge(layers, _env_layer(environ))
+    layers = merge_layers(layers, _env_layer(environ))
     try:
         return Settings.model_validate(layers)
     except ValidationError as exc:

@@ -24,7 +24,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from posture_gateway.app import create_app
 from posture_gateway.cli import cli
 from posture_gateway.oidc.clients import load_clients
-from posture_gateway.settings import Settings
+from posture_gateway.settings import Settings, merge_layers
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "integrations"
 GUIDES = ("keycloak.md", "okta.md", "entra.md")
@@ -97,16 +97,6 @@ def _tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _guide_app(tmp: Path) -> Flask:
     """An app configured as the guides say: their settings merged, their clients registered."""
     settings: dict[str, Any] = {}
@@ -116,7 +106,7 @@ def _guide_app(tmp: Path) -> Flask:
             if "clients" in snippet:
                 clients += snippet["clients"]
             else:
-                settings = _merge(settings, snippet)
+                settings = merge_layers(settings, snippet)
     clients_file = tmp / "clients.yaml"
     clients_file.write_text(yaml.safe_dump({"clients": clients}), encoding="utf-8")
     oidc = dict(settings.get("oidc", {}), clients_file=str(clients_file))
