@@ -53,7 +53,7 @@ from sqlalchemy import text  # noqa: E402
 
 from mdm_core.agent.client import DeviceClient, make_http_client  # noqa: E402
 from mdm_core.agent.keys import DeviceKey  # noqa: E402
-from mdm_core.simulator_reports import DeviceTraits, native_reports  # noqa: E402
+from mdm_core.simulator.reports import DeviceTraits, native_reports  # noqa: E402
 from mdm_core.storage.sql.database import Database  # noqa: E402
 from tests.services import PrivatePostgres, free_port  # noqa: E402
 
@@ -315,7 +315,7 @@ def inprocess_checkins(app: Any, fleet: list[Device], url: str, count: int) -> l
 STEPS = [
     ("whole check-in (in-process)", "bench/bench_checkin.py", "_one_checkin"),
     ("  begin + commit (unit of work)", "mdm_core/storage/sql/database.py", "transaction"),
-    ("  verify proof", "mdm_core/device_proof.py", "verify"),
+    ("  verify proof", "mdm_core/device/proof.py", "verify"),
     ("    device + certificate lookup (SQL)", "mdm_core/storage/sql/identity.py", "lookup"),
     (
         "    device + certificate lookup + replay insert (one SQL statement)",
@@ -325,10 +325,10 @@ STEPS = [
     ("    ES256 signature (pyjwt + cryptography)", "jwt/api_jwt.py", "decode_complete"),
     ("    replay insert (SQL)", "mdm_core/storage/sql/replay.py", "remember"),
     ("  normalise the report", "mdm_core/posture/normalize.py", "normalize"),
-    ("  privacy filter", "mdm_core/privacy.py", "apply"),
+    ("  privacy filter", "mdm_core/domain/privacy.py", "apply"),
     ("  store latest + history (SQL)", "mdm_core/storage/sql/posture.py", "record"),
     ("  compliance hook (policy engine)", "mdm_core/policy/compliance_hook.py", "after_checkin"),
-    ("  deliver commands (SQL)", "mdm_core/commands.py", "deliver"),
+    ("  deliver commands (SQL)", "mdm_core/device/commands.py", "deliver"),
     ("  outbox events (SQL)", "mdm_core/storage/sql/outbox.py", "add"),
 ]
 

@@ -163,7 +163,7 @@ def build_requests(
     """``count`` request bodies, each with a proof for its own nonce issued into the gateway's
     nonce store now (8 threads; each ``issue`` is one insert). Returns the bodies and the
     seconds spent issuing and signing."""
-    from posture_gateway.nonces import NonceKind, nonce_purpose
+    from posture_gateway.access.nonces import NonceKind, nonce_purpose
     from posture_gateway.oidc.server import EXTENSION_KEY
 
     nonces_store = app.extensions[EXTENSION_KEY].nonces
@@ -415,19 +415,23 @@ def bench_server(
 # --- in-process profile ---------------------------------------------------------------------
 
 STEPS = [
-    ("whole decision (view, in-process)", "posture_gateway/posture_api.py", "decide"),
-    ("  bearer token (JWT + grant store)", "posture_gateway/posture_api.py", "_oauth_caller"),
-    ("  user lookup (directory)", "posture_gateway/directory_identity.py", "resolve"),
+    ("whole decision (view, in-process)", "posture_gateway/integrations/posture_api.py", "decide"),
+    (
+        "  bearer token (JWT + grant store)",
+        "posture_gateway/integrations/posture_api.py",
+        "_oauth_caller",
+    ),
+    ("  user lookup (directory)", "posture_gateway/directory/identity.py", "resolve"),
     ("  nonce consume (SQL)", "posture_gateway/oidc/sql_nonces.py", "consume"),
-    ("  proof verify (ES256 + device + replay)", "mdm_core/device_proof.py", "verify_login_proof"),
+    ("  proof verify (ES256 + device + replay)", "mdm_core/device/proof.py", "verify_login_proof"),
     (
         "    ES256 signature (cryptography)",
         "~",
         "<method 'verify' of 'cryptography.hazmat.bindings._rust.openssl.ec.ECPublicKey' objects>",
     ),  # fmt: skip
-    ("  read + evaluate + audit", "posture_gateway/device_gate.py", "run"),
+    ("  read + evaluate + audit", "posture_gateway/access/device_gate.py", "run"),
     ("    policy engine", "mdm_core/policy/engine.py", "evaluate"),
-    ("    audit write (SQL)", "posture_gateway/device_gate.py", "audit"),
+    ("    audit write (SQL)", "posture_gateway/access/device_gate.py", "audit"),
 ]
 
 

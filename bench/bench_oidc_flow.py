@@ -360,10 +360,14 @@ STEPS = [
     ("  password (scrypt)", "posture_gateway/oidc/local_users.py", "verify"),
     ("  device nonce issue (SQL)", "posture_gateway/oidc/sql_nonces.py", "issue"),
     ("  device nonce consume (SQL)", "posture_gateway/oidc/sql_nonces.py", "consume"),
-    ("  device gate (proof, posture, policy, audit)", "posture_gateway/device_gate.py", "check"),
-    ("    proof verify", "mdm_core/device_proof.py", "verify_login_proof"),
+    (
+        "  device gate (proof, posture, policy, audit)",
+        "posture_gateway/access/device_gate.py",
+        "check",
+    ),
+    ("    proof verify", "mdm_core/device/proof.py", "verify_login_proof"),
     ("    policy engine", "mdm_core/policy/engine.py", "evaluate"),
-    ("    audit write (SQL)", "posture_gateway/device_gate.py", "audit"),
+    ("    audit write (SQL)", "posture_gateway/access/device_gate.py", "audit"),
     (
         "  RS256 signatures (ID + access token)",
         "~",

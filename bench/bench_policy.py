@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdm_core.model import DeviceRecord, DeviceStatus  # noqa: E402
+from mdm_core.domain.model import DeviceRecord, DeviceStatus  # noqa: E402
 from mdm_core.policy.engine import evaluate  # noqa: E402
 from mdm_core.policy.loader import load_policy_directory  # noqa: E402
 from mdm_core.policy.model import EvaluationInput, UserContext  # noqa: E402

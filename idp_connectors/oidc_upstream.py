@@ -45,7 +45,7 @@ from idp_connectors.http import fetch_json
 from idp_connectors.identity import ExternalIdentity, IdentityLinking
 from idp_connectors.jwks import JwksCache, decode_with_jwks
 from idp_connectors.metrics import EXTERNAL_TOKEN_REFUSALS, EXTERNAL_TOKENS_VERIFIED
-from mdm_core.config_durations import DurationsModel
+from mdm_core.support.durations import DurationsModel
 
 __all__ = [
     "UpstreamOidcSettings",

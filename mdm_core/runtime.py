@@ -11,25 +11,25 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from mdm_core.ca import CertificateAuthority, check_ca_config, load_or_create_ca
-from mdm_core.checkin import CheckinService
-from mdm_core.commands import CommandService
-from mdm_core.device_proof import DeviceProofVerifier
-from mdm_core.directory import DirectoryService
-from mdm_core.enrollment import EnrollmentService
-from mdm_core.events import EventBus, InProcessBus
-from mdm_core.long_poll import (
+from mdm_core.bus.events import EventBus, InProcessBus
+from mdm_core.bus.outbox_relay import OutboxRelay
+from mdm_core.device.ca import CertificateAuthority, check_ca_config, load_or_create_ca
+from mdm_core.device.checkin import CheckinService
+from mdm_core.device.commands import CommandService
+from mdm_core.device.enrollment import EnrollmentService
+from mdm_core.device.long_poll import (
     DEFAULT_MAX_WAIT_S,
     DEFAULT_MAX_WAITS,
     LONG_POLL_KEY,
     WaitRegistry,
 )
-from mdm_core.outbox_relay import OutboxRelay
+from mdm_core.device.proof import DeviceProofVerifier
+from mdm_core.directory.mirror import DirectoryService
+from mdm_core.domain.privacy import PrivacyProfiles
+from mdm_core.domain.quarantine import QuarantineService
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
-from mdm_core.privacy import PrivacyProfiles
-from mdm_core.quarantine import QuarantineService
-from mdm_core.ratelimit import RateLimiter
+from mdm_core.ratelimit.limiter import RateLimiter
 from mdm_core.storage.replay import ReplayStore
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
@@ -61,7 +61,9 @@ class CoreConfig:
     enroll_limit_per_target: int = 10
     enroll_target_window: timedelta = timedelta(minutes=10)
     migrate: bool = True
-    max_waits: int = DEFAULT_MAX_WAITS  # concurrent long-polls per process (mdm_core.long_poll)
+    max_waits: int = (
+        DEFAULT_MAX_WAITS  # concurrent long-polls per process (mdm_core.device.long_poll)
+    )
     max_wait_s: int = DEFAULT_MAX_WAIT_S  # the longest a long-poll is held
 
 
@@ -174,8 +176,8 @@ def _replay_store(config: CoreConfig) -> ReplayStore | None:
     """The shared Redis replay store when Redis is configured, else ``None`` (SQL)."""
     if not config.redis_url:
         return None
-    from mdm_core.redis_client import connect_redis
-    from mdm_core.replay_redis import RedisReplayStore
+    from mdm_core.redis_backends.client import connect_redis
+    from mdm_core.redis_backends.replay import RedisReplayStore
 
     return RedisReplayStore(connect_redis(config.redis_url))
 
@@ -184,10 +186,10 @@ def _rate_limiter(config: CoreConfig, database: Database) -> RateLimiter:
     """Redis when ``redis_url`` is set, else the ``rate_limits`` table: both shared by every
     process, so a limit never multiplies with the number of workers."""
     if not config.redis_url:
-        from mdm_core.ratelimit_sql import SqlRateLimiter
+        from mdm_core.ratelimit.sql import SqlRateLimiter
 
         return SqlRateLimiter(database)
-    from mdm_core.ratelimit_redis import RedisRateLimiter
-    from mdm_core.redis_client import connect_redis
+    from mdm_core.redis_backends.client import connect_redis
+    from mdm_core.redis_backends.rate_limiter import RedisRateLimiter
 
     return RedisRateLimiter(connect_redis(config.redis_url))

@@ -12,16 +12,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
-from mdm_core.bus_redis import RedisEventBus
-from mdm_core.events import EventBus
-from mdm_core.redis_client import connect_redis
+from mdm_core.bus.events import EventBus
+from mdm_core.redis_backends.bus import RedisEventBus
+from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import CoreConfig, build_core
-from mdm_core.secret_file import SecretFileError, load_or_create_secret
-from posture_gateway.admin_api import bp as admin_api_bp
-from posture_gateway.device_gate import init_app as init_device_gate
-from posture_gateway.health import bp as health_bp
-from posture_gateway.integrations_setup import register as integrations_register
-from posture_gateway.local_directory import sync_users_file
+from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
+from posture_gateway.access.device_gate import init_app as init_device_gate
+from posture_gateway.api.admin import bp as admin_api_bp
+from posture_gateway.api.health import bp as health_bp
+from posture_gateway.directory.local_users import sync_users_file
+from posture_gateway.integrations.setup import register as integrations_register
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.observability.metrics import bp as metrics_bp
 from posture_gateway.observability.requests import init_app as init_request_log

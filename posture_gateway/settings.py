@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
-from mdm_core.config_durations import DurationsModel
-from posture_gateway.integration_settings import IntegrationSettings
+from mdm_core.support.durations import DurationsModel
+from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
 from posture_gateway.oidc.settings import OIDCSettings

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 API_PREFIX = "/mdm/v1"
-#: The header carrying the request proof (the server's ``mdm_core.device_proof.PROOF_HEADER``).
+#: The header carrying the request proof (the server's ``mdm_core.device.proof.PROOF_HEADER``).
 PROOF_HEADER = "Device-Proof"
 
 

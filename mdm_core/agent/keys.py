@@ -1,6 +1,6 @@
 """The device key on the agent side: P-256 generation, 0600 storage, CSR, and proof signing.
 
-Signs the two JWTs a device presents (the contract the server's ``mdm_core.device_proof``
+Signs the two JWTs a device presents (the contract the server's ``mdm_core.device.proof``
 verifies):
 
 - request proofs, header ``Device-Proof: <jwt>`` on every device request after

@@ -1,7 +1,7 @@
 """HTTP endpoints of the device protocol for check-ins, command results, long-poll and the
 privacy notice (blueprint ``bp``, under ``/mdm/v1``).
 
-Every device request carries a request proof (:mod:`mdm_core.device_proof`) in the
+Every device request carries a request proof (:mod:`mdm_core.device.proof`) in the
 ``Device-Proof`` header (``Authorization: DeviceProof <jwt>`` is accepted too), bound to the
 method, to ``CoreConfig.public_url`` + the request path, and to the exact body bytes. The
 proof is verified in the same unit of work as the change it authorises; any refusal or bad
@@ -17,7 +17,7 @@ input rolls the whole unit back, so bad input changes nothing.
   soon as one is queued (``"command_queued"``; the device then checks in to receive it),
   after ``T`` seconds (``"timeout"``; ``T`` is S shortened to the server's longest wait), or
   at once when the same device opened a newer wait (``"superseded"``: do not wait again
-  until the next check-in). Waits are bounded (:mod:`mdm_core.long_poll`): one per device,
+  until the next check-in). Waits are bounded (:mod:`mdm_core.device.long_poll`): one per device,
   a few per process; when all are taken the answer is ``503 long_poll_unavailable`` with
   ``Retry-After`` at once, and the device keeps to its periodic check-in.
 - ``GET /mdm/v1/privacy-notice?ownership=byod|corporate`` (public) -> the notice document.
@@ -44,12 +44,12 @@ from mdm_core.api.errors import (
     install_error_handlers,
     json_object,
 )
-from mdm_core.checkin import report_envelope
-from mdm_core.commands import CommandStatus
-from mdm_core.device_proof import PROOF_HEADER, AuthenticatedDevice
-from mdm_core.errors import BadRequest, MalformedProof, MdmError
-from mdm_core.long_poll import LONG_POLL_KEY, WaitCapacityExhausted, WaitRegistry
-from mdm_core.metrics import count_checkin
+from mdm_core.device.checkin import report_envelope
+from mdm_core.device.commands import CommandStatus
+from mdm_core.device.long_poll import LONG_POLL_KEY, WaitCapacityExhausted, WaitRegistry
+from mdm_core.device.metrics import count_checkin
+from mdm_core.device.proof import PROOF_HEADER, AuthenticatedDevice
+from mdm_core.domain.errors import BadRequest, MalformedProof, MdmError
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.uow import UnitOfWork
 

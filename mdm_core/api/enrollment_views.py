@@ -42,11 +42,11 @@ from mdm_core.api.errors import (
     install_error_handlers,
     json_object,
 )
-from mdm_core.device_proof import PROOF_HEADER
-from mdm_core.enrollment import EnrollmentRequest
-from mdm_core.errors import BadRequest, MalformedProof, MdmError
+from mdm_core.device.enrollment import EnrollmentRequest
+from mdm_core.device.proof import PROOF_HEADER
+from mdm_core.domain.errors import BadRequest, MalformedProof, MdmError
 from mdm_core.posture.model import Ownership, Platform
-from mdm_core.ratelimit_guard import RateGuard
+from mdm_core.ratelimit.guard import RateGuard
 
 if TYPE_CHECKING:
     pass

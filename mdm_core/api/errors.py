@@ -1,7 +1,7 @@
 """JSON in and out of the device protocol: request bodies and ``{"error", "reason"}`` errors.
 
 Shared by the device protocol blueprints: :func:`install_error_handlers` maps every
-:class:`~mdm_core.errors.MdmError` leaf and every HTTP error (413, 415, 405 ...) to the same
+:class:`~mdm_core.domain.errors.MdmError` leaf and every HTTP error (413, 415, 405 ...) to the same
 JSON shape, with ``WWW-Authenticate: DeviceProof`` on 401, and a store that is down
 (SQLAlchemy or Redis errors) to ``503 store_unavailable`` with ``Retry-After``, never a 500.
 """
@@ -15,9 +15,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from mdm_core.errors import BadRequest, MdmError, RateLimited
-from mdm_core.infra_errors import InfraError
-from mdm_core.json_input import loads_bounded
+from mdm_core.domain.errors import BadRequest, MdmError, RateLimited
+from mdm_core.domain.infra_errors import InfraError
+from mdm_core.support.json_input import loads_bounded
 
 if TYPE_CHECKING:
     from mdm_core.runtime import MdmCore
@@ -85,7 +85,7 @@ def install_error_handlers(bp: Blueprint) -> None:
 
 def json_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object; 415 unless JSON, 400 ``invalid_json`` unless
-    acceptable JSON (:func:`~mdm_core.json_input.loads_bounded`), 400 unless an object."""
+    acceptable JSON (:func:`~mdm_core.support.json_input.loads_bounded`), 400 unless an object."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("the body must be application/json")
     data = loads_bounded(body)

@@ -165,7 +165,8 @@ class OffboardingPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PrivacyProfileDoc:
-    """A privacy profile as validated here (engineer B's :mod:`mdm_core.privacy` loads it)."""
+    """A privacy profile as validated here (engineer B's :mod:`mdm_core.domain.privacy` loads
+    it)."""
 
     id: str
     ownership: Ownership

@@ -1,6 +1,6 @@
 """The policy engine behind check-ins: :class:`PolicyComplianceHook`.
 
-Implements :class:`mdm_core.compliance_hook.ComplianceHook`. Inside the check-in's unit of
+Implements :class:`mdm_core.device.compliance_hook.ComplianceHook`. Inside the check-in's unit of
 work it evaluates the new posture against the policy set in force, then:
 
 - keeps per (device, policy, rule) the first failure time, cleared when the rule passes
@@ -9,8 +9,8 @@ work it evaluates the new posture against the policy set in force, then:
   re-enrolled after quarantine (``pending_verification``) becomes ``active`` at the first
   check-in that passes every critical rule, and is quarantined again otherwise; a quarantined
   device stays quarantined whatever it reports (an admin release or a re-enrollment with a
-  fresh user-bound token must let it out, :mod:`mdm_core.quarantine`); quarantine revokes the
-  device's access credentials in the same unit of work (:mod:`mdm_core.device_lifecycle`);
+  fresh user-bound token must let it out, :mod:`mdm_core.domain.quarantine`); quarantine revokes the
+  device's access credentials in the same unit of work (:mod:`mdm_core.domain.device_lifecycle`);
 - records the compliance state and writes ``compliance.changed`` to the outbox when the
   state, outcome or set of failing rules changed.
 
@@ -29,11 +29,11 @@ import dataclasses
 import logging
 from datetime import datetime, timedelta
 
-from mdm_core.compliance_hook import ComplianceSummary
-from mdm_core.device_lifecycle import change_status
-from mdm_core.directory import effective_group_names
-from mdm_core.events import DomainEvent, EventType
-from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.device.compliance_hook import ComplianceSummary
+from mdm_core.directory.mirror import effective_group_names
+from mdm_core.domain.device_lifecycle import change_status
+from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.errors import PolicySetUnavailable

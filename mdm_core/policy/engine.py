@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.cel import CelEvaluationError
 from mdm_core.policy.checks import RuleEnv
 from mdm_core.policy.compiled import AccessPolicy, AppAccess, CompiledPolicySet, CompliancePolicy

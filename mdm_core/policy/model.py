@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from mdm_core.model import DeviceRecord
+from mdm_core.domain.model import DeviceRecord
 from mdm_core.posture.model import Posture
 
 __all__ = [

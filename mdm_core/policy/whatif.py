@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from mdm_core.directory import user_context
+from mdm_core.directory.mirror import user_context
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Decision, EvaluationInput

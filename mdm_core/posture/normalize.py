@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mdm_core.errors import MdmError
+from mdm_core.domain.errors import MdmError
 from mdm_core.posture.model import POSTURE_FIELDS, Platform, Posture
 
 __all__ = [

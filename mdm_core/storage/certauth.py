@@ -24,7 +24,7 @@ class CertificateRecord:
 
 class CertificateStore(Protocol):
     def add(self, certificate: CertificateRecord) -> None:
-        """Record an issued certificate. Raises :class:`mdm_core.errors.Conflict` if the
+        """Record an issued certificate. Raises :class:`mdm_core.domain.errors.Conflict` if the
         serial already exists (serials are random; a clash means a bug or an attack)."""
         ...
 
@@ -38,7 +38,7 @@ class CertificateStore(Protocol):
 
     def revoke(self, serial: str, *, reason: str, at: datetime) -> bool:
         """Revoke one certificate. ``True`` if this call revoked it, ``False`` if it already
-        was (the first reason and time are kept). Raises :class:`mdm_core.errors.NotFound`
+        was (the first reason and time are kept). Raises :class:`mdm_core.domain.errors.NotFound`
         for an unknown serial."""
         ...
 

@@ -40,7 +40,7 @@ class ComplianceStore(Protocol):
     def put_state(self, record: ComplianceRecord) -> None:
         """Insert or replace the device's compliance record.
 
-        Raises :class:`mdm_core.errors.NotFound` when the device does not exist.
+        Raises :class:`mdm_core.domain.errors.NotFound` when the device does not exist.
         """
         ...
 
@@ -61,6 +61,6 @@ class ComplianceStore(Protocol):
         """Make ``failing`` the device's failing rules: rules newly failing get ``at`` as
         their first failure, still failing ones keep theirs, every other row is deleted (the
         rule passed, or no longer applies). Returns the resulting map; empty ``failing``
-        clears the device. Raises :class:`mdm_core.errors.NotFound` for an unknown device
+        clears the device. Raises :class:`mdm_core.domain.errors.NotFound` for an unknown device
         when a row must be inserted."""
         ...

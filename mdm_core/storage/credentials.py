@@ -11,7 +11,7 @@ the commit, and a crash in between would leave a quarantined device holding live
 
 With no implementation registered (an MDM-only process, the simulator) there is nothing to
 revoke (:class:`AllCredentials` of none). Call it through
-:mod:`mdm_core.device_lifecycle`, never directly from services.
+:mod:`mdm_core.domain.device_lifecycle`, never directly from services.
 """
 
 from __future__ import annotations

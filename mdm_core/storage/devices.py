@@ -2,7 +2,7 @@
 
 A device row holds the *current* identity (certificate serial, public key, key thumbprint);
 past certificates live in :mod:`mdm_core.storage.certauth`. Status changes follow
-:class:`mdm_core.model.DeviceStatus`.
+:class:`mdm_core.domain.model.DeviceStatus`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.domain.model import DeviceRecord, DeviceStatus
 
 __all__ = ["DeviceStore"]
 
@@ -23,7 +23,7 @@ class DeviceStore(Protocol):
     def create(self, device: DeviceRecord, *, public_key: bytes) -> None:
         """Insert a new device with its DER SubjectPublicKeyInfo.
 
-        Raises :class:`mdm_core.errors.Conflict` when the id already exists.
+        Raises :class:`mdm_core.domain.errors.Conflict` when the id already exists.
         """
         ...
 
@@ -32,7 +32,7 @@ class DeviceStore(Protocol):
     ) -> DeviceRecord:
         """Set status and status reason; returns the updated record.
 
-        Raises :class:`mdm_core.errors.NotFound` for an unknown id.
+        Raises :class:`mdm_core.domain.errors.NotFound` for an unknown id.
         """
         ...
 
@@ -53,8 +53,8 @@ class DeviceStore(Protocol):
 
         Only succeeds if the stored ``enrollment_generation`` still equals
         ``expected_generation`` (compare-and-set, so two concurrent re-enrolments cannot both
-        win); sets it to ``new_generation``. Raises :class:`mdm_core.errors.NotFound` for an
-        unknown id and :class:`mdm_core.errors.Conflict` when the generation moved.
+        win); sets it to ``new_generation``. Raises :class:`mdm_core.domain.errors.NotFound` for an
+        unknown id and :class:`mdm_core.domain.errors.Conflict` when the generation moved.
         """
         ...
 

@@ -2,7 +2,7 @@
 
 Three small protocols, one per table family. A membership links a group to a member that is
 either a user or another group (nested groups); cycles can be stored (directories contain
-them) and are made harmless by the resolution in :mod:`mdm_core.directory`.
+them) and are made harmless by the resolution in :mod:`mdm_core.directory.mirror`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class DirectoryUserStore(Protocol):
         """Insert ``user`` or replace every field of the user with the same id.
 
         Returns ``True`` if anything changed (a new user, or a different field other than
-        ``updated_at``). Raises :class:`mdm_core.errors.Conflict` when another user already
+        ``updated_at``). Raises :class:`mdm_core.domain.errors.Conflict` when another user already
         has the username.
         """
         ...
@@ -83,7 +83,7 @@ class DirectoryUserStore(Protocol):
     def set_active(self, user_id: str, active: bool, *, at: datetime) -> DirectoryUser:
         """Set the account state; returns the updated user.
 
-        Raises :class:`mdm_core.errors.NotFound` for an unknown id.
+        Raises :class:`mdm_core.domain.errors.NotFound` for an unknown id.
         """
         ...
 
@@ -101,7 +101,7 @@ class DirectoryGroupStore(Protocol):
     def upsert(self, group: DirectoryGroup) -> bool:
         """Insert or replace the group with ``group.id``; ``True`` if anything changed.
 
-        Raises :class:`mdm_core.errors.Conflict` when another group already has the name.
+        Raises :class:`mdm_core.domain.errors.Conflict` when another group already has the name.
         """
         ...
 
@@ -132,7 +132,7 @@ class MembershipStore(Protocol):
     def add(self, membership: Membership) -> bool:
         """Add the membership; ``False`` if it already existed.
 
-        Raises :class:`mdm_core.errors.NotFound` when the group is unknown (a user or group
+        Raises :class:`mdm_core.domain.errors.NotFound` when the group is unknown (a user or group
         member need not exist yet: directories sync members before their records).
         """
         ...

@@ -48,7 +48,7 @@ class RegisteredSerial:
 
 class EnrollmentTokenStore(Protocol):
     def add_token(self, token: EnrollmentTokenRecord) -> None:
-        """Store a new token. Raises :class:`mdm_core.errors.Conflict` if the hash exists."""
+        """Store a new token. Raises :class:`mdm_core.domain.errors.Conflict` if the hash exists."""
         ...
 
     def get_token(self, token_hash: str) -> EnrollmentTokenRecord | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from mdm_core.model import DeviceRecord
+from mdm_core.domain.model import DeviceRecord
 
 __all__ = ["DeviceIdentity", "DeviceIdentityStore"]
 

@@ -8,7 +8,7 @@ only (names asserted later are not looked at). The issuer is a namespace: a link
 issuer is never used for another, and a user has at most one subject per issuer.
 
 Who may create the first link, and how, is the caller's policy
-(:mod:`posture_gateway.directory_identity`); this store only keeps the links.
+(:mod:`posture_gateway.directory.identity`); this store only keeps the links.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class IdentityLinkStore(Protocol):
         """Create the link. ``True`` if created; ``False`` if exactly this link (same issuer,
         subject and user) already exists.
 
-        Raises :class:`mdm_core.errors.Conflict` when (issuer, subject) is linked to another
+        Raises :class:`mdm_core.domain.errors.Conflict` when (issuer, subject) is linked to another
         user, or when the user already has a link from this issuer (another subject): one
         subject per issuer per user. Raises ValueError when issuer or subject is empty or
         longer than :data:`MAX_ISSUER` / :data:`MAX_SUBJECT`.

@@ -1,7 +1,7 @@
 """The transactional outbox: domain events written with the state change that caused them.
 
 A service adds its events through ``uow.outbox`` inside the unit of work that changes the
-state, so both commit or neither does. :class:`mdm_core.outbox_relay.OutboxRelay` later reads
+state, so both commit or neither does. :class:`mdm_core.bus.outbox_relay.OutboxRelay` later reads
 the unpublished rows in id order, hands them to the event bus and marks them published.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from mdm_core.events import DomainEvent
+from mdm_core.bus.events import DomainEvent
 
 __all__ = ["OutboxEntry", "OutboxStore"]
 

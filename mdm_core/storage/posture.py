@@ -50,7 +50,7 @@ class PostureStore(Protocol):
         once). Returns the new sequence number, the previous latest posture and, where the
         backend can tell in the same round trip, whether commands are waiting.
 
-        Raises :class:`mdm_core.errors.NotFound` for an unknown device (the unit of work must
+        Raises :class:`mdm_core.domain.errors.NotFound` for an unknown device (the unit of work must
         then be abandoned).
         """
         ...

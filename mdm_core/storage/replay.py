@@ -1,7 +1,7 @@
 """Replay protection: remember each proof's ``jti`` until the proof could no longer verify.
 
 Implementations: :class:`mdm_core.storage.sql.replay.SqlReplayStore` (in the caller's
-transaction) and :class:`mdm_core.replay_redis.RedisReplayStore` (shared, self-expiring).
+transaction) and :class:`mdm_core.redis_backends.replay.RedisReplayStore` (shared, self-expiring).
 Both pass ``tests/contracts/test_replay_store.py``.
 """
 

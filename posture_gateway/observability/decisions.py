@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from mdm_core.model import DeviceRecord
+from mdm_core.domain.model import DeviceRecord
 from mdm_core.posture.model import Posture
 
 __all__ = ["decision_log", "log_decision", "device_label"]

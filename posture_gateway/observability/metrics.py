@@ -31,8 +31,8 @@ from prometheus_client import (
     start_wsgi_server,
 )
 
+from posture_gateway.api.openapi import not_json
 from posture_gateway.observability.settings import MetricsSettings, parse_listen
-from posture_gateway.openapi import not_json
 
 __all__ = [
     "bp",

@@ -3,5 +3,5 @@
 ``server.py`` wires authlib's authorization server onto our stores, ``provider.py`` holds the
 protocol endpoints (discovery, JWKS, authorize, token, userinfo, introspection, revocation, end
 session), ``login.py`` the login and device-check pages; ``tokens.py`` issues and verifies the
-JWTs we sign with the key ring (:mod:`posture_gateway.keys`).
+JWTs we sign with the key ring (:mod:`posture_gateway.signing.key_ring`).
 """

@@ -17,7 +17,7 @@ the OpenID provider asks a :class:`DeviceBinding`:
 Machine tokens (the posture API's client-credentials grant, ``GrantSubject.machine``) have no
 device and skip :meth:`still_bound`; every other token without a device is inactive.
 
-Until the real binding (:class:`posture_gateway.device_gate.PolicyDeviceBinding`) is wired,
+Until the real binding (:class:`posture_gateway.access.device_gate.PolicyDeviceBinding`) is wired,
 :class:`UnconfiguredDeviceBinding` refuses every refresh and every user token (fail closed).
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from posture_gateway.login_decision import LoginVerdict, blocked
+from posture_gateway.login.device_check import LoginVerdict, blocked
 from posture_gateway.oidc.grants import GrantSubject
 
 __all__ = ["DeviceBinding", "UnconfiguredDeviceBinding", "REFRESH_CHANNEL"]

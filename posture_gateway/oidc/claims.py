@@ -16,7 +16,7 @@ Unknown scopes in a request are ignored (OIDC Core 3.1.2.1), never an error:
 :func:`known_scopes` drops them.
 
 The ``groups`` scope releases the ``groups`` claim: the user's effective directory groups in
-the mirror (nested groups expanded, :func:`mdm_core.directory.effective_group_names`), read
+the mirror (nested groups expanded, :func:`mdm_core.directory.mirror.effective_group_names`), read
 when the token is issued.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mdm_core.directory import effective_group_names
+from mdm_core.directory.mirror import effective_group_names
 from mdm_core.storage.uow import Storage
 
 __all__ = [
@@ -110,7 +110,8 @@ CLAIMS: tuple[ClaimDefinition, ...] = (
         "directory",
         "The user's directory groups (nested groups expanded), names sorted",
     ),
-    # -- posture: the device decision of this login (posture_gateway/device_gate.py) ----------
+    # -- posture: the device decision of this login (posture_gateway/access/device_gate.py)
+    # ----------
     ClaimDefinition("device_id", "string", "openid", "posture", "The proven device's id"),
     ClaimDefinition(
         "posture_outcome", "string", "openid", "posture", "`allow`, `warn` or `restrict`"

@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from posture_gateway.keys import Alg
 from posture_gateway.oidc.claims import SUPPORTED_SCOPES, known_scopes
 from posture_gateway.oidc.passwords import verify_client_secret
 from posture_gateway.oidc.yamlconf import ConfigFileError, load_entries
+from posture_gateway.signing.key_ring import Alg
 
 __all__ = [
     "SUPPORTED_SCOPES",

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mdm_core.infra_errors import InfraError
-from mdm_core.ratelimit_guard import RateGuard
+from mdm_core.domain.infra_errors import InfraError
+from mdm_core.ratelimit.guard import RateGuard
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.passwords import dummy_hash, verify_password
 from posture_gateway.oidc.yamlconf import ConfigFileError, load_entries
@@ -48,7 +48,7 @@ class UserConfig(BaseModel):
     email: str | None = None
     name: str | None = None
     # Directory groups the user is in: the users file is also a directory source
-    # (posture_gateway/local_directory.py puts its users into the mirror at start-up).
+    # (posture_gateway/directory/local_users.py puts its users into the mirror at start-up).
     groups: tuple[str, ...] = ()
 
     @field_validator("password_hash")
@@ -88,7 +88,7 @@ class LoginLimits:
 
 
 class FailureLimiter:
-    """Failed-password limits on the core's shared :class:`~mdm_core.ratelimit.RateLimiter`.
+    """Failed-password limits on the core's shared :class:`~mdm_core.ratelimit.limiter.RateLimiter`.
 
     One count for every process (Redis or the SQL table), and no lockout anyone else can
     cause:
@@ -103,7 +103,7 @@ class FailureLimiter:
       gets in at once, as often as she needs, while a stranger hammers the account.
 
     Both limits count failures, so they are read with
-    :meth:`~mdm_core.ratelimit.RateLimiter.allows` before the attempt and counted with
+    :meth:`~mdm_core.ratelimit.limiter.RateLimiter.allows` before the attempt and counted with
     ``hit`` after a failure: concurrent attempts may overshoot by the number in flight at once
     (bounded by the server's threads). Any limiter error is a refusal (``unavailable``),
     never an attempt let through.

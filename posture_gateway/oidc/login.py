@@ -13,7 +13,7 @@
    allow/restrict -> code; warn -> notice, then code; block -> remediation page with
    "check again" (a fresh nonce). A gate that fails is a block.
 
-The transaction lives server side (:mod:`posture_gateway.login_transactions`, shared by every
+The transaction lives server side (:mod:`posture_gateway.login.transactions`, shared by every
 process, expiring); the signed session cookie (HttpOnly, SameSite=Lax, Secure on https) holds
 only its unguessable id and the CSRF token every form carries. Authorize parameters are
 bounded (count, length, no control characters) before anything is stored.
@@ -37,10 +37,10 @@ from flask import Blueprint, Response, abort, redirect, request, session, url_fo
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from mdm_core.infra_errors import InfraError
-from posture_gateway.login_decision import LoginVerdict, blocked
-from posture_gateway.login_transactions import login_transactions
-from posture_gateway.nonces import NonceKind, NonceStore, nonce_purpose
+from mdm_core.domain.infra_errors import InfraError
+from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
+from posture_gateway.login.device_check import LoginVerdict, blocked
+from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.grants import GrantSubject
 from posture_gateway.oidc.server import (

@@ -54,9 +54,8 @@ from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from posture_gateway.keys import KeyRing
-from posture_gateway.login_decision import DeviceGate, LoginVerdict
-from posture_gateway.nonces import NonceStore
+from posture_gateway.access.nonces import NonceStore
+from posture_gateway.login.device_check import DeviceGate, LoginVerdict
 from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.binding import DeviceBinding, UnconfiguredDeviceBinding
 from posture_gateway.oidc.claims import SUPPORTED_SCOPES, GroupsReader, token_claims
@@ -71,6 +70,7 @@ from posture_gateway.oidc.grants import (
 )
 from posture_gateway.oidc.local_users import LocalUsers
 from posture_gateway.oidc.tokens import RESERVED_CLAIMS, TokenIssuer, TokenRejected
+from posture_gateway.signing.key_ring import KeyRing
 
 __all__ = [
     "OIDCProvider",

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, SecretStr
 
 from mdm_core.agent.loopback import DEFAULT_PORT
-from mdm_core.config_durations import DurationsModel
+from mdm_core.support.durations import DurationsModel
 
 __all__ = ["OIDCSettings"]
 

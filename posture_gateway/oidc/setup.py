@@ -1,14 +1,15 @@
 """Wiring of the OpenID provider into the app: ``init_app(app)``.
 
 Builds everything once at start from the validated settings: the key ring (loaded or
-generated, see :mod:`posture_gateway.keys`), the token issuer, the relying parties and local
+generated, see :mod:`posture_gateway.signing.key_ring`), the token issuer, the relying parties and
+local
 users (their files validated in full: an invalid file stops start-up with ``file:line``), the
 gateway's OIDC tables (``create_all``), the grant stores, the nonce store and the device gate;
 registers the protocol and login blueprints and sets the session cookie flags.
 
 Nonces default to :class:`~posture_gateway.oidc.sql_nonces.SqlNonceStore` (shared by every
 process on the database); pass a Redis store as ``nonces=`` when there is one. The device gate
-defaults to :class:`~posture_gateway.login_decision.UnconfiguredDeviceGate`
+defaults to :class:`~posture_gateway.login.device_check.UnconfiguredDeviceGate`
 (every login blocked) until the composition root passes the real one.
 """
 
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mdm_core.ratelimit_guard import RateGuard
-from posture_gateway.keys import KeyRing, KeyRingError
-from posture_gateway.login_decision import DeviceGate, UnconfiguredDeviceGate
-from posture_gateway.login_transactions import init_app as init_login_transactions
-from posture_gateway.nonces import NonceStore
+from mdm_core.ratelimit.guard import RateGuard
+from posture_gateway.access.nonces import NonceStore
+from posture_gateway.login.device_check import DeviceGate, UnconfiguredDeviceGate
+from posture_gateway.login.transactions import init_app as init_login_transactions
 from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
 from posture_gateway.oidc.claims import directory_groups_reader
 from posture_gateway.oidc.clients import load_clients
@@ -38,6 +38,7 @@ from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.yamlconf import ConfigFileError
 from posture_gateway.settings import ConfigError, Settings
+from posture_gateway.signing.key_ring import KeyRing, KeyRingError
 from posture_gateway.state import GatewayState
 
 __all__ = ["init_app", "build_key_ring", "issuer_of"]
@@ -105,7 +106,7 @@ def init_app(
     database = state.core.database
     create_tables(database)
     # Quarantine, revocation, retirement, wipe and account disable revoke tokens in their own
-    # unit of work (mdm_core.device_lifecycle), on its connection.
+    # unit of work (mdm_core.domain.device_lifecycle), on its connection.
     state.core.storage.add_credential_revoker(ConnectionTokenRevoker)
     provider = OIDCProvider(
         issuer=TokenIssuer(

@@ -1,4 +1,4 @@
-"""SQL implementation of :class:`posture_gateway.nonces.NonceStore` on the shared database.
+"""SQL implementation of :class:`posture_gateway.access.nonces.NonceStore` on the shared database.
 
 The default when no Redis is configured: every gateway process sees the same nonces, so a
 device check issued by one worker can be completed on another. A row is keyed by the SHA-256

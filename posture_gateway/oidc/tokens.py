@@ -27,7 +27,7 @@ from typing import Any
 
 import jwt
 
-from posture_gateway.keys import Alg, KeyRing
+from posture_gateway.signing.key_ring import Alg, KeyRing
 
 __all__ = [
     "ACCESS_TOKEN_TYP",

@@ -23,8 +23,8 @@ from flask.typing import ResponseReturnValue
 
 from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.posture.model import Ownership
+from posture_gateway.api.openapi import not_json
 from posture_gateway.oidc.web import security_headers
-from posture_gateway.openapi import not_json
 from posture_gateway.pages.notice import build_notice
 from posture_gateway.state import state
 

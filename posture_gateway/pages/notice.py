@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mdm_core.domain.privacy import PrivacyProfile
 from mdm_core.policy.compiled import OffboardingAction
 from mdm_core.posture.model import Ownership
-from mdm_core.privacy import PrivacyProfile
 
 __all__ = ["Notice", "build_notice"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from posture_gateway.login_decision import Reason
+from posture_gateway.login.device_check import Reason
 
 __all__ = ["Check", "Remediation", "USER_FIXABLE", "build_remediation"]
 

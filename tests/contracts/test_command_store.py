@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from mdm_core.commands import (
+from mdm_core.device.commands import (
     CommandService,
     CommandStatus,
     IdempotencyConflict,
@@ -185,7 +185,7 @@ def test_reads(service: CommandService) -> None:
 def test_retired_or_wiped_devices_get_no_new_commands(
     service: CommandService, database: Database
 ) -> None:
-    from mdm_core.commands import InactiveDevice
+    from mdm_core.device.commands import InactiveDevice
 
     add_device(database, "gone", status="retired")
     add_device(database, "erased", status="wiped")
@@ -200,7 +200,7 @@ def test_retired_or_wiped_devices_get_no_new_commands(
 
 @pytest.mark.parametrize("kind", ["wipe", "selective_wipe"])
 def test_wipe_ack_leaves_device_status_to_offboarding(service: CommandService, kind: str) -> None:
-    from mdm_core.model import DeviceStatus
+    from mdm_core.domain.model import DeviceStatus
 
     cmd = service.enqueue("d1", kind, {}, created_by="hr", now=T0)
     _deliver(service, "d1")

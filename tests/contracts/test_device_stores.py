@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mdm_core.errors import Conflict, NotFound
-from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.domain.errors import Conflict, NotFound
+from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.certauth import CertificateRecord, StoredCaKey
 from mdm_core.storage.sql.database import Database

@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mdm_core.directory import (
+from mdm_core.bus.events import EventType
+from mdm_core.directory.mirror import (
     DirectoryService,
     effective_group_ids,
     effective_group_names,
     transitive_user_members,
     user_context,
 )
-from mdm_core.errors import Conflict, NotFound
-from mdm_core.events import EventType
+from mdm_core.domain.errors import Conflict, NotFound
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
@@ -182,7 +182,7 @@ def test_replace_members_is_a_full_sync(storage: SqlStorage, service: DirectoryS
 def test_failed_unit_of_work_writes_neither_membership_nor_event(storage: SqlStorage) -> None:
     with storage.unit_of_work() as uow:
         uow.directory_groups.upsert(_group("g"))
-    from mdm_core.directory import add_membership
+    from mdm_core.directory.mirror import add_membership
 
     with pytest.raises(RuntimeError), storage.unit_of_work() as uow:
         add_membership(uow, Membership("g", "alice", U), at=T0)

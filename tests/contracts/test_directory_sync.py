@@ -1,4 +1,4 @@
-"""Contract of a directory source sync (:func:`mdm_core.directory_sync.sync_source`) and the
+"""Contract of a directory source sync (:func:`mdm_core.directory.sync.sync_source`) and the
 mirror's ``list`` reads, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mdm_core.directory import effective_group_names, user_context
-from mdm_core.directory_sync import SourceGroup, SourceUser, sync_source
-from mdm_core.errors import Conflict
+from mdm_core.directory.mirror import effective_group_names, user_context
+from mdm_core.directory.sync import SourceGroup, SourceUser, sync_source
+from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mdm_core.errors import Conflict
+from mdm_core.domain.errors import Conflict
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.enrollment import EnrollmentTokenRecord, RegisteredSerial
 from mdm_core.storage.sql.database import Database

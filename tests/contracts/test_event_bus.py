@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from mdm_core.bus_redis import RedisEventBus
-from mdm_core.events import DomainEvent, EventBus, InProcessBus
-from mdm_core.redis_client import connect_redis
+from mdm_core.bus.events import DomainEvent, EventBus, InProcessBus
+from mdm_core.redis_backends.bus import RedisEventBus
+from mdm_core.redis_backends.client import connect_redis
 
 WAIT = 5.0
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mdm_core.errors import Conflict
+from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.identity_links import MAX_ISSUER, MAX_SUBJECT, IdentityLink
 from mdm_core.storage.sql.database import Database

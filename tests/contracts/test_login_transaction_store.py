@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mdm_core.redis_client import connect_redis
+from mdm_core.redis_backends.client import connect_redis
 from mdm_core.storage.sql.database import Database
-from posture_gateway.login_transactions import (
+from posture_gateway.login.transactions import (
     MAX_TRANSACTION_BYTES,
     LoginTransactionStore,
     RedisLoginTransactionStore,

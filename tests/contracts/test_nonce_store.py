@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mdm_core.storage.sql.database import Database
-from posture_gateway.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
+from posture_gateway.access.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
 from posture_gateway.oidc.sql_grants import create_tables
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from tests.conftest import _fresh_postgres_db

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.events import DomainEvent, InProcessBus
-from mdm_core.outbox_relay import OutboxRelay
+from mdm_core.bus.events import DomainEvent, InProcessBus
+from mdm_core.bus.outbox_relay import OutboxRelay
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 from tests.conftest import _fresh_postgres_db

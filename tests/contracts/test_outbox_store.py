@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy.exc
 
-from mdm_core.events import DomainEvent
+from mdm_core.bus.events import DomainEvent
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mdm_core.posture_cache import CachedPosture, InProcessPostureCache, PostureCache
-from mdm_core.posture_cache_redis import RedisPostureCache
-from mdm_core.redis_client import connect_redis
+from mdm_core.posture.cache import CachedPosture, InProcessPostureCache, PostureCache
+from mdm_core.redis_backends.client import connect_redis
+from mdm_core.redis_backends.posture_cache import RedisPostureCache
 
 MINUTE = timedelta(minutes=1)
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from mdm_core.errors import NotFound
+from mdm_core.domain.errors import NotFound
 from mdm_core.posture.model import ManagedApp, Platform, Posture
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import devices, posture_history
@@ -87,7 +87,7 @@ def test_unknown_device(database: Database) -> None:
 
 
 def test_commands_waiting_hint_is_never_wrong(database: Database) -> None:
-    from mdm_core.commands import CommandService
+    from mdm_core.device.commands import CommandService
 
     add_device(database, "d1")
     storage = SqlStorage(database)

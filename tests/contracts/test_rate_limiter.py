@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.ratelimit import InProcessRateLimiter, RateLimiter
-from mdm_core.ratelimit_redis import RedisRateLimiter
-from mdm_core.ratelimit_sql import SqlRateLimiter
-from mdm_core.redis_client import connect_redis
+from mdm_core.ratelimit.limiter import InProcessRateLimiter, RateLimiter
+from mdm_core.ratelimit.sql import SqlRateLimiter
+from mdm_core.redis_backends.client import connect_redis
+from mdm_core.redis_backends.rate_limiter import RedisRateLimiter
 from mdm_core.storage.sql.database import Database
 from tests.conftest import _fresh_postgres_db
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.infra_errors import InfraUnavailable
-from mdm_core.redis_client import connect_redis
-from mdm_core.replay_redis import RedisReplayStore
+from mdm_core.domain.infra_errors import InfraUnavailable
+from mdm_core.redis_backends.client import connect_redis
+from mdm_core.redis_backends.replay import RedisReplayStore
 from mdm_core.storage.replay import ReplayStore
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage

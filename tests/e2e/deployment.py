@@ -54,7 +54,7 @@ from tests.services import free_port
 __all__ = ["Deployment", "FixtureHost", "deployment", "http_login"]
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTURE = [sys.executable, "-m", "posture_gateway.cli"]
+POSTURE = [sys.executable, "-m", "posture_gateway.cli.main"]
 _ROOT_DEV = "253:7"  # the device / is mounted from in the fixture host
 
 

@@ -29,7 +29,7 @@ from mdm_core.agent.keys import DeviceKey as AgentKey
 from mdm_core.agent.loopback import LoopbackHelper
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from posture_gateway.app import create_app
 from posture_gateway.oidc.passwords import hash_client_secret, hash_password

@@ -19,8 +19,8 @@ from mdm_core.agent.collector_linux import collect
 from mdm_core.agent.commands import CommandOutcome
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.agent.loopback import LOGIN_PROOF_PATH, LoopbackHelper
-from mdm_core.commands import CommandStatus
-from mdm_core.errors import RevokedCertificate
+from mdm_core.device.commands import CommandStatus
+from mdm_core.domain.errors import RevokedCertificate
 from mdm_core.posture.model import Ownership, Platform
 from tests.e2e.live_server import LiveServer, live_server
 

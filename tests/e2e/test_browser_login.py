@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from mdm_core.agent.keys import DeviceKey as AgentKey
 from mdm_core.agent.loopback import LoopbackHelper
 from mdm_core.posture.model import Platform
-from mdm_core.simulator_reports import DeviceTraits
+from mdm_core.simulator.reports import DeviceTraits
 from tests.e2e.chromium import chromium
 from tests.e2e.login_stack import (
     CLIENT_ID,

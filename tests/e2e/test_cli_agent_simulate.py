@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from mdm_core.posture.model import Ownership, Platform
-from posture_gateway.cli import cli
+from posture_gateway.cli.main import cli
 from tests.e2e.live_server import POLICY_DIR, live_server
 
 

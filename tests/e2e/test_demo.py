@@ -141,12 +141,12 @@ def test_demo_failure_exits_non_zero(tmp_path: Path) -> None:
     """A step that does not happen as told stops the demo with a non-zero exit."""
     code = (
         "import sys\n"
-        "import posture_gateway.demo as d\n"
+        "import posture_gateway.demo.story as d\n"
         "def broken(story):\n"
         "    d.check(False, 'the lock was not delivered')\n"
         "d.STEPS.insert(1, ('a step that fails', broken))\n"
         "sys.argv = ['posture', 'demo']\n"
-        "from posture_gateway.cli import main\n"
+        "from posture_gateway.cli.main import main\n"
         "main()\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTURE_")}

@@ -14,7 +14,7 @@ import pytest
 
 from tests.services import free_port
 
-POSTURE = [sys.executable, "-m", "posture_gateway.cli"]
+POSTURE = [sys.executable, "-m", "posture_gateway.cli.main"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

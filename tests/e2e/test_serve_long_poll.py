@@ -36,7 +36,7 @@ from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTURE = [sys.executable, "-m", "posture_gateway.cli"]
+POSTURE = [sys.executable, "-m", "posture_gateway.cli.main"]
 WORKERS = 2  # posture serve's default
 MAX_WAITS = 2  # long_poll.max_waits default
 MAX_WAIT_S = 10

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdm_core.commands import CommandStatus
+from mdm_core.device.commands import CommandStatus
 from mdm_core.posture.model import Platform
-from mdm_core.simulator import ALL_PLATFORMS, FleetSpec, ServiceProvisioner, Simulator
+from mdm_core.simulator.fleet import ALL_PLATFORMS, FleetSpec, ServiceProvisioner, Simulator
 from tests.e2e.live_server import live_server
 
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from mdm_core.posture.model import Platform
-from mdm_core.simulator_reports import DeviceTraits
+from mdm_core.simulator.reports import DeviceTraits
 from tests.e2e.deployment import _DEVICE_CONFIG, _field, _follow
 from tests.e2e.login_stack import (
     CLIENT_ID,
@@ -65,7 +65,7 @@ def _start(
     env["PYTHONPATH"] = str(ROOT)
     if secret is not None:
         env["POSTURE_TRY_LOGIN_CLIENT_SECRET"] = secret
-    root = [sys.executable, "-m", "posture_gateway.cli"]
+    root = [sys.executable, "-m", "posture_gateway.cli.main"]
     server = ["--server", stack.url]
     if config is not None:
         root, server = [*root, "--config", str(config)], []

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mdm_core.enrollment import EnrollmentRequest, EnrollmentResult
+from mdm_core.device.enrollment import EnrollmentRequest, EnrollmentResult
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import CoreConfig, MdmCore, build_core
 from mdm_core.storage.sql.database import Database

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from mdm_core.bus_redis import RedisEventBus
-from mdm_core.events import DomainEvent
+from mdm_core.bus.events import DomainEvent
+from mdm_core.redis_backends.bus import RedisEventBus
 from posture_gateway.app import create_app
 from posture_gateway.settings import Settings
 

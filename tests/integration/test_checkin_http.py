@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from mdm_core.api.checkin_views import bp
-from mdm_core.events import DomainEvent
+from mdm_core.bus.events import DomainEvent
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql.database import Database
@@ -497,7 +497,7 @@ def test_privacy_notice(core: MdmCore, client: FlaskClient) -> None:
 
 
 def test_mdm_and_companion_reports_merge(core: MdmCore, client: FlaskClient) -> None:
-    from mdm_core.simulator_reports import DeviceTraits, native_reports
+    from mdm_core.simulator.reports import DeviceTraits, native_reports
 
     phone = _device(core, client, Ownership.CORPORATE, Platform.IOS)
     for fmt, report in native_reports("ios", "SER-1", "corporate", DeviceTraits(jailbroken=True)):

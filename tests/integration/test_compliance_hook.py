@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.events import EventType
-from mdm_core.model import DeviceStatus
+from mdm_core.bus.events import EventType
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
 from mdm_core.posture.model import Posture

@@ -10,10 +10,10 @@ import pytest
 
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.database import Database
-from posture_gateway.device_gate import PolicyDeviceGate, PostureEvaluator
+from posture_gateway.access.device_gate import PolicyDeviceGate, PostureEvaluator
 from tests.helpers.enrolled import EnrolledDevice, enroll_device, make_core
 
 

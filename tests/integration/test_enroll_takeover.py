@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 
 from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
-from mdm_core.errors import Conflict, NotFound
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.errors import Conflict, NotFound
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Platform
 from mdm_core.runtime import MdmCore
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.sql import tables
 from mdm_core.storage.sql.database import Database
 from tests.helpers.device_keys import DeviceKey
@@ -367,7 +367,7 @@ def test_a_refused_enrollment_changes_nothing(core: MdmCore, tmp_path: Path) -> 
 
 
 def test_limiter_down_refuses_enrollment_with_503(core: MdmCore) -> None:
-    from mdm_core.infra_errors import InfraUnavailable
+    from mdm_core.domain.infra_errors import InfraUnavailable
 
     class Down:
         def hit(self, key: str, limit: int, window: object) -> bool:

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from mdm_core.api.enrollment_views import bp
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql import tables

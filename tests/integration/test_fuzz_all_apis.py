@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from mdm_core.posture.model import Ownership, Platform
+from posture_gateway.api.openapi import build_document
 from posture_gateway.app import create_app
-from posture_gateway.openapi import build_document
 from posture_gateway.settings import Settings
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.integration.oidc.conftest import CONF_SECRET, write_files

@@ -2,7 +2,7 @@
 
 Both upstreams assert the same person: ``sub: alice``, ``preferred_username: alice``,
 ``email: alice@upstream.example`` (verified). The gateway's real resolver
-(:class:`~posture_gateway.directory_identity.DirectoryUserResolver`, wired by ``create_app``)
+(:class:`~posture_gateway.directory.identity.DirectoryUserResolver`, wired by ``create_app``)
 links by (issuer, subject) under each upstream's own rule: ``corp`` may link by verified email
 in ``upstream.example``; ``partner`` may not claim that user, whatever name it asserts — its
 login is refused and NOTHING is linked for it.
@@ -22,8 +22,8 @@ from idp_connectors.identity import IdentityLinking
 from idp_connectors.oidc_upstream import UpstreamOidcSettings
 from mdm_core.storage.directory import DirectoryUser
 from posture_gateway.app import create_app
-from posture_gateway.integration_settings import IntegrationSettings
-from posture_gateway.integrations import integrations
+from posture_gateway.integrations.settings import IntegrationSettings
+from posture_gateway.integrations.state import integrations
 from posture_gateway.settings import Settings
 from tests.peers.test_broker_oidc_provider import (
     PUBLIC_URL,

@@ -28,9 +28,9 @@ from flask.testing import FlaskClient
 from idp_connectors.identity import ExternalIdentity
 from idp_connectors.oidc_upstream import UpstreamOidcSettings
 from posture_gateway.app import GatewayState, create_app
-from posture_gateway.integration_settings import IntegrationSettings
-from posture_gateway.integrations import integrations
-from posture_gateway.login_decision import LoginVerdict
+from posture_gateway.integrations.settings import IntegrationSettings
+from posture_gateway.integrations.state import integrations
+from posture_gateway.login.device_check import LoginVerdict
 from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_EXTENSION_KEY
 from posture_gateway.oidc.server import OIDCProvider

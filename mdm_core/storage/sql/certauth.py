@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from mdm_core.errors import Conflict, NotFound
+from mdm_core.domain.errors import Conflict, NotFound
 from mdm_core.storage.certauth import CertificateRecord, StoredCaKey
 from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.tables import ca_keys, certificates

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, tuple_, update
 
-from mdm_core.errors import NotFound
+from mdm_core.domain.errors import NotFound
 from mdm_core.storage.compliance import ComplianceRecord, ComplianceState
 from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.tables import compliance_state, devices, rule_failures

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from mdm_core.errors import ConfigurationError
+from mdm_core.domain.errors import ConfigurationError
 
 __all__ = ["IDLE_PING_AFTER_S", "POOL_RECYCLE_S", "Database", "normalise_url"]
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mdm_core.errors import Conflict, NotFound
-from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.domain.errors import Conflict, NotFound
+from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.tables import devices

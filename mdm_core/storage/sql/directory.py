@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mdm_core.errors import Conflict, NotFound
+from mdm_core.domain.errors import Conflict, NotFound
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.tables import (

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from mdm_core.errors import Conflict
+from mdm_core.domain.errors import Conflict
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.enrollment import EnrollmentTokenRecord, RegisteredSerial
 from mdm_core.storage.sql.encoding import as_utc

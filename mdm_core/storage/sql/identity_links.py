@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mdm_core.errors import Conflict
+from mdm_core.domain.errors import Conflict
 from mdm_core.storage.identity_links import MAX_ISSUER, MAX_SUBJECT, IdentityLink
 from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.tables import identity_links

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from mdm_core.events import DomainEvent
+from mdm_core.bus.events import DomainEvent
 from mdm_core.storage.outbox import OutboxEntry
 from mdm_core.storage.sql.encoding import as_utc, json_param
 from mdm_core.storage.sql.tables import outbox

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from mdm_core.errors import NotFound
+from mdm_core.domain.errors import NotFound
 from mdm_core.posture.merge import PostureSources
 from mdm_core.posture.model import Posture
 from mdm_core.storage.posture import RecordedPosture, StoredPosture

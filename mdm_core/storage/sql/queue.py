@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mdm_core.commands import (
+from mdm_core.device.commands import (
     DELIVERABLE_STATUSES,
     Command,
     CommandStatus,
@@ -28,7 +28,7 @@ from mdm_core.commands import (
     UnknownCommand,
     check_transition,
 )
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.storage.sql.encoding import as_utc, json_param
 from mdm_core.storage.sql.tables import command_transitions, commands, devices
 

@@ -51,7 +51,8 @@ devices = Table(
     Column("platform", String(16), nullable=False),
     Column("ownership", String(16), nullable=False),
     Column("serial_number", String(128), nullable=True, index=True),
-    # active | quarantined | pending_verification | retired | wiped (mdm_core.model.DeviceStatus)
+    # active | quarantined | pending_verification | retired | wiped
+    # (mdm_core.domain.model.DeviceStatus)
     Column("status", String(24), nullable=False),
     Column("status_reason", Text, nullable=True),
     Column("cert_serial", String(64), nullable=True),
@@ -292,7 +293,7 @@ directory_memberships = Table(
     Index("ix_directory_memberships_member", "member_kind", "member_id"),
 )
 
-# --- shared rate limits (mdm_core.ratelimit_sql) -----------------------------------------------
+# --- shared rate limits (mdm_core.ratelimit.sql) -----------------------------------------------
 
 # One row per (window, key): the sliding-window counts of the current and previous windows.
 rate_limits = Table(

@@ -22,7 +22,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from posture_gateway.app import create_app
-from posture_gateway.login_decision import LoginVerdict
+from posture_gateway.login.device_check import LoginVerdict
 from posture_gateway.oidc.passwords import hash_client_secret, hash_password
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.settings import Settings

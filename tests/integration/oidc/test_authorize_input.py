@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from posture_gateway.login_transactions import EXTENSION_KEY as TX_STORE_KEY
+from posture_gateway.login.transactions import EXTENSION_KEY as TX_STORE_KEY
 from posture_gateway.oidc.tables import gateway_login_transactions
 from tests.integration.oidc.conftest import Browser, StubGate
 

@@ -20,12 +20,12 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from mdm_core.directory import user_context
+from mdm_core.directory.mirror import user_context
 from mdm_core.posture.model import Platform
-from mdm_core.simulator_reports import DeviceTraits
+from mdm_core.simulator.reports import DeviceTraits
 from mdm_core.storage.directory import DirectoryUser
 from posture_gateway.app import create_app
-from posture_gateway.cli import cli
+from posture_gateway.cli.main import cli
 from posture_gateway.oidc.passwords import hash_password
 from posture_gateway.oidc.server import EXTENSION_KEY
 from posture_gateway.settings import load_settings

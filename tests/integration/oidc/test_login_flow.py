@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 
-from posture_gateway.login_decision import LoginVerdict, Reason
+from posture_gateway.login.device_check import LoginVerdict, Reason
 from posture_gateway.oidc.server import OIDCProvider
 from tests.integration.oidc.conftest import (
     ISSUER,
@@ -166,8 +166,8 @@ def test_gate_claims_that_cannot_go_in_a_token_block(
 
 
 def test_unconfigured_gate_blocks_everyone(app: object, provider: OIDCProvider) -> None:
-    from posture_gateway.device_gate import PolicyDeviceGate
-    from posture_gateway.login_decision import UnconfiguredDeviceGate
+    from posture_gateway.access.device_gate import PolicyDeviceGate
+    from posture_gateway.login.device_check import UnconfiguredDeviceGate
 
     # create_app wires the real gate; the fail-closed placeholder still blocks everyone
     assert isinstance(provider.gate, PolicyDeviceGate)

@@ -22,8 +22,8 @@ from flask import Flask
 from mdm_core.agent.agent import agent_report
 from mdm_core.agent.collector_linux import AGENT_VERSION, LinuxPosture
 from mdm_core.posture.model import Ownership, Platform
-from mdm_core.simulator_reports import DeviceTraits
-from posture_gateway.device_gate import PostureEvaluator
+from mdm_core.simulator.reports import DeviceTraits
+from posture_gateway.access.device_gate import PostureEvaluator
 from posture_gateway.oidc.server import OIDCProvider
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.integration.oidc.conftest import Browser

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from posture_gateway.login_transactions import EXTENSION_KEY, RedisLoginTransactionStore
+from posture_gateway.login.transactions import EXTENSION_KEY, RedisLoginTransactionStore
 from posture_gateway.oidc.tables import gateway_login_transactions
 from posture_gateway.settings import Settings
 from tests.integration.oidc.conftest import ISSUER, Browser, StubGate, write_files

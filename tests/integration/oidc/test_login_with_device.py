@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from mdm_core.posture.model import Ownership, Platform
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from posture_gateway.oidc.server import OIDCProvider
 from tests.helpers.enrolled import EnrolledDevice, enroll_device

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from mdm_core.posture.model import Ownership
-from posture_gateway.login_decision import LoginVerdict, Reason
+from posture_gateway.login.device_check import LoginVerdict, Reason
 from posture_gateway.pages.remediation import build_remediation
 from posture_gateway.settings import Settings
 from tests.integration.oidc.conftest import Browser, StubGate, write_files

@@ -30,14 +30,14 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import Connection, select, update
 
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import devices, rule_failures
-from posture_gateway.cli import cli
+from posture_gateway.cli.main import cli
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.sql_grants import ConnectionTokenRevoker
 from posture_gateway.oidc.tables import oidc_tokens
@@ -403,7 +403,7 @@ def test_disabling_the_user_ends_their_tokens(ios: Session, app: Flask) -> None:
 
 def test_re_enrollment_ends_the_tokens_of_the_old_key(ios: Session, app: Flask) -> None:
     core = _core(app)
-    from mdm_core.enrollment import EnrollmentRequest
+    from mdm_core.device.enrollment import EnrollmentRequest
     from tests.helpers.device_keys import DeviceKey
 
     token = core.enrollment.create_token(
@@ -559,7 +559,7 @@ def test_failed_status_change_rolls_the_revocation_back(ios: Session, app: Flask
         pass
 
     with pytest.raises(Boom), core.storage.unit_of_work() as uow:
-        from mdm_core.device_lifecycle import change_status
+        from mdm_core.domain.device_lifecycle import change_status
 
         change_status(uow, ios.device_id, DeviceStatus.RETIRED, reason="test", at=_now())
         assert uow.credentials.revoke_for_device(ios.device_id, reason="x", at=_now()) == 0

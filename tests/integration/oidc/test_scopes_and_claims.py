@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind
-from posture_gateway.login_decision import LoginVerdict
+from posture_gateway.login.device_check import LoginVerdict
 from posture_gateway.oidc import claims as definition
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings
@@ -193,7 +193,7 @@ def test_the_device_gate_verdict_carries_only_defined_claims() -> None:
 
     from mdm_core.policy.model import Decision as EngineDecision
     from mdm_core.policy.model import Outcome, Restrictions
-    from posture_gateway.device_gate import GateResult, PolicyDeviceGate
+    from posture_gateway.access.device_gate import GateResult, PolicyDeviceGate
 
     now = datetime.now(UTC)
     decision = EngineDecision(

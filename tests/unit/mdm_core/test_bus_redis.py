@@ -14,10 +14,10 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from mdm_core.bus_redis import RedisEventBus
-from mdm_core.events import DomainEvent
-from mdm_core.infra_errors import InfraUnavailable
-from mdm_core.redis_client import connect_redis
+from mdm_core.bus.events import DomainEvent
+from mdm_core.domain.infra_errors import InfraUnavailable
+from mdm_core.redis_backends.bus import RedisEventBus
+from mdm_core.redis_backends.client import connect_redis
 from tests.contracts.test_event_bus import Recorder, ev
 from tests.services import free_port
 from tests.unit.mdm_core.cut_proxy import CutProxy

@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mdm_core.ca import (
+from mdm_core.device.ca import (
     CA_KEY_ID,
     CertificateAuthority,
     jwk_thumbprint,
     load_or_create_ca,
 )
-from mdm_core.errors import (
+from mdm_core.domain.errors import (
     BadCSR,
     BadSignature,
     ConfigurationError,
@@ -26,7 +26,7 @@ from mdm_core.errors import (
     MalformedProof,
     RevokedCertificate,
 )
-from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.certauth import CertificateRecord
 from mdm_core.storage.sql.database import Database

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdm_core.commands import (
+from mdm_core.device.commands import (
     FINAL_STATUSES,
     PAYLOAD_MODELS,
     CommandStatus,

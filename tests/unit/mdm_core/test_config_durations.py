@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from mdm_core.config_durations import parse_config_duration
+from mdm_core.support.durations import parse_config_duration
 from posture_gateway.settings import ConfigError, Settings, load_settings
 
 

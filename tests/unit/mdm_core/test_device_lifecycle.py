@@ -1,4 +1,4 @@
-"""Device status changes go through ``mdm_core.device_lifecycle``, which revokes credentials.
+"""Device status changes go through ``mdm_core.domain.device_lifecycle``, which revokes credentials.
 
 - no module of ``mdm_core`` but the lifecycle calls ``devices.update_status`` (a new
   quarantine / retire / wipe path cannot forget the revocation);
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.device_lifecycle import ACCESS_ENDING, change_status, end_user_access
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.device_lifecycle import ACCESS_ENDING, change_status, end_user_access
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 from tests.helpers.enrolled import enroll_device, make_core
@@ -31,7 +31,7 @@ def test_only_the_lifecycle_changes_a_device_status() -> None:
         for path in (ROOT / "mdm_core").rglob("*.py")
         if re.search(r"\.devices\.update_status\(", path.read_text(encoding="utf-8"))
     ]
-    assert callers == ["mdm_core/device_lifecycle.py"]
+    assert callers == ["mdm_core/domain/device_lifecycle.py"]
 
 
 class Recorder:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from mdm_core.device_proof import DeviceProofVerifier, normalise_htu
-from mdm_core.errors import (
+from mdm_core.device.proof import DeviceProofVerifier, normalise_htu
+from mdm_core.domain.errors import (
     BadSignature,
     BodyMismatch,
     DeviceNotActive,
@@ -26,7 +26,7 @@ from mdm_core.errors import (
     WrongProofType,
     WrongTarget,
 )
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql.database import Database
 from tests.helpers.device_keys import DeviceKey, hs256_with_public_key, new_jti, unsigned
@@ -295,7 +295,7 @@ def test_new_key_after_re_enrollment(core: MdmCore, dev: EnrolledDevice) -> None
     core.proofs.verify(dev.request_proof("POST", URL, BODY), method="POST", url=URL, body=BODY)
     again = enroll_device(core, "alice", key=DeviceKey.generate())  # a second device
     assert again.device_id != dev.device_id
-    from mdm_core.enrollment import EnrollmentRequest
+    from mdm_core.device.enrollment import EnrollmentRequest
     from mdm_core.posture.model import Ownership, Platform
 
     new_key = DeviceKey.generate()

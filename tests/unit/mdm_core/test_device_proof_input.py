@@ -11,8 +11,8 @@ import time
 import pytest
 from jwt.api_jws import PyJWS
 
-from mdm_core.device_proof import LOGIN_PROOF_TYP, MAX_REQUEST_PROOF_BYTES, REQUEST_PROOF_TYP
-from mdm_core.errors import BadSignature, MalformedProof, ProofError
+from mdm_core.device.proof import LOGIN_PROOF_TYP, MAX_REQUEST_PROOF_BYTES, REQUEST_PROOF_TYP
+from mdm_core.domain.errors import BadSignature, MalformedProof, ProofError
 from mdm_core.runtime import MdmCore
 from tests.helpers.device_keys import DeviceKey, body_hash, new_jti
 from tests.helpers.enrolled import PUBLIC_URL, EnrolledDevice

@@ -12,9 +12,10 @@ import pytest
 from cryptography import x509
 from sqlalchemy import func, select, text
 
-from mdm_core.device_proof import AuthenticatedDevice
-from mdm_core.enrollment import UNASSIGNED_USER, EnrollmentRequest, hash_token
-from mdm_core.errors import (
+from mdm_core.bus.events import EventType
+from mdm_core.device.enrollment import UNASSIGNED_USER, EnrollmentRequest, hash_token
+from mdm_core.device.proof import AuthenticatedDevice
+from mdm_core.domain.errors import (
     BadCSR,
     BadRequest,
     DeviceMismatch,
@@ -28,8 +29,7 @@ from mdm_core.errors import (
     TokenUsed,
     UnregisteredSerial,
 )
-from mdm_core.events import EventType
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql import tables

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import mdm_core.errors as errors
+import mdm_core.domain.errors as errors
 
 
 def _classes() -> list[type[errors.MdmError]]:

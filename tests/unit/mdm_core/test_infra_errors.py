@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from mdm_core.infra_errors import InfraCorrupt, InfraError, InfraUnavailable, redis_errors
-from mdm_core.redis_client import connect_redis, require_timeouts
+from mdm_core.domain.infra_errors import InfraCorrupt, InfraError, InfraUnavailable, redis_errors
+from mdm_core.redis_backends.client import connect_redis, require_timeouts
 from tests.services import free_port
 
 

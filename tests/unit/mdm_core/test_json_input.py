@@ -1,4 +1,4 @@
-"""Properties of the one JSON parser for untrusted input (``mdm_core.json_input``).
+"""Properties of the one JSON parser for untrusted input (``mdm_core.support.json_input``).
 
 For ANY bytes it returns a value or raises ``JsonInputError`` — never ``RecursionError``,
 ``UnicodeDecodeError`` or anything else; what it accepts is what the standard parser reads,
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdm_core.errors import BadRequest
-from mdm_core.json_input import (
+from mdm_core.domain.errors import BadRequest
+from mdm_core.support.json_input import (
     DEFAULT_MAX_DEPTH,
     MAX_INT_DIGITS,
     JsonInputError,

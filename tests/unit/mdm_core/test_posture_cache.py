@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from mdm_core.infra_errors import InfraCorrupt, InfraError, InfraUnavailable
-from mdm_core.posture_cache import CachedPosture, InProcessPostureCache
-from mdm_core.posture_cache_redis import RedisPostureCache
-from mdm_core.redis_client import connect_redis
+from mdm_core.domain.infra_errors import InfraCorrupt, InfraError, InfraUnavailable
+from mdm_core.posture.cache import CachedPosture, InProcessPostureCache
+from mdm_core.redis_backends.client import connect_redis
+from mdm_core.redis_backends.posture_cache import RedisPostureCache
 from tests.contracts.test_posture_cache import posture
 from tests.services import free_port
 

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from mdm_core.domain.privacy import (
+    FALLBACK_COLLECT,
+    FIELD_LABELS,
+    PrivacyProfileError,
+    PrivacyProfiles,
+    load_privacy_profile,
+)
 from mdm_core.posture.model import (
     POSTURE_FIELDS,
     InstalledApp,
@@ -15,13 +22,6 @@ from mdm_core.posture.model import (
     Ownership,
     Platform,
     Posture,
-)
-from mdm_core.privacy import (
-    FALLBACK_COLLECT,
-    FIELD_LABELS,
-    PrivacyProfileError,
-    PrivacyProfiles,
-    load_privacy_profile,
 )
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 import redis
 
-from mdm_core.infra_errors import InfraUnavailable
-from mdm_core.ratelimit import InProcessRateLimiter, sliding_window_allows
-from mdm_core.ratelimit_redis import RedisRateLimiter
-from mdm_core.redis_client import connect_redis
+from mdm_core.domain.infra_errors import InfraUnavailable
+from mdm_core.ratelimit.limiter import InProcessRateLimiter, sliding_window_allows
+from mdm_core.redis_backends.client import connect_redis
+from mdm_core.redis_backends.rate_limiter import RedisRateLimiter
 from tests.contracts.test_rate_limiter import FakeClock
 from tests.services import free_port
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from mdm_core.errors import LimiterUnavailable, RateLimited
-from mdm_core.infra_errors import InfraUnavailable
-from mdm_core.ratelimit_guard import REFUSALS, RateGuard
-from mdm_core.ratelimit_sql import SqlRateLimiter
+from mdm_core.domain.errors import LimiterUnavailable, RateLimited
+from mdm_core.domain.infra_errors import InfraUnavailable
+from mdm_core.ratelimit.guard import REFUSALS, RateGuard
+from mdm_core.ratelimit.sql import SqlRateLimiter
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import audit_log, rate_limits
 from mdm_core.storage.sql.uow import SqlStorage

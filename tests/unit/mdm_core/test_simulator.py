@@ -9,7 +9,7 @@ import pytest
 
 from mdm_core.posture.model import Platform
 from mdm_core.posture.normalize import normalize
-from mdm_core.simulator import (
+from mdm_core.simulator.fleet import (
     ALL_PLATFORMS,
     FleetSpec,
     SimDevice,
@@ -17,7 +17,7 @@ from mdm_core.simulator import (
     parse_platform_mix,
     plan_fleet,
 )
-from mdm_core.simulator_reports import JAILBREAKABLE, DeviceTraits, native_reports
+from mdm_core.simulator.reports import JAILBREAKABLE, DeviceTraits, native_reports
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from mdm_core.agent.agent import CheckinResult
 from mdm_core.agent.client import CheckinAnswer
 from mdm_core.agent.commands import CommandOutcome
-from posture_gateway.cli_agent_output import (
+from posture_gateway.cli.agent_output import (
     STACK_BELOW,
     checkin_json,
     notice_panel,

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mdm_core.enrollment import EnrollmentRequest
-from mdm_core.errors import InvalidEnrollmentSecret
-from mdm_core.model import DeviceStatus
+from mdm_core.device.enrollment import EnrollmentRequest
+from mdm_core.domain.errors import InvalidEnrollmentSecret
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from posture_gateway.app import create_app
-from posture_gateway.cli import cli
+from posture_gateway.cli.main import cli
 from posture_gateway.settings import Settings
 from tests.helpers.device_keys import DeviceKey
 

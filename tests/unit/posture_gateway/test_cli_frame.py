@@ -13,10 +13,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from posture_gateway import cli_serve
-from posture_gateway.cli import cli
+from posture_gateway.cli import serve as cli_serve
+from posture_gateway.cli.main import cli
 
-POSTURE = [sys.executable, "-m", "posture_gateway.cli"]
+POSTURE = [sys.executable, "-m", "posture_gateway.cli.main"]
 REPO = Path(__file__).resolve().parents[3]
 
 

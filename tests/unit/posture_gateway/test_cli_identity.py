@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from idp_connectors.identity import ExternalIdentity
 from mdm_core.storage.directory import DirectoryUser
 from posture_gateway.app import create_app
-from posture_gateway.cli import cli
-from posture_gateway.integrations import integrations
+from posture_gateway.cli.main import cli
+from posture_gateway.integrations.state import integrations
 from posture_gateway.settings import Settings
 
 ISS = "https://corp.example"

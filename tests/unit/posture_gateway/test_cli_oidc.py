@@ -9,10 +9,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from posture_gateway.cli import cli
-from posture_gateway.cli_keys import parse_duration
-from posture_gateway.keys import KeyRing
+from posture_gateway.cli.keys import parse_duration
+from posture_gateway.cli.main import cli
 from posture_gateway.oidc.passwords import verify_client_secret, verify_password
+from posture_gateway.signing.key_ring import KeyRing
 
 
 def test_hash_password_from_stdin() -> None:

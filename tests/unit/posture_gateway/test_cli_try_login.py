@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from posture_gateway import cli_try_login
-from posture_gateway.cli_base import RuntimeProblem
-from posture_gateway.cli_try_login import parse_loopback_redirect, pkce_pair
+from posture_gateway.cli import try_login as cli_try_login
+from posture_gateway.cli.base import RuntimeProblem
+from posture_gateway.cli.try_login import parse_loopback_redirect, pkce_pair
 
 __all__: list[str] = []
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.directory_sync import SourceGroup, SourceUser
-from posture_gateway.directory_file import load_directory_file
+from mdm_core.directory.sync import SourceGroup, SourceUser
+from posture_gateway.directory.file import load_directory_file
 from posture_gateway.oidc.yamlconf import ConfigFileError
 
 YAML = """\

@@ -19,8 +19,8 @@ from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.identity_links import IdentityLink
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
-from posture_gateway.directory_identity import DirectoryUserResolver, linking_rules
-from posture_gateway.integration_settings import (
+from posture_gateway.directory.identity import DirectoryUserResolver, linking_rules
+from posture_gateway.integrations.settings import (
     EntraEamSettings,
     IntegrationSettings,
     OktaHookSettings,

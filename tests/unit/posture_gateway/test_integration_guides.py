@@ -22,7 +22,7 @@ from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from posture_gateway.app import create_app
-from posture_gateway.cli import cli
+from posture_gateway.cli.main import cli
 from posture_gateway.oidc.clients import load_clients
 from posture_gateway.settings import Settings, merge_layers
 

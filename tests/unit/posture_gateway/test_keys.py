@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from posture_gateway.keys import KeyRing, KeyRingError, generate_signing_key
+from posture_gateway.signing.key_ring import KeyRing, KeyRingError, generate_signing_key
 
 PASS = b"correct horse battery staple"
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from posture_gateway.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
+from posture_gateway.access.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
 
 P = nonce_purpose(NonceKind.LOGIN_DEVICE, audience="https://gw.example")
 

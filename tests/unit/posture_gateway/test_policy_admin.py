@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.whatif import what_if
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from posture_gateway.app import create_app
-from posture_gateway.cli import cli
+from posture_gateway.cli.main import cli
 from posture_gateway.settings import Settings
 from tests.unit.mdm_core.policy.factories import device, healthy_posture
 

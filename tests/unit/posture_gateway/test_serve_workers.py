@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from mdm_core.agent.loopback import DEFAULT_PORT
-from posture_gateway import cli_serve
-from posture_gateway.cli import cli
-from posture_gateway.cli_agent import serve_loopback_cmd
+from posture_gateway.cli import serve as cli_serve
+from posture_gateway.cli.agent import serve_loopback_cmd
+from posture_gateway.cli.main import cli
 from posture_gateway.oidc.settings import OIDCSettings
 from posture_gateway.settings import load_settings
 

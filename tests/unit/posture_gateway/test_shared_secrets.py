@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from mdm_core.secret_file import SecretFileError, load_or_create_secret
+from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.app import create_app
 from posture_gateway.settings import ConfigError, Settings
 from tests.integration.oidc.conftest import ISSUER, Browser, write_files
@@ -121,7 +121,7 @@ def test_a_key_file_that_cannot_be_read_stops_the_start(tmp_path: Path) -> None:
 _RACE = """
 import sys, time
 from pathlib import Path
-from mdm_core.secret_file import load_or_create_secret
+from mdm_core.support.secret_file import load_or_create_secret
 go = Path(sys.argv[1])
 while not go.exists():
     time.sleep(0.001)
@@ -158,7 +158,7 @@ def test_processes_starting_at_once_agree_on_one_secret(tmp_path: Path) -> None:
 _ENSURE = """
 import sys, time
 from pathlib import Path
-from posture_gateway.keys import KeyRing
+from posture_gateway.signing.key_ring import KeyRing
 ring = KeyRing.open(Path(sys.argv[2]), passphrase=None, dev_mode=True)
 ring.active("RS256")  # loaded: this worker has looked at the ring before the race
 go = Path(sys.argv[1])
@@ -173,7 +173,7 @@ print(ring.active("ES256").kid)
 def test_workers_starting_at_once_agree_on_the_signing_keys(tmp_path: Path) -> None:
     """Two workers that both find no ES256 key at start must not each make one (the second
     would retire the first at once, and the first worker's tokens would stop verifying)."""
-    from posture_gateway.keys import KeyRing
+    from posture_gateway.signing.key_ring import KeyRing
 
     ring_dir = tmp_path / "oidc-keys"
     KeyRing.open(ring_dir, passphrase=None, dev_mode=True)

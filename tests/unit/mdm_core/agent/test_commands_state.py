@@ -9,7 +9,7 @@ import pytest
 
 from mdm_core.agent.commands import RECORDED_TYPES, RecordingExecutor
 from mdm_core.agent.state import AgentState, StateDir
-from mdm_core.commands import CommandType
+from mdm_core.device.commands import CommandType
 
 
 def test_every_queue_command_type_has_an_answer(tmp_path: Path) -> None:

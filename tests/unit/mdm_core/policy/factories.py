@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mdm_core.model import DeviceRecord, DeviceStatus
+from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.loader import check_policy_directory, load_policy_directory
 from mdm_core.policy.model import EvaluationInput, UserContext

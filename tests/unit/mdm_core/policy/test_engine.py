@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Outcome, ReasonCode

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mdm_core.model import DeviceStatus
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.engine import evaluate
 from mdm_core.policy.loader import load_policy_directory

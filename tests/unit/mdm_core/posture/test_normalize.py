@@ -15,7 +15,7 @@ from mdm_core.posture.normalize import (
     UnsupportedFormat,
     normalize,
 )
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -21,11 +21,11 @@ from flask import Flask
 from idp_connectors.entra import EntraHintValidator
 from idp_connectors.http import make_client
 from idp_connectors.identity import ExternalIdentity
-from posture_gateway.access import AccessRequest, Decision
+from posture_gateway.access.decision import AccessRequest, Decision
 from posture_gateway.app import GatewayState, create_app
-from posture_gateway.integration_settings import IntegrationSettings
-from posture_gateway.integrations import integrations
-from posture_gateway.login_decision import LoginVerdict, Reason
+from posture_gateway.integrations.settings import IntegrationSettings
+from posture_gateway.integrations.state import integrations
+from posture_gateway.login.device_check import LoginVerdict, Reason
 from posture_gateway.settings import Settings
 from tests.helpers.entra_double import EntraDouble
 

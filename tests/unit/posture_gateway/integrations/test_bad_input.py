@@ -13,7 +13,7 @@ from flask import Flask
 from pydantic import SecretStr
 
 from idp_connectors.entra import EntraHintSettings
-from posture_gateway.integration_settings import (
+from posture_gateway.integrations.settings import (
     EntraEamSettings,
     IntegrationSettings,
     OktaHookSettings,
@@ -161,7 +161,7 @@ def test_entra_answers_temporarily_unavailable_when_the_store_is_down(
     gate: ScriptedGate,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from posture_gateway.login_transactions import EXTENSION_KEY
+    from posture_gateway.login.transactions import EXTENSION_KEY
 
     def down(*_: Any, **__: Any) -> Any:
         raise ConnectionError("store down")

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from flask import Flask
 
-from posture_gateway.integration_settings import IntegrationSettings, PostureApiSettings
+from posture_gateway.integrations.settings import IntegrationSettings, PostureApiSettings
 from posture_gateway.oidc.passwords import hash_client_secret
 from tests.unit.posture_gateway.integrations.conftest import DictDirectory, ScriptedDecisions
 

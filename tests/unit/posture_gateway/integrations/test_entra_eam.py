@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp_connectors.entra import EntraHintSettings
-from posture_gateway.integration_settings import EntraEamSettings, IntegrationSettings
-from posture_gateway.login_decision import LoginVerdict
+from posture_gateway.integrations.settings import EntraEamSettings, IntegrationSettings
+from posture_gateway.login.device_check import LoginVerdict
 from tests.helpers.entra_double import REDIRECT_URI, REQUESTED_ACR, EntraDouble
 from tests.unit.posture_gateway.integrations.conftest import (
     ENTRA,

@@ -17,8 +17,8 @@ from hypothesis.errors import Unsatisfiable
 from pydantic import SecretStr
 from schemathesis import GenerationMode
 
-from posture_gateway.integration_settings import IntegrationSettings, OktaHookSettings
-from posture_gateway.integrations import integrations
+from posture_gateway.integrations.settings import IntegrationSettings, OktaHookSettings
+from posture_gateway.integrations.state import integrations
 from tests.unit.posture_gateway.integrations.conftest import ScriptedDecisions
 from tests.unit.posture_gateway.integrations.test_posture_api import issue
 

@@ -18,13 +18,13 @@ from idp_connectors.entra import EntraHintSettings, EntraHintValidator
 from idp_connectors.http import make_client
 from idp_connectors.identity import IdentityLinking
 from mdm_core.storage.directory import DirectoryUser
-from posture_gateway.integration_settings import (
+from posture_gateway.integrations.settings import (
     EntraEamSettings,
     IntegrationSettings,
     OktaHookSettings,
     PostureApiSettings,
 )
-from posture_gateway.integrations import integrations
+from posture_gateway.integrations.state import integrations
 from tests.helpers.entra_double import EntraDouble
 from tests.unit.posture_gateway.integrations.conftest import hidden_fields
 from tests.unit.posture_gateway.integrations.test_okta_hook import OKTA_REQUEST, SECRET

@@ -20,14 +20,14 @@ from sqlalchemy import func, select
 
 from idp_connectors.entra import EntraHintSettings, EntraHintValidator
 from idp_connectors.http import make_client
-from mdm_core.json_input import JsonInputError, loads_bounded
 from mdm_core.storage.sql.tables import devices, posture_history, used_proofs
-from posture_gateway.integration_settings import (
+from mdm_core.support.json_input import JsonInputError, loads_bounded
+from posture_gateway.integrations.settings import (
     EntraEamSettings,
     IntegrationSettings,
     OktaHookSettings,
 )
-from posture_gateway.integrations import integrations
+from posture_gateway.integrations.state import integrations
 from posture_gateway.settings import EnrollSettings
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.helpers.entra_double import EntraDouble

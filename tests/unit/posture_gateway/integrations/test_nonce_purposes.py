@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from mdm_core.posture.model import Platform
-from mdm_core.simulator_reports import DeviceTraits
+from mdm_core.simulator.reports import DeviceTraits
 from tests.integration.oidc.conftest import Browser, write_files
 from tests.unit.posture_gateway.integrations.conftest import PUBLIC_URL
 from tests.unit.posture_gateway.integrations.test_posture_api import (
@@ -131,7 +131,7 @@ def test_a_nonce_of_another_api_caller_is_refused_and_not_spent(app: Flask) -> N
 
 
 def test_nonce_store_down_is_503_and_block(app: Flask) -> None:
-    from posture_gateway.integrations import integrations
+    from posture_gateway.integrations.state import integrations
 
     class Broken:
         def issue(self, *_: Any, **__: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import schemathesis
 from flask import Flask
 
-from posture_gateway.openapi import build_document, flask_rule_to_openapi_path, is_json_route
+from posture_gateway.api.openapi import build_document, flask_rule_to_openapi_path, is_json_route
 
 # No blueprint is exempt: every JSON route in the url_map is documented.
 AWAITING_THEIR_OWNERS: set[str] = set()

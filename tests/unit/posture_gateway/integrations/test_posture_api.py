@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from flask import Flask
 
-from posture_gateway.integration_settings import IntegrationSettings, PostureApiSettings
+from posture_gateway.integrations.settings import IntegrationSettings, PostureApiSettings
 from posture_gateway.oidc.grants import GrantSubject, TokenRecord
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.oidc.tokens import TokenIssuer
@@ -351,8 +351,8 @@ def test_engine_failure_fails_closed(app: Flask, decisions: ScriptedDecisions, a
 
 
 def test_unconfigured_engine_blocks(app: Flask, alice: str) -> None:
-    from posture_gateway.access import UnconfiguredDecisionService
-    from posture_gateway.integrations import integrations
+    from posture_gateway.access.decision import UnconfiguredDecisionService
+    from posture_gateway.integrations.state import integrations
 
     integrations(app).decision_service = UnconfiguredDecisionService()
     response = app.test_client().post(URL, json=BODY, headers=bearer(issue(app)))

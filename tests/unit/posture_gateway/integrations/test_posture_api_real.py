@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask
 
 from mdm_core.posture.model import Ownership, Platform
-from mdm_core.simulator_reports import DeviceTraits, native_reports
+from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.unit.posture_gateway.integrations.conftest import PUBLIC_URL

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.infra_errors import InfraUnavailable
-from mdm_core.ratelimit import InProcessRateLimiter
-from mdm_core.ratelimit_guard import RateGuard
+from mdm_core.domain.infra_errors import InfraUnavailable
+from mdm_core.ratelimit.guard import RateGuard
+from mdm_core.ratelimit.limiter import InProcessRateLimiter
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 from posture_gateway.oidc.authn import AuthenticationFailed

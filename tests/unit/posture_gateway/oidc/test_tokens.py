@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from posture_gateway.keys import KeyRing
 from posture_gateway.oidc.tokens import TokenIssuer, TokenRejected, half_hash
+from posture_gateway.signing.key_ring import KeyRing
 
 ISS = "https://gw.example"
 

@@ -1,0 +1,1 @@
+"""The device side of the MDM: enrollment, the CA, proofs, check-ins, commands and long-polls."""

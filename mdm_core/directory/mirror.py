@@ -1,0 +1,202 @@
+"""The directory mirror: users, nested groups, memberships and account state.
+
+LDAP/AD sync and the SCIM server (``idp_connectors``) write through :class:`DirectoryService`;
+the access plane reads :func:`user_context` (id, effective group names, active) for every
+decision. Effective groups are transitive (a user in ``payroll`` which is in ``finance`` is in
+both) and resolution is cycle safe (directories do contain cycles; each group is visited once).
+
+Every membership change writes a ``directory.membership_changed`` event to the outbox in the
+same unit of work, with the users whose effective groups may have changed, so policy
+assignment and device configuration follow at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+
+from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.domain.device_lifecycle import end_user_access
+from mdm_core.policy.model import UserContext
+from mdm_core.storage.directory import (
+    DirectoryGroup,
+    DirectoryUser,
+    MemberKind,
+    Membership,
+)
+from mdm_core.storage.uow import Storage, UnitOfWork
+
+__all__ = [
+    "DirectoryService",
+    "effective_group_ids",
+    "effective_group_names",
+    "transitive_user_members",
+    "user_context",
+    "add_membership",
+    "remove_membership",
+    "MAX_NESTING",
+]
+
+log = logging.getLogger(__name__)
+
+#: Nesting deeper than this is cut off (and logged): real directories stay far below it.
+MAX_NESTING = 64
+
+
+def effective_group_ids(uow: UnitOfWork, user_id: str) -> frozenset[str]:
+    """Every group the user is in, directly or through nested groups (cycle safe)."""
+    seen = {m.group_id for m in uow.memberships.parents(MemberKind.USER, [user_id])}
+    frontier = set(seen)
+    for _ in range(MAX_NESTING):
+        if not frontier:
+            break
+        parents = {m.group_id for m in uow.memberships.parents(MemberKind.GROUP, frontier)}
+        frontier = parents - seen
+        seen |= frontier
+    else:
+        if frontier:
+            log.warning("group nesting of user %s deeper than %d levels; cut", user_id, MAX_NESTING)
+    return frozenset(seen)
+
+
+def effective_group_names(uow: UnitOfWork, user_id: str) -> frozenset[str]:
+    """Names of :func:`effective_group_ids` (what policies target)."""
+    ids = effective_group_ids(uow, user_id)
+    if not ids:
+        return frozenset()
+    return frozenset(uow.directory_groups.names(ids).values())
+
+
+def transitive_user_members(uow: UnitOfWork, group_id: str) -> frozenset[str]:
+    """Users in ``group_id`` directly or through nested groups (cycle safe)."""
+    users: set[str] = set()
+    seen = {group_id}
+    frontier = {group_id}
+    for _ in range(MAX_NESTING):
+        if not frontier:
+            break
+        members = uow.memberships.members(frontier)
+        users.update(m.member_id for m in members if m.member_kind is MemberKind.USER)
+        groups = {m.member_id for m in members if m.member_kind is MemberKind.GROUP}
+        frontier = groups - seen
+        seen |= frontier
+    return frozenset(users)
+
+
+def user_context(uow: UnitOfWork, user_id: str) -> UserContext | None:
+    """The user as the decision engine sees them, or ``None`` if not in the mirror."""
+    user = uow.directory_users.get(user_id)
+    if user is None:
+        return None
+    return UserContext(id=user.id, groups=effective_group_names(uow, user.id), active=user.active)
+
+
+def _affected(uow: UnitOfWork, membership: Membership) -> list[str]:
+    if membership.member_kind is MemberKind.USER:
+        return [membership.member_id]
+    return sorted(transitive_user_members(uow, membership.member_id))
+
+
+def _event(uow: UnitOfWork, membership: Membership, change: str, at: datetime) -> DomainEvent:
+    names = uow.directory_groups.names([membership.group_id])
+    return DomainEvent(
+        type=EventType.GROUP_MEMBERSHIP_CHANGED,
+        subject=membership.group_id,
+        payload={
+            "change": change,
+            "group_id": membership.group_id,
+            "group_name": names.get(membership.group_id),
+            "member_id": membership.member_id,
+            "member_kind": membership.member_kind.value,
+            "affected_users": _affected(uow, membership),
+        },
+        occurred_at=at,
+    )
+
+
+def add_membership(uow: UnitOfWork, membership: Membership, *, at: datetime) -> bool:
+    """Add ``membership`` and its event in ``uow``; ``False`` (no event) if it existed.
+
+    Raises :class:`mdm_core.domain.errors.NotFound` for an unknown group.
+    """
+    if not uow.memberships.add(membership):
+        return False
+    uow.outbox.add([_event(uow, membership, "added", at)])
+    return True
+
+
+def remove_membership(uow: UnitOfWork, membership: Membership, *, at: datetime) -> bool:
+    """Remove ``membership`` and write its event; ``False`` (no event) if it did not exist."""
+    event = _event(uow, membership, "removed", at)  # affected users computed before removal
+    if not uow.memberships.remove(membership):
+        return False
+    uow.outbox.add([event])
+    return True
+
+
+class DirectoryService:
+    """Writes and reads of the directory mirror, each in its own unit of work."""
+
+    def __init__(
+        self, storage: Storage, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        if storage is None:
+            raise ValueError("DirectoryService needs a storage")
+        self.storage = storage
+        self.clock = clock
+
+    def upsert_user(self, user: DirectoryUser) -> bool:
+        """Insert or update a user; ``True`` if anything changed. An account that becomes
+        disabled loses its access credentials in the same unit of work."""
+        with self.storage.unit_of_work() as uow:
+            before = None if user.active else uow.directory_users.get(user.id)
+            changed = uow.directory_users.upsert(user)
+            if before is not None and before.active:
+                end_user_access(uow, user.id, reason="user_disabled", at=self.clock())
+            return changed
+
+    def set_active(self, user_id: str, active: bool) -> DirectoryUser:
+        """Enable or disable an account (a disabled user is blocked at every decision, and
+        loses its access credentials in the same unit of work)."""
+        at = self.clock()
+        with self.storage.unit_of_work() as uow:
+            updated = uow.directory_users.set_active(user_id, active, at=at)
+            if not active:
+                end_user_access(uow, user_id, reason="user_disabled", at=at)
+            return updated
+
+    def upsert_group(self, group: DirectoryGroup) -> bool:
+        with self.storage.unit_of_work() as uow:
+            return uow.directory_groups.upsert(group)
+
+    def add_member(self, group_id: str, member_id: str, kind: MemberKind) -> bool:
+        with self.storage.unit_of_work() as uow:
+            return add_membership(uow, Membership(group_id, member_id, kind), at=self.clock())
+
+    def remove_member(self, group_id: str, member_id: str, kind: MemberKind) -> bool:
+        with self.storage.unit_of_work() as uow:
+            return remove_membership(uow, Membership(group_id, member_id, kind), at=self.clock())
+
+    def replace_members(
+        self, group_id: str, members: Collection[tuple[str, MemberKind]]
+    ) -> tuple[int, int]:
+        """Make ``members`` the group's direct members (a full sync); returns (added, removed).
+        One event per change, all in one unit of work."""
+        at = self.clock()
+        wanted = {Membership(group_id, member_id, kind) for member_id, kind in members}
+        with self.storage.unit_of_work() as uow:
+            current = set(uow.memberships.members([group_id]))
+            removed = sum(remove_membership(uow, m, at=at) for m in sorted(current - wanted))
+            added = sum(add_membership(uow, m, at=at) for m in sorted(wanted - current))
+        return added, removed
+
+    def user_context(self, user_id: str) -> UserContext | None:
+        with self.storage.unit_of_work() as uow:
+            return user_context(uow, user_id)
+
+    def group_names(self) -> frozenset[str]:
+        """Every group name in the mirror (policy files' group references are checked
+        against it)."""
+        with self.storage.unit_of_work() as uow:
+            return frozenset(uow.directory_groups.names().values())

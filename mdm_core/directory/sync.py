@@ -1,0 +1,250 @@
+"""A directory *source* written into the mirror: idempotent upsert, source-tagged, one UoW.
+
+A source (the local users file, ``posture directory import``, later LDAP or SCIM) hands
+:func:`sync_source` its whole view: users with the groups they are directly in, and groups
+with the groups they are nested in. In one unit of work (all or nothing):
+
+- users and groups of the source are inserted or updated (an unchanged record is left
+  alone, so running it twice changes nothing and writes no event);
+- a user's direct memberships become exactly those listed (each change is a
+  ``directory.membership_changed`` event, like any other membership change); memberships
+  follow the *member's* owner, so a source never removes another source's members;
+- records owned by another source are not touched: a user or group id owned elsewhere is
+  reported as skipped, except that a source listed in ``takes_over`` may be claimed (an
+  import claims the users file's entry for the same person, whose password stays in the
+  file while the directory record now comes from the import);
+- with ``prune``, users of the source that are no longer listed are *disabled* (never
+  deleted: their devices and audit trail keep naming them), and re-enabled when listed again.
+
+Group references by name reuse an existing group of any source; an unknown one is created,
+owned by this source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mdm_core.directory.mirror import add_membership, remove_membership
+from mdm_core.domain.errors import Conflict
+from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
+from mdm_core.storage.uow import Storage, UnitOfWork
+
+__all__ = ["SourceUser", "SourceGroup", "SyncSummary", "sync_source"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceUser:
+    id: str
+    username: str
+    email: str | None = None
+    display_name: str | None = None
+    active: bool = True
+    groups: tuple[str, ...] = ()  # names of the groups the user is directly in
+
+
+@dataclass(frozen=True, slots=True)
+class SourceGroup:
+    name: str
+    id: str | None = None  # default: the name
+    groups: tuple[str, ...] = ()  # names of the groups this group is nested in
+
+
+@dataclass
+class SyncSummary:
+    """What one sync did; ``changed`` counts users whose record or memberships changed."""
+
+    source: str
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "id (owned by <source>)"
+    groups_added: list[str] = field(default_factory=list)
+    groups_changed: list[str] = field(default_factory=list)
+    memberships_added: int = 0
+    memberships_removed: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "changed": len(self.changed),
+            "unchanged": len(self.unchanged),
+            "disabled": len(self.disabled),
+            "skipped": len(self.skipped),
+            "groups_added": len(self.groups_added),
+            "groups_changed": len(self.groups_changed),
+            "memberships_added": self.memberships_added,
+            "memberships_removed": self.memberships_removed,
+        }
+
+    @property
+    def touched(self) -> bool:
+        return bool(
+            self.added
+            or self.changed
+            or self.disabled
+            or self.groups_added
+            or self.groups_changed
+            or self.memberships_added
+            or self.memberships_removed
+        )
+
+
+def _owned(record_source: str, source: str, takes_over: Collection[str]) -> bool:
+    return record_source == source or record_source in takes_over
+
+
+class _Sync:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        source: str,
+        takes_over: Collection[str],
+        at: datetime,
+        summary: SyncSummary,
+    ) -> None:
+        self.uow, self.source, self.takes_over, self.at = uow, source, takes_over, at
+        self.summary = summary
+        self.skip_conflicts = False
+        self.group_ids: dict[str, str] = {}  # name -> id
+
+    def group_id(self, name: str, wanted_id: str | None = None) -> str:
+        """The id of the group called ``name``, created for this source when unknown."""
+        if name in self.group_ids:
+            return self.group_ids[name]
+        existing = self.uow.directory_groups.find_by_name(name)
+        if existing is None:
+            gid = self.free_group_id(wanted_id or name)
+            self.uow.directory_groups.upsert(
+                DirectoryGroup(id=gid, name=name, source=self.source, updated_at=self.at)
+            )
+            self.summary.groups_added.append(name)
+        else:
+            gid = existing.id
+        self.group_ids[name] = gid
+        return gid
+
+    def free_group_id(self, wanted: str) -> str:
+        """``wanted``, or ``<source>:<wanted>`` when another group already has that id (a new
+        group never takes over an existing record)."""
+        for candidate in (wanted, f"{self.source}:{wanted}"):
+            if self.uow.directory_groups.get(candidate) is None:
+                return candidate
+        raise Conflict(f"group id {wanted!r} belongs to another group")
+
+    def memberships(self, kind: MemberKind, member_id: str, names: Sequence[str]) -> bool:
+        wanted = {Membership(self.group_id(n), member_id, kind) for n in names}
+        current = set(self.uow.memberships.parents(kind, [member_id]))
+        removed = sum(remove_membership(self.uow, m, at=self.at) for m in sorted(current - wanted))
+        added = sum(add_membership(self.uow, m, at=self.at) for m in sorted(wanted - current))
+        self.summary.memberships_added += added
+        self.summary.memberships_removed += removed
+        return bool(added or removed)
+
+    def group(self, group: SourceGroup) -> None:
+        existing = self.uow.directory_groups.find_by_name(group.name)
+        if existing is not None and not _owned(existing.source, self.source, self.takes_over):
+            self.summary.skipped.append(f"group {group.name} (owned by {existing.source})")
+            self.group_ids[group.name] = existing.id
+            return
+        gid = existing.id if existing is not None else self.free_group_id(group.id or group.name)
+        changed = self.uow.directory_groups.upsert(
+            DirectoryGroup(id=gid, name=group.name, source=self.source, updated_at=self.at)
+        )
+        self.group_ids[group.name] = gid
+        nested = self.memberships(MemberKind.GROUP, gid, group.groups)
+        if existing is None:
+            self.summary.groups_added.append(group.name)
+        elif changed or nested:
+            self.summary.groups_changed.append(group.name)
+
+    def user(self, user: SourceUser) -> None:
+        existing = self.uow.directory_users.get(user.id)
+        if existing is not None and not _owned(existing.source, self.source, self.takes_over):
+            self.summary.skipped.append(f"{user.id} (owned by {existing.source})")
+            return
+        if self.skip_conflicts:
+            holder = self.uow.directory_users.find_by_username(user.username)
+            if holder is not None and holder.id != user.id:
+                self.summary.skipped.append(
+                    f"{user.id} (username {user.username} belongs to {holder.id})"
+                )
+                return
+        record = DirectoryUser(
+            id=user.id,
+            username=user.username,
+            active=user.active,
+            source=self.source,
+            updated_at=self.at,
+            email=user.email,
+            display_name=user.display_name,
+        )
+        changed = self.uow.directory_users.upsert(record)  # Conflict: username elsewhere
+        groups = self.memberships(MemberKind.USER, user.id, user.groups)
+        if existing is None:
+            self.summary.added.append(user.id)
+        elif changed or groups:
+            self.summary.changed.append(user.id)
+        else:
+            self.summary.unchanged.append(user.id)
+
+
+def sync_source(
+    storage: Storage,
+    source: str,
+    users: Sequence[SourceUser],
+    groups: Sequence[SourceGroup] = (),
+    *,
+    prune: bool = False,
+    takes_over: Collection[str] = (),
+    actor: str = "system",
+    skip_conflicts: bool = False,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SyncSummary:
+    """Write ``source``'s users and groups into the mirror (see the module docstring).
+
+    The sync is audited (``directory.sync``, subject the source, the counts as detail) in
+    the same unit of work: always when an ``actor`` other than ``system`` runs it (an admin
+    import), otherwise only when it changed something (a start-up sync).
+
+    Raises :class:`mdm_core.domain.errors.Conflict` (and writes nothing) when a username belongs to
+    a user of another id, or when the input repeats an id or username. With
+    ``skip_conflicts`` such a user is skipped (listed in ``skipped``) instead: one bad entry
+    then keeps only that person out, not everyone (a start-up sync must not stop the server).
+    """
+    if not source:
+        raise ValueError("a directory source needs a name")
+    _no_duplicates(users, groups)
+    summary = SyncSummary(source=source)
+    at = clock()
+    with storage.unit_of_work() as uow:
+        sync = _Sync(uow, source, takes_over, at, summary)
+        sync.skip_conflicts = skip_conflicts
+        for group in groups:
+            sync.group(group)
+        for user in users:
+            sync.user(user)
+        if prune:
+            listed = {u.id for u in users}
+            for stale in uow.directory_users.list(source):
+                if stale.id not in listed and stale.active:
+                    uow.directory_users.set_active(stale.id, False, at=at)
+                    summary.disabled.append(stale.id)
+        if summary.touched or actor != "system":
+            uow.audit.record(actor, "directory.sync", source, "ok", summary.counts(), at=at)
+    return summary
+
+
+def _no_duplicates(users: Sequence[SourceUser], groups: Sequence[SourceGroup]) -> None:
+    for what, values in (
+        ("user id", [u.id for u in users]),
+        ("username", [u.username for u in users]),
+        ("group name", [g.name for g in groups]),
+    ):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                raise Conflict(f"{what} {value!r} is listed twice")
+            seen.add(value)

@@ -1,0 +1,1 @@
+"""The domain: device records and lifecycle, errors, quarantine and privacy profiles (no I/O)."""

@@ -1,0 +1,2 @@
+"""The Redis implementations of the core's shared interfaces: client, bus, caches, limits,
+replay."""

@@ -1,0 +1,1 @@
+"""Small shared helpers: the duration syntax, the bounded JSON parser, generated secret files."""

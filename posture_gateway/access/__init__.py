@@ -1,0 +1,1 @@
+"""The access decision: the protocol-neutral request and decision, the device gate, nonces."""

@@ -1,0 +1,2 @@
+"""The ``posture`` command line: the root group (:mod:`.main`), its frame, one module per
+command."""

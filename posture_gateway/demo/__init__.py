@@ -1,0 +1,1 @@
+"""``posture demo``: the end-to-end story and its relying party."""

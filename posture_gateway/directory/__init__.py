@@ -1,0 +1,1 @@
+"""Directory sources of the gateway: the local users file, import files, outside identities."""

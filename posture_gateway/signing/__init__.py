@@ -1,0 +1,1 @@
+"""The gateway's signing key ring (ID tokens, access tokens, security event tokens)."""
