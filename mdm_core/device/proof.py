@@ -260,13 +260,21 @@ class DeviceProofVerifier:
         return device
 
     def verify_login_proof(
-        self, token: str, *, audience: str, nonce: str, uow: UnitOfWork | None = None
+        self,
+        token: str,
+        *,
+        audience: str,
+        nonce: str | Callable[[str], bool],
+        uow: UnitOfWork | None = None,
     ) -> VerifiedLoginProof:
         """Verify a login proof for ``audience`` bound to ``nonce``.
 
-        The nonce is compared in constant time but **not consumed**: the caller issued it and
-        must make it single-use (delete it atomically from its nonce store before or after
-        this call). The proof's ``jti`` is remembered like a request proof's.
+        A ``str`` nonce is compared in constant time but **not consumed**: the caller issued
+        it and must make it single-use (delete it atomically from its nonce store before or
+        after this call). A callable is the caller's nonce store instead: once the signature
+        holds, it is called with the proof's own nonce claim and must spend it (``True``) or
+        refuse it (``False``: :class:`NonceMismatch`); the token is parsed once either way.
+        The proof's ``jti`` is remembered like a request proof's.
         """
         if not audience or not nonce:
             raise ValueError("audience and nonce are required")
@@ -511,11 +519,16 @@ class DeviceProofVerifier:
             raise BodyMismatch("bh does not match the request body")
 
     @staticmethod
-    def _check_login_claims(claims: dict[str, Any], *, nonce: str, body: bytes) -> None:
+    def _check_login_claims(
+        claims: dict[str, Any], *, nonce: str | Callable[[str], bool], body: bytes
+    ) -> None:
         claimed = claims.get("nonce")
-        if not isinstance(claimed, str) or not hmac.compare_digest(
-            claimed.encode(), nonce.encode()
-        ):
+        if not isinstance(claimed, str):
+            raise NonceMismatch("the proof is bound to another nonce")
+        if callable(nonce):
+            if not nonce(claimed):  # spent now: a replay of this proof finds it gone
+                raise NonceMismatch("the proof is not bound to a live nonce from this gateway")
+        elif not hmac.compare_digest(claimed.encode(), nonce.encode()):
             raise NonceMismatch("the proof is bound to another nonce")
         posture = claims.get("posture")
         if posture is not None and not isinstance(posture, dict):

@@ -29,17 +29,17 @@ import dataclasses
 import logging
 from datetime import datetime, timedelta
 
+from mdm_core.access.evaluate import ChosenPosture, evaluate_state
+from mdm_core.access.state import AccessState
 from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.device.compliance_hook import ComplianceSummary
 from mdm_core.directory.mirror import effective_group_names
 from mdm_core.domain.device_lifecycle import change_status
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
-from mdm_core.policy.engine import evaluate
 from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.policy.model import (
     Decision,
-    EvaluationInput,
     Outcome,
     Reason,
     ReasonCode,
@@ -94,16 +94,13 @@ class PolicyComplianceHook:
         before, failures = uow.compliance.evaluation_state(device.id)  # one query
         # Evaluate the posture itself: the device's current status is applied below.
         as_active = dataclasses.replace(device, status=DeviceStatus.ACTIVE)
-        decision = evaluate(
-            EvaluationInput(
-                user=owner,
-                device=as_active,
-                posture=posture,
-                now=now,
-                posture_age=timedelta(0),
-                rule_failures=failures,
-            ),
-            policies,
+        # The access decision's own evaluation step, on the posture just stored (age 0).
+        decision = evaluate_state(
+            AccessState(user=owner, device=as_active, rule_failures=failures),
+            ChosenPosture(posture=posture, age=timedelta(0)),
+            app=None,
+            now=now,
+            policies=policies,
         )
         if decision.failing_rules != failures.keys():  # most check-ins change nothing
             uow.compliance.sync_rule_failures(device.id, decision.failing_rules, at=now)

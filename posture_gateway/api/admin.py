@@ -1,8 +1,9 @@
 """The admin JSON API: ``GET /admin/api/what-if?user=U&device=D&app=A``.
 
 Explains the decision a user would get on a device for an app (see
-:mod:`mdm_core.policy.whatif`) without logging anyone in, plus ``GET /admin/api/policies``
-(the set in force and whether the files on disk currently validate).
+:mod:`mdm_core.access.whatif`: the live decision path, not audited) without logging anyone
+in, plus ``GET /admin/api/policies`` (the set in force and whether the files on disk
+currently validate).
 
 Guard: ``Authorization: Bearer <settings.admin_token>``, compared in constant time. No
 token configured (or one shorter than 32 characters) disables the API: every request is
@@ -18,8 +19,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from mdm_core.access.whatif import what_if
 from mdm_core.policy.errors import PolicySetUnavailable
-from mdm_core.policy.whatif import what_if
+from posture_gateway.access.device_gate import evaluator
 from posture_gateway.state import state
 
 __all__ = ["bp", "MIN_TOKEN_LENGTH"]
@@ -67,11 +69,11 @@ def what_if_view() -> tuple[Response, int]:
         return _error(400, "bad_request", "`app` must be 1-512 printable characters")
     core = state().core
     try:
-        policies = core.policies.current()
+        core.policies.current()  # none in force: say so (the evaluator would block everything)
     except PolicySetUnavailable as exc:
         return _error(503, "policy_set_unavailable", str(exc))
     result = what_if(
-        core.storage, policies, user_id=user_id, device_id=device_id, app=app, now=datetime.now(UTC)
+        evaluator(), user_id=user_id, device_id=device_id, app=app, now=datetime.now(UTC)
     )
     response = jsonify(result)
     response.headers["Cache-Control"] = "no-store"

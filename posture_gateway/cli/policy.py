@@ -169,17 +169,17 @@ def _directory_groups(settings: Any) -> frozenset[str]:
 @with_appcontext
 def what_if_cmd(user_id: str, device_id: str, app: str | None, as_json: bool) -> None:
     """Show the decision USER would get on DEVICE for APP, and why (no login happens)."""
-    from mdm_core.policy.whatif import what_if
+    from mdm_core.access.whatif import what_if
+    from posture_gateway.access.device_gate import evaluator
     from posture_gateway.app import state
 
     core = state().core
     try:
-        policies = core.policies.current()
+        core.policies.current()
     except PolicySetUnavailable as exc:
         raise click.ClickException(f"{exc} (every decision blocks)") from exc
     result = what_if(
-        core.storage,
-        policies,
+        evaluator(),
         user_id=user_id,
         device_id=device_id,
         app=app,

@@ -7,7 +7,7 @@ and form-POSTs an implicit-flow request to ``/entra/eam/authorize``: ``response_
 ``state``, ``claims`` (the requested ``acr``/``amr`` values) and an already-expired
 ``id_token_hint`` that we validate fully except its expiry
 (:mod:`idp_connectors.entra`). The user then goes through the device check (local agent proof,
-:class:`~posture_gateway.login.device_check.DeviceGate`); ``/entra/eam/complete`` answers Entra by
+:class:`~mdm_core.access.evaluator.AccessEvaluator`); ``/entra/eam/complete`` answers Entra by
 form_post with an RS256 ID token — ``sub`` = the hint's ``sub``, exactly one requested
 ``acr``, a one-element ``amr``, the nonce echoed — or with ``error=access_denied`` when the
 device fails. ``restrict`` is refused too: through Entra we cannot narrow what the user reaches.
@@ -31,12 +31,14 @@ from flask import Blueprint, Response, render_template_string, request, session
 from flask.typing import ResponseReturnValue
 
 from idp_connectors.errors import ConnectorError
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
 from mdm_core.support.json_input import loads_bounded
 from posture_gateway.access.nonces import NonceKind, nonce_purpose
 from posture_gateway.api.openapi import not_json
 from posture_gateway.integrations.settings import EntraEamSettings
 from posture_gateway.integrations.state import IntegrationsState, integrations
-from posture_gateway.login.device_check import LoginVerdict, blocked
+from posture_gateway.login.device_check import blocked, not_configured
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.state import state
@@ -427,24 +429,30 @@ def _device_purpose(st: IntegrationsState) -> str:
 
 def _check_device(
     st: IntegrationsState, cfg: EntraEamSettings, txn: EamTransaction, proof: str | None
-) -> LoginVerdict:
+) -> Decision:
     try:
         if not st.nonce_store().consume(txn.device_nonce, purpose=_device_purpose(st)):
             return blocked("device_check_expired", "The device check expired. Start again.")
-        return st.gate().check(
-            user_id=txn.user_id,
-            client_id=cfg.client_id,
-            requested_scopes=frozenset({"openid"}),
-            proof=proof,
-            nonce=txn.device_nonce,
-            client_cert_pem=None,
+        evaluator = st.access()
+        if evaluator is None:
+            return not_configured()
+        return evaluator.decide(
+            AccessRequest(
+                user_id=txn.user_id,
+                application=cfg.client_id,
+                channel="entra_eam",
+                caller=cfg.client_id,
+                device_proof=proof,
+                proof_audience=st.device_proof_audience(),
+                proof_nonce=txn.device_nonce,  # consumed above: single use
+            )
         )
     except Exception:
         log.exception("entra eam: device gate failed; blocking")
         return blocked("device_gate_unavailable", "The device check failed. Try again later.")
 
 
-def _refusal_page(txn: EamTransaction, verdict: LoginVerdict) -> Response:
+def _refusal_page(txn: EamTransaction, verdict: Decision) -> Response:
     reasons = [r.message for r in verdict.reasons] or ["This device does not meet the policy."]
     codes = ",".join(r.code for r in verdict.reasons) or verdict.outcome
     response = _page(

@@ -27,8 +27,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from idp_connectors.identity import ExternalIdentity
+from mdm_core.access.decision import Decision, block
+from mdm_core.access.request import AccessRequest
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
-from posture_gateway.access.decision import AccessRequest, Decision, block_decision
 from posture_gateway.integrations.state import IntegrationsState, integrations
 
 __all__ = [
@@ -152,7 +153,10 @@ def _refuse(status: int, error: str, reason: str) -> Response:
 def _decide_within_budget(app: Flask, st: IntegrationsState, access: AccessRequest) -> Decision:
     def run() -> Decision:
         with app.app_context():
-            return st.decision_service.decide(access)
+            evaluator = st.access()
+            if evaluator is None:
+                raise RuntimeError("no access evaluator is wired")
+            return evaluator.decide(access)
 
     future = st.executor.submit(run)
     try:
@@ -160,10 +164,10 @@ def _decide_within_budget(app: Flask, st: IntegrationsState, access: AccessReque
     except FutureTimeout:
         future.cancel()
         log.warning("okta hook: decision missed the %s budget", st.settings.okta.budget)
-        return block_decision("posture_timeout", "The posture decision took too long.")
+        return block("posture_timeout", "The posture decision took too long.")
     except Exception:
         log.exception("okta hook: decision failed; annotating block")
-        return block_decision("decision_unavailable", "The posture decision failed.")
+        return block("decision_unavailable", "The posture decision failed.")
 
 
 @bp.post("/hooks/okta/token")
@@ -198,17 +202,16 @@ def token_hook() -> Response:
         )
     except Exception:
         log.exception("okta hook: user directory failed")
-        decision = block_decision("directory_unavailable", "Cannot resolve the user now.", now=now)
+        decision = block("directory_unavailable", "Cannot resolve the user now.", now=now)
     else:
         if user_id is None:
-            decision = block_decision("user_unknown", "No active user with this login.", now=now)
+            decision = block("user_unknown", "No active user with this login.", now=now)
         else:
             access = AccessRequest(
                 user_id=user_id,
                 application=hook.data.context.protocol.client.id,
                 channel="okta_hook",
                 caller="okta",
-                requested_at=now,
             )
             app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
             decision = _decide_within_budget(app, st, access)

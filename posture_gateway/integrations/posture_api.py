@@ -15,8 +15,9 @@ authenticate with either
 - mTLS: a client certificate forwarded by a trusted mTLS-terminating proxy (from configured
   addresses only) in a header, pinned by SHA-256 fingerprint to a caller name.
 
-The question becomes an :class:`posture_gateway.access.decision.AccessRequest` answered by the
-:class:`~posture_gateway.access.decision.DecisionService`. Every error path answers ``outcome:
+The question becomes an :class:`mdm_core.access.request.AccessRequest` answered by the one
+access evaluator (:class:`mdm_core.access.evaluator.AccessEvaluator`), which verifies the
+proof once and spends its nonce through this API's nonce store. Every error path answers ``outcome:
 block``:
 bad credentials 401/403, bad body 400, a service that cannot decide 503. Nothing here ever
 returns ``allow`` except a decision the service made.
@@ -28,6 +29,7 @@ import hashlib
 import hmac
 import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from ipaddress import ip_address
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -38,9 +40,10 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from idp_connectors.identity import ExternalIdentity
+from mdm_core.access.decision import Decision, block
+from mdm_core.access.request import AccessRequest
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
-from posture_gateway.access.decision import AccessRequest, Decision, block_decision
-from posture_gateway.access.nonces import NonceKind, nonce_purpose
+from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.integrations.state import IntegrationsState, integrations
 
 __all__ = [
@@ -322,26 +325,46 @@ def decide() -> Response:
         log.exception("user directory failed; refusing")
         return _refuse(503, "directory_unavailable", "cannot resolve the user now")
     if user_id is None:
-        decision = block_decision(
+        decision = block(
             "user_unknown", "No active user with this login.", now=now, device_id=body.device_id
         )
         return _decision_response(decision)
+    audience = proof_audience(st)
+    purpose = nonce_purpose(NonceKind.API_DECISION, audience=audience, caller=caller.name)
     access = AccessRequest(
         user_id=user_id,
         application=body.client_id or body.entity_id or "",
         channel="posture_api",
         caller=caller.name,
-        requested_at=now,
         device_id=body.device_id,
         device_proof=body.device_proof,
-        proof_audience=proof_audience(st),
+        proof_audience=audience,
+        # The proof's nonce must be one this API issued to this caller (POST /api/v1/nonce):
+        # spent once the proof's signature holds; a browser-login nonce is unknown here.
+        spend_nonce=partial(_spend_nonce, st.nonce_store(), purpose),
     )
+    evaluator = st.access()
+    if evaluator is None:  # fail closed until the composition root wires one
+        return _decision_response(
+            block(
+                "decision_service_not_configured",
+                "This gateway has no decision service configured, so every request is blocked.",
+                now=now,
+                device_id=body.device_id,
+            )
+        )
+    answer: Decision | None = None
     try:
-        decision = st.decision_service.decide(access)
+        answer = evaluator.decide(access)
     except Exception:
-        log.exception("decision service failed; answering block")
+        log.exception("access evaluator failed; answering block")
+    if answer is None or answer.unavailable:
         return _refuse(503, "decision_unavailable", "cannot decide now; treat as block")
-    return _decision_response(decision)
+    return _decision_response(answer)
+
+
+def _spend_nonce(nonces: NonceStore, purpose: str, nonce: str) -> bool:
+    return nonces.consume(nonce, purpose=purpose)
 
 
 def _decision_response(decision: Decision) -> Response:

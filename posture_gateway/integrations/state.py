@@ -1,11 +1,11 @@
 """Per-app state of the IdP integrations and its ``init_app``.
 
 :class:`IntegrationsState` (in ``app.extensions["posture_integrations"]``) holds what the posture
-API, the Okta hook, Entra EAM and broker mode need: the :class:`DecisionService`, the
-:class:`UserDirectory`, the verifier of our access tokens, the device gate, the nonce store,
+API, the Okta hook, Entra EAM and broker mode need: the access evaluator, the
+:class:`UserDirectory`, the verifier of our access tokens, the nonce store,
 the token issuer, the outbound HTTP client, the Entra hint validator and the upstream IdPs.
 Seams start *unconfigured* and every unconfigured seam refuses (fail closed); the composition
-root replaces them (``integrations(app).decision_service = ...``).
+root replaces them (``integrations(app).evaluator = ...``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from idp_connectors.entra import EntraHintValidator
 from idp_connectors.http import make_client
 from idp_connectors.identity import ExternalIdentity, UserDirectory
 from idp_connectors.oidc_upstream import OidcUpstream
-from posture_gateway.access.decision import DecisionService, UnconfiguredDecisionService
+from mdm_core.access.evaluator import AccessDecisions
 from posture_gateway.access.nonces import InProcessNonceStore, NonceStore
 from posture_gateway.integrations.settings import IntegrationSettings
-from posture_gateway.login.device_check import DeviceGate, UnconfiguredDeviceGate
 from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_EXTENSION_KEY
 from posture_gateway.oidc.server import OIDCProvider
@@ -86,9 +85,10 @@ class IntegrationsState:
     public_url: str
     http: httpx.Client
     executor: ThreadPoolExecutor
-    decision_service: DecisionService = field(default_factory=UnconfiguredDecisionService)
+    #: The one access evaluator (posture API, Okta hook, Entra EAM); None: the OIDC
+    #: provider's; none at all: every request is blocked.
+    evaluator: AccessDecisions | None = None
     user_directory: UserDirectory = field(default_factory=UnconfiguredUserDirectory)
-    device_gate: DeviceGate | None = None
     nonces: NonceStore | None = None
     access_tokens: AccessTokenVerifier | None = None
     signing_keys: KeyRing | None = None
@@ -103,11 +103,12 @@ class IntegrationsState:
         provider = current_app.extensions.get(OIDC_EXTENSION_KEY)
         return provider if isinstance(provider, OIDCProvider) else None
 
-    def gate(self) -> DeviceGate:
-        if self.device_gate is not None:
-            return self.device_gate
+    def access(self) -> AccessDecisions | None:
+        """The access evaluator every integration asks; ``None``: not wired (block)."""
+        if self.evaluator is not None:
+            return self.evaluator
         provider = self._provider()
-        return provider.gate if provider is not None else UnconfiguredDeviceGate()
+        return provider.gate if provider is not None else None
 
     def nonce_store(self) -> NonceStore:
         if self.nonces is not None:

@@ -12,22 +12,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from mdm_core.domain.model import DeviceRecord
-from mdm_core.posture.model import Posture
-
-__all__ = ["decision_log", "log_decision", "device_label"]
+__all__ = ["decision_log", "log_decision"]
 
 decision_log = logging.getLogger("posture.decision")
-
-_PLATFORMS = {
-    "ios": "iPhone",
-    "ipados": "iPad",
-    "macos": "Mac",
-    "android": "Android device",
-    "windows": "Windows PC",
-    "linux": "Linux computer",
-    "chromeos": "Chromebook",
-}
 
 
 def log_decision(
@@ -61,16 +48,3 @@ def log_decision(
             }
         },
     )
-
-
-def device_label(record: DeviceRecord | None, posture: Posture | None) -> str | None:
-    """How pages name a device: ``Mac "MacBookPro18,3" (company-owned, ID 1a2b3c4d)``.
-
-    The model appears only when the privacy profile let the device report it."""
-    if record is None:
-        return None
-    kind = _PLATFORMS.get(record.platform.value, "device")
-    model = posture.model if posture is not None and posture.model else None
-    owner = "personal" if record.ownership.value == "byod" else "company-owned"
-    name = f"{kind} “{model}”" if model else kind
-    return f"{name} ({owner}, ID {record.id[:8]})"

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from posture_gateway.login.device_check import LoginVerdict, blocked
+from mdm_core.access.decision import Decision, block
+from mdm_core.access.request import Channel
 from posture_gateway.oidc.grants import GrantSubject
 
 __all__ = ["DeviceBinding", "UnconfiguredDeviceBinding", "REFRESH_CHANNEL"]
 
 #: The audit channel of the refresh decision.
-REFRESH_CHANNEL = "oidc_refresh"
+REFRESH_CHANNEL: Channel = "oidc_refresh"
 
 
 class DeviceBinding(Protocol):
@@ -39,11 +40,12 @@ class DeviceBinding(Protocol):
 
     def recheck(
         self, *, subject: GrantSubject, client_id: str, requested_scopes: frozenset[str]
-    ) -> LoginVerdict:
+    ) -> Decision:
         """The device decision for a refresh of ``subject``'s token by ``client_id``: the
         login pipeline on the bound device, audited. A missing or unknown device is a block
         with a reason. Raises only when no decision can be made (store down): the caller
-        answers "temporarily unavailable" and spends nothing."""
+        answers "temporarily unavailable" and spends nothing (a decision that could not be
+        made, ``Decision.unavailable``, is raised too)."""
         ...
 
     def still_bound(self, subject: GrantSubject) -> bool:
@@ -58,8 +60,8 @@ class UnconfiguredDeviceBinding:
 
     def recheck(
         self, *, subject: GrantSubject, client_id: str, requested_scopes: frozenset[str]
-    ) -> LoginVerdict:
-        return blocked(
+    ) -> Decision:
+        return block(
             "device_gate_not_configured",
             "This gateway cannot check devices, so the session cannot be renewed.",
         )

@@ -9,9 +9,10 @@
    :func:`complete_authentication`.
 3. ``/login/device`` (GET) issues a single-use nonce and renders the device-check page, whose
    script asks the local agent for a login proof and posts it back. ``/login/device`` (POST)
-   consumes the nonce (replays refused) and asks the :class:`DeviceGate`:
+   consumes the nonce (replays refused) and asks the access evaluator
+   (:class:`mdm_core.access.evaluator.AccessEvaluator`, channel ``oidc``):
    allow/restrict -> code; warn -> notice, then code; block -> remediation page with
-   "check again" (a fresh nonce). A gate that fails is a block.
+   "check again" (a fresh nonce). An evaluator that fails is a block.
 
 The transaction lives server side (:mod:`posture_gateway.login.transactions`, shared by every
 process, expiring); the signed session cookie (HttpOnly, SameSite=Lax, Secure on https) holds
@@ -22,7 +23,6 @@ bounded (count, length, no control characters) before anything is stored.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -37,9 +37,18 @@ from flask import Blueprint, Response, abort, redirect, request, session, url_fo
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
 from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
-from posture_gateway.login.device_check import LoginVerdict, blocked
+from posture_gateway.login.device_check import (
+    acr_of,
+    amr_of,
+    blocked,
+    decision_claims,
+    granted_scopes,
+    not_configured,
+)
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.grants import GrantSubject
@@ -49,7 +58,6 @@ from posture_gateway.oidc.server import (
     StoredAuthorizeRequest,
     current_provider,
 )
-from posture_gateway.oidc.tokens import RESERVED_CLAIMS
 from posture_gateway.oidc.web import csrf_ok, origin_of, render_page, security_headers
 from posture_gateway.pages.remediation import build_remediation
 
@@ -400,24 +408,6 @@ def _consume(nonces: NonceStore, nonce: str, purpose: str) -> bool:
         return False
 
 
-def _sane(verdict: LoginVerdict) -> LoginVerdict:
-    """A verdict we can put into a token; anything else is a block (the gate misbehaved)."""
-    if verdict.outcome == "block":
-        return verdict
-    usable = not RESERVED_CLAIMS.intersection(verdict.claims)
-    try:
-        json.dumps(dict(verdict.claims))
-    except (TypeError, ValueError):
-        usable = False
-    if not usable:
-        return blocked(
-            "device_check_failed",
-            "The device check returned an answer we cannot use.",
-            "Try again. If this keeps happening, contact your help desk.",
-        )
-    return verdict
-
-
 @bp.post("/login/device")
 def device_submit() -> ResponseReturnValue:
     tx = _tx()
@@ -443,22 +433,24 @@ def device_submit() -> ResponseReturnValue:
         )
     user = tx["user"]
     requested = frozenset(str(tx["params"].get("scope", "")).split())
+    access = AccessRequest(
+        user_id=user["user_id"],
+        application=tx["client_id"],
+        channel="oidc",
+        caller=tx["client_id"],
+        device_proof=request.form.get("proof") or None,
+        proof_audience=provider.issuer.issuer,
+        proof_nonce=nonce,  # consumed above: single use
+        client_cert_pem=_forwarded_device_cert(provider),
+    )
     try:
-        verdict = provider.gate.check(
-            user_id=user["user_id"],
-            client_id=tx["client_id"],
-            requested_scopes=requested,
-            proof=request.form.get("proof") or None,
-            nonce=nonce,
-            client_cert_pem=_forwarded_device_cert(provider),
-        )
-    except Exception:  # a failing gate is a block
+        verdict = provider.gate.decide(access) if provider.gate is not None else not_configured()
+    except Exception:  # a failing evaluator is a block
         verdict = blocked(
             "device_check_failed",
             "We could not check your device.",
             "Try again in a moment. If this keeps happening, contact your help desk.",
         )
-    verdict = _sane(verdict)
     log.info(
         "login device verdict user=%s client=%s outcome=%s reasons=%s",
         user["user_id"],
@@ -482,7 +474,7 @@ def device_submit() -> ResponseReturnValue:
             )
         except Exception:
             return _error_page("unavailable", "Sign-in is unavailable right now.", 503)
-        tx["warn"] = {"ticket": ticket, "verdict": _verdict_to_json(verdict)}
+        tx["warn"] = {"ticket": ticket, "verdict": verdict.to_json()}
         _save(tx)
         return render_page(
             "oidc/warn.html",
@@ -494,7 +486,7 @@ def device_submit() -> ResponseReturnValue:
             ticket=ticket,
             form_targets=[tx["redirect_origin"]],
         )
-    return _issue_code(provider, tx, verdict)
+    return _issue_code(provider, tx, verdict, requested)
 
 
 @bp.post("/login/continue")
@@ -514,43 +506,26 @@ def continue_after_warning() -> ResponseReturnValue:
         return _error_page(
             "nonce_replayed", "This notice was already used. Check again.", 400, retry=True
         )
-    return _issue_code(provider, tx, _verdict_from_json(warn["verdict"]))
+    requested = frozenset(str(tx["params"].get("scope", "")).split())
+    return _issue_code(provider, tx, Decision.from_json(warn["verdict"]), requested)
 
 
 # ---- issuing the code -----------------------------------------------------------------------
 
 
-def _verdict_to_json(verdict: LoginVerdict) -> dict[str, Any]:
-    return {
-        "outcome": verdict.outcome,
-        "claims": dict(verdict.claims),
-        "granted_scopes": sorted(verdict.granted_scopes)
-        if verdict.granted_scopes is not None
-        else None,
-        "acr": verdict.acr,
-        "amr": list(verdict.amr),
-    }
-
-
-def _verdict_from_json(data: Mapping[str, Any]) -> LoginVerdict:
-    granted = data.get("granted_scopes")
-    return LoginVerdict(
-        outcome=data["outcome"],
-        claims=dict(data["claims"]),
-        granted_scopes=frozenset(granted) if granted is not None else None,
-        acr=data["acr"],
-        amr=tuple(data["amr"]),
-    )
-
-
-def _issue_code(provider: OIDCProvider, tx: Mapping[str, Any], verdict: LoginVerdict) -> Response:
+def _issue_code(
+    provider: OIDCProvider,
+    tx: Mapping[str, Any],
+    verdict: Decision,
+    requested: frozenset[str],
+) -> Response:
     user = tx["user"]
-    amr = tuple(dict.fromkeys([*user["amr"], *verdict.amr]))
-    device_id = verdict.claims.get("device_id")
+    amr = tuple(dict.fromkeys([*user["amr"], *amr_of(verdict)]))
+    device_id = verdict.device_id
     subject = GrantSubject(
         user_id=user["user_id"],
         auth_time=int(user["auth_time"]),
-        acr=verdict.acr,
+        acr=acr_of(verdict),
         amr=amr,
         profile={
             k: v
@@ -561,10 +536,10 @@ def _issue_code(provider: OIDCProvider, tx: Mapping[str, Any], verdict: LoginVer
             )
             if v
         },
-        posture={**dict(verdict.claims), "posture_outcome": verdict.outcome},
+        posture={**decision_claims(verdict), "posture_outcome": verdict.outcome},
         device_id=str(device_id) if device_id is not None else None,
     )
-    grant_user = LoginSubject(subject=subject, granted_scopes=verdict.granted_scopes)
+    grant_user = LoginSubject(subject=subject, granted_scopes=granted_scopes(verdict, requested))
     oauth_request = StoredAuthorizeRequest(
         f"{provider.issuer.issuer}/oauth/authorize", tx["params"]
     )

@@ -54,8 +54,10 @@ from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
+from mdm_core.access.decision import Decision
+from mdm_core.access.evaluator import AccessDecisions
 from posture_gateway.access.nonces import NonceStore
-from posture_gateway.login.device_check import DeviceGate, LoginVerdict
+from posture_gateway.login.device_check import decision_claims, granted_scopes
 from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.binding import DeviceBinding, UnconfiguredDeviceBinding
 from posture_gateway.oidc.claims import SUPPORTED_SCOPES, GroupsReader, token_claims
@@ -69,7 +71,7 @@ from posture_gateway.oidc.grants import (
     digest,
 )
 from posture_gateway.oidc.local_users import LocalUsers
-from posture_gateway.oidc.tokens import RESERVED_CLAIMS, TokenIssuer, TokenRejected
+from posture_gateway.oidc.tokens import TokenIssuer, TokenRejected
 from posture_gateway.signing.key_ring import KeyRing
 
 __all__ = [
@@ -278,7 +280,8 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    _verdict: LoginVerdict | None = None
+    _verdict: Decision | None = None
+    _granted: frozenset[str] | None = None
 
     @property
     def provider(self) -> OIDCProvider:
@@ -303,7 +306,7 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
             return None
         return IssuedToken("refresh_token", record, now)
 
-    def _decide(self, found: TokenRecord) -> LoginVerdict:
+    def _decide(self, found: TokenRecord) -> Decision:
         scope = self.request.payload.scope
         requested = frozenset((scope or found.scope).split())
         if not requested <= frozenset(found.scope.split()):
@@ -319,9 +322,7 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         except Exception as exc:
             log.exception("refresh: the device decision could not be made")
             raise _TemporarilyUnavailable("the device check is unavailable; retry") from exc
-        if verdict.outcome != "block" and RESERVED_CLAIMS.intersection(verdict.claims):
-            log.error("refresh: the device decision returned reserved claims")
-            raise _TemporarilyUnavailable("the device check returned an unusable answer")
+        self._granted = granted_scopes(verdict, requested)
         return verdict
 
     def authenticate_user(self, refresh_token: IssuedToken) -> GrantSubject:
@@ -330,13 +331,13 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         verdict = self._verdict
         return replace(
             refresh_token.record.subject,
-            posture={**dict(verdict.claims), "posture_outcome": verdict.outcome},
+            posture={**decision_claims(verdict), "posture_outcome": verdict.outcome},
         )
 
     def issue_token(self, user: GrantSubject, refresh_token: IssuedToken) -> dict[str, Any]:
         assert self._verdict is not None
         scopes = (self.request.payload.scope or refresh_token.get_scope()).split()
-        granted = self._verdict.granted_scopes
+        granted = self._granted
         if granted is not None:  # restrict narrows (never widens); openid stays, as at login
             scopes = [s for s in scopes if s in granted or s == "openid"]
         token: dict[str, Any] = self.generate_token(
@@ -452,7 +453,7 @@ class OIDCProvider:
     codes: CodeStore
     tokens: TokenStore
     nonces: NonceStore
-    gate: DeviceGate
+    gate: AccessDecisions | None  # the access evaluator; None: every login is blocked
     local_users: LocalUsers | None
     code_ttl: timedelta
     refresh_token_ttl: timedelta
@@ -470,7 +471,7 @@ class OIDCProvider:
     server: GatewayAuthorizationServer = field(init=False)
 
     def __post_init__(self) -> None:
-        for name in ("issuer", "keys", "clients", "codes", "tokens", "nonces", "gate"):
+        for name in ("issuer", "keys", "clients", "codes", "tokens", "nonces"):
             if getattr(self, name) is None:
                 raise ValueError(f"OIDCProvider needs {name}")
         self.server = GatewayAuthorizationServer(self)

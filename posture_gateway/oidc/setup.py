@@ -8,18 +8,18 @@ gateway's OIDC tables (``create_all``), the grant stores, the nonce store and th
 registers the protocol and login blueprints and sets the session cookie flags.
 
 Nonces default to :class:`~posture_gateway.oidc.sql_nonces.SqlNonceStore` (shared by every
-process on the database); pass a Redis store as ``nonces=`` when there is one. The device gate
-defaults to :class:`~posture_gateway.login.device_check.UnconfiguredDeviceGate`
-(every login blocked) until the composition root passes the real one.
+process on the database); pass a Redis store as ``nonces=`` when there is one. Until the
+composition root wires the access evaluator (``posture_gateway.access.device_gate``) the
+provider has none and every login is blocked.
 """
 
 from __future__ import annotations
 
 from flask import Flask
 
+from mdm_core.access.evaluator import AccessDecisions
 from mdm_core.ratelimit.guard import RateGuard
 from posture_gateway.access.nonces import NonceStore
-from posture_gateway.login.device_check import DeviceGate, UnconfiguredDeviceGate
 from posture_gateway.login.transactions import init_app as init_login_transactions
 from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
 from posture_gateway.oidc.claims import directory_groups_reader
@@ -73,7 +73,7 @@ def build_key_ring(settings: Settings) -> KeyRing:
 def init_app(
     app: Flask,
     *,
-    gate: DeviceGate | None = None,
+    gate: AccessDecisions | None = None,
     nonces: NonceStore | None = None,
 ) -> OIDCProvider:
     """Build the provider from ``app.extensions["posture"]`` and register its blueprints."""
@@ -120,7 +120,7 @@ def init_app(
         codes=SqlCodeStore(database),
         tokens=SqlTokenStore(database),
         nonces=nonces or SqlNonceStore(database),
-        gate=gate or UnconfiguredDeviceGate(),
+        gate=gate,  # None until the access evaluator is wired: every login blocks
         local_users=local_users,
         code_ttl=oidc.code_ttl,
         refresh_token_ttl=oidc.refresh_token_ttl,

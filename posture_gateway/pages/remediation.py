@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from posture_gateway.login.device_check import Reason
+from mdm_core.access.decision import Reason
 
 __all__ = ["Check", "Remediation", "USER_FIXABLE", "build_remediation"]
 

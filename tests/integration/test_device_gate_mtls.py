@@ -1,4 +1,4 @@
-"""The device gate with a device certificate forwarded by an mTLS proxy (no login proof)."""
+"""The access evaluator with a device certificate forwarded by an mTLS proxy (no login proof)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
+from mdm_core.access.wiring import evaluator_for
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
 from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.database import Database
-from posture_gateway.access.device_gate import PolicyDeviceGate, PostureEvaluator
 from tests.helpers.enrolled import EnrolledDevice, enroll_device, make_core
 
 
@@ -43,31 +45,32 @@ def _healthy(core: MdmCore) -> EnrolledDevice:
     return dev
 
 
-def _check(core: MdmCore, cert: str | None, user: str = "u-alice") -> object:
-    gate = PolicyDeviceGate(PostureEvaluator(core), audience="https://gw.test")
-    return gate.check(
-        user_id=user,
-        client_id="app",
-        requested_scopes=frozenset({"openid"}),
-        proof=None,
-        nonce="unused-with-mtls",
-        client_cert_pem=cert,
+def _check(core: MdmCore, cert: str | None, user: str = "u-alice") -> Decision:
+    return evaluator_for(core).decide(
+        AccessRequest(
+            user_id=user,
+            application="app",
+            channel="oidc",
+            caller="app",
+            proof_audience="https://gw.test",
+            client_cert_pem=cert,
+        )
     )
 
 
 def test_current_device_certificate_proves_the_device(core: MdmCore) -> None:
     dev = _healthy(core)
     verdict = _check(core, dev.certificate_pem)
-    assert verdict.outcome in {"allow", "warn"}  # type: ignore[attr-defined]
-    assert verdict.claims["device_id"] == dev.device_id  # type: ignore[attr-defined]
+    assert verdict.outcome in {"allow", "warn"}
+    assert verdict.device_id == dev.device_id
 
 
 def test_revoked_device_certificate_is_refused(core: MdmCore) -> None:
     dev = _healthy(core)
     core.enrollment.revoke_device(dev.device_id, actor="admin:test", reason="lost")
     verdict = _check(core, dev.certificate_pem)
-    assert verdict.outcome == "block"  # type: ignore[attr-defined]
-    assert verdict.reasons[0].code == "revoked_certificate"  # type: ignore[attr-defined]
+    assert verdict.outcome == "block"
+    assert verdict.reasons[0].code == "revoked_certificate"
 
 
 def test_certificate_of_another_users_device_is_blocked(core: MdmCore) -> None:
@@ -78,11 +81,11 @@ def test_certificate_of_another_users_device_is_blocked(core: MdmCore) -> None:
         )
     )
     verdict = _check(core, dev.certificate_pem, user="u-bob")
-    assert verdict.outcome == "block"  # type: ignore[attr-defined]
-    assert "device_not_owned" in {r.code for r in verdict.reasons}  # type: ignore[attr-defined]
+    assert verdict.outcome == "block"
+    assert "device_not_owned" in {r.code for r in verdict.reasons}
 
 
 def test_garbage_certificate_is_refused(core: MdmCore) -> None:
     verdict = _check(core, "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
-    assert verdict.outcome == "block"  # type: ignore[attr-defined]
-    assert verdict.reasons[0].code == "malformed_proof"  # type: ignore[attr-defined]
+    assert verdict.outcome == "block"
+    assert verdict.reasons[0].code == "malformed_proof"

@@ -30,7 +30,8 @@ from idp_connectors.oidc_upstream import UpstreamOidcSettings
 from posture_gateway.app import GatewayState, create_app
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.integrations.state import integrations
-from posture_gateway.login.device_check import LoginVerdict
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
 from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_EXTENSION_KEY
 from posture_gateway.oidc.server import OIDCProvider
@@ -319,12 +320,12 @@ class AllowGate:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def check(self, **kwargs: Any) -> LoginVerdict:
-        self.calls.append(kwargs)
-        return LoginVerdict(outcome="allow", claims={"posture_outcome": "allow"})
+    def decide(self, request: AccessRequest) -> Decision:
+        self.calls.append({"user_id": request.user_id, "proof": request.device_proof})
+        return Decision(outcome="allow")
 
-    def recheck(self, **kwargs: Any) -> LoginVerdict:
-        return self.check(**kwargs)
+    def recheck(self, **kwargs: Any) -> Decision:
+        return Decision(outcome="allow")
 
     def still_bound(self, subject: Any) -> bool:  # no real device behind this stub
         return True

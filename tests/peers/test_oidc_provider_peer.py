@@ -208,7 +208,7 @@ def test_confidential_client_full_flow(gateway: tuple[str, StubGate]) -> None:
     assert result["introspection_active"]["active"] is True
     assert result["introspection_after_revoke"] == {"active": False}
     assert result["reuse_error"] == "invalid_grant"
-    assert gate.calls and gate.calls[0]["proof"] == "agent-proof"
+    assert gate.calls and gate.calls[0].device_proof == "agent-proof"
     # The end-session URL the RP built is honoured, to the registered URI only.
     with httpx.Client(follow_redirects=False) as browser:
         bye = browser.get(result["end_session_url"])

@@ -1,7 +1,7 @@
 """Fixtures for the OpenID provider: an app with two relying parties, users, a test gate.
 
 ``Browser`` follows the login flow the way a user's browser would (redirects, forms with the
-CSRF token, the device-check form with a proof); ``StubGate`` returns the verdict a test sets
+CSRF token, the device-check form with a proof); ``StubGate`` returns the decision a test sets
 (at login and, as the provider's ``DeviceBinding``, at refresh).
 """
 
@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -21,8 +22,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
 from posture_gateway.app import create_app
-from posture_gateway.login.device_check import LoginVerdict
 from posture_gateway.oidc.passwords import hash_client_secret, hash_password
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.settings import Settings
@@ -37,30 +39,29 @@ PASSWORD = "alice-password-1"
 
 @dataclass
 class StubGate:
-    verdict: LoginVerdict = field(
-        default_factory=lambda: LoginVerdict(
+    """The access evaluator seen by the login (``decide``) and the refresh binding."""
+
+    verdict: Decision = field(
+        default_factory=lambda: Decision(
             outcome="allow",
-            claims={
-                "device_id": "dev-1",
-                "compliance_state": "compliant",
-                "posture_evaluated_at": 1700000000,
-                "posture_policy_ids": ["baseline"],
-            },
+            device_id="dev-1",
+            evaluated_policy_ids=("baseline",),
+            evaluated_at=datetime.fromtimestamp(1700000000, UTC),
         )
     )
     raises: bool = False
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[AccessRequest] = field(default_factory=list)
     # The DeviceBinding side (refresh decision, token lookups): the same verdict; bound.
     bound: bool = True
     rechecks: list[dict[str, Any]] = field(default_factory=list)
 
-    def check(self, **kwargs: Any) -> LoginVerdict:
-        self.calls.append(kwargs)
+    def decide(self, request: AccessRequest) -> Decision:
+        self.calls.append(request)
         if self.raises:
             raise RuntimeError("gate exploded")
         return self.verdict
 
-    def recheck(self, **kwargs: Any) -> LoginVerdict:
+    def recheck(self, **kwargs: Any) -> Decision:
         self.rechecks.append(kwargs)
         if self.raises:
             raise RuntimeError("gate exploded")

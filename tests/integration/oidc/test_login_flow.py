@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 
-from posture_gateway.login.device_check import LoginVerdict, Reason
+from mdm_core.access.decision import Decision, Reason
 from posture_gateway.oidc.server import OIDCProvider
 from tests.integration.oidc.conftest import (
     ISSUER,
@@ -49,14 +49,11 @@ def test_allow_issues_code_and_tokens_with_posture_claims(
     assert claims["posture_policy_ids"] == ["baseline"] and claims["posture_outcome"] == "allow"
     assert claims["email"] == "alice@example.com" and claims["name"] == "Alice Example"
     assert "at_hash" in claims
-    # The gate saw who, for which client, with the proof and the nonce it was bound to.
+    # The evaluator saw who, for which client, with the proof and the nonce it was bound to.
     (call,) = gate.calls
-    assert call["user_id"] == "u-alice" and call["client_id"] == "conf"
-    assert call["proof"] == "proof-jwt" and call["requested_scopes"] == {
-        "openid",
-        "profile",
-        "email",
-    }
+    assert call.user_id == "u-alice" and call.application == "conf" and call.channel == "oidc"
+    assert call.device_proof == "proof-jwt" and call.proof_nonce
+    assert call.proof_audience == provider.issuer.issuer
     userinfo = browser.client.get(
         "/oauth/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"}
     )
@@ -79,8 +76,8 @@ def test_public_client_with_pkce(public_browser: Browser, provider: OIDCProvider
 
 
 def test_restrict_narrows_scopes(browser: Browser, gate: StubGate) -> None:
-    gate.verdict = LoginVerdict(
-        outcome="restrict", claims={"device_id": "dev-1"}, granted_scopes=frozenset({"openid"})
+    gate.verdict = Decision(
+        outcome="restrict", device_id="dev-1", allowed_scopes=frozenset({"openid"})
     )
     response = browser.exchange(browser.full_login())
     assert response.status_code == 200
@@ -92,8 +89,8 @@ def test_restrict_narrows_scopes(browser: Browser, gate: StubGate) -> None:
 
 
 def test_restrict_never_widens(browser: Browser, gate: StubGate) -> None:
-    gate.verdict = LoginVerdict(
-        outcome="restrict", granted_scopes=frozenset({"openid", "email", "offline_access"})
+    gate.verdict = Decision(
+        outcome="restrict", allowed_scopes=frozenset({"openid", "email", "offline_access"})
     )
     browser.scope = "openid profile"
     response = browser.exchange(browser.full_login())
@@ -101,9 +98,9 @@ def test_restrict_never_widens(browser: Browser, gate: StubGate) -> None:
 
 
 def test_warn_shows_notice_then_continues_once(browser: Browser, gate: StubGate) -> None:
-    gate.verdict = LoginVerdict(
+    gate.verdict = Decision(
         outcome="warn",
-        claims={"device_id": "dev-1"},
+        device_id="dev-1",
         reasons=(Reason("os_outdated", "Your operating system is out of date."),),
         remediation=("Install the latest update.",),
         deadline=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
@@ -126,7 +123,7 @@ def test_warn_shows_notice_then_continues_once(browser: Browser, gate: StubGate)
 
 
 def test_block_shows_remediation_and_check_again(browser: Browser, gate: StubGate) -> None:
-    gate.verdict = LoginVerdict(
+    gate.verdict = Decision(
         outcome="block",
         reasons=(Reason("encryption_off", "Disk encryption is turned off.", "baseline"),),
         remediation=("Turn on FileVault in System Settings.",),
@@ -139,10 +136,10 @@ def test_block_shows_remediation_and_check_again(browser: Browser, gate: StubGat
     assert "Disk encryption is turned off." in html and "Turn on FileVault" in html
     assert 'data-reason="encryption_off"' in html and "/login/device" in html
     # "Check again" restarts the device check with a fresh nonce; now healthy.
-    gate.verdict = LoginVerdict(outcome="allow", claims={"device_id": "dev-1"})
-    first_nonce = gate.calls[0]["nonce"]
+    gate.verdict = Decision(outcome="allow", device_id="dev-1")
+    first_nonce = gate.calls[0].proof_nonce
     code = browser.code_from(browser.submit_device())
-    assert gate.calls[1]["nonce"] != first_nonce
+    assert gate.calls[1].proof_nonce != first_nonce
     assert browser.exchange(code).status_code == 200
 
 
@@ -155,23 +152,12 @@ def test_failing_gate_blocks(browser: Browser, gate: StubGate) -> None:
     assert 'data-reason="device_check_failed"' in page.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("claims", [{"sub": "admin"}, {"device_id": object()}])
-def test_gate_claims_that_cannot_go_in_a_token_block(
-    browser: Browser, gate: StubGate, claims: dict[str, object]
-) -> None:
-    gate.verdict = LoginVerdict(outcome="allow", claims=claims)
-    browser.authorize()
-    browser.login()
-    assert browser.submit_device().status_code == 403
-
-
 def test_unconfigured_gate_blocks_everyone(app: object, provider: OIDCProvider) -> None:
-    from posture_gateway.access.device_gate import PolicyDeviceGate
-    from posture_gateway.login.device_check import UnconfiguredDeviceGate
+    from mdm_core.access.evaluator import AccessEvaluator
 
-    # create_app wires the real gate; the fail-closed placeholder still blocks everyone
-    assert isinstance(provider.gate, PolicyDeviceGate)
-    provider.gate = UnconfiguredDeviceGate()
+    # create_app wires the one evaluator; without one every login is blocked
+    assert isinstance(provider.gate, AccessEvaluator)
+    provider.gate = None
     browser = Browser(app.test_client())  # type: ignore[attr-defined]
     browser.authorize()
     browser.login()
@@ -185,7 +171,7 @@ def test_nonce_replay_in_same_session_is_refused(browser: Browser, gate: StubGat
     browser.login()
     csrf, nonce = browser.device_page()
     data = {"csrf_token": csrf, "nonce": nonce, "proof": "p"}
-    gate.verdict = LoginVerdict(outcome="block", reasons=(Reason("x", "x"),))
+    gate.verdict = Decision(outcome="block", reasons=(Reason("x", "x"),))
     assert browser.client.post("/login/device", data=data).status_code == 403
     replay = browser.client.post("/login/device", data=data)
     assert replay.status_code == 400
@@ -327,7 +313,7 @@ def test_forwarded_device_cert_only_from_trusted_proxy(
     headers = {"X-Client-Cert": quote(CERT_PEM)}
     data = {"csrf_token": csrf, "nonce": nonce}
     browser.code_from(browser.client.post("/login/device", data=data, headers=headers))
-    assert gate.calls[-1]["client_cert_pem"] is None  # test client peer is not a trusted proxy
+    assert gate.calls[-1].client_cert_pem is None  # test client peer is not a trusted proxy
     provider.device_cert_proxies = (ip_network("127.0.0.1/32"),)
     browser.authorize()
     browser.login()
@@ -337,5 +323,5 @@ def test_forwarded_device_cert_only_from_trusted_proxy(
         "/login/device", data=data, headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
     )
     browser.code_from(response)
-    assert gate.calls[-1]["client_cert_pem"] == CERT_PEM
-    assert gate.calls[-1]["proof"] is None
+    assert gate.calls[-1].client_cert_pem == CERT_PEM
+    assert gate.calls[-1].device_proof is None

@@ -21,9 +21,11 @@ from flask import Flask
 
 from mdm_core.agent.agent import agent_report
 from mdm_core.agent.collector_linux import AGENT_VERSION, LinuxPosture
-from mdm_core.posture.model import Ownership, Platform
+from mdm_core.access.evaluate import ChosenPosture
+from mdm_core.posture.model import Ownership, Platform, Posture
 from mdm_core.simulator.reports import DeviceTraits
-from posture_gateway.access.device_gate import PostureEvaluator
+from mdm_core.access.state import AccessState
+from posture_gateway.access.device_gate import evaluator as access_evaluator
 from posture_gateway.oidc.server import OIDCProvider
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.integration.oidc.conftest import Browser
@@ -84,6 +86,11 @@ def _decision(app: Flask, dev: EnrolledDevice) -> Any:
     return found[0]
 
 
+def _used(chosen: ChosenPosture) -> Posture | None:
+    """The posture a snapshot made, when the snapshot was used."""
+    return chosen.posture if chosen.snapshot == "used" else None
+
+
 def _stored(app: Flask, dev: EnrolledDevice) -> Any:
     with _core(app).storage.unit_of_work() as uow:
         return uow.posture.latest(dev.device_id)
@@ -138,7 +145,7 @@ def test_carried_fields_keep_their_provenance_and_age(app: Flask) -> None:
     _add_user(app)
     dev = _device(app)
     stored = _stored(app, dev)
-    evaluator = PostureEvaluator(_core(app))
+    evaluator = access_evaluator(app)
     with _core(app).storage.unit_of_work() as uow:
         record = uow.devices.get(dev.device_id)
     now = datetime.now(UTC) + timedelta(seconds=30)
@@ -147,12 +154,14 @@ def test_carried_fields_keep_their_provenance_and_age(app: Flask) -> None:
     report = {k: v for k, v in dumped.items() if v not in (None, [])}
     report["collected_at"] = now.isoformat()
     envelope = {"format": "agent", "report": report}
-    full = evaluator.snapshot_posture(record, envelope, stored.posture, now)
+    full = _used(evaluator.choose_posture(AccessState(None, record, stored), envelope, now))
     assert full is not None and full.storage_encrypted is True
     assert full.collected_at == now  # it established every field the check-in had
     partial_report = agent_report(_linux(encrypted=None, at=now))
-    partial = evaluator.snapshot_posture(
-        record, {"format": "agent", "report": partial_report}, stored.posture, now
+    partial = _used(
+        evaluator.choose_posture(
+            AccessState(None, record, stored), {"format": "agent", "report": partial_report}, now
+        )
     )
     assert partial is not None
     assert partial.storage_encrypted is True  # carried from the check-in
@@ -172,8 +181,10 @@ def test_the_snapshot_gets_the_check_in_privacy_filter(app: Flask) -> None:
     report["installed_apps"] = [{"app_id": "org.personal.chat", "version": "1"}]
     report["hostname"] = "alices-home-pc"
     report["location"] = {"latitude": 48.1, "longitude": 11.6}
-    posture = PostureEvaluator(core).snapshot_posture(
-        record, {"format": "agent", "report": report}, None, now
+    posture = _used(
+        access_evaluator(app).choose_posture(
+            AccessState(None, record), {"format": "agent", "report": report}, now
+        )
     )
     assert posture is not None
     assert posture.installed_apps == () and posture.location is None

@@ -1,6 +1,6 @@
 """Login through the REAL device gate: enrolled device, real check-in, real policies.
 
-No stub gate here: the app's own :class:`PolicyDeviceGate` verifies the login proof signed by
+No stub gate here: the app's own access evaluator verifies the login proof signed by
 the enrolled device key, reads the posture the device reported over the device protocol,
 evaluates the shipped policy set and audits the decision.
 """

@@ -28,8 +28,8 @@ from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import FORMATS
 from mdm_core.ratelimit.guard import LIMIT_NAMES
 from mdm_core.simulator.reports import DeviceTraits, native_reports
-from posture_gateway.access.decision import Channel
-from posture_gateway.login.device_check import OUTCOMES
+from mdm_core.access.decision import OUTCOMES
+from mdm_core.access.request import Channel
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings

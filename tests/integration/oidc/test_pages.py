@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from mdm_core.posture.model import Ownership
-from posture_gateway.login.device_check import LoginVerdict, Reason
+from mdm_core.access.decision import Decision, Reason
 from posture_gateway.pages.remediation import build_remediation
 from posture_gateway.settings import Settings
 from tests.integration.oidc.conftest import Browser, StubGate, write_files
@@ -102,7 +102,7 @@ def test_login_error_is_announced(browser: Browser, gate: StubGate) -> None:
 def test_block_page_pairs_fixes_and_separates_what_needs_it(
     browser: Browser, gate: StubGate
 ) -> None:
-    gate.verdict = LoginVerdict(
+    gate.verdict = Decision(
         outcome="block",
         reasons=(
             Reason(
@@ -155,7 +155,7 @@ def test_remediation_model_fails_safe() -> None:
 
 
 def test_warn_page_pairs_each_check_with_its_fix(browser: Browser, gate: StubGate) -> None:
-    gate.verdict = LoginVerdict(
+    gate.verdict = Decision(
         outcome="warn",
         reasons=(
             Reason("rule_failed", "The firewall is off.", "baseline", "medium", "Turn it on."),

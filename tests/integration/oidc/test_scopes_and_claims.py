@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind
-from posture_gateway.login.device_check import LoginVerdict
+from mdm_core.access.decision import Decision
 from posture_gateway.oidc import claims as definition
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings
@@ -140,21 +140,18 @@ def test_groups_of_a_user_not_in_the_mirror_is_empty(
 def test_only_defined_posture_claims_reach_the_token(
     browser: Browser, provider: OIDCProvider, gate: StubGate
 ) -> None:
-    gate.verdict = LoginVerdict(
+    gate.verdict = Decision(
         outcome="allow",
-        claims={
-            "device_id": "dev-1",
-            "compliance_state": "compliant",
-            "posture_policy_ids": ["baseline"],
-            "posture_age_s": 12,
-            "device_compliance": "compliant",  # the old documented name: not a claim of ours
-            "is_admin": True,  # invented by a gate
-        },
+        device_id="dev-1",
+        evaluated_policy_ids=("baseline",),
+        posture_age_s=12.7,
+        device="Mac (company-owned, ID dev-1)",  # page text, never a claim
+        snapshot="used",
     )
     claims = _id_token(provider, browser.exchange(browser.full_login()).json["id_token"])
     assert claims["compliance_state"] == "compliant"
     assert claims["posture_policy_ids"] == ["baseline"] and claims["posture_age_s"] == 12
-    assert "device_compliance" not in claims and "is_admin" not in claims
+    assert "device_compliance" not in claims and "device" not in claims
     undefined = set(claims) - set(definition.claims_supported())
     assert undefined == set(), undefined
 
@@ -191,9 +188,10 @@ def test_docs_claim_table_is_the_definition(app: Flask) -> None:
 def test_the_device_gate_verdict_carries_only_defined_claims() -> None:
     from datetime import timedelta
 
+    from mdm_core.access.decision import from_engine
     from mdm_core.policy.model import Decision as EngineDecision
     from mdm_core.policy.model import Outcome, Restrictions
-    from posture_gateway.access.device_gate import GateResult, PolicyDeviceGate
+    from posture_gateway.login.device_check import decision_claims
 
     now = datetime.now(UTC)
     decision = EngineDecision(
@@ -208,9 +206,6 @@ def test_the_device_gate_verdict_carries_only_defined_claims() -> None:
         failing_rules=frozenset(),
         evaluated_at=now,
     )
-    result = GateResult(decision=decision, refusal=None, device_id="dev-1", evaluated_at=now)
-    verdict = PolicyDeviceGate._verdict(result, frozenset({"openid"}))
-    assert set(verdict.claims) <= definition.POSTURE_CLAIMS
-    assert {"device_id", "compliance_state", "posture_policy_ids", "posture_age_s"} <= set(
-        verdict.claims
-    )
+    claims = decision_claims(from_engine(decision, device_id="dev-1"))
+    assert set(claims) <= definition.POSTURE_CLAIMS
+    assert {"device_id", "compliance_state", "posture_policy_ids", "posture_age_s"} <= set(claims)

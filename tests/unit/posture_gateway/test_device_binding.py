@@ -18,7 +18,8 @@ from mdm_core.domain.model import DeviceStatus
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.database import Database
-from posture_gateway.access.device_gate import PolicyDeviceBinding, PostureEvaluator
+from mdm_core.access.wiring import evaluator_for
+from posture_gateway.access.device_gate import PolicyDeviceBinding
 from posture_gateway.oidc.grants import GrantSubject
 from tests.helpers.enrolled import enroll_device, make_core
 
@@ -44,7 +45,7 @@ def _subject(device_id: str | None, user_id: str = USER) -> GrantSubject:
 
 
 def _binding(core: MdmCore) -> PolicyDeviceBinding:
-    return PolicyDeviceBinding(PostureEvaluator(core), core)
+    return PolicyDeviceBinding(evaluator_for(core), core.storage)
 
 
 def test_active_device_of_an_active_user_is_bound(core: MdmCore) -> None:

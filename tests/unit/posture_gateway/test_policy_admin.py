@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from flask import Flask
 
 from mdm_core.domain.model import DeviceStatus
-from mdm_core.policy.whatif import what_if
+from mdm_core.access.whatif import what_if
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
+from posture_gateway.access.device_gate import evaluator
 from posture_gateway.app import create_app
 from posture_gateway.cli.main import cli
 from posture_gateway.settings import Settings
@@ -73,8 +74,7 @@ def test_what_if_function_explains_without_writing(app: Flask) -> None:
     core = app.extensions["posture"].core
     now = datetime.now(UTC)
     result = what_if(
-        core.storage,
-        core.policies.current(),
+        evaluator(app),
         user_id="alice",
         device_id="dev-a",
         app="crm-web",
@@ -84,8 +84,7 @@ def test_what_if_function_explains_without_writing(app: Flask) -> None:
     assert result["input"]["user"]["groups"] == ["staff"]
     assert result["input"]["device"]["status"] == "active"
     jail = what_if(
-        core.storage,
-        core.policies.current(),
+        evaluator(app),
         user_id="alice",
         device_id="dev-j",
         app=None,
@@ -97,6 +96,7 @@ def test_what_if_function_explains_without_writing(app: Flask) -> None:
         assert dev is not None and dev.status is DeviceStatus.ACTIVE
         assert uow.compliance.get_state("dev-j") is None
         assert uow.outbox.fetch_unpublished(10) == []
+        assert uow.audit.recent("dev-j") == [] and uow.audit.recent("dev-a") == []
 
 
 def _get(app: Flask, query: str, token: str | None = TOKEN):

@@ -21,11 +21,11 @@ from flask import Flask
 from idp_connectors.entra import EntraHintValidator
 from idp_connectors.http import make_client
 from idp_connectors.identity import ExternalIdentity
-from posture_gateway.access.decision import AccessRequest, Decision
+from mdm_core.access.decision import Decision, Reason
+from mdm_core.access.request import AccessRequest
 from posture_gateway.app import GatewayState, create_app
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.integrations.state import integrations
-from posture_gateway.login.device_check import LoginVerdict, Reason
 from posture_gateway.settings import Settings
 from tests.helpers.entra_double import EntraDouble
 
@@ -77,27 +77,26 @@ class ScriptedDecisions:
 
 
 class ScriptedGate:
-    """A device gate answering ``verdict`` (or raising ``error``), recording its calls."""
+    """The access evaluator as a device check sees it: answers ``verdict`` (or raises
+    ``error``), recording the requests."""
 
     def __init__(self) -> None:
-        self.calls: list[dict[str, object]] = []
-        self.verdict = LoginVerdict(outcome="allow", claims={"device_id": "dev-1"})
+        self.calls: list[AccessRequest] = []
+        self.verdict = Decision(outcome="allow", device_id="dev-1")
         self.error: Exception | None = None
 
-    def check(self, **kwargs: object) -> LoginVerdict:
-        self.calls.append(kwargs)
+    def decide(self, request: AccessRequest) -> Decision:
+        self.calls.append(request)
         if self.error is not None:
             raise self.error
         return self.verdict
 
 
-def block_verdict(code: str = "encryption_off") -> LoginVerdict:
-    return LoginVerdict(
+def block_verdict(code: str = "encryption_off") -> Decision:
+    return Decision(
         outcome="block",
         reasons=(Reason(code=code, message="Disk encryption is off.", policy_id="baseline"),),
         remediation=("Turn on FileVault.",),
-        acr="",
-        amr=(),
     )
 
 
@@ -157,14 +156,14 @@ def directory(app: Flask) -> DictDirectory:
 @pytest.fixture
 def decisions(app: Flask) -> ScriptedDecisions:
     service = ScriptedDecisions()
-    integrations(app).decision_service = service
+    integrations(app).evaluator = service
     return service
 
 
 @pytest.fixture
 def gate(app: Flask) -> ScriptedGate:
     gate = ScriptedGate()
-    integrations(app).device_gate = gate
+    integrations(app).evaluator = gate
     return gate
 
 

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from idp_connectors.entra import EntraHintSettings
 from posture_gateway.integrations.settings import EntraEamSettings, IntegrationSettings
-from posture_gateway.login.device_check import LoginVerdict
+from mdm_core.access.decision import Decision
 from tests.helpers.entra_double import REDIRECT_URI, REQUESTED_ACR, EntraDouble
 from tests.unit.posture_gateway.integrations.conftest import (
     ENTRA,
@@ -103,10 +103,10 @@ def test_healthy_device_gets_an_id_token_entra_accepts(
     assert claims["amr"] == ["pop"]
     assert claims["tid"] == entra.tenant_id
     call = gate.calls[0]
-    assert call["user_id"] == "u-alice"
-    assert call["client_id"] == CLIENT_ID
-    assert call["proof"] == "proof.from.agent"
-    assert call["nonce"] == hidden_fields(page.get_data(as_text=True))["device_nonce"]
+    assert call.user_id == "u-alice" and call.channel == "entra_eam"
+    assert call.application == CLIENT_ID
+    assert call.device_proof == "proof.from.agent"
+    assert call.proof_nonce == hidden_fields(page.get_data(as_text=True))["device_nonce"]
 
 
 def test_acr_is_exactly_one_of_the_requested(
@@ -150,7 +150,7 @@ def test_amr_we_cannot_claim_is_refused(
     ("verdict", "code"),
     [
         (block_verdict("encryption_off"), "encryption_off"),
-        (LoginVerdict(outcome="restrict", granted_scopes=frozenset()), "restrict"),
+        (Decision(outcome="restrict", allowed_scopes=frozenset()), "restrict"),
     ],
 )
 def test_failing_device_is_access_denied(
@@ -158,7 +158,7 @@ def test_failing_device_is_access_denied(
     entra: EntraDouble,
     alice_claims: dict[str, Any],
     gate: ScriptedGate,
-    verdict: LoginVerdict,
+    verdict: Decision,
     code: str,
 ) -> None:
     gate.verdict = verdict

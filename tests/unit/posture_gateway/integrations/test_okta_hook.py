@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from posture_gateway.integrations.okta_hook import EVENT_TYPE
 from posture_gateway.integrations.settings import IntegrationSettings, OktaHookSettings
-from posture_gateway.login.device_check import Reason
+from mdm_core.access.decision import Reason
 from tests.unit.posture_gateway.integrations.conftest import DictDirectory, ScriptedDecisions
 
 URL = "/hooks/okta/token"

@@ -351,10 +351,11 @@ def test_engine_failure_fails_closed(app: Flask, decisions: ScriptedDecisions, a
 
 
 def test_unconfigured_engine_blocks(app: Flask, alice: str) -> None:
-    from posture_gateway.access.decision import UnconfiguredDecisionService
     from posture_gateway.integrations.state import integrations
+    from posture_gateway.oidc.server import EXTENSION_KEY
 
-    integrations(app).decision_service = UnconfiguredDecisionService()
+    integrations(app).evaluator = None
+    app.extensions[EXTENSION_KEY].gate = None  # no evaluator wired anywhere
     response = app.test_client().post(URL, json=BODY, headers=bearer(issue(app)))
     assert response.status_code == 200
     assert response.json["outcome"] == "block"

@@ -1,6 +1,6 @@
 """POST /api/v1/decision through the REAL decision service: proof, nonce, posture, engine.
 
-The app's own :class:`PolicyDecisionService` (wired by ``create_app``) verifies a device
+The app's own access evaluator (wired by ``create_app``) verifies a device
 login proof bound to a nonce issued by the gateway, resolves the user in the directory
 mirror, reads the posture the device reported over the device protocol, and evaluates the
 shipped policies.
