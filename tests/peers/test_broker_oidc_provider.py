@@ -27,11 +27,11 @@ from flask.testing import FlaskClient
 
 from idp_connectors.identity import ExternalIdentity
 from idp_connectors.oidc_upstream import UpstreamOidcSettings
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
 from posture_gateway.app import GatewayState, create_app
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.integrations.state import integrations
-from mdm_core.access.decision import Decision
-from mdm_core.access.request import AccessRequest
 from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_EXTENSION_KEY
 from posture_gateway.oidc.server import OIDCProvider

@@ -19,12 +19,12 @@ from typing import Any
 import jwt
 from flask import Flask
 
+from mdm_core.access.evaluate import ChosenPosture
+from mdm_core.access.state import AccessState
 from mdm_core.agent.agent import agent_report
 from mdm_core.agent.collector_linux import AGENT_VERSION, LinuxPosture
-from mdm_core.access.evaluate import ChosenPosture
 from mdm_core.posture.model import Ownership, Platform, Posture
 from mdm_core.simulator.reports import DeviceTraits
-from mdm_core.access.state import AccessState
 from posture_gateway.access.device_gate import evaluator as access_evaluator
 from posture_gateway.oidc.server import OIDCProvider
 from tests.helpers.enrolled import EnrolledDevice, enroll_device

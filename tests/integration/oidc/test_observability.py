@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp_connectors import errors as idp_errors
+from mdm_core.access.decision import OUTCOMES
+from mdm_core.access.request import Channel
 from mdm_core.device.commands import CommandStatus, CommandType
 from mdm_core.domain import errors as mdm_errors
 from mdm_core.domain.errors import MdmError
@@ -28,8 +30,6 @@ from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import FORMATS
 from mdm_core.ratelimit.guard import LIMIT_NAMES
 from mdm_core.simulator.reports import DeviceTraits, native_reports
-from mdm_core.access.decision import OUTCOMES
-from mdm_core.access.request import Channel
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings

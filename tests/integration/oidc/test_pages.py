@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from mdm_core.posture.model import Ownership
 from mdm_core.access.decision import Decision, Reason
+from mdm_core.posture.model import Ownership
 from posture_gateway.pages.remediation import build_remediation
 from posture_gateway.settings import Settings
 from tests.integration.oidc.conftest import Browser, StubGate, write_files

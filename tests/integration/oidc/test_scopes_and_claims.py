@@ -20,8 +20,8 @@ import jwt
 import pytest
 from flask import Flask
 
-from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind
 from mdm_core.access.decision import Decision
+from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind
 from posture_gateway.oidc import claims as definition
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings

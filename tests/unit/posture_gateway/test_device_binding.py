@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from mdm_core.access.wiring import evaluator_for
 from mdm_core.domain.device_lifecycle import change_status
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.database import Database
-from mdm_core.access.wiring import evaluator_for
 from posture_gateway.access.device_gate import PolicyDeviceBinding
 from posture_gateway.oidc.grants import GrantSubject
 from tests.helpers.enrolled import enroll_device, make_core

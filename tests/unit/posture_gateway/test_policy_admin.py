@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from mdm_core.domain.model import DeviceStatus
 from mdm_core.access.whatif import what_if
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from posture_gateway.access.device_gate import evaluator

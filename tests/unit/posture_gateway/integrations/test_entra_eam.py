@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp_connectors.entra import EntraHintSettings
-from posture_gateway.integrations.settings import EntraEamSettings, IntegrationSettings
 from mdm_core.access.decision import Decision
+from posture_gateway.integrations.settings import EntraEamSettings, IntegrationSettings
 from tests.helpers.entra_double import REDIRECT_URI, REQUESTED_ACR, EntraDouble
 from tests.unit.posture_gateway.integrations.conftest import (
     ENTRA,

@@ -10,9 +10,9 @@ import pytest
 from flask import Flask
 from pydantic import SecretStr
 
+from mdm_core.access.decision import Reason
 from posture_gateway.integrations.okta_hook import EVENT_TYPE
 from posture_gateway.integrations.settings import IntegrationSettings, OktaHookSettings
-from mdm_core.access.decision import Reason
 from tests.unit.posture_gateway.integrations.conftest import DictDirectory, ScriptedDecisions
 
 URL = "/hooks/okta/token"
