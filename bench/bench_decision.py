@@ -429,9 +429,9 @@ STEPS = [
         "~",
         "<method 'verify' of 'cryptography.hazmat.bindings._rust.openssl.ec.ECPublicKey' objects>",
     ),  # fmt: skip
-    ("  read + evaluate + audit", "posture_gateway/access/device_gate.py", "run"),
+    ("  read + evaluate (one evaluator)", "mdm_core/access/evaluator.py", "_run"),
     ("    policy engine", "mdm_core/policy/engine.py", "evaluate"),
-    ("    audit write (SQL)", "posture_gateway/access/device_gate.py", "audit"),
+    ("    audit write (SQL)", "mdm_core/access/audit.py", "record"),
 ]
 
 

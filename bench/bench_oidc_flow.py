@@ -361,13 +361,13 @@ STEPS = [
     ("  device nonce issue (SQL)", "posture_gateway/oidc/sql_nonces.py", "issue"),
     ("  device nonce consume (SQL)", "posture_gateway/oidc/sql_nonces.py", "consume"),
     (
-        "  device gate (proof, posture, policy, audit)",
-        "posture_gateway/access/device_gate.py",
-        "check",
+        "  access evaluator (proof, posture, policy, audit)",
+        "mdm_core/access/evaluator.py",
+        "decide",
     ),
     ("    proof verify", "mdm_core/device/proof.py", "verify_login_proof"),
     ("    policy engine", "mdm_core/policy/engine.py", "evaluate"),
-    ("    audit write (SQL)", "posture_gateway/access/device_gate.py", "audit"),
+    ("    audit write (SQL)", "mdm_core/access/audit.py", "record"),
     (
         "  RS256 signatures (ID + access token)",
         "~",

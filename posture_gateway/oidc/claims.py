@@ -110,7 +110,7 @@ CLAIMS: tuple[ClaimDefinition, ...] = (
         "directory",
         "The user's directory groups (nested groups expanded), names sorted",
     ),
-    # -- posture: the device decision of this login (posture_gateway/access/device_gate.py)
+    # -- posture: the device decision of this login (posture_gateway/login/device_check.py)
     # ----------
     ClaimDefinition("device_id", "string", "openid", "posture", "The proven device's id"),
     ClaimDefinition(
