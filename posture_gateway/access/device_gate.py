@@ -56,8 +56,6 @@ from mdm_core.posture.model import Posture
 from mdm_core.runtime import MdmCore
 from posture_gateway.access.decision import AccessRequest, Decision
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
-from posture_gateway.directory.identity import DirectoryUserResolver
-from posture_gateway.integrations.state import integrations
 from posture_gateway.login.device_check import (
     ACR_MANAGED_DEVICE,
     LoginVerdict,
@@ -67,7 +65,6 @@ from posture_gateway.login.device_check import (
 from posture_gateway.observability.decisions import device_label, log_decision
 from posture_gateway.oidc.binding import REFRESH_CHANNEL
 from posture_gateway.oidc.grants import GrantSubject
-from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_KEY
 
 __all__ = [
     "DECISIONS",
@@ -77,7 +74,6 @@ __all__ = [
     "PolicyDeviceBinding",
     "PolicyDecisionService",
     "SNAPSHOT_MAX_AGE",
-    "init_app",
 ]
 
 log = logging.getLogger(__name__)
@@ -608,20 +604,3 @@ def _proof_nonce(token: str) -> str | None:
         return None
     nonce = claims.get("nonce")
     return nonce if isinstance(nonce, str) else None
-
-
-def init_app(app: Any) -> None:
-    """Wire the real gate and decision service into the OIDC provider and the integrations.
-
-    Replaces the fail-closed placeholders (``UnconfiguredDeviceGate``,
-    ``UnconfiguredDecisionService``, ``UnconfiguredUserDirectory``).
-    """
-
-    core = app.extensions["posture"].core
-    provider = app.extensions[OIDC_KEY]
-    evaluator = PostureEvaluator(core)
-    provider.gate = PolicyDeviceGate(evaluator, audience=provider.issuer.issuer)
-    provider.binding = PolicyDeviceBinding(evaluator, core)  # refresh + token lookups
-    state = integrations(app)
-    state.decision_service = PolicyDecisionService(evaluator, provider.nonces)
-    state.user_directory = DirectoryUserResolver.from_settings(core.storage, state.settings)

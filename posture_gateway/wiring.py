@@ -1,0 +1,105 @@
+"""The composition root's build step: every service of the gateway, made once, in order.
+
+:func:`build_services` runs before any blueprint is registered; every service gets the real
+collaborators it needs in its constructor, so nothing is installed as a placeholder and
+swapped later, and no view looks a service up with a fallback. The order, each step using
+only what the steps before it made:
+
+1. the stores shared by every front end: the single-use nonce store (device checks, warn
+   tickets, posture-API decisions) and the one login transaction store
+   (:mod:`posture_gateway.login.transactions`);
+2. the decision pipeline: :class:`PostureEvaluator` over the core, the login
+   :class:`PolicyDeviceGate` (proofs bound to the OP issuer), the refresh-time
+   :class:`PolicyDeviceBinding`, the posture-API :class:`PolicyDecisionService`, and the
+   directory resolver of outside identities;
+3. broker mode's upstream OpenID providers (on the one outbound HTTP client), offered on the
+   login page as authenticators;
+4. the OpenID provider (key ring, token issuer, clients, local users, grant stores);
+5. the integrations state over the provider's gate, nonces, keys and access tokens, with the
+   login flow's continuation for upstream sign-ins.
+
+:func:`posture_gateway.app.create_app` calls it, then installs and registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from idp_connectors.http import make_client
+from mdm_core.runtime import MdmCore
+from posture_gateway.access.device_gate import (
+    PolicyDecisionService,
+    PolicyDeviceBinding,
+    PolicyDeviceGate,
+    PostureEvaluator,
+)
+from posture_gateway.directory.identity import DirectoryUserResolver
+from posture_gateway.integrations.state import IntegrationsState, build_upstreams
+from posture_gateway.integrations.state import build as build_integrations
+from posture_gateway.integrations.upstream_login import upstream_authenticators
+from posture_gateway.login.transactions import LoginTransactionStore, build_store
+from posture_gateway.oidc.login import complete_authentication
+from posture_gateway.oidc.server import OIDCProvider
+from posture_gateway.oidc.setup import build_provider, issuer_of
+from posture_gateway.oidc.sql_nonces import SqlNonceStore
+from posture_gateway.settings import Settings
+
+__all__ = ["GatewayServices", "build_services"]
+
+
+@dataclass(frozen=True)
+class GatewayServices:
+    """What the app factory installs: the OpenID provider (with its gate, binding, nonce
+    store), the one login transaction store, and the integrations state."""
+
+    provider: OIDCProvider
+    login_transactions: LoginTransactionStore
+    integrations: IntegrationsState
+
+
+def build_services(
+    settings: Settings, core: MdmCore, *, transport: httpx.BaseTransport | None = None
+) -> GatewayServices:
+    """Build every gateway service over ``core`` (raises ``ConfigError`` on bad settings).
+    ``transport`` replaces the outbound HTTP transport (tests of broker mode and Entra)."""
+    database = core.database
+    nonces = SqlNonceStore(database)  # shared by every process on the database
+    transactions = build_store(database, settings.redis_url)
+
+    evaluator = PostureEvaluator(core)
+    gate = PolicyDeviceGate(evaluator, audience=issuer_of(settings))
+    binding = PolicyDeviceBinding(evaluator, core)  # refresh + token lookups
+    decisions = PolicyDecisionService(evaluator, nonces)
+    directory = DirectoryUserResolver.from_settings(core.storage, settings.integrations)
+
+    integration_settings = settings.integrations
+    http = make_client(transport, timeout=integration_settings.outbound_timeout.total_seconds())
+    upstreams = build_upstreams(integration_settings, public_url=settings.public_url, http=http)
+
+    try:
+        provider = build_provider(
+            settings,
+            core,
+            gate=gate,
+            binding=binding,
+            nonces=nonces,
+            authenticators=dict(upstream_authenticators(upstreams)),
+        )
+    except BaseException:
+        http.close()
+        raise
+    integrations = build_integrations(
+        integration_settings,
+        public_url=settings.public_url,
+        http=http,
+        upstreams=upstreams,
+        provider=provider,
+        decision_service=decisions,
+        user_directory=directory,
+        complete_authentication=complete_authentication,
+    )
+    return GatewayServices(
+        provider=provider, login_transactions=transactions, integrations=integrations
+    )
