@@ -16,7 +16,7 @@ only what the steps before it made:
    login page as authenticators;
 4. the OpenID provider (key ring, token issuer, clients, local users, grant stores);
 5. the integrations state over the provider's gate, nonces, keys and access tokens, with the
-   login flow's continuation for upstream sign-ins.
+   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer.
 
 :func:`posture_gateway.app.create_app` calls it, then installs and registers.
 """
@@ -36,6 +36,7 @@ from posture_gateway.access.device_gate import (
     PostureEvaluator,
 )
 from posture_gateway.directory.identity import DirectoryUserResolver
+from posture_gateway.integrations.entra_eam import eam_token_issuer
 from posture_gateway.integrations.state import IntegrationsState, build_upstreams
 from posture_gateway.integrations.state import build as build_integrations
 from posture_gateway.integrations.upstream_login import upstream_authenticators
@@ -99,6 +100,11 @@ def build_services(
         decision_service=decisions,
         user_directory=directory,
         complete_authentication=complete_authentication,
+        entra_tokens=eam_token_issuer(
+            integration_settings.entra, provider.keys, public_url=settings.public_url
+        )
+        if integration_settings.entra
+        else None,
     )
     return GatewayServices(
         provider=provider, login_transactions=transactions, integrations=integrations

@@ -37,6 +37,7 @@ from idp_connectors.errors import ConnectorError
 from mdm_core.support.json_input import loads_bounded
 from posture_gateway.access.nonces import NonceKind
 from posture_gateway.api.openapi import not_json
+from posture_gateway.integrations.settings import EntraEamSettings
 from posture_gateway.integrations.state import IntegrationsState, integrations
 from posture_gateway.login.device_check import LoginVerdict
 from posture_gateway.login.device_step import (
@@ -48,6 +49,7 @@ from posture_gateway.login.device_step import (
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.web import render_page
+from posture_gateway.signing.key_ring import KeyRing
 
 __all__ = [
     "bp",
@@ -56,6 +58,7 @@ __all__ = [
     "requested_values",
     "choose_one",
     "discovery_document",
+    "eam_token_issuer",
     "OPENAPI_PATHS",
 ]
 
@@ -129,6 +132,16 @@ def choose_one(ours: tuple[str, ...], requested: tuple[str, ...] | None) -> str 
 
 def _issuer(st: IntegrationsState) -> str:
     return f"{st.public_url}{EAM_PATH}"
+
+
+def eam_token_issuer(cfg: EntraEamSettings, keys: KeyRing, *, public_url: str) -> TokenIssuer:
+    """The EAM issuer's ID tokens, on the gateway's key ring (built once, at start)."""
+    return TokenIssuer(
+        keys,
+        issuer=f"{public_url.rstrip('/')}{EAM_PATH}",
+        id_token_ttl=cfg.id_token_ttl,
+        access_token_ttl=timedelta(minutes=1),  # unused: the EAM issues no access tokens
+    )
 
 
 def discovery_document(st: IntegrationsState) -> dict[str, Any]:
@@ -355,12 +368,9 @@ def complete() -> Response:
     if verdict.outcome not in ("allow", "warn"):
         log.info("entra eam: device refused for %s: %s", txn.user_id, verdict.outcome)
         return _refusal_page(txn, verdict)
-    issuer = TokenIssuer(
-        st.signing_keys,
-        issuer=_issuer(st),
-        id_token_ttl=cfg.id_token_ttl,
-        access_token_ttl=timedelta(minutes=1),  # unused: the EAM issues no access tokens
-    )
+    issuer = st.entra_tokens
+    if issuer is None:  # configured Entra always has its issuer (integrations.state.build)
+        return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
     id_token = issuer.id_token(
         subject=txn.sub,
         audience=cfg.client_id,

@@ -3,7 +3,8 @@
 :class:`IntegrationsState` (in ``app.extensions["posture_integrations"]``) holds what the posture
 API, the Okta hook, Entra EAM and broker mode need: the :class:`DecisionService`, the
 :class:`UserDirectory`, the verifier of our access tokens, the device gate, the nonce store,
-the signing key ring, the outbound HTTP client, the Entra hint validator, the upstream IdPs
+the signing key ring, the outbound HTTP client, the Entra hint validator and ID token
+issuer, the upstream IdPs
 and the login flow's continuation. Every service is built before the state (the app factory
 passes them in, :mod:`posture_gateway.wiring`): nothing is installed later, and there is no
 fallback to look up at request time.
@@ -28,6 +29,7 @@ from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.login.device_check import DeviceGate
 from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.server import OIDCProvider
+from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.signing.key_ring import KeyRing
 
 __all__ = [
@@ -91,6 +93,8 @@ class IntegrationsState:
     #: The login flow's continuation once an upstream IdP vouched for the user (broker mode).
     complete_authentication: CompleteAuthentication
     entra: EntraHintValidator | None = None
+    #: The Entra EAM issuer's ID tokens (on ``signing_keys``); None when Entra is not set up.
+    entra_tokens: TokenIssuer | None = None
     upstreams: dict[str, OidcUpstream] = field(default_factory=dict)
 
     def nonce_store(self) -> NonceStore:
@@ -130,6 +134,7 @@ def build(
     decision_service: DecisionService,
     user_directory: UserDirectory,
     complete_authentication: CompleteAuthentication,
+    entra_tokens: TokenIssuer | None,
 ) -> IntegrationsState:
     """The integrations state over already-built services: the provider's gate, nonce store,
     key ring and access tokens (the same as the browser login's), and a bounded worker pool
@@ -149,6 +154,7 @@ def build(
         agent_port=provider.agent_port,
         complete_authentication=complete_authentication,
         entra=EntraHintValidator(settings.entra.hint, http=http) if settings.entra else None,
+        entra_tokens=entra_tokens,
         upstreams=upstreams,
     )
 
