@@ -336,8 +336,8 @@ def authorize() -> Response:
 @not_json("form_post answer to Entra")
 def complete() -> Response:
     st = integrations()
-    cfg = st.settings.entra
-    if cfg is None:
+    cfg, issuer = st.settings.entra, st.entra_tokens
+    if cfg is None or issuer is None:
         return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
     try:
         txn = _take(request.form.get("txn", ""))
@@ -368,9 +368,6 @@ def complete() -> Response:
     if verdict.outcome not in ("allow", "warn"):
         log.info("entra eam: device refused for %s: %s", txn.user_id, verdict.outcome)
         return _refusal_page(txn, verdict)
-    issuer = st.entra_tokens
-    if issuer is None:  # configured Entra always has its issuer (integrations.state.build)
-        return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
     id_token = issuer.id_token(
         subject=txn.sub,
         audience=cfg.client_id,
