@@ -1,8 +1,10 @@
 """The Flask app factory: builds the whole server from validated ``Settings``.
 
-``create_app(settings)`` opens the MDM core (database, bus, services), registers every
-feature blueprint, and keeps per-app state in ``app.extensions["posture"]``
-(:class:`GatewayState`), never in module globals.
+``create_app(settings)`` opens the MDM core (database, bus, services), builds every gateway
+service over it (:func:`posture_gateway.wiring.build_services`: stores, device gate and
+decision pipeline, OpenID provider, integrations state), and only then registers the
+blueprints. Per-app state lives in ``app.extensions`` (``"posture"``: :class:`GatewayState`),
+never in module globals; nothing installed there is replaced later.
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ from mdm_core.redis_backends.bus import RedisEventBus
 from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import CoreConfig, build_core
 from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
-from posture_gateway.access.device_gate import init_app as init_device_gate
+from posture_gateway.access.device_gate import install as install_evaluator
 from posture_gateway.api.admin import bp as admin_api_bp
 from posture_gateway.api.health import bp as health_bp
 from posture_gateway.directory.local_users import sync_users_file
-from posture_gateway.integrations.setup import register as integrations_register
+from posture_gateway.integrations.setup import register as register_integrations
+from posture_gateway.login.transactions import install as install_login_transactions
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.observability.metrics import bp as metrics_bp
 from posture_gateway.observability.requests import init_app as init_request_log
-from posture_gateway.oidc.setup import init_app as init_oidc
+from posture_gateway.oidc.setup import register as register_oidc
 from posture_gateway.oidc.web import baseline_headers
 from posture_gateway.pages.landing import bp as landing_bp
 from posture_gateway.settings import ConfigError, Settings, load_settings
 from posture_gateway.state import GatewayState, state
+from posture_gateway.wiring import build_services
 
 __all__ = ["create_app", "GatewayState", "state", "SECRET_KEY_FILE"]
 
@@ -97,7 +101,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     # included), so a configuration mistake leaves nothing behind.
     core = build_core(core_config(settings), bus=_event_bus(settings))
     app.config["SECRET_KEY"] = _secret_key(settings)
+    # Every gateway service next, each with its real collaborators (no placeholder swapped
+    # later); then the app state, then the blueprints.
+    services = build_services(settings, core)
     app.extensions["posture"] = GatewayState(settings=settings, core=core)
+    install_evaluator(app, services.access)  # what-if asks the evaluator every login asks
+    install_login_transactions(app, services.login_transactions)
 
     app.register_blueprint(health_bp)
     init_request_log(app)  # X-Request-ID and the access log (first, so it sees every request)
@@ -105,10 +114,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(checkin_bp)  # device check-ins, command results, long-poll
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
     app.register_blueprint(admin_api_bp)  # /admin/api: what-if, policy status (bearer token)
-    init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
+    register_oidc(app, services.provider)  # the OpenID provider: /oauth/*, login pages
     sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
-    integrations_register(app, settings.integrations, public_url=settings.public_url)
-    init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
+    register_integrations(app, services.integrations, services.provider)  # APIs, Okta, Entra
     app.after_request(baseline_headers)  # one set of security headers for every response
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen

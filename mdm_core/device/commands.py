@@ -1,4 +1,4 @@
-"""Device commands: types and their payloads, the status machine, and the command service.
+"""Device commands: the command service (records, statuses, errors: :mod:`command_model`).
 
 A command is queued for one device (``enqueue``) or the same command for many
 (``enqueue_many``), delivered at the device's next check-in (or long-poll) in priority order,
@@ -27,17 +27,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.bus.events import DomainEvent
+from mdm_core.device.command_model import (
+    DEFAULT_PRIORITY,
+    DELIVERABLE_STATUSES,
+    FINAL_STATUSES,
+    PAYLOAD_MODELS,
+    RESULT_STATUSES,
+    Command,
+    CommandStatus,
+    CommandType,
+    IdempotencyConflict,
+    IllegalTransition,
+    InactiveDevice,
+    InvalidCommand,
+    NewCommand,
+    NoSuchDevice,
+    Transition,
+    UnknownCommand,
+    check_transition,
+    validate_payload,
+)
 from mdm_core.device.metrics import count_command
 from mdm_core.domain.device_lifecycle import end_device_access
-from mdm_core.domain.errors import Conflict, MdmError, NotFound
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = [
@@ -61,271 +76,6 @@ __all__ = [
     "validate_payload",
     "CommandService",
 ]
-
-
-class CommandType(StrEnum):
-    LOCK = "lock"
-    WIPE = "wipe"
-    SELECTIVE_WIPE = "selective_wipe"
-    INSTALL_APP = "install_app"
-    REMOVE_APP = "remove_app"
-    APPLY_CONFIGURATION = "apply_configuration"
-    REQUEST_CHECKIN = "request_checkin"
-
-
-class CommandStatus(StrEnum):
-    QUEUED = "queued"
-    DELIVERED = "delivered"
-    ACKNOWLEDGED = "acknowledged"
-    ERROR = "error"
-    NOT_NOW = "not_now"
-    CANCELLED = "cancelled"
-
-
-#: What a device may answer.
-RESULT_STATUSES = frozenset(
-    {CommandStatus.ACKNOWLEDGED, CommandStatus.ERROR, CommandStatus.NOT_NOW}
-)
-FINAL_STATUSES = frozenset(
-    {CommandStatus.ACKNOWLEDGED, CommandStatus.ERROR, CommandStatus.CANCELLED}
-)
-#: Delivered at the next check-in: new, unanswered (re-delivery), or deferred by NotNow.
-DELIVERABLE_STATUSES = frozenset(
-    {CommandStatus.QUEUED, CommandStatus.DELIVERED, CommandStatus.NOT_NOW}
-)
-
-_TRANSITIONS: dict[CommandStatus | None, frozenset[CommandStatus]] = {
-    None: frozenset({CommandStatus.QUEUED}),
-    CommandStatus.QUEUED: frozenset({CommandStatus.DELIVERED, CommandStatus.CANCELLED}),
-    CommandStatus.DELIVERED: frozenset(
-        {
-            CommandStatus.DELIVERED,  # re-delivery of an unanswered command
-            CommandStatus.ACKNOWLEDGED,
-            CommandStatus.ERROR,
-            CommandStatus.NOT_NOW,
-            CommandStatus.CANCELLED,
-        }
-    ),
-    CommandStatus.NOT_NOW: frozenset({CommandStatus.DELIVERED, CommandStatus.CANCELLED}),
-    CommandStatus.ACKNOWLEDGED: frozenset(),
-    CommandStatus.ERROR: frozenset(),
-    CommandStatus.CANCELLED: frozenset(),
-}
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-class InvalidCommand(MdmError):
-    """Unknown command type or a payload that does not validate for its type."""
-
-    reason = "invalid_command"
-    status = 422
-
-
-class UnknownCommand(NotFound):
-    """No such command for this device (another device's command is reported the same way)."""
-
-    reason = "unknown_command"
-
-
-class IllegalTransition(Conflict):
-    reason = "illegal_transition"
-
-
-class IdempotencyConflict(Conflict):
-    """The idempotency key was already used for a different command on this device."""
-
-    reason = "idempotency_conflict"
-
-
-class NoSuchDevice(NotFound):
-    reason = "unknown_device"
-
-
-class InactiveDevice(Conflict):
-    """The device is retired or wiped: it will never check in again, so nothing is queued."""
-
-    reason = "device_inactive"
-
-
-def check_transition(current: CommandStatus | None, new: CommandStatus) -> None:
-    """Raise :class:`IllegalTransition` unless ``current -> new`` is in the status machine."""
-    if new not in _TRANSITIONS[current]:
-        raise IllegalTransition(
-            f"a command cannot go from {current.value if current else 'nothing'} to {new.value}"
-        )
-
-
-# --- payloads -------------------------------------------------------------------------------
-
-Text = Field(min_length=1, max_length=256)
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class LockPayload(_Payload):
-    message: str | None = Field(default=None, max_length=500)
-    phone_number: str | None = Field(default=None, pattern=r"^\+?[0-9][0-9 ()\-.]{2,31}$")
-
-
-class WipePayload(_Payload):
-    preserve_data_plan: bool = False
-    pin: str | None = Field(default=None, pattern=r"^[0-9]{6}$")  # macOS EraseDevice PIN
-
-
-class SelectiveWipePayload(_Payload):
-    """Remove what the MDM put there (work profile, managed apps and their data)."""
-
-    reason: str | None = Field(default=None, max_length=256)
-
-
-class InstallAppPayload(_Payload):
-    app_id: str = Text
-    version: str | None = Field(default=None, max_length=64)
-    source: str = Field(default="store", pattern=r"^(store|enterprise)$")
-    manifest_url: str | None = Field(default=None, max_length=2048, pattern=r"^https://")
-
-
-class RemoveAppPayload(_Payload):
-    app_id: str = Text
-
-
-class ApplyConfigurationPayload(_Payload):
-    configuration_id: str = Text
-    settings: dict[str, Any] = Field(default_factory=dict, max_length=200)
-
-
-class RequestCheckinPayload(_Payload):
-    pass
-
-
-PAYLOAD_MODELS: dict[CommandType, type[_Payload]] = {
-    CommandType.LOCK: LockPayload,
-    CommandType.WIPE: WipePayload,
-    CommandType.SELECTIVE_WIPE: SelectiveWipePayload,
-    CommandType.INSTALL_APP: InstallAppPayload,
-    CommandType.REMOVE_APP: RemoveAppPayload,
-    CommandType.APPLY_CONFIGURATION: ApplyConfigurationPayload,
-    CommandType.REQUEST_CHECKIN: RequestCheckinPayload,
-}
-
-#: Higher is delivered first. Protective commands jump the queue.
-DEFAULT_PRIORITY: dict[CommandType, int] = {
-    CommandType.WIPE: 100,
-    CommandType.SELECTIVE_WIPE: 100,
-    CommandType.LOCK: 90,
-    CommandType.REMOVE_APP: 20,
-    CommandType.APPLY_CONFIGURATION: 10,
-    CommandType.INSTALL_APP: 10,
-    CommandType.REQUEST_CHECKIN: 0,
-}
-
-
-def validate_payload(command_type: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The payload as stored: validated against its type's model, defaults filled in."""
-    try:
-        kind = CommandType(command_type)
-    except ValueError:
-        raise InvalidCommand(
-            f"unknown command type {command_type!r}; expected one of "
-            f"{', '.join(t.value for t in CommandType)}"
-        ) from None
-    try:
-        model = PAYLOAD_MODELS[kind].model_validate(dict(payload or {}))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "payload"
-        raise InvalidCommand(f"{kind.value} payload: {where}: {err['msg']}") from None
-    return model.model_dump(mode="json")
-
-
-# --- records --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NewCommand:
-    id: str
-    device_id: str
-    type: CommandType
-    payload: dict[str, Any]
-    priority: int
-    created_by: str
-    created_at: datetime
-    idempotency_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    id: str
-    device_id: str
-    type: CommandType
-    payload: dict[str, Any]
-    priority: int
-    status: CommandStatus
-    attempts: int
-    error: str | None
-    created_by: str
-    idempotency_key: str | None
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
-    acknowledged_at: datetime | None
-
-    def for_device(self) -> dict[str, Any]:
-        """What the device receives."""
-        return {"id": self.id, "type": self.type.value, "payload": self.payload}
-
-    def to_json(self) -> dict[str, Any]:
-        def ts(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat()
-
-        return {
-            "id": self.id,
-            "device_id": self.device_id,
-            "type": self.type.value,
-            "payload": self.payload,
-            "priority": self.priority,
-            "status": self.status.value,
-            "attempts": self.attempts,
-            "error": self.error,
-            "created_by": self.created_by,
-            "idempotency_key": self.idempotency_key,
-            "created_at": ts(self.created_at),
-            "updated_at": ts(self.updated_at),
-            "delivered_at": ts(self.delivered_at),
-            "acknowledged_at": ts(self.acknowledged_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    command_id: str
-    device_id: str
-    command_type: CommandType
-    from_status: CommandStatus | None
-    to_status: CommandStatus
-    at: datetime
-    detail: str | None = None
-    attempts: int = 0
-
-    def event(self) -> DomainEvent:
-        return DomainEvent(
-            type=EventType.COMMAND_STATE_CHANGED,
-            subject=self.command_id,
-            payload={
-                "command_id": self.command_id,
-                "device_id": self.device_id,
-                "command_type": self.command_type.value,
-                "from": None if self.from_status is None else self.from_status.value,
-                "to": self.to_status.value,
-                "detail": self.detail,
-                "attempts": self.attempts,
-            },
-            occurred_at=self.at,
-        )
 
 
 _T = TypeVar("_T")

@@ -1,5 +1,4 @@
-"""Rate limiting: the :class:`RateLimiter` protocol, its sliding-window rule, and the in-process
-implementation of the embedded default.
+"""Rate limiting: the :class:`RateLimiter` protocol and its sliding-window rule.
 
 Owns one rule, shared by every backend so that they agree to the hit: the *sliding window
 counter*. Time is cut into windows of ``window``; a hit at ``elapsed`` into the current window
@@ -8,11 +7,12 @@ window's count weighted by how much of it still overlaps the sliding window). It
 counters per key, yet unlike a fixed window it does not allow a burst of ``2 * limit`` across a
 window boundary. Refused hits are not counted, so a client that backs off gets through again.
 
-The Redis implementation, :class:`mdm_core.redis_backends.rate_limiter.RedisRateLimiter`, applies
-the same
-rule atomically in a Lua script, and the SQL one, :class:`mdm_core.ratelimit.sql.SqlRateLimiter`,
-in one conditional upsert (the embedded default shared by every process on the database); all
-three pass ``tests/contracts/test_rate_limiter.py``.
+The two implementations are the ones the core wires (``mdm_core.runtime``): the Redis one,
+:class:`mdm_core.redis_backends.rate_limiter.RedisRateLimiter`, applies the rule atomically in
+a Lua script when ``redis_url`` is set; the SQL one, :class:`mdm_core.ratelimit.sql.SqlRateLimiter`,
+in one conditional upsert (the embedded default, shared by every process on the database).
+Both pass ``tests/contracts/test_rate_limiter.py``. There is no in-process limiter: a count
+kept in one worker would multiply a limit by the number of workers.
 
 :meth:`RateLimiter.allows` asks the same question without counting, for limits that count
 only failures (check before the attempt, :meth:`RateLimiter.hit` after a failure). That pair
@@ -26,15 +26,10 @@ closed) on anything security-relevant (logins, token and proof endpoints).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
 __all__ = [
-    "InProcessRateLimiter",
     "RateLimiter",
     "sliding_window_allows",
     "validate_hit",
@@ -79,55 +74,3 @@ def sliding_window_allows(
 ) -> bool:
     """The rule, in integers: ``previous*(window-elapsed)/window + current + 1 <= limit``."""
     return previous * (window_ms - elapsed_ms) + (current + 1) * window_ms <= limit * window_ms
-
-
-class InProcessRateLimiter:
-    """Sliding-window counters in this process, for at most ``max_keys`` keys.
-
-    When full, the least recently hit key is forgotten (its count restarts at zero); size
-    ``max_keys`` well above the number of keys active within one window. ``clock`` returns
-    seconds (monotonic by default; tests inject one).
-    """
-
-    def __init__(
-        self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if max_keys < 1:
-            raise ValueError("max_keys must be positive")
-        self._max = max_keys
-        self._clock = clock
-        self._lock = threading.Lock()
-        # (window_ms, key) -> (window index, count in that window, count in the one before)
-        self._counts: OrderedDict[tuple[int, str], tuple[int, int, int]] = OrderedDict()
-
-    def hit(self, key: str, limit: int, window: timedelta) -> bool:
-        return self._apply(key, limit, window, count=True)
-
-    def allows(self, key: str, limit: int, window: timedelta) -> bool:
-        return self._apply(key, limit, window, count=False)
-
-    def _apply(self, key: str, limit: int, window: timedelta, *, count: bool) -> bool:
-        window_ms = validate_hit(key, limit, window)
-        now_ms = int(self._clock() * 1000)
-        index, elapsed = divmod(now_ms, window_ms)
-        slot = (window_ms, key)
-        with self._lock:
-            seen_index, current, previous = self._counts.get(slot, (index, 0, 0))
-            if seen_index == index - 1:
-                current, previous = 0, current
-            elif seen_index != index:
-                current, previous = 0, 0
-            allowed = sliding_window_allows(previous, current, elapsed, window_ms, limit)
-            if not count:
-                return allowed
-            if allowed:
-                current += 1
-            self._counts[slot] = (index, current, previous)
-            self._counts.move_to_end(slot)
-            while len(self._counts) > self._max:
-                self._counts.popitem(last=False)
-        return allowed
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._counts)

@@ -1,8 +1,8 @@
 """The command queue: per-device commands, their status and every transition they went through.
 
-The status machine itself is :mod:`mdm_core.device.commands`; stores enforce it under a row lock and
-write one ``command_transitions`` row per change. Domain events for those transitions are the
-service's job (it writes them to the outbox in the same unit of work).
+The status machine itself is :mod:`mdm_core.device.command_model`; stores enforce it under a
+row lock and write one ``command_transitions`` row per change. Domain events for those
+transitions are the service's job (it writes them to the outbox in the same unit of work).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from mdm_core.device.commands import Command, CommandStatus, NewCommand, Transition
+from mdm_core.device.command_model import Command, CommandStatus, NewCommand, Transition
 
 __all__ = ["CommandQueueStore", "CommandReadStore", "CommandStore"]
 
@@ -23,10 +23,10 @@ class CommandQueueStore(Protocol):
 
         A command whose ``(device_id, idempotency_key)`` already exists is not inserted: the
         existing command is returned with ``created=False`` if it has the same type and payload,
-        else :class:`mdm_core.device.commands.IdempotencyConflict` is raised. An unknown device
+        else `mdm_core.device.command_model.IdempotencyConflict` is raised. An unknown device
         raises
-        :class:`mdm_core.device.commands.NoSuchDevice`, a retired or wiped one
-        :class:`mdm_core.device.commands.InactiveDevice`, and nothing is inserted. Empty input:
+        `mdm_core.device.command_model.NoSuchDevice`, a retired or wiped one
+        `mdm_core.device.command_model.InactiveDevice`, and nothing is inserted. Empty input:
         ``[]``.
         """
         ...
@@ -50,9 +50,9 @@ class CommandQueueStore(Protocol):
         at: datetime,
     ) -> tuple[Command, Transition | None]:
         """Apply the device's answer. Unknown id or another device's command:
-        :class:`mdm_core.device.commands.UnknownCommand`. The same answer repeated is a no-op
+        `mdm_core.device.command_model.UnknownCommand`. The same answer repeated is a no-op
         (``transition`` is ``None``); a transition the status machine forbids:
-        :class:`mdm_core.device.commands.IllegalTransition`."""
+        `mdm_core.device.command_model.IllegalTransition`."""
         ...
 
     def cancel(self, command_id: str, detail: str, at: datetime) -> tuple[Command, Transition]:

@@ -1,10 +1,13 @@
 """The one access evaluator wired into the gateway's front ends, and the refresh binding.
 
-:func:`init_app` builds the MDM core's :class:`~mdm_core.access.evaluator.AccessEvaluator`
-(:func:`mdm_core.access.wiring.evaluator_for`, with the decision log line as an observer) and
-hands the SAME evaluator to every channel: the browser login (``provider.gate``), the token
-refresh (:class:`PolicyDeviceBinding`), Entra EAM, the posture decision API and the Okta hook
-(``integrations.evaluator``), and what-if (:func:`evaluator`). No channel decides on its own.
+:mod:`posture_gateway.wiring` builds the MDM core's
+:class:`~mdm_core.access.evaluator.AccessEvaluator` once
+(:func:`mdm_core.access.wiring.evaluator_for`,
+with :func:`log_observer`, the decision log line) and hands the SAME evaluator to every channel
+before any blueprint is registered: the browser login (``provider.gate``), the token refresh
+(:class:`PolicyDeviceBinding`), Entra EAM, the posture decision API and the Okta hook
+(``integrations.evaluator``), and what-if (:func:`evaluator`, kept by :func:`install`). No
+channel decides on its own.
 
 A token refresh is decided like a login (channel ``oidc_refresh``) on the device the token was
 bound to at login: the refresh token stands in for the proof.
@@ -20,16 +23,12 @@ from flask import Flask, current_app
 from mdm_core.access.decision import Decision
 from mdm_core.access.evaluator import AccessDecisions, AccessEvaluator
 from mdm_core.access.request import AccessRequest
-from mdm_core.access.wiring import evaluator_for
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.storage.uow import Storage
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
-from posture_gateway.directory.identity import DirectoryUserResolver
-from posture_gateway.integrations.state import integrations
 from posture_gateway.observability.decisions import log_decision
 from posture_gateway.oidc.binding import REFRESH_CHANNEL
 from posture_gateway.oidc.grants import GrantSubject
-from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_KEY
 
 __all__ = [
     "EXTENSION_KEY",
@@ -37,7 +36,7 @@ __all__ = [
     "PolicyDeviceBinding",
     "api_nonce_spender",
     "evaluator",
-    "init_app",
+    "install",
     "log_observer",
 ]
 
@@ -119,21 +118,13 @@ class PolicyDeviceBinding:
         )
 
 
+def install(app: Flask, access: AccessEvaluator) -> None:
+    """Keep ``access`` as ``app``'s evaluator (what-if reads it with :func:`evaluator`)."""
+    app.extensions[EXTENSION_KEY] = access
+
+
 def evaluator(app: Flask | None = None) -> AccessEvaluator:
     """The app's access evaluator (what-if runs on it)."""
     found = (app or current_app).extensions[EXTENSION_KEY]
     assert isinstance(found, AccessEvaluator)
     return found
-
-
-def init_app(app: Flask) -> None:
-    """Build the one evaluator and give it to the OIDC provider and the integrations."""
-    core = app.extensions["posture"].core
-    provider = app.extensions[OIDC_KEY]
-    access = evaluator_for(core, observers=(log_observer,))
-    app.extensions[EXTENSION_KEY] = access
-    provider.gate = access  # the browser login
-    provider.binding = PolicyDeviceBinding(access, core.storage)  # refresh + token lookups
-    state = integrations(app)
-    state.evaluator = access  # posture API, Okta hook, Entra EAM
-    state.user_directory = DirectoryUserResolver.from_settings(core.storage, state.settings)

@@ -19,6 +19,8 @@ from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
+from posture_gateway.api.openapi_device_admin import BLUEPRINT_PATHS, SECURITY_SCHEMES
+
 __all__ = [
     "bp",
     "build_document",
@@ -295,7 +297,6 @@ def _model_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
 
 def build_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document for the JSON routes of ``app``."""
-    from posture_gateway.api.openapi_device_admin import BLUEPRINT_PATHS, SECURITY_SCHEMES
 
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
@@ -307,8 +308,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             continue
         paths.update(getattr(module, "OPENAPI_PATHS", {}))
         schemas.update(_model_schemas(tuple(getattr(module, "OPENAPI_MODELS", ()))))
-    public_url = getattr(app.extensions.get("posture"), "settings", None)
-    base = public_url.public_url if public_url is not None else ""
+    base = app.extensions["posture"].settings.public_url  # the GatewayState create_app set
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -369,11 +369,12 @@ def build_document(app: Flask) -> dict[str, Any]:
     }
 
 
+_DOCUMENT_KEY = "posture_openapi"
+
+
 @bp.get("/openapi.json")
 def openapi_json() -> ResponseReturnValue:
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    cached = app.extensions.get("posture_openapi")
-    if cached is None:
-        cached = build_document(app)
-        app.extensions["posture_openapi"] = cached
-    return jsonify(cached)
+    if _DOCUMENT_KEY not in app.extensions:  # built once, at the first request
+        app.extensions[_DOCUMENT_KEY] = build_document(app)
+    return jsonify(app.extensions[_DOCUMENT_KEY])

@@ -23,6 +23,15 @@ import click
 from flask import Flask
 from flask.cli import ScriptInfo
 
+from mdm_core.domain.errors import ConfigurationError, MdmError
+from mdm_core.domain.infra_errors import InfraError
+from mdm_core.policy.errors import PolicySetUnavailable
+from mdm_core.support.durations import parse_config_duration
+from posture_gateway.app import create_app
+from posture_gateway.oidc.yamlconf import ConfigFileError
+from posture_gateway.settings import ConfigError, load_settings
+from posture_gateway.signing.key_ring import KeyRingError
+
 __all__ = [
     "PostureGroup",
     "ConfigProblem",
@@ -57,7 +66,6 @@ class DurationParam(_ParamBase):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> timedelta:
-        from mdm_core.support.durations import parse_config_duration
 
         if isinstance(value, timedelta):
             return value
@@ -96,12 +104,6 @@ def config_file_option() -> Path | None:
 
 def translate_error(exc: BaseException) -> click.ClickException | None:
     """The one-line CLI error for a project exception, or ``None`` for an unknown one."""
-    from mdm_core.domain.errors import ConfigurationError, MdmError
-    from mdm_core.domain.infra_errors import InfraError
-    from mdm_core.policy.errors import PolicySetUnavailable
-    from posture_gateway.oidc.yamlconf import ConfigFileError
-    from posture_gateway.settings import ConfigError
-    from posture_gateway.signing.key_ring import KeyRingError
 
     if isinstance(exc, click.ClickException):
         return exc
@@ -141,8 +143,6 @@ def translate_error(exc: BaseException) -> click.ClickException | None:
 
 def create_app_from_cli() -> Flask:
     """Build the app from ``--config``/``POSTURE_CONFIG`` and the environment (validated)."""
-    from posture_gateway.app import create_app
-    from posture_gateway.settings import load_settings
 
     return create_app(load_settings(config_file_option()))
 

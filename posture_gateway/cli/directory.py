@@ -30,6 +30,7 @@ from mdm_core.directory.sync import SyncSummary, sync_source
 from mdm_core.storage.directory import MemberKind
 from posture_gateway.directory.file import load_directory_file
 from posture_gateway.directory.local_users import USERS_FILE_SOURCE
+from posture_gateway.state import state
 
 __all__ = ["directory_group", "IMPORT_SOURCE", "render_summary"]
 
@@ -38,7 +39,6 @@ IMPORT_SOURCE = "import"
 
 
 def _core() -> Any:
-    from posture_gateway.app import state
 
     return state().core
 

@@ -30,6 +30,7 @@ from mdm_core.domain.errors import MdmError
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.support.durations import format_duration
 from posture_gateway.cli.base import DURATION
+from posture_gateway.state import state
 
 __all__ = ["enroll_group"]
 
@@ -60,7 +61,6 @@ def create_token(
     user_id: str, ownership: str, platform: str | None, ttl: timedelta, actor: str | None
 ) -> None:
     """Create a single-use enrollment token for USER and print it once."""
-    from posture_gateway.app import state
 
     lifetime = ttl
     core = state().core
@@ -93,7 +93,6 @@ def create_token(
 @with_appcontext
 def register_serial(serial: str, platform: str, user_id: str | None, actor: str | None) -> None:
     """Pre-register SERIAL for automated corporate enrollment; print its secret once."""
-    from posture_gateway.app import state
 
     try:
         registered = state().core.enrollment.register_serial(
@@ -124,7 +123,6 @@ def register_serial(serial: str, platform: str, user_id: str | None, actor: str 
 @with_appcontext
 def revoke(device_id: str, reason: str, actor: str | None) -> None:
     """Revoke every certificate of DEVICE_ID and retire it."""
-    from posture_gateway.app import state
 
     try:
         serials = state().core.enrollment.revoke_device(
@@ -145,7 +143,6 @@ def revoke(device_id: str, reason: str, actor: str | None) -> None:
 @with_appcontext
 def release(device_id: str, reason: str, actor: str | None) -> None:
     """Release quarantined DEVICE_ID; it gets access after its next passing check-in."""
-    from posture_gateway.app import state
 
     try:
         device = state().core.quarantine.release(device_id, actor=_actor(actor), reason=reason)

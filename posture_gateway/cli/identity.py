@@ -25,6 +25,7 @@ from flask.cli import with_appcontext
 
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.identity_links import IdentityLink
+from posture_gateway.state import state
 
 __all__ = ["register"]
 
@@ -41,7 +42,6 @@ def _actor(actor: str | None) -> str:
 @with_appcontext
 def link_cmd(user_id: str, issuer: str, subject: str, actor: str | None) -> None:
     """Link the identity (ISSUER, SUBJECT) to the directory user USER_ID."""
-    from posture_gateway.app import state
 
     who = _actor(actor)
     storage = state().core.storage
@@ -71,7 +71,6 @@ def link_cmd(user_id: str, issuer: str, subject: str, actor: str | None) -> None
 @with_appcontext
 def unlink_cmd(issuer: str, subject: str, actor: str | None) -> None:
     """Remove the link of (ISSUER, SUBJECT): that identity no longer gets in."""
-    from posture_gateway.app import state
 
     with state().core.storage.unit_of_work() as uow:
         link = uow.identity_links.get(issuer, subject)
@@ -92,7 +91,6 @@ def unlink_cmd(issuer: str, subject: str, actor: str | None) -> None:
 @with_appcontext
 def links_cmd(user_id: str) -> None:
     """List the identities linked to USER_ID."""
-    from posture_gateway.app import state
 
     with state().core.storage.unit_of_work() as uow:
         found = uow.identity_links.for_user(user_id)

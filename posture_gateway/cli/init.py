@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from posture_gateway.cli.base import ConfigProblem
+from posture_gateway.cli.try_login import parse_loopback_redirect
 from posture_gateway.oidc.passwords import (
     generate_client_secret,
     hash_client_secret,
@@ -205,7 +206,6 @@ def init_cmd(
 
 def _is_loopback_http(uri: str) -> bool:
     """Whether ``posture try-login`` can listen on ``uri``."""
-    from posture_gateway.cli.try_login import parse_loopback_redirect
 
     try:
         parse_loopback_redirect(uri)

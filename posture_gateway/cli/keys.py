@@ -17,7 +17,9 @@ from rich.table import Table
 
 from mdm_core.support.durations import format_duration, parse_config_duration
 from posture_gateway.cli.base import DURATION
+from posture_gateway.oidc.server import current_provider
 from posture_gateway.signing.key_ring import KeyRingError
+from posture_gateway.state import state
 
 __all__ = ["keys_group", "parse_duration"]
 
@@ -43,7 +45,6 @@ def keys_group() -> None:
 @with_appcontext
 def list_keys() -> None:
     """Show every signing key and whether it is published."""
-    from posture_gateway.oidc.server import current_provider
 
     ring = current_provider().keys
     now = datetime.now(UTC)
@@ -72,8 +73,6 @@ def list_keys() -> None:
 @with_appcontext
 def rotate(alg: str, overlap: timedelta | None) -> None:
     """Make a new key the active signer; keep the previous one published for the overlap."""
-    from posture_gateway.app import state
-    from posture_gateway.oidc.server import current_provider
 
     window = overlap if overlap is not None else state().settings.oidc.key_overlap
     try:

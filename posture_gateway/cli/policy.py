@@ -22,9 +22,16 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from mdm_core.access.whatif import what_if
+from mdm_core.directory.mirror import DirectoryService
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.errors import PolicySetUnavailable, Problem
 from mdm_core.policy.loader import check_policy_directory
+from mdm_core.storage.sql.database import Database
+from mdm_core.storage.sql.uow import SqlStorage
+from posture_gateway.access.device_gate import evaluator
+from posture_gateway.settings import load_settings
+from posture_gateway.state import state
 
 __all__ = ["policy_group", "render_problems", "render_summary"]
 
@@ -126,8 +133,6 @@ def check_cmd(directory: Path | None, with_groups: bool, quiet: bool) -> None:
     console = Console()
     known: frozenset[str] | None = None
     if directory is None or with_groups:
-        from posture_gateway.settings import load_settings
-
         settings = load_settings(_config_file())
         directory = directory or settings.policy_dir
         if with_groups:
@@ -150,9 +155,6 @@ def _config_file() -> Path | None:
 
 
 def _directory_groups(settings: Any) -> frozenset[str]:
-    from mdm_core.directory.mirror import DirectoryService
-    from mdm_core.storage.sql.database import Database
-    from mdm_core.storage.sql.uow import SqlStorage
 
     database = Database(settings.effective_database_url)
     try:
@@ -169,9 +171,6 @@ def _directory_groups(settings: Any) -> frozenset[str]:
 @with_appcontext
 def what_if_cmd(user_id: str, device_id: str, app: str | None, as_json: bool) -> None:
     """Show the decision USER would get on DEVICE for APP, and why (no login happens)."""
-    from mdm_core.access.whatif import what_if
-    from posture_gateway.access.device_gate import evaluator
-    from posture_gateway.app import state
 
     core = state().core
     try:

@@ -25,6 +25,8 @@ import click
 from flask.cli import with_appcontext
 
 from posture_gateway.observability.logs import LOG_FORMAT_ENV, LOG_FORMATS
+from posture_gateway.observability.metrics import prepare_multiprocess_dir
+from posture_gateway.state import state
 
 __all__ = ["serve_cmd", "db_group", "prepare_observability", "worker_environment"]
 
@@ -69,8 +71,6 @@ def prepare_observability(log_format: str | None) -> subprocess.Popen[bytes] | N
     """Before the workers start: their log format (environment), an empty multi-process
     metrics directory in the data dir, and the separate metrics listener when configured
     (a child process that exits with the server). Returns that child, if any."""
-    from posture_gateway.app import state
-    from posture_gateway.observability.metrics import prepare_multiprocess_dir
 
     settings = state().settings
     os.environ[LOG_FORMAT_ENV] = log_format or settings.log_format or "text"
@@ -124,7 +124,6 @@ def serve_cmd(
 def _check_long_polls(threads: int) -> None:
     """Device long-polls each hold a request thread: at most half the threads may wait, so
     logins and check-ins always find a free one (docs/decisions.md)."""
-    from posture_gateway.app import state
 
     waits = state().settings.long_poll.max_waits
     if 2 * waits > threads:
@@ -144,7 +143,6 @@ def db_group() -> None:
 @with_appcontext
 def migrate_cmd() -> None:
     """Apply every pending Alembic migration (idempotent)."""
-    from posture_gateway.app import state
 
     db = state().core.database
     db.migrate()

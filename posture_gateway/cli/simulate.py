@@ -27,6 +27,7 @@ from mdm_core.simulator.fleet import (
     Simulator,
     parse_platform_mix,
 )
+from posture_gateway.state import state
 
 __all__ = ["simulate_cmd", "summary_table", "run_simulation"]
 
@@ -117,7 +118,6 @@ def simulate_cmd(
     url: str | None,
 ) -> None:
     """Simulate a fleet of devices (every platform) through the device protocol."""
-    from posture_gateway.app import state
 
     try:
         mix = parse_platform_mix(platform_mix)

@@ -37,6 +37,8 @@ from idp_connectors.errors import UpstreamError
 from idp_connectors.http import fetch_json, make_client
 from mdm_core.support.durations import format_duration
 from posture_gateway.cli.base import DURATION, ConfigProblem, RuntimeProblem, config_file_option
+from posture_gateway.oidc.claims import POSTURE_CLAIMS
+from posture_gateway.settings import load_settings
 
 __all__ = ["try_login_cmd", "LoopbackRedirect", "parse_loopback_redirect", "pkce_pair"]
 
@@ -275,8 +277,6 @@ def _claims_table(claims: dict[str, Any]) -> Any:
 
     from rich.table import Table
 
-    from posture_gateway.oidc.claims import POSTURE_CLAIMS
-
     table = Table(title="ID token claims (verified)", show_lines=False)
     table.add_column("claim", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -289,7 +289,6 @@ def _claims_table(claims: dict[str, Any]) -> Any:
 
 
 def _default_server() -> str:
-    from posture_gateway.settings import load_settings
 
     return load_settings(config_file_option()).public_url
 

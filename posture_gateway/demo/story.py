@@ -57,8 +57,10 @@ from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import normalize
 from mdm_core.runtime import MdmCore, build_core
 from mdm_core.simulator.reports import DeviceTraits, native_reports
+from mdm_core.storage.sql.tables import audit_log, outbox
 from posture_gateway.app import core_config
 from posture_gateway.demo.login import DemoRelyingParty, LoginResult, write_oidc_files
+from posture_gateway.oidc.tables import oidc_codes
 from posture_gateway.settings import SHIPPED_POLICY_DIR, Settings
 
 __all__ = ["DemoFailure", "DemoServer", "run_demo", "demo_cmd"]
@@ -461,8 +463,6 @@ def _login(s: Story, username: str, key: DeviceKey, device_id: str) -> LoginResu
 def _codes_issued(s: Story) -> int:
     from sqlalchemy import func, select
 
-    from posture_gateway.oidc.tables import oidc_codes
-
     with s.core.database.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(oidc_codes)).scalar_one())
 
@@ -636,8 +636,6 @@ def _record_rows(s: Story) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Every audit record of the run plus its decision and command events, in time order;
     and the count of every event type (the demo's database is its own: all of it is the run)."""
     from sqlalchemy import func, select
-
-    from mdm_core.storage.sql.tables import audit_log, outbox
 
     with s.core.database.engine.connect() as conn:
         audit = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()

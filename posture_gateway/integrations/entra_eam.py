@@ -6,8 +6,11 @@ and form-POSTs an implicit-flow request to ``/entra/eam/authorize``: ``response_
 ``response_mode=form_post``, ``scope=openid``, ``client_id``, ``redirect_uri``, ``nonce``,
 ``state``, ``claims`` (the requested ``acr``/``amr`` values) and an already-expired
 ``id_token_hint`` that we validate fully except its expiry
-(:mod:`idp_connectors.entra`). The user then goes through the device check (local agent proof,
-:class:`~mdm_core.access.evaluator.AccessEvaluator`); ``/entra/eam/complete`` answers Entra by
+(:mod:`idp_connectors.entra`). The user then goes through the device check every front end
+shares (:mod:`posture_gateway.login.device_step`: a local agent proof over a single-use nonce,
+the one access evaluator), with the sign-in kept in the
+one login transaction store (:mod:`posture_gateway.login.transactions`); the pages are
+templates (``pages/templates/entra/``). ``/entra/eam/complete`` answers Entra by
 form_post with an RS256 ID token — ``sub`` = the hint's ``sub``, exactly one requested
 ``acr``, a one-element ``amr``, the nonce echoed — or with ``error=access_denied`` when the
 device fails. ``restrict`` is refused too: through Entra we cannot narrow what the user reaches.
@@ -27,21 +30,26 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, render_template_string, request, session
+from flask import Blueprint, Response, request, session
 from flask.typing import ResponseReturnValue
 
 from idp_connectors.errors import ConnectorError
 from mdm_core.access.decision import Decision
-from mdm_core.access.request import AccessRequest
 from mdm_core.support.json_input import loads_bounded
-from posture_gateway.access.nonces import NonceKind, nonce_purpose
+from posture_gateway.access.nonces import NonceKind
 from posture_gateway.api.openapi import not_json
 from posture_gateway.integrations.settings import EntraEamSettings
 from posture_gateway.integrations.state import IntegrationsState, integrations
-from posture_gateway.login.device_check import blocked, not_configured
+from posture_gateway.login.device_step import (
+    agent_config,
+    agent_origin,
+    begin_device_check,
+    finish_device_check,
+)
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.tokens import TokenIssuer
-from posture_gateway.state import state
+from posture_gateway.oidc.web import render_page
+from posture_gateway.signing.key_ring import KeyRing
 
 __all__ = [
     "bp",
@@ -50,12 +58,13 @@ __all__ = [
     "requested_values",
     "choose_one",
     "discovery_document",
+    "eam_token_issuer",
     "OPENAPI_PATHS",
 ]
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("entra_eam", __name__)
+bp = Blueprint("entra_eam", __name__, template_folder="../pages/templates")
 
 EAM_PATH = "/entra/eam"
 _SESSION_KEY = "entra_eam"
@@ -125,6 +134,16 @@ def _issuer(st: IntegrationsState) -> str:
     return f"{st.public_url}{EAM_PATH}"
 
 
+def eam_token_issuer(cfg: EntraEamSettings, keys: KeyRing, *, public_url: str) -> TokenIssuer:
+    """The EAM issuer's ID tokens, on the gateway's key ring (built once, at start)."""
+    return TokenIssuer(
+        keys,
+        issuer=f"{public_url.rstrip('/')}{EAM_PATH}",
+        id_token_ttl=cfg.id_token_ttl,
+        access_token_ttl=timedelta(minutes=1),  # unused: the EAM issues no access tokens
+    )
+
+
 def discovery_document(st: IntegrationsState) -> dict[str, Any]:
     """OpenID Provider Metadata of the EAM issuer (what Entra reads)."""
     issuer = _issuer(st)
@@ -157,84 +176,26 @@ def discovery_document(st: IntegrationsState) -> dict[str, Any]:
 
 # ---- pages -------------------------------------------------------------------------------------
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body>
-<main>
-<h1>{{ title }}</h1>
-{% for line in lines %}<p>{{ line }}</p>{% endfor %}
-{% if remediation %}<h2>How to fix it</h2><ul>{% for step in remediation %}<li>{{ step }}</li>
-{% endfor %}</ul>{% endif %}
-{% if form %}
-<form method="post" action="{{ form.action }}" id="answer">
-{% for name, value in form.fields.items() %}
-<input type="hidden" name="{{ name }}" value="{{ value }}">
-{% endfor %}<button type="submit">{{ form.button }}</button>
-</form>
-{% if form.auto %}
-<script nonce="{{ csp_nonce }}">document.getElementById("answer").submit();</script>
-{% endif %}
-{% endif %}
-{% if device_check %}
-<p id="status">Checking this device…</p>
-<form method="post" action="{{ device_check.action }}" id="device">
-<input type="hidden" name="txn" value="{{ device_check.txn }}">
-<input type="hidden" name="device_nonce" value="{{ device_check.nonce }}">
-<input type="hidden" name="proof" id="proof" value="">
-<noscript><button type="submit">Continue without the device agent</button></noscript>
-</form>
-<script nonce="{{ csp_nonce }}">
-(function () {
-  var form = document.getElementById("device");
-  var url = "http://127.0.0.1:{{ device_check.port }}/v1/login-proof?nonce="
-    + encodeURIComponent({{ device_check.nonce|tojson }}) + "&aud="
-    + encodeURIComponent({{ device_check.aud|tojson }});
-  var abort = new AbortController();
-  setTimeout(function () { abort.abort(); }, 5000);  // no agent answering: continue without
-  fetch(url, {credentials: "omit", signal: abort.signal})
-    .then(function (r) { return r.ok ? r.json() : {}; })
-    .then(function (body) {
-      if (body && body.proof) { document.getElementById("proof").value = body.proof; }
-    })
-    .catch(function () {})
-    .finally(function () { form.submit(); });
-})();
-</script>
-{% endif %}
-</main></body></html>
-"""
-
 
 def _page(
     status: int,
     title: str,
     lines: list[str],
     *,
-    form: Mapping[str, Any] | None = None,
+    answer: Mapping[str, Any] | None = None,
     remediation: tuple[str, ...] = (),
-    device_check: Mapping[str, Any] | None = None,
-    connect_src: str = "",
 ) -> Response:
-    csp_nonce = secrets.token_urlsafe(16)
-    html = render_template_string(
-        _PAGE,
+    """A message page (``entra/message.html``), with the form_post ``answer`` to Entra if any:
+    the page may post only to us and to that answer's ``redirect_uri``."""
+    return render_page(
+        "entra/message.html",
+        status,
+        form_targets=[answer["action"]] if answer else [],
         title=title,
         lines=lines,
-        form=form,
+        answer=answer,
         remediation=remediation,
-        device_check=device_check,
-        csp_nonce=csp_nonce,
     )
-    response = Response(html, status=status, mimetype="text/html")
-    form_action = "'self'" + (f" {form['action']}" if form else "")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src 'nonce-{csp_nonce}'; form-action {form_action}; "
-        f"connect-src {connect_src or chr(39) + 'none' + chr(39)}; frame-ancestors 'none'"
-    )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
 
 
 def _form_post(redirect_uri: str, fields: Mapping[str, str], *, auto: bool = True) -> Response:
@@ -243,7 +204,7 @@ def _form_post(redirect_uri: str, fields: Mapping[str, str], *, auto: bool = Tru
         200,
         "Returning to Microsoft",
         [],
-        form={"action": redirect_uri, "fields": dict(fields), "button": "Continue", "auto": auto},
+        answer={"action": redirect_uri, "fields": dict(fields), "button": "Continue", "auto": auto},
     )
 
 
@@ -270,10 +231,9 @@ def discovery() -> ResponseReturnValue:
 @bp.get(f"{EAM_PATH}/jwks.json")
 def jwks() -> ResponseReturnValue:
     st = integrations()
-    keys = st.key_ring()
-    if st.settings.entra is None or keys is None:
+    if st.settings.entra is None:
         return {"error": "not_found", "reason": "Entra EAM is not configured"}, 404
-    return keys.jwks()
+    return st.signing_keys.jwks()
 
 
 @bp.route(f"{EAM_PATH}/authorize", methods=["GET", "POST"])
@@ -282,7 +242,7 @@ def authorize() -> Response:
     st = integrations()
     cfg = st.settings.entra
     params = request.form if request.method == "POST" else request.args
-    if cfg is None or st.entra is None or st.key_ring() is None:
+    if cfg is None or st.entra is None:
         return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
     for name, value in params.items():
         if len(value) > _PARAM_LIMITS.get(name, _PARAM_DEFAULT_LIMIT) or len(name) > 64:
@@ -333,7 +293,9 @@ def authorize() -> Response:
     if user_id is None:
         return _error_back(redirect_uri, state, "access_denied", "user_unknown")
     try:
-        device_nonce = st.nonce_store().issue(cfg.login_ttl, purpose=_device_purpose(st))
+        device_nonce = begin_device_check(
+            st.nonces, cfg.login_ttl, kind=NonceKind.ENTRA_DEVICE, audience=st.device_proof_audience
+        )
     except Exception:
         log.exception("entra eam: nonce store failed")
         return _error_back(
@@ -359,19 +321,14 @@ def authorize() -> Response:
         return _error_back(
             redirect_uri, state, "temporarily_unavailable", "transaction store unavailable"
         )
-    port = _agent_port(st)
-    return _page(
-        200,
-        "Checking your device",
-        ["Microsoft asked us to confirm this device is managed and healthy."],
-        device_check={
-            "action": f"{_issuer(st)}/complete",
-            "txn": txn_id,
-            "nonce": device_nonce,
-            "aud": st.device_proof_audience(),
-            "port": port,
-        },
-        connect_src=f"http://127.0.0.1:{port}",
+    return render_page(
+        "entra/device.html",
+        connect=[agent_origin(st.agent_port)],
+        action=f"{_issuer(st)}/complete",
+        txn=txn_id,
+        config=agent_config(
+            port=st.agent_port, nonce=device_nonce, audience=st.device_proof_audience
+        ),
     )
 
 
@@ -379,9 +336,8 @@ def authorize() -> Response:
 @not_json("form_post answer to Entra")
 def complete() -> Response:
     st = integrations()
-    cfg = st.settings.entra
-    keys = st.key_ring()
-    if cfg is None or keys is None:
+    cfg, issuer = st.settings.entra, st.entra_tokens
+    if cfg is None or issuer is None:
         return _page(404, "Not available", ["This gateway is not set up for Microsoft Entra."])
     try:
         txn = _take(request.form.get("txn", ""))
@@ -392,20 +348,26 @@ def complete() -> Response:
         return _page(400, "Sign-in expired", ["Start again from the Microsoft sign-in page."])
     if time.time() > txn.expires_at:
         return _error_back(txn.redirect_uri, txn.state, "access_denied", "device check expired")
-    device_nonce = request.form.get("device_nonce", "")
+    checked = finish_device_check(
+        st.evaluator,
+        st.nonces,
+        kind=NonceKind.ENTRA_DEVICE,
+        channel="entra_eam",
+        audience=st.device_proof_audience,
+        expected_nonce=txn.device_nonce,
+        presented_nonce=request.form.get("device_nonce", ""),
+        user_id=txn.user_id,
+        client_id=cfg.client_id,
+        proof=request.form.get("proof") or None,
+        client_cert_pem=None,
+    )
     # The nonce is bound to this transaction; a different one is a forged or replayed form.
-    if not hmac.compare_digest(device_nonce.encode(), txn.device_nonce.encode()):
+    if checked.nonce_problem == "nonce_mismatch":
         return _error_back(txn.redirect_uri, txn.state, "access_denied", "device check mismatch")
-    verdict = _check_device(st, cfg, txn, request.form.get("proof") or None)
+    verdict = checked.verdict
     if verdict.outcome not in ("allow", "warn"):
         log.info("entra eam: device refused for %s: %s", txn.user_id, verdict.outcome)
         return _refusal_page(txn, verdict)
-    issuer = TokenIssuer(
-        keys,
-        issuer=_issuer(st),
-        id_token_ttl=cfg.id_token_ttl,
-        access_token_ttl=timedelta(minutes=1),  # unused: the EAM issues no access tokens
-    )
     id_token = issuer.id_token(
         subject=txn.sub,
         audience=cfg.client_id,
@@ -422,36 +384,6 @@ def complete() -> Response:
     return _form_post(txn.redirect_uri, fields)
 
 
-def _device_purpose(st: IntegrationsState) -> str:
-    """EAM device nonces: their own kind, bound to the device proof's audience."""
-    return nonce_purpose(NonceKind.ENTRA_DEVICE, audience=st.device_proof_audience())
-
-
-def _check_device(
-    st: IntegrationsState, cfg: EntraEamSettings, txn: EamTransaction, proof: str | None
-) -> Decision:
-    try:
-        if not st.nonce_store().consume(txn.device_nonce, purpose=_device_purpose(st)):
-            return blocked("device_check_expired", "The device check expired. Start again.")
-        evaluator = st.access()
-        if evaluator is None:
-            return not_configured()
-        return evaluator.decide(
-            AccessRequest(
-                user_id=txn.user_id,
-                application=cfg.client_id,
-                channel="entra_eam",
-                caller=cfg.client_id,
-                device_proof=proof,
-                proof_audience=st.device_proof_audience(),
-                proof_nonce=txn.device_nonce,  # consumed above: single use
-            )
-        )
-    except Exception:
-        log.exception("entra eam: device gate failed; blocking")
-        return blocked("device_gate_unavailable", "The device check failed. Try again later.")
-
-
 def _refusal_page(txn: EamTransaction, verdict: Decision) -> Response:
     reasons = [r.message for r in verdict.reasons] or ["This device does not meet the policy."]
     codes = ",".join(r.code for r in verdict.reasons) or verdict.outcome
@@ -460,7 +392,7 @@ def _refusal_page(txn: EamTransaction, verdict: Decision) -> Response:
         "This device cannot be used to sign in",
         reasons,
         remediation=verdict.remediation,
-        form={
+        answer={
             "action": txn.redirect_uri,
             "fields": {
                 "error": "access_denied",
@@ -472,10 +404,6 @@ def _refusal_page(txn: EamTransaction, verdict: Decision) -> Response:
         },
     )
     return response
-
-
-def _agent_port(st: IntegrationsState) -> int:
-    return int(state().settings.oidc.agent_port)  # the same local agent as the browser login
 
 
 def _remember(txn: EamTransaction, ttl: timedelta) -> str:

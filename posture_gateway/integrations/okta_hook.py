@@ -153,10 +153,7 @@ def _refuse(status: int, error: str, reason: str) -> Response:
 def _decide_within_budget(app: Flask, st: IntegrationsState, access: AccessRequest) -> Decision:
     def run() -> Decision:
         with app.app_context():
-            evaluator = st.access()
-            if evaluator is None:
-                raise RuntimeError("no access evaluator is wired")
-            return evaluator.decide(access)
+            return st.evaluator.decide(access)
 
     future = st.executor.submit(run)
     try:

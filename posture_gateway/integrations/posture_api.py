@@ -343,19 +343,9 @@ def decide() -> Response:
         # spent once the proof's signature holds; a browser-login nonce is unknown here.
         spend_nonce=partial(_spend_nonce, st.nonce_store(), purpose),
     )
-    evaluator = st.access()
-    if evaluator is None:  # fail closed until the composition root wires one
-        return _decision_response(
-            block(
-                "decision_service_not_configured",
-                "This gateway has no decision service configured, so every request is blocked.",
-                now=now,
-                device_id=body.device_id,
-            )
-        )
     answer: Decision | None = None
     try:
-        answer = evaluator.decide(access)
+        answer = st.evaluator.decide(access)
     except Exception:
         log.exception("access evaluator failed; answering block")
     if answer is None or answer.unavailable:

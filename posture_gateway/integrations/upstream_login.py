@@ -12,19 +12,20 @@ the device check. Any upstream failure ends on a clear error page and no token i
 
 from __future__ import annotations
 
-import importlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template_string, request, session
+from flask import Blueprint, Response, redirect, request, session
 from flask.typing import ResponseReturnValue
 
 from idp_connectors.errors import ConnectorError, LoginStateError, UserNotMapped
 from idp_connectors.identity import DirectoryAccount, UserAccounts
 from idp_connectors.oidc_upstream import OidcUpstream, PendingUpstreamLogin, UpstreamLogin
 from posture_gateway.api.openapi import not_json
-from posture_gateway.integrations.state import CompleteAuthentication, integrations
+from posture_gateway.integrations.state import integrations
 from posture_gateway.oidc.authn import AuthenticatedUser
+from posture_gateway.oidc.web import render_page
 
 __all__ = [
     "bp",
@@ -35,20 +36,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("upstream_login", __name__)
+bp = Blueprint("upstream_login", __name__, template_folder="../pages/templates")
 
 _SESSION_KEY = "upstream_logins"
 _MAX_OPEN = 3
 
-
-_ERROR_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sign-in failed</title></head>
-<body><main><h1>Sign-in failed</h1>
-<p>{{ message }}</p>
-<p>Reason code: <code>{{ reason }}</code></p>
-<p>No access was granted. Go back to the application and start the sign-in again.</p>
-</main></body></html>
-"""
 
 _MESSAGES = {
     "upstream.denied": "Your identity provider did not sign you in.",
@@ -61,13 +53,7 @@ _MESSAGES = {
 
 def _error_page(reason: str, status: int) -> Response:
     message = _MESSAGES.get(reason, "Your identity provider's answer could not be verified.")
-    response = Response(
-        render_template_string(_ERROR_PAGE, message=message, reason=reason),
-        status=status,
-        mimetype="text/html",
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return render_page("login/upstream_error.html", status, message=message, reason=reason)
 
 
 def authenticated_user(
@@ -130,21 +116,13 @@ class UpstreamAuthenticator:
         return redirect(url, code=303)
 
 
-def upstream_authenticators() -> dict[str, UpstreamAuthenticator]:
-    """One authenticator per configured upstream of the current app, by authenticator name."""
-    found = (UpstreamAuthenticator(up) for up in integrations().upstreams.values())
+def upstream_authenticators(
+    upstreams: Mapping[str, OidcUpstream],
+) -> dict[str, UpstreamAuthenticator]:
+    """One authenticator per configured upstream, by authenticator name (``upstream-<name>``):
+    what the login page offers besides the password form."""
+    found = (UpstreamAuthenticator(up) for up in upstreams.values())
     return {a.name: a for a in found}
-
-
-def _complete_authentication() -> CompleteAuthentication:
-    """The login flow's continuation: the one wired in the state, else the OIDC login's."""
-    wired = integrations().complete_authentication
-    if wired is not None:
-        return wired
-    # Imported late: the login flow imports the authenticators, not the other way round.
-    login = importlib.import_module("posture_gateway.oidc.login")
-    complete: CompleteAuthentication = login.complete_authentication
-    return complete
 
 
 @bp.get("/login/upstream/<name>/callback")
@@ -176,4 +154,4 @@ def callback(name: str) -> ResponseReturnValue:
         log.exception("upstream %s: login failed", name)
         return _error_page("upstream.error", 502)
     user = authenticated_user(login, user_id, name, account)
-    return _complete_authentication()(user, login_id=login_id)
+    return st.complete_authentication(user, login_id=login_id)

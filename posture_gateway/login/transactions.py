@@ -7,7 +7,7 @@ in a :class:`LoginTransactionStore` shared by every gateway process, with an exp
 sign-in started on one worker continues on any other. Both the OIDC login
 (:mod:`posture_gateway.oidc.login`) and Entra EAM (:mod:`posture_gateway.integrations.entra_eam`)
 use the
-one store the app was given (:func:`login_transactions`).
+one store the app was given (built by :func:`build_store`, read with :func:`login_transactions`).
 
 - :class:`SqlLoginTransactionStore` (default): the ``gateway_login_transactions`` table on the
   shared database, rows keyed by the SHA-256 of the id (a read of the table gives no usable
@@ -33,7 +33,7 @@ from redis import Redis
 from sqlalchemy import and_, delete, insert, select, update
 
 from mdm_core.domain.infra_errors import redis_errors
-from mdm_core.redis_backends.client import require_timeouts
+from mdm_core.redis_backends.client import connect_redis, require_timeouts
 from mdm_core.storage.sql.database import Database
 from posture_gateway.oidc.tables import gateway_login_transactions
 
@@ -44,6 +44,8 @@ __all__ = [
     "RedisLoginTransactionStore",
     "SqlLoginTransactionStore",
     "TransactionTooLarge",
+    "build_store",
+    "install",
     "login_transactions",
 ]
 
@@ -200,22 +202,19 @@ class RedisLoginTransactionStore:
             return _decode(self._redis.getdel(self._key(tx_id)))
 
 
-def init_app(app: Flask, database: Database, redis_url: str | None) -> LoginTransactionStore:
-    """Give ``app`` its store: Redis when ``redis_url`` is set, else the shared database."""
-    store: LoginTransactionStore
+def build_store(database: Database, redis_url: str | None) -> LoginTransactionStore:
+    """The store for this deployment: Redis when ``redis_url`` is set, else the database."""
     if redis_url:
-        from mdm_core.redis_backends.client import connect_redis
+        return RedisLoginTransactionStore(connect_redis(redis_url))
+    return SqlLoginTransactionStore(database)
 
-        store = RedisLoginTransactionStore(connect_redis(redis_url))
-    else:
-        store = SqlLoginTransactionStore(database)
+
+def install(app: Flask, store: LoginTransactionStore) -> None:
+    """Keep ``store`` as ``app``'s one login transaction store."""
     app.extensions[EXTENSION_KEY] = store
-    return store
 
 
 def login_transactions() -> LoginTransactionStore:
-    """The current app's store (set by :func:`init_app` from the OIDC set-up)."""
-    store = current_app.extensions.get(EXTENSION_KEY)
-    if store is None:
-        raise RuntimeError("no login transaction store: posture_gateway.oidc.setup not run")
-    return store  # type: ignore[no-any-return]
+    """The current app's store (installed by the app factory before any view runs)."""
+    store: LoginTransactionStore = current_app.extensions[EXTENSION_KEY]
+    return store

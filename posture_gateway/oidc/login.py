@@ -10,7 +10,8 @@
 3. ``/login/device`` (GET) issues a single-use nonce and renders the device-check page, whose
    script asks the local agent for a login proof and posts it back. ``/login/device`` (POST)
    consumes the nonce (replays refused) and asks the access evaluator
-   (:class:`mdm_core.access.evaluator.AccessEvaluator`, channel ``oidc``):
+   (:class:`mdm_core.access.evaluator.AccessEvaluator`, channel ``oidc``) through the
+   device-check step every front end shares (:mod:`posture_gateway.login.device_step`):
    allow/restrict -> code; warn -> notice, then code; block -> remediation page with
    "check again" (a fresh nonce). An evaluator that fails is a block.
 
@@ -38,16 +39,19 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from mdm_core.access.decision import Decision
-from mdm_core.access.request import AccessRequest
 from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
 from posture_gateway.login.device_check import (
     acr_of,
     amr_of,
-    blocked,
     decision_claims,
     granted_scopes,
-    not_configured,
+)
+from posture_gateway.login.device_step import (
+    agent_config,
+    agent_origin,
+    begin_device_check,
+    finish_device_check,
 )
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
@@ -67,7 +71,6 @@ bp = Blueprint("oidc_login", __name__, template_folder="../pages/templates")
 
 TX_KEY = "oidc_login"
 log = logging.getLogger(__name__)
-_AGENT_TIMEOUT_MS = 4000
 _LOGIN_ERRORS = {
     "invalid_credentials": "The username or password is not right.",
     "rate_limited": "Too many failed attempts. Wait a few minutes and try again.",
@@ -338,10 +341,6 @@ def complete_authentication(user: AuthenticatedUser, *, login_id: str) -> Respon
 # ---- 3. device check ------------------------------------------------------------------------
 
 
-def _agent_origin(provider: OIDCProvider) -> str:
-    return f"http://127.0.0.1:{provider.agent_port}"
-
-
 @bp.get("/login/device")
 def device_page() -> ResponseReturnValue:
     tx = _tx()
@@ -349,8 +348,11 @@ def device_page() -> ResponseReturnValue:
         return _no_login()
     provider = current_provider()
     try:
-        nonce = provider.nonces.issue(
-            provider.device_nonce_ttl, purpose=_purpose(provider, NonceKind.LOGIN_DEVICE)
+        nonce = begin_device_check(
+            provider.nonces,
+            provider.device_nonce_ttl,
+            kind=NonceKind.LOGIN_DEVICE,
+            audience=provider.issuer.issuer,
         )
     except Exception:  # nonce store down: no nonce, no login
         return _error_page("unavailable", "The device check is unavailable right now.", 503)
@@ -360,13 +362,8 @@ def device_page() -> ResponseReturnValue:
     return render_page(
         "oidc/device.html",
         nonce=nonce,
-        config={
-            "port": provider.agent_port,
-            "nonce": nonce,
-            "aud": provider.issuer.issuer,
-            "timeout_ms": _AGENT_TIMEOUT_MS,
-        },
-        connect=[_agent_origin(provider)],
+        config=agent_config(port=provider.agent_port, nonce=nonce, audience=provider.issuer.issuer),
+        connect=[agent_origin(provider.agent_port)],
         form_targets=[tx["redirect_origin"]],
     )
 
@@ -415,42 +412,28 @@ def device_submit() -> ResponseReturnValue:
         return _no_login()
     _check_csrf()
     provider = current_provider()
-    nonce = request.form.get("nonce", "")
     expected = tx.get("device_nonce")
     tx["device_nonce"] = None
     _save(tx)
-    if not isinstance(expected, str) or not hmac.compare_digest(nonce.encode(), expected.encode()):
-        return _error_page(
-            "nonce_mismatch", "This device check is no longer valid. Check again.", 400, retry=True
-        )
-    if not _consume(provider.nonces, nonce, _purpose(provider, NonceKind.LOGIN_DEVICE)):
-        log.warning("device-check nonce replayed or expired (user %s)", tx["user"]["user_id"])
-        return _error_page(
-            "nonce_replayed",
-            "This device check was already used or expired. Check again.",
-            400,
-            retry=True,
-        )
     user = tx["user"]
     requested = frozenset(str(tx["params"].get("scope", "")).split())
-    access = AccessRequest(
-        user_id=user["user_id"],
-        application=tx["client_id"],
+    checked = finish_device_check(
+        provider.gate,
+        provider.nonces,
+        kind=NonceKind.LOGIN_DEVICE,
         channel="oidc",
-        caller=tx["client_id"],
-        device_proof=request.form.get("proof") or None,
-        proof_audience=provider.issuer.issuer,
-        proof_nonce=nonce,  # consumed above: single use
+        audience=provider.issuer.issuer,
+        expected_nonce=expected,
+        presented_nonce=request.form.get("nonce", ""),
+        user_id=user["user_id"],
+        client_id=tx["client_id"],
+        proof=request.form.get("proof") or None,
         client_cert_pem=_forwarded_device_cert(provider),
     )
-    try:
-        verdict = provider.gate.decide(access) if provider.gate is not None else not_configured()
-    except Exception:  # a failing evaluator is a block
-        verdict = blocked(
-            "device_check_failed",
-            "We could not check your device.",
-            "Try again in a moment. If this keeps happening, contact your help desk.",
-        )
+    if checked.nonce_problem is not None:
+        reason = checked.verdict.reasons[0]
+        return _error_page(checked.nonce_problem, reason.message, 400, retry=True)
+    verdict = checked.verdict
     log.info(
         "login device verdict user=%s client=%s outcome=%s reasons=%s",
         user["user_id"],

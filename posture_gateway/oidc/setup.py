@@ -1,16 +1,12 @@
-"""Wiring of the OpenID provider into the app: ``init_app(app)``.
+"""The OpenID provider, built and registered: :func:`build_provider` and :func:`register`.
 
-Builds everything once at start from the validated settings: the key ring (loaded or
-generated, see :mod:`posture_gateway.signing.key_ring`), the token issuer, the relying parties and
-local
-users (their files validated in full: an invalid file stops start-up with ``file:line``), the
-gateway's OIDC tables (``create_all``), the grant stores, the nonce store and the device gate;
-registers the protocol and login blueprints and sets the session cookie flags.
-
-Nonces default to :class:`~posture_gateway.oidc.sql_nonces.SqlNonceStore` (shared by every
-process on the database); pass a Redis store as ``nonces=`` when there is one. Until the
-composition root wires the access evaluator (``posture_gateway.access.device_gate``) the
-provider has none and every login is blocked.
+:func:`build_provider` builds everything once at start from the validated settings and the
+services the app factory already made (the device gate and binding, the nonce store): the key
+ring (loaded or generated, see :mod:`posture_gateway.signing.key_ring`), the token issuer, the
+relying parties and local users (their files validated in full: an invalid file stops
+start-up with ``file:line``) and the grant stores. The gateway's tables come from the Alembic
+chain (``Database.migrate``); nothing is created here. :func:`register` installs the provider,
+its protocol and login blueprints and the session cookie flags.
 """
 
 from __future__ import annotations
@@ -19,29 +15,24 @@ from flask import Flask
 
 from mdm_core.access.evaluator import AccessDecisions
 from mdm_core.ratelimit.guard import RateGuard
+from mdm_core.runtime import MdmCore
 from posture_gateway.access.nonces import NonceStore
-from posture_gateway.login.transactions import init_app as init_login_transactions
+from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
+from posture_gateway.oidc.binding import DeviceBinding
 from posture_gateway.oidc.claims import directory_groups_reader
 from posture_gateway.oidc.clients import load_clients
 from posture_gateway.oidc.local_users import FailureLimiter, LoginLimits, load_local_users
 from posture_gateway.oidc.login import bp as login_bp
 from posture_gateway.oidc.provider import bp as provider_bp
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
-from posture_gateway.oidc.sql_grants import (
-    ConnectionTokenRevoker,
-    SqlCodeStore,
-    SqlTokenStore,
-    create_tables,
-)
-from posture_gateway.oidc.sql_nonces import SqlNonceStore
+from posture_gateway.oidc.sql_grants import ConnectionTokenRevoker, SqlCodeStore, SqlTokenStore
 from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.yamlconf import ConfigFileError
 from posture_gateway.settings import ConfigError, Settings
 from posture_gateway.signing.key_ring import KeyRing, KeyRingError
-from posture_gateway.state import GatewayState
 
-__all__ = ["init_app", "build_key_ring", "issuer_of"]
+__all__ = ["build_provider", "register", "build_key_ring", "issuer_of"]
 
 
 def issuer_of(settings: Settings) -> str:
@@ -70,22 +61,22 @@ def build_key_ring(settings: Settings) -> KeyRing:
         raise ConfigError(str(exc)) from exc
 
 
-def init_app(
-    app: Flask,
+def build_provider(
+    settings: Settings,
+    core: MdmCore,
     *,
-    gate: AccessDecisions | None = None,
-    nonces: NonceStore | None = None,
+    gate: AccessDecisions,
+    binding: DeviceBinding,
+    nonces: NonceStore,
+    authenticators: dict[str, Authenticator],
 ) -> OIDCProvider:
-    """Build the provider from ``app.extensions["posture"]`` and register its blueprints."""
-    state = app.extensions["posture"]
-    assert isinstance(state, GatewayState)
-    settings = state.settings
+    """The OpenID provider over ``core`` and the given services (raises ``ConfigError``)."""
     oidc = settings.oidc
     try:
         clients = load_clients(oidc.clients_file)
         # One count for every process: the core's shared limiter (Redis, else the database).
         limiter = FailureLimiter(
-            RateGuard(state.core.rate_limiter, state.core.storage),
+            RateGuard(core.rate_limiter, core.storage),
             LoginLimits(
                 per_source=oidc.max_failed_logins_per_source,
                 per_account=oidc.max_failed_logins,
@@ -103,12 +94,11 @@ def init_app(
         except KeyRingError as exc:
             raise ConfigError(f"clients {client_ids} need {alg} ID tokens: {exc}") from exc
     issuer = issuer_of(settings)
-    database = state.core.database
-    create_tables(database)
+    database = core.database
     # Quarantine, revocation, retirement, wipe and account disable revoke tokens in their own
     # unit of work (mdm_core.domain.device_lifecycle), on its connection.
-    state.core.storage.add_credential_revoker(ConnectionTokenRevoker)
-    provider = OIDCProvider(
+    core.storage.add_credential_revoker(ConnectionTokenRevoker)
+    return OIDCProvider(
         issuer=TokenIssuer(
             keys,
             issuer=issuer,
@@ -119,9 +109,11 @@ def init_app(
         clients=clients,
         codes=SqlCodeStore(database),
         tokens=SqlTokenStore(database),
-        nonces=nonces or SqlNonceStore(database),
-        gate=gate,  # None until the access evaluator is wired: every login blocks
+        nonces=nonces,
+        gate=gate,
+        binding=binding,
         local_users=local_users,
+        authenticators=dict(authenticators),
         code_ttl=oidc.code_ttl,
         refresh_token_ttl=oidc.refresh_token_ttl,
         login_ttl=oidc.login_ttl,
@@ -130,8 +122,13 @@ def init_app(
         secure_cookies=issuer.startswith("https://"),
         device_cert_proxies=oidc.device_cert_proxies,
         device_cert_header=oidc.device_cert_header,
-        groups_of=directory_groups_reader(state.core.storage),
+        groups_of=directory_groups_reader(core.storage),
     )
+
+
+def register(app: Flask, provider: OIDCProvider) -> None:
+    """Install ``provider`` on ``app``: authlib's server, the session cookie flags, the
+    protocol (``/oauth/*``, discovery, JWKS) and login blueprints."""
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -139,11 +136,6 @@ def init_app(
     )
     app.extensions[EXTENSION_KEY] = provider
     provider.init_app(app)
-    # Login transactions server side (the cookie holds only their id), shared by every process.
-    init_login_transactions(app, database, settings.redis_url)
-
     app.register_blueprint(provider_bp)
     app.register_blueprint(login_bp)
-
     init_basic_auth_guard(app)  # non-UTF-8 Basic credentials: 401, not authlib's 500
-    return provider

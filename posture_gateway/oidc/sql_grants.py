@@ -10,42 +10,17 @@ account disable that ends them.
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.encoding import as_utc
 from posture_gateway.oidc.grants import CodeRecord, GrantSubject, TokenRecord
-from posture_gateway.oidc.tables import metadata, oidc_codes, oidc_tokens
+from posture_gateway.oidc.tables import oidc_codes, oidc_tokens
 
-__all__ = ["SqlCodeStore", "SqlTokenStore", "ConnectionTokenRevoker", "create_tables"]
-
-
-_CREATE_LOCK = threading.Lock()
-_CREATE_ATTEMPTS = 5
-
-
-def create_tables(database: Database) -> None:
-    """Create the gateway's OIDC tables when missing (idempotent).
-
-    Several workers start at once: threads of this process take turns (a lock), and when
-    another process created a table between our check and our CREATE, the next pass finds
-    it in place. Each pass can lose such a race on a different table, so a few are allowed.
-    """
-    with _CREATE_LOCK:
-        for attempt in range(_CREATE_ATTEMPTS):
-            try:
-                metadata.create_all(database.engine, checkfirst=True)
-                return
-            except SQLAlchemyError:
-                if attempt == _CREATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+__all__ = ["SqlCodeStore", "SqlTokenStore", "ConnectionTokenRevoker"]
 
 
 def _opt(value: datetime | None) -> datetime | None:

@@ -1,9 +1,10 @@
 """The OpenID provider's tables (SQLAlchemy Core), on their OWN ``MetaData``.
 
 ``mdm_core`` must not know about OIDC, so these tables are not in
-``mdm_core/storage/sql/tables.py``. They live in the same database and are created with
-``metadata.create_all`` when the app starts (idempotent). When the schema changes after
-release, gateway tables get their own Alembic branch (version table ``alembic_version_gateway``).
+``mdm_core/storage/sql/tables.py``. They live in the same database and are created by the one
+Alembic chain (revision ``0006_frontends``, applied by ``Database.migrate`` / ``posture db
+migrate``); the gateway never creates tables itself. ``tests/contracts/test_schema.py``
+compares the migrations with this ``MetaData`` too: a change here needs a revision.
 
 Secrets are stored only as SHA-256 digests: authorization codes and refresh tokens. Access
 tokens are JWTs; only their ``jti`` is stored.

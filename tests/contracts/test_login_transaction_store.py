@@ -26,7 +26,6 @@ from posture_gateway.login.transactions import (
     SqlLoginTransactionStore,
     TransactionTooLarge,
 )
-from posture_gateway.oidc.sql_grants import create_tables
 from posture_gateway.oidc.tables import gateway_login_transactions
 from tests.conftest import _fresh_postgres_db
 
@@ -64,7 +63,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         database = Database(f"sqlite:///{tmp_path}/tx.sqlite3")
     else:
         database = Database(_fresh_postgres_db(request.getfixturevalue("postgres_server_url")))
-    create_tables(database)
+    database.migrate()  # the gateway tables come from the one migration chain
     clock = Clock()
     try:
         yield Backend(SqlLoginTransactionStore(database, clock=clock), clock, database)

@@ -16,7 +16,6 @@ import pytest
 
 from mdm_core.storage.sql.database import Database
 from posture_gateway.access.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
-from posture_gateway.oidc.sql_grants import create_tables
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from tests.conftest import _fresh_postgres_db
 
@@ -43,7 +42,7 @@ def store(
         database = Database(f"sqlite:///{tmp_path}/nonces.sqlite3")
     else:
         database = Database(_fresh_postgres_db(request.getfixturevalue("postgres_server_url")))
-    create_tables(database)
+    database.migrate()  # the gateway tables come from the one migration chain
     clock = Clock()
     try:
         yield SqlNonceStore(database, clock=clock), clock
@@ -145,7 +144,6 @@ def test_sql_sweeps_expired(database: Database) -> None:
 
     from posture_gateway.oidc.tables import gateway_nonces
 
-    create_tables(database)
     clock = Clock()
     nonces = SqlNonceStore(database, clock=clock)
     for _ in range(63):

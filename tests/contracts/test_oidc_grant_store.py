@@ -16,7 +16,6 @@ from posture_gateway.oidc.sql_grants import (
     ConnectionTokenRevoker,
     SqlCodeStore,
     SqlTokenStore,
-    create_tables,
 )
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -33,8 +32,6 @@ SUBJECT = GrantSubject(
 
 @pytest.fixture
 def stores(database: Database) -> Iterator[tuple[SqlCodeStore, SqlTokenStore]]:
-    create_tables(database)
-    create_tables(database)  # idempotent
     yield SqlCodeStore(database), SqlTokenStore(database)
 
 
@@ -197,26 +194,6 @@ def test_active_helpers() -> None:
     assert record.access_active(NOW) and record.refresh_active(NOW)
     assert not record.access_active(NOW + timedelta(minutes=10))
     assert not _token(refresh=None).refresh_active(NOW)
-
-
-def test_concurrent_create_tables(database: Database) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def create() -> None:
-        barrier.wait()
-        try:
-            create_tables(database)
-        except BaseException as exc:  # collected for the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=create) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    SqlCodeStore(database).save(_code())
 
 
 def _revoked_ids(tokens: SqlTokenStore, ids: list[str]) -> set[str]:

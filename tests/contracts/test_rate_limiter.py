@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.ratelimit.limiter import InProcessRateLimiter, RateLimiter
+from mdm_core.ratelimit.limiter import RateLimiter
 from mdm_core.ratelimit.sql import SqlRateLimiter
 from mdm_core.redis_backends.client import connect_redis
 from mdm_core.redis_backends.rate_limiter import RedisRateLimiter
@@ -37,7 +37,7 @@ class FakeClock:
 LimiterFactory = Callable[[Callable[[], float] | None], RateLimiter]
 
 
-@pytest.fixture(params=["inprocess", "redis", "sql-sqlite", "sql-postgres"])
+@pytest.fixture(params=["redis", "sql-sqlite", "sql-postgres"])
 def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LimiterFactory]:
     """``make(clock)`` gives limiters over one medium; ``None`` means the real clock."""
     if request.param.startswith("sql-"):
@@ -58,18 +58,6 @@ def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lim
         finally:
             for db in databases:
                 db.dispose()
-        return
-    if request.param == "inprocess":
-        shared: dict[object, InProcessRateLimiter] = {}
-
-        def inprocess(clock: Callable[[], float] | None) -> RateLimiter:
-            if clock not in shared:
-                shared[clock] = (
-                    InProcessRateLimiter() if clock is None else InProcessRateLimiter(clock=clock)
-                )
-            return shared[clock]
-
-        yield inprocess
         return
     client = connect_redis(request.getfixturevalue("redis_url"))
     prefix = f"test:rl:{uuid.uuid4().hex}:"

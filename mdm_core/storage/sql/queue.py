@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mdm_core.device.commands import (
+from mdm_core.device.command_model import (
     DELIVERABLE_STATUSES,
     Command,
     CommandStatus,

@@ -1,4 +1,4 @@
-"""Rate limiters beyond the contract: the in-process bound, Redis keys, scripts and outages."""
+"""Rate limiters beyond the contract: the window rule, Redis keys, scripts and outages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from mdm_core.domain.infra_errors import InfraUnavailable
-from mdm_core.ratelimit.limiter import InProcessRateLimiter, sliding_window_allows
+from mdm_core.ratelimit.limiter import sliding_window_allows
 from mdm_core.redis_backends.client import connect_redis
 from mdm_core.redis_backends.rate_limiter import RedisRateLimiter
 from tests.contracts.test_rate_limiter import FakeClock
@@ -43,15 +43,6 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 )
 def test_sliding_window_rule(previous: int, current: int, elapsed: int, allowed: bool) -> None:
     assert sliding_window_allows(previous, current, elapsed, 10_000, 10) is allowed
-
-
-def test_in_process_limiter_is_bounded() -> None:
-    limiter = InProcessRateLimiter(max_keys=100, clock=FakeClock())
-    for i in range(1000):
-        limiter.hit(f"k{i}", 5, TEN_S)
-    assert len(limiter) == 100
-    with pytest.raises(ValueError, match="max_keys"):
-        InProcessRateLimiter(max_keys=0)
 
 
 def test_redis_key_layout_expiry_and_old_windows_dropped(client: redis.Redis) -> None:

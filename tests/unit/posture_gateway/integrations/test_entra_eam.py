@@ -187,7 +187,7 @@ def test_gate_failure_is_access_denied(
     form = entra.authorize_form(client_id=CLIENT_ID, id_token_hint=entra.hint(alice_claims))
     answer = answer_of(finish_device_check(client, start(client, form).get_data(as_text=True)))
     assert answer["error"] == "access_denied"
-    assert "device_gate_unavailable" in answer["error_description"]
+    assert "device_check_failed" in answer["error_description"]  # the shared step's code
 
 
 def test_unconfigured_gate_is_access_denied(

@@ -350,18 +350,6 @@ def test_engine_failure_fails_closed(app: Flask, decisions: ScriptedDecisions, a
     assert "allow" not in response.get_data(as_text=True)
 
 
-def test_unconfigured_engine_blocks(app: Flask, alice: str) -> None:
-    from posture_gateway.integrations.state import integrations
-    from posture_gateway.oidc.server import EXTENSION_KEY
-
-    integrations(app).evaluator = None
-    app.extensions[EXTENSION_KEY].gate = None  # no evaluator wired anywhere
-    response = app.test_client().post(URL, json=BODY, headers=bearer(issue(app)))
-    assert response.status_code == 200
-    assert response.json["outcome"] == "block"
-    assert response.json["reasons"][0]["code"] == "decision_service_not_configured"
-
-
 def test_oversized_body(app: Flask, decisions: ScriptedDecisions, alice: str) -> None:
     big = {"user": "alice", "client_id": "payroll", "device_proof": "x" * (300 * 1024)}
     response = app.test_client().post(URL, json=big, headers=bearer(issue(app)))

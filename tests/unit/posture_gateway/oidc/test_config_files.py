@@ -9,7 +9,7 @@ import pytest
 
 from mdm_core.domain.infra_errors import InfraUnavailable
 from mdm_core.ratelimit.guard import RateGuard
-from mdm_core.ratelimit.limiter import InProcessRateLimiter
+from mdm_core.ratelimit.sql import SqlRateLimiter
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 from posture_gateway.oidc.authn import AuthenticationFailed
@@ -160,7 +160,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def limiter(sqlite_database: Database, clock: Clock) -> FailureLimiter:
-    guard = RateGuard(InProcessRateLimiter(clock=clock), SqlStorage(sqlite_database))
+    guard = RateGuard(SqlRateLimiter(sqlite_database, clock=clock), SqlStorage(sqlite_database))
     return FailureLimiter(guard, LoginLimits(per_source=4, per_account=2))
 
 

@@ -1,0 +1,108 @@
+"""The composition root's build step: every service of the gateway, made once, in order.
+
+:func:`build_services` runs before any blueprint is registered; every service gets the real
+collaborators it needs in its constructor, so nothing is installed as a placeholder and
+swapped later, and no view looks a service up with a fallback. The order, each step using
+only what the steps before it made:
+
+1. the stores shared by every front end: the single-use nonce store (device checks, warn
+   tickets, posture-API decisions) and the one login transaction store
+   (:mod:`posture_gateway.login.transactions`);
+2. the decision pipeline: the one access evaluator over the core
+   (:func:`mdm_core.access.wiring.evaluator_for`; the browser login, Entra EAM, the posture API,
+   the Okta hook and what-if ask it), the refresh-time :class:`PolicyDeviceBinding` on it, and
+   the directory resolver of outside identities;
+3. broker mode's upstream OpenID providers (on the one outbound HTTP client), offered on the
+   login page as authenticators;
+4. the OpenID provider (key ring, token issuer, clients, local users, grant stores);
+5. the integrations state over the provider's gate, nonces, keys and access tokens, with the
+   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer.
+
+:func:`posture_gateway.app.create_app` calls it, then installs and registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from idp_connectors.http import make_client
+from mdm_core.access.evaluator import AccessEvaluator
+from mdm_core.access.wiring import evaluator_for
+from mdm_core.runtime import MdmCore
+from posture_gateway.access.device_gate import PolicyDeviceBinding, log_observer
+from posture_gateway.directory.identity import DirectoryUserResolver
+from posture_gateway.integrations.entra_eam import eam_token_issuer
+from posture_gateway.integrations.state import IntegrationsState, build_upstreams
+from posture_gateway.integrations.state import build as build_integrations
+from posture_gateway.integrations.upstream_login import upstream_authenticators
+from posture_gateway.login.transactions import LoginTransactionStore, build_store
+from posture_gateway.oidc.login import complete_authentication
+from posture_gateway.oidc.server import OIDCProvider
+from posture_gateway.oidc.setup import build_provider
+from posture_gateway.oidc.sql_nonces import SqlNonceStore
+from posture_gateway.settings import Settings
+
+__all__ = ["GatewayServices", "build_services"]
+
+
+@dataclass(frozen=True)
+class GatewayServices:
+    """What the app factory installs: the one access evaluator, the OpenID provider (with the
+    evaluator as its gate, its binding, nonce store), the one login transaction store, and the
+    integrations state."""
+
+    access: AccessEvaluator
+    provider: OIDCProvider
+    login_transactions: LoginTransactionStore
+    integrations: IntegrationsState
+
+
+def build_services(
+    settings: Settings, core: MdmCore, *, transport: httpx.BaseTransport | None = None
+) -> GatewayServices:
+    """Build every gateway service over ``core`` (raises ``ConfigError`` on bad settings).
+    ``transport`` replaces the outbound HTTP transport (tests of broker mode and Entra)."""
+    database = core.database
+    nonces = SqlNonceStore(database)  # shared by every process on the database
+    transactions = build_store(database, settings.redis_url)
+
+    access = evaluator_for(core, observers=(log_observer,))
+    binding = PolicyDeviceBinding(access, core.storage)  # refresh + token lookups
+    directory = DirectoryUserResolver.from_settings(core.storage, settings.integrations)
+
+    integration_settings = settings.integrations
+    http = make_client(transport, timeout=integration_settings.outbound_timeout.total_seconds())
+    upstreams = build_upstreams(integration_settings, public_url=settings.public_url, http=http)
+
+    try:
+        provider = build_provider(
+            settings,
+            core,
+            gate=access,
+            binding=binding,
+            nonces=nonces,
+            authenticators=dict(upstream_authenticators(upstreams)),
+        )
+    except BaseException:
+        http.close()
+        raise
+    integrations = build_integrations(
+        integration_settings,
+        public_url=settings.public_url,
+        http=http,
+        upstreams=upstreams,
+        provider=provider,
+        evaluator=access,
+        user_directory=directory,
+        complete_authentication=complete_authentication,
+        entra_tokens=eam_token_issuer(
+            integration_settings.entra, provider.keys, public_url=settings.public_url
+        )
+        if integration_settings.entra
+        else None,
+    )
+    return GatewayServices(
+        access=access, provider=provider, login_transactions=transactions, integrations=integrations
+    )
