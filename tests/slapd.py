@@ -241,11 +241,12 @@ class PrivateSlapd:
                 raise RuntimeError(f"slapadd {suffix} failed: {done.stderr[-2000:]}")
         self.port, self.ldaps_port = free_port(), free_port()
         urls = f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.ldaps_port}/"
-        self.proc = subprocess.Popen(
-            [SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "slapd.log", "wb"),  # noqa: SIM115 - closed with the process
-        )
+        with open(self.root / "slapd.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self._wait()
         return self
 

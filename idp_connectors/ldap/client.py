@@ -124,14 +124,29 @@ def _cookie(result: Mapping[str, Any]) -> bytes | None:
     return bytes(value) if value else None
 
 
+class _VerifiedTls(ldap3.Tls):
+    """TLS by the standard library's own checks: ``ssl.create_default_context`` verifies the
+    chain (to ``ca_file`` or the system store) *and* the host name or IP address, TLS 1.2+.
+    (ldap3's own wrapping turns the context's host check off and calls the deprecated
+    ``ssl.match_hostname`` instead.)"""
+
+    def __init__(self, host: str, ca_file: str | None) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        self._host = host
+        self._context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        connection.socket = self._context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=self._host,
+        )
+
+
 def _tls(settings: LdapSettings, host: str) -> ldap3.Tls:
-    return ldap3.Tls(
-        validate=ssl.CERT_REQUIRED,
-        version=ssl.PROTOCOL_TLS_CLIENT,
-        ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-        valid_names=[host],
-        sni=host,
-    )
+    return _VerifiedTls(host, str(settings.ca_file) if settings.ca_file else None)
 
 
 def connect(settings: LdapSettings) -> LdapSession:
