@@ -134,7 +134,11 @@ def make_ca(directory: Path, name: str = "posture test LDAP CA") -> tuple[Path, 
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    ca_file, cert_file, key_file = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca_file, cert_file, key_file = (
+        directory / "ca.pem",
+        directory / "cert.pem",
+        directory / "key.pem",
+    )
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
@@ -191,7 +195,9 @@ def _base_ldif() -> str:
     out = []
     for suffix in (AD_BASE, OL_BASE):
         dc = suffix.split(",")[0].split("=")[1]
-        out.append(f"dn: {suffix}\nobjectClass: dcObject\nobjectClass: organization\no: {dc}\ndc: {dc}\n")
+        out.append(
+            f"dn: {suffix}\nobjectClass: dcObject\nobjectClass: organization\no: {dc}\ndc: {dc}\n"
+        )
     return "\n".join(out)
 
 
@@ -226,7 +232,10 @@ class PrivateSlapd:
         self.ca_file, cert, key = make_ca(self.root / "tls")
         conf = self.root / "slapd.conf"
         conf.write_text(_config(self.root, self.ca_file, cert, key))
-        loads = {AD_BASE: _base_ldif().split("\n\n")[0] + "\n", OL_BASE: _base_ldif().split("\n\n")[1]}
+        loads = {
+            AD_BASE: _base_ldif().split("\n\n")[0] + "\n",
+            OL_BASE: _base_ldif().split("\n\n")[1],
+        }
         for suffix, text in (ldif or {}).items():
             loads[suffix] = loads[suffix] + "\n" + text
         for suffix, text in loads.items():

@@ -101,7 +101,9 @@ class LdapSession:
     def read(self, dn: str, attributes: Sequence[str]) -> Raw | None:
         """One entry by DN (base scope), or ``None`` when it does not exist."""
         try:
-            self.conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=list(attributes))
+            self.conn.search(
+                dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=list(attributes)
+            )
         except ldap_exc.LDAPException as exc:
             raise LdapSearchError(f"read of {dn!r} failed: {exc}") from None
         result = self.conn.result
@@ -124,7 +126,7 @@ def _cookie(result: Mapping[str, Any]) -> bytes | None:
     return bytes(value) if value else None
 
 
-class _VerifiedTls(ldap3.Tls):
+class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 ships no types
     """TLS by the standard library's own checks: ``ssl.create_default_context`` verifies the
     chain (to ``ca_file`` or the system store) *and* the host name or IP address, TLS 1.2+.
     (ldap3's own wrapping turns the context's host check off and calls the deprecated

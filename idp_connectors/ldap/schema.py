@@ -205,7 +205,7 @@ def canonical_dn(dn: str) -> str:
             else:
                 value.extend(dn[i + 1].encode("utf-8"))
                 i += 1
-        elif char in ",+" :
+        elif char in ",+":
             text = value.decode("utf-8", errors="replace").strip().lower()
             escaped = "".join(f"\\{ord(c):02x}" if c in _DN_SPECIAL else c for c in text)
             out.append(f"{attr}={escaped}{char if i < len(dn) else ''}")
@@ -296,5 +296,9 @@ class Mapper:
             canonical_dn(m.decode("utf-8", errors="replace")) for m in _get(raw, self.schema.member)
         )
         return LdapGroup(
-            id=self.entry_id(raw), dn=canonical_dn(dn), name=name, members=members, change=self.change(raw)
+            id=self.entry_id(raw),
+            dn=canonical_dn(dn),
+            name=name,
+            members=members,
+            change=self.change(raw),
         )

@@ -42,7 +42,7 @@ from idp_connectors.ldap.filters import all_of, at_least, equals
 from idp_connectors.ldap.nested import in_chain_filter, supports_in_chain, transitive_users
 from idp_connectors.ldap.schema import EntryError, LdapGroup, LdapUser, Mapper, resolve
 from mdm_core.directory.sync import SourceGroup, SourceUser, SyncSummary, sync_source
-from mdm_core.storage.directory import DirectoryUser, MemberKind
+from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind
 from mdm_core.storage.sync_state import SourceEntry
 from mdm_core.storage.uow import Storage, UnitOfWork
 
@@ -120,6 +120,7 @@ class LdapSync:
         progress: Progress | None = None,
         chunk_size: int = 5000,
         session_factory: Callable[[LdapSettings], LdapSession] = connect,
+        actor: str = "system",
     ) -> None:
         if storage is None:
             raise ValueError("LdapSync needs a storage")
@@ -129,6 +130,7 @@ class LdapSync:
         self.progress = progress or _no_progress
         self.chunk_size = chunk_size
         self.session_factory = session_factory
+        self.actor = actor  # audited with each write (an admin running the CLI, the scheduler)
         self.schema = resolve(settings)
         self.mapper = Mapper(self.schema)
         self.source = settings.source
@@ -214,7 +216,9 @@ class LdapSync:
             result.nested = self._nested_mode(session)
             if result.nested == "in_chain":
                 user_filter = all_of(user_filter, in_chain_filter(scope))
-        groups = self._groups(session, all_of(self.schema.group_filter, extra or ""), result.skipped)
+        groups = self._groups(
+            session, all_of(self.schema.group_filter, extra or ""), result.skipped
+        )
         users = self._users(session, all_of(user_filter, extra or ""), result.skipped)
         users = _unique(users, lambda u: u.username.lower(), result.skipped, "username")
         groups = _unique(groups, lambda g: g.name, result.skipped, "group name")
@@ -259,14 +263,15 @@ class LdapSync:
         self._write(changed_users, changed_groups, gone, result)
         seen_groups = {g.name for g in read.groups}
         with self.storage.unit_of_work() as uow:
-            for name, group in mirror.groups.items():
-                if name not in seen_groups and uow.directory_groups.delete(group.id):
+            for name, stale in mirror.groups.items():
+                if name not in seen_groups and uow.directory_groups.delete(stale.id):
                     result.groups_deleted += 1
             self._remember(uow, users, read.groups, mirror.entries, full=True)
             gone_ids = set(mirror.entries) - seen - {g.id for g in read.groups}
             uow.source_entries.remove(self.source, gone_ids)
             uow.sync_cursors.put(self.source, read.highest, at=self.clock(), full=True)
-        result.cursor = read.highest
+            result.cursor = read.highest
+            self._audit(uow, result)
         return result
 
     def _write(
@@ -296,6 +301,7 @@ class LdapSync:
                 groups if index == 0 else (),
                 gone=gone if last else (),
                 skip_conflicts=True,
+                actor=self.actor,
                 clock=self.clock,
             )
             result.absorb(summary, fresh)
@@ -328,14 +334,27 @@ class LdapSync:
             mirror_users = plan.mirror_users
         changed_users = [u for u in users if _differs(mirror_users.get(u.id), u, plan)]
         result.disabled = [
-            u.id for u in changed_users if (m := mirror_users.get(u.id)) and m.active and not u.active
+            u.id
+            for u in changed_users
+            if (m := mirror_users.get(u.id)) and m.active and not u.active
         ]
         self._write(changed_users, groups, (), result)
         with self.storage.unit_of_work() as uow:
             self._remember(uow, read.users, read.groups, entries, full=False)
             result.cursor = self._highest([read.highest], cursor)
             uow.sync_cursors.put(self.source, result.cursor, at=self.clock())
+            self._audit(uow, result)
         return result
+
+    def _audit(self, uow: UnitOfWork, result: LdapSyncResult) -> None:
+        """``directory.ldap_sync`` with the counts: always for an admin, else on a change."""
+        counts = result.counts()
+        changed = any(v for k, v in counts.items() if k not in {"users_read", "groups_read"})
+        if changed or self.actor.startswith("admin:"):
+            detail = {"mode": result.mode, **counts, "cursor": result.cursor}
+            uow.audit.record(
+                self.actor, "directory.ldap_sync", self.source, "ok", detail, at=self.clock()
+            )
 
     def _numeric(self) -> bool:
         return self.schema.change.lower() == "usnchanged"
@@ -352,9 +371,7 @@ class LdapSync:
         return at_least(attr, cursor)
 
 
-def _unique(
-    items: list[_T], key: Callable[[_T], str], skipped: list[str], what: str
-) -> list[_T]:
+def _unique(items: list[_T], key: Callable[[_T], str], skipped: list[str], what: str) -> list[_T]:
     seen: set[str] = set()
     out: list[_T] = []
     for item in items:
@@ -384,7 +401,7 @@ class _MirrorView:
 
     users: dict[str, DirectoryUser]
     user_groups: dict[str, frozenset[str]]
-    groups: dict[str, object]  # name -> DirectoryGroup
+    groups: dict[str, DirectoryGroup]  # by name
     group_parents: dict[str, frozenset[str]]  # group name -> parent names
     entries: dict[str, SourceEntry]
 

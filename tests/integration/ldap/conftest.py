@@ -93,9 +93,7 @@ def writer(slapd: PrivateSlapd, small: DirectoryData) -> Iterator[Writer]:
 
 
 @pytest.fixture
-def make_sync(
-    slapd: PrivateSlapd, storage: SqlStorage
-) -> Callable[..., LdapSync]:
+def make_sync(slapd: PrivateSlapd, storage: SqlStorage) -> Callable[..., LdapSync]:
     def make(data: DirectoryData, **over: Any) -> LdapSync:
         return LdapSync(settings_for(slapd, data, **over), storage)
 

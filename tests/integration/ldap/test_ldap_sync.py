@@ -16,7 +16,9 @@ from tests.slapd import PrivateSlapd
 
 def _events(storage: SqlStorage, kind: str) -> list[str]:
     with storage.unit_of_work() as uow:
-        return [e.event.subject for e in uow.outbox.fetch_unpublished(100_000) if e.event.type == kind]
+        return [
+            e.event.subject for e in uow.outbox.fetch_unpublished(100_000) if e.event.type == kind
+        ]
 
 
 def _check_mirror(storage: SqlStorage, data: DirectoryData) -> None:
