@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import ldap3
@@ -100,4 +99,4 @@ def make_sync(slapd: PrivateSlapd, storage: SqlStorage) -> Callable[..., LdapSyn
     return make
 
 
-__all__ = ["settings_for", "BIG_USERS", "BIG_GROUPS", "Path"]
+__all__ = ["settings_for", "BIG_USERS", "BIG_GROUPS"]
