@@ -22,6 +22,7 @@ from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.access.device_gate import install as install_evaluator
 from posture_gateway.api.admin import bp as admin_api_bp
 from posture_gateway.api.health import bp as health_bp
+from posture_gateway.directory.ldap_schedule import init_ldap_schedule
 from posture_gateway.directory.local_users import sync_users_file
 from posture_gateway.integrations.setup import register as register_integrations
 from posture_gateway.login.transactions import install as install_login_transactions
@@ -121,4 +122,5 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen
     app.register_blueprint(landing_bp)  # /, /privacy, /help/sign-in, /enroll (HTML pages)
+    init_ldap_schedule(app)  # the scheduled LDAP sync, in served workers, one at a time by lease
     return app

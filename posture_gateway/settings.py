@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
+from idp_connectors.ldap.config import LdapSettings
 from mdm_core.support.durations import DurationsModel
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.observability.logs import LogFormat
@@ -112,6 +113,9 @@ class Settings(_Strict):
     helpdesk: HelpdeskSettings = Field(default_factory=HelpdeskSettings)
     # text | json; None leaves logging as the host process set it (tests, embedding).
     log_format: LogFormat | None = None
+    # An LDAP / Active Directory source of the directory mirror (docs/directory-sync.md);
+    # the bind password from POSTURE_LDAP__BIND_PASSWORD or ldap.bind_password_file.
+    ldap: LdapSettings | None = None
 
     @property
     def effective_database_url(self) -> str:
@@ -129,6 +133,7 @@ _NOT_SETTINGS = frozenset(
         "POSTURE_AGENT_HOST_ROOT",
         "POSTURE_ENROLLMENT_SECRET",
         "POSTURE_TRY_LOGIN_CLIENT_SECRET",  # posture try-login's --client-secret
+        "POSTURE_SERVE_WORKER",  # set by `posture serve` in its workers (background jobs)
     }
 )
 

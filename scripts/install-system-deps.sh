@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite talks to for real: PostgreSQL server binaries,
 # Redis, Debian's chromium + chromedriver, Node.js/npm (independent protocol
-# peers). Idempotent: installs only what is missing. Needs root and apt-get; anywhere else it
-# says what is missing and stops, because the tests fail (never skip) without these services.
+# peers), OpenLDAP's slapd + ldap-utils (the tests start their own slapd from a generated
+# config; the system slapd is never configured or started). Idempotent: installs only what
+# is missing. Needs root and apt-get; anywhere else it says what is missing and stops,
+# because the tests fail (never skip) without these services.
 set -euo pipefail
 
 missing=()
@@ -16,6 +18,8 @@ need chromedriver chromium-driver
 need node nodejs
 need npm npm
 need wrk wrk
+need /usr/sbin/slapd slapd
+need ldapsearch ldap-utils
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -26,6 +30,10 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# slapd's maintainer script must not build a system directory: answer its debconf first.
+if printf '%s\n' "${missing[@]}" | grep -qx slapd && command -v debconf-set-selections >/dev/null; then
+  echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "system-deps: done"

@@ -46,6 +46,10 @@ class EventType:
     PROOF_REFUSED = "device.proof_refused"
     USER_OFFBOARDED = "user.offboarded"
     GROUP_MEMBERSHIP_CHANGED = "directory.membership_changed"
+    # A directory source disabled an account, or no longer lists it (deleted there): the
+    # offboarding job consumes both. Payload: user_id, username, source, reason.
+    ACCOUNT_DISABLED = "directory.account_disabled"
+    ACCOUNT_DELETED = "directory.account_deleted"
 
 
 @dataclass(frozen=True, slots=True)

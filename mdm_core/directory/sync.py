@@ -14,7 +14,11 @@ with the groups they are nested in. In one unit of work (all or nothing):
   import claims the users file's entry for the same person, whose password stays in the
   file while the directory record now comes from the import);
 - with ``prune``, users of the source that are no longer listed are *disabled* (never
-  deleted: their devices and audit trail keep naming them), and re-enabled when listed again.
+  deleted: their devices and audit trail keep naming them), and re-enabled when listed again;
+  ``gone`` names such users explicitly (a source that sends only what changed, e.g. LDAP);
+- an account that becomes disabled loses its access credentials and writes a
+  ``directory.account_disabled`` event; a pruned or gone one a ``directory.account_deleted``
+  event (both consumed by offboarding), in the same unit of work.
 
 Group references by name reuse an existing group of any source; an unknown one is created,
 owned by this source.
@@ -26,7 +30,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.directory.mirror import add_membership, remove_membership
+from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.uow import Storage, UnitOfWork
@@ -160,6 +166,21 @@ class _Sync:
         elif changed or nested:
             self.summary.groups_changed.append(group.name)
 
+    def account_gone(self, user: DirectoryUser, event: str, reason: str) -> None:
+        """The account stopped being usable: credentials revoked, offboarding event written."""
+        end_user_access(self.uow, user.id, reason="user_disabled", at=self.at)
+        payload = {"user_id": user.id, "username": user.username, "source": self.source}
+        self.uow.outbox.add(
+            [
+                DomainEvent(
+                    type=event,
+                    subject=user.id,
+                    payload={**payload, "reason": reason},
+                    occurred_at=self.at,
+                )
+            ]
+        )
+
     def user(self, user: SourceUser) -> None:
         existing = self.uow.directory_users.get(user.id)
         if existing is not None and not _owned(existing.source, self.source, self.takes_over):
@@ -182,6 +203,8 @@ class _Sync:
             display_name=user.display_name,
         )
         changed = self.uow.directory_users.upsert(record)  # Conflict: username elsewhere
+        if existing is not None and existing.active and not user.active:
+            self.account_gone(record, EventType.ACCOUNT_DISABLED, "disabled_in_source")
         groups = self.memberships(MemberKind.USER, user.id, user.groups)
         if existing is None:
             self.summary.added.append(user.id)
@@ -198,6 +221,7 @@ def sync_source(
     groups: Sequence[SourceGroup] = (),
     *,
     prune: bool = False,
+    gone: Collection[str] = (),
     takes_over: Collection[str] = (),
     actor: str = "system",
     skip_conflicts: bool = False,
@@ -226,12 +250,16 @@ def sync_source(
             sync.group(group)
         for user in users:
             sync.user(user)
-        if prune:
-            listed = {u.id for u in users}
-            for stale in uow.directory_users.list(source):
-                if stale.id not in listed and stale.active:
-                    uow.directory_users.set_active(stale.id, False, at=at)
-                    summary.disabled.append(stale.id)
+        listed = {u.id for u in users}
+        stale_users = {u.id: u for u in uow.directory_users.list(source)} if prune else {}
+        for user_id in sorted(set(gone) - listed - stale_users.keys()):
+            if (found := uow.directory_users.get(user_id)) is not None:
+                stale_users[user_id] = found
+        for stale in stale_users.values():
+            if stale.id not in listed and stale.active and stale.source == source:
+                uow.directory_users.set_active(stale.id, False, at=at)
+                summary.disabled.append(stale.id)
+                sync.account_gone(stale, EventType.ACCOUNT_DELETED, "deleted_in_source")
         if summary.touched or actor != "system":
             uow.audit.record(actor, "directory.sync", source, "ok", summary.counts(), at=at)
     return summary

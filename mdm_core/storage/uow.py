@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.posture import PostureStore
     from mdm_core.storage.queue import CommandStore
     from mdm_core.storage.replay import ReplayStore
+    from mdm_core.storage.sync_state import LeaseStore, SourceEntryStore, SyncCursorStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
@@ -74,6 +75,12 @@ class UnitOfWork(Protocol):
     def credentials(self) -> CredentialRevoker: ...
     @property
     def identity_links(self) -> IdentityLinkStore: ...
+    @property
+    def source_entries(self) -> SourceEntryStore: ...
+    @property
+    def sync_cursors(self) -> SyncCursorStore: ...
+    @property
+    def leases(self) -> LeaseStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

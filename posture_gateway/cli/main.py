@@ -66,6 +66,9 @@ from posture_gateway.cli.directory import directory_group  # noqa: E402
 from posture_gateway.cli.init import init_cmd  # noqa: E402
 
 cli.add_command(directory_group)  # posture directory list|show|import
+from posture_gateway.cli.sync import sync_group  # noqa: E402
+
+cli.add_command(sync_group)  # posture sync ldap [--full]
 cli.add_command(init_cmd)  # posture init DIR
 from posture_gateway.cli.try_login import try_login_cmd  # noqa: E402
 

@@ -55,6 +55,7 @@ def worker_environment(config_file: Path | None, environ: Mapping[str, str]) -> 
         config_file = Path(env["POSTURE_CONFIG"])
     if config_file is not None:
         env["POSTURE_CONFIG"] = str(config_file.resolve())
+    env["POSTURE_SERVE_WORKER"] = "1"  # background jobs (the LDAP schedule) start in workers
     return env
 
 

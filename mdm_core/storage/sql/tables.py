@@ -306,3 +306,37 @@ rate_limits = Table(
     Column("previous", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False, index=True),
 )
+
+# --- directory sources: entry keys, cursors, leases (mdm_core.storage.sync_state) ---------------
+
+# Each entry a directory source (LDAP) delivered: its stable id in the mirror and its current
+# key there (an LDAP DN), so a later incremental sync can resolve member DNs to ids.
+directory_source_entries = Table(
+    "directory_source_entries",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("entry_id", String(128), primary_key=True),
+    Column("kind", String(8), nullable=False),  # user | group
+    Column("entry_key", Text, nullable=False),  # the DN, normalised to lower case
+)
+
+# One row per directory source: its incremental cursor (highest uSNChanged / modifyTimestamp
+# seen) and when its last full sync completed.
+directory_sync_state = Table(
+    "directory_sync_state",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("cursor", String(64), nullable=True),
+    _ts("last_full_at", nullable=True),
+    _ts("updated_at"),
+)
+
+# Named leases: the one process holding an unexpired lease runs the named job (the scheduled
+# directory sync runs in exactly one process of a multi-worker server).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    _ts("expires_at"),
+)

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
     from mdm_core.storage.sql.replay import SqlReplayStore
+    from mdm_core.storage.sql.sync_state import (
+        SqlLeaseStore,
+        SqlSourceEntryStore,
+        SqlSyncCursorStore,
+    )
 
 __all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory"]
 
@@ -170,6 +175,24 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
 
         return SqlIdentityLinkStore(self.conn, self.dialect)
+
+    @cached_property
+    def source_entries(self) -> SqlSourceEntryStore:
+        from mdm_core.storage.sql.sync_state import SqlSourceEntryStore
+
+        return SqlSourceEntryStore(self.conn, self.dialect)
+
+    @cached_property
+    def sync_cursors(self) -> SqlSyncCursorStore:
+        from mdm_core.storage.sql.sync_state import SqlSyncCursorStore
+
+        return SqlSyncCursorStore(self.conn, self.dialect)
+
+    @cached_property
+    def leases(self) -> SqlLeaseStore:
+        from mdm_core.storage.sql.sync_state import SqlLeaseStore
+
+        return SqlLeaseStore(self.conn, self.dialect)
 
 
 class SqlStorage:
