@@ -1,7 +1,7 @@
 """directory sources: entry keys, sync cursors, leases (LDAP sync)
 
 Revision ID: 0006_ldap
-Revises: 0005
+Revises: 0006_frontends
 Create Date: 2026-12-01 12:45:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_ldap"
-down_revision = "0005"
+down_revision = "0006_frontends"
 branch_labels = None
 depends_on = None
 
