@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from idp_connectors.scim import init_app as init_scim
 from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
 from mdm_core.bus.events import EventBus
@@ -109,6 +110,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
     integrations_register(app, settings.integrations, public_url=settings.public_url)
     init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
+    init_scim(
+        app,
+        settings.scim,
+        storage=core.storage,
+        limiter=core.rate_limiter,
+        public_url=settings.public_url,
+    )  # /scim/v2
     app.after_request(baseline_headers)  # one set of security headers for every response
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen

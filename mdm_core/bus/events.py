@@ -46,6 +46,8 @@ class EventType:
     PROOF_REFUSED = "device.proof_refused"
     USER_OFFBOARDED = "user.offboarded"
     GROUP_MEMBERSHIP_CHANGED = "directory.membership_changed"
+    ACCOUNT_DISABLED = "directory.account_disabled"  # offboarding consumes it
+    ACCOUNT_DELETED = "directory.account_deleted"  # offboarding consumes it
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.posture import PostureStore
     from mdm_core.storage.queue import CommandStore
     from mdm_core.storage.replay import ReplayStore
+    from mdm_core.storage.scim import ScimResourceStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
@@ -74,6 +75,8 @@ class UnitOfWork(Protocol):
     def credentials(self) -> CredentialRevoker: ...
     @property
     def identity_links(self) -> IdentityLinkStore: ...
+    @property
+    def scim_resources(self) -> ScimResourceStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

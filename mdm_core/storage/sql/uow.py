@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
     from mdm_core.storage.sql.replay import SqlReplayStore
+    from mdm_core.storage.sql.scim import SqlScimResourceStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory"]
 
@@ -170,6 +171,12 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
 
         return SqlIdentityLinkStore(self.conn, self.dialect)
+
+    @cached_property
+    def scim_resources(self) -> SqlScimResourceStore:
+        from mdm_core.storage.sql.scim import SqlScimResourceStore
+
+        return SqlScimResourceStore(self.conn, self.dialect)
 
 
 class SqlStorage:
