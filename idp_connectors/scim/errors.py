@@ -8,6 +8,7 @@ Tree::
     ├── Unauthorized 401
     ├── Forbidden 403
     ├── NotFound 404
+    ├── MethodNotAllowed 405
     ├── Uniqueness 409 (scimType uniqueness)
     ├── PreconditionFailed 412 (If-Match does not match the resource version)
     ├── PayloadTooLarge 413
@@ -29,6 +30,7 @@ __all__ = [
     "Unauthorized",
     "Forbidden",
     "NotFound",
+    "MethodNotAllowed",
     "Uniqueness",
     "PreconditionFailed",
     "PayloadTooLarge",
@@ -73,6 +75,10 @@ class Forbidden(ScimError):
 
 class NotFound(ScimError):
     status = 404
+
+
+class MethodNotAllowed(ScimError):
+    status = 405
 
 
 class Uniqueness(ScimError):

@@ -122,6 +122,8 @@ class _Patcher:
                     if not isinstance(item, dict):
                         raise BadRequest(f"{ext.id} must be an object", "invalidValue")
                     for sub_key, sub_item in item.items():
+                        if sub_key == "schemas":
+                            continue
                         self.at(op, PatchPath(AttrPath(ext.id, *_split(sub_key))), sub_item)
                     continue
                 self.at(op, parse_path(key), item)
@@ -136,7 +138,10 @@ class _Patcher:
             ext = self.kind.extension(f"{path.urn}:{path.attr}")
             if ext is not None and path.sub is None and target.filter is None:
                 # the whole extension: {"op": "add", "path": "urn:…:User", "value": {...}}
-                self.run(op, None, {ext.id: value} if op != "remove" else None)
+                if op == "remove":
+                    self.doc.pop(ext.id, None)
+                else:
+                    self.run(op, None, {ext.id: value})
                 return
         holder, attr = self.container(path, create=op != "remove")
         if attr.name == "id" and op != "remove" and value == self.resource_id:
@@ -248,9 +253,7 @@ class _Patcher:
             checked_item = normalize_value(attr, [value], attr.name, lenient_bool=True)
             replacement: dict[str, Any] = checked_item[0] if checked_item else {}
             for i in hits:
-                elements[i] = (
-                    replacement if op == "replace" else {**elements[i], **replacement}
-                )
+                elements[i] = replacement if op == "replace" else {**elements[i], **replacement}
         _set(holder, attr.name, [e for e in elements if e] or None)
         self.tidy(holder, attr)
 

@@ -126,15 +126,11 @@ class ScimService:
 
     def _member(self, uow: UnitOfWork, member: dict[str, Any]) -> dict[str, Any]:
         kind = USER_KIND if member.get("type") == "User" else GROUP_KIND
-        found = uow.scim_resources.get(kind.name, member["value"])
-        out = {
+        return {  # no display: RFC 7643 §8.7.1 gives members value, $ref and type only
             "value": member["value"],
             "type": kind.name,
             "$ref": f"{self.base_url}{kind.endpoint}/{member['value']}",
         }
-        if found is not None:
-            out["display"] = str(found.document.get(kind.name_attr, ""))
-        return out
 
     def _groups(self, uow: UnitOfWork, record: ScimResource) -> list[dict[str, Any]]:
         out = []

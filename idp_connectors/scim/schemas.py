@@ -213,7 +213,6 @@ _GROUP_ATTRS = (
         sub=(
             _s("value", mutability="immutable"),
             _s("$ref", type="reference", reference_types=("User", "Group"), mutability="immutable"),
-            _s("display", mutability="readOnly"),
             _s("type", canonical=("User", "Group"), mutability="immutable"),
         ),
     ),

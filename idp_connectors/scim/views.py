@@ -26,6 +26,7 @@ from idp_connectors.scim import discovery
 from idp_connectors.scim.config import ClientDigests, ScimSettings, authenticate
 from idp_connectors.scim.errors import (
     BadRequest,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ScimError,
@@ -35,7 +36,7 @@ from idp_connectors.scim.errors import (
 )
 from idp_connectors.scim.etag import header_matches
 from idp_connectors.scim.filter import attr_def, parse_attr_path
-from idp_connectors.scim.resources import Query, ScimService
+from idp_connectors.scim.resources import MAX_RESULTS, Query, ScimService
 from idp_connectors.scim.schemas import (
     GROUP_KIND,
     KINDS,
@@ -374,6 +375,23 @@ def _search(kind: ResourceKind, params: dict[str, Any]) -> Response:
     return _answer(_list(resources, page.total, page.start_index))
 
 
+def _root_search(params: dict[str, Any]) -> Response:
+    """``POST /.search`` over every resource type (RFC 7644 §3.4.3): Users then Groups, each
+    filtered and sorted, paged together (the page never exceeds ``maxResults``)."""
+    start = _int(params.get("startIndex"), "startIndex") or 1
+    count = _int(params.get("count"), "count")
+    wanted = MAX_RESULTS if count is None else min(max(count, 0), MAX_RESULTS)
+    merged: list[dict[str, Any]] = []
+    total = 0
+    for kind in (USER_KIND, GROUP_KIND):
+        one = {**params, "startIndex": 1, "count": MAX_RESULTS}
+        answer = json.loads(_search(kind, one).get_data())
+        total += answer["totalResults"]
+        merged.extend(answer["Resources"])
+    page = merged[max(start, 1) - 1 : max(start, 1) - 1 + wanted]
+    return _answer(_list(page, total, max(start, 1)))
+
+
 def _single(kind: ResourceKind, doc: dict[str, Any], status: int = 200) -> Response:
     attributes = _names(request.args.get("attributes"))
     excluded = _names(request.args.get("excludedAttributes"))
@@ -414,6 +432,15 @@ def _item(kind: ResourceKind, resource_id: str) -> Response:
     return Response(status=204)
 
 
+@bp.post("/.search")
+def root_search() -> Response:
+    body = _object_body()
+    schemas_listed = body.get("schemas")
+    if not isinstance(schemas_listed, list) or SEARCH_REQUEST not in schemas_listed:
+        raise BadRequest(f"schemas must list {SEARCH_REQUEST}", "invalidSyntax")
+    return _root_search(body)
+
+
 @bp.route("/Users", methods=["GET", "POST"])
 def users() -> Response:
     return _collection(USER_KIND)
@@ -446,7 +473,14 @@ def group(resource_id: str) -> Response:
 
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unknown(rest: str) -> Response:
+    parts = rest.split("/")
+    fixed = parts[0] in _ENDPOINTS and (len(parts) == 1 or parts[0] not in ("Users", "Groups"))
+    if fixed or (len(parts) == 2 and parts[0] in ("Users", "Groups")):
+        raise MethodNotAllowed(f"{request.method} is not allowed on {parts[0]}")
     raise NotFound("no such SCIM endpoint")
+
+
+_ENDPOINTS = frozenset({"ServiceProviderConfig", "ResourceTypes", "Schemas", "Users", "Groups"})
 
 
 unknown.openapi_exempt = "catch-all: SCIM 404 for unknown endpoints"  # type: ignore[attr-defined]
