@@ -139,6 +139,7 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.depth = 0
+        self.in_value_path = False
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -193,9 +194,11 @@ class _Parser:
         path = parse_attr_path(tok[1])
         if self.peek() == ("punct", "["):
             self.take()
-            if self.depth >= MAX_DEPTH:
-                raise _invalid("filter nested too deeply")
+            if self.in_value_path:  # valFilter holds attribute expressions only (ABNF)
+                raise _invalid("a value path cannot hold another value path")
+            self.in_value_path = True
             inner = self.filter()
+            self.in_value_path = False
             self.expect("]")
             return ValuePath(path, inner)
         op_tok = self.take()
