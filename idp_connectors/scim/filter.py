@@ -200,7 +200,19 @@ class _Parser:
             inner = self.filter()
             self.in_value_path = False
             self.expect("]")
+            tok = self.peek()
+            if tok is not None and tok[0] == "word" and tok[1].startswith("."):
+                # emails[type eq "work"].value eq "x" (what Entra matches users on): the
+                # same as emails[type eq "work" and value eq "x"]
+                self.take()
+                sub = parse_attr_path(tok[1][1:])
+                if sub.urn is not None or sub.sub is not None:
+                    raise _invalid("bad sub-attribute after ]")
+                inner = And(inner, self.comparison(sub))
             return ValuePath(path, inner)
+        return self.comparison(path)
+
+    def comparison(self, path: AttrPath) -> Filter:
         op_tok = self.take()
         op = op_tok[1].lower() if op_tok[0] == "word" else ""
         if op == "pr":

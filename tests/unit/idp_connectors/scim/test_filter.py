@@ -40,6 +40,8 @@ ANN: dict[str, Any] = {
         ('emails[type eq "other"]', False),
         ('emails co "home.example"', True),  # complex without sub-attribute: its value
         ('emails.type eq "home"', True),
+        ('emails[type eq "work"].value eq "ann@example.com"', True),  # Entra's matching
+        ('emails[type eq "home"].value eq "ann@example.com"', False),
         ("active eq true", True),
         ("active ne true", False),
         ('not (title eq "Engineer")', False),
@@ -89,6 +91,8 @@ def test_value_path_and_strings_with_escapes() -> None:
         "x" * 5000,
         "(" * (MAX_DEPTH + 1) + "userName pr" + ")" * (MAX_DEPTH + 1),
         'a[b[c eq "d"]]',
+        'emails[type eq "work"].value',
+        'emails[type eq "work"].a.b eq "x"',
     ],
 )
 def test_refused_filters(text: str) -> None:
