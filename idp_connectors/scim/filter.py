@@ -200,12 +200,12 @@ class _Parser:
             inner = self.filter()
             self.in_value_path = False
             self.expect("]")
-            tok = self.peek()
-            if tok is not None and tok[0] == "word" and tok[1].startswith("."):
+            after = self.peek()
+            if after is not None and after[0] == "word" and after[1].startswith("."):
                 # emails[type eq "work"].value eq "x" (what Entra matches users on): the
                 # same as emails[type eq "work" and value eq "x"]
                 self.take()
-                sub = parse_attr_path(tok[1][1:])
+                sub = parse_attr_path(after[1][1:])
                 if sub.urn is not None or sub.sub is not None:
                     raise _invalid("bad sub-attribute after ]")
                 inner = And(inner, self.comparison(sub))
