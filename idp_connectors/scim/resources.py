@@ -337,7 +337,7 @@ class ScimService:
         name = doc.get(kind.name_attr)
         if not isinstance(name, str) or not name.strip():
             raise BadRequest(f"{kind.name_attr} is required", "invalidValue")
-        if len(name) > MAX_NAME:
+        if len(name) > MAX_NAME or len(name.lower()) > MAX_NAME:
             raise BadRequest(
                 f"{kind.name_attr} is longer than {MAX_NAME} characters", "invalidValue"
             )

@@ -15,6 +15,7 @@ limiter and settings); this package imports nothing of the gateway.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from idp_connectors.scim.errors import (
 )
 from idp_connectors.scim.etag import header_matches
 from idp_connectors.scim.filter import attr_def, parse_attr_path
+from idp_connectors.scim.openapi import OPENAPI_PATHS, OPENAPI_SECURITY_SCHEMES
 from idp_connectors.scim.resources import MAX_RESULTS, Query, ScimService
 from idp_connectors.scim.schemas import (
     GROUP_KIND,
@@ -53,13 +55,23 @@ from mdm_core.ratelimit.limiter import RateLimiter
 from mdm_core.storage.uow import Storage
 from mdm_core.support.json_input import JsonInputError, loads_bounded
 
-__all__ = ["bp", "init_app", "ScimState", "EXTENSION_KEY", "SCIM_JSON", "PREFIX"]
+__all__ = [
+    "bp",
+    "init_app",
+    "ScimState",
+    "EXTENSION_KEY",
+    "SCIM_JSON",
+    "PREFIX",
+    "OPENAPI_PATHS",
+    "OPENAPI_SECURITY_SCHEMES",
+]
 
 PREFIX = "/scim/v2"
 bp = Blueprint("scim", __name__, url_prefix=PREFIX)
 EXTENSION_KEY = "scim"
 SCIM_JSON = "application/scim+json"
 _MINUTE = timedelta(minutes=1)
+_INTEGER = re.compile(r"^-?[0-9]{1,11}$")
 
 
 @dataclass
@@ -342,8 +354,8 @@ def _int(raw: Any, name: str) -> int | None:
         raise BadRequest(f"{name} must be an integer", "invalidValue")
     if isinstance(raw, int):
         return raw
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit() and len(raw) < 12:
-        return int(raw)
+    if isinstance(raw, str) and _INTEGER.match(raw.strip()):
+        return int(raw.strip())
     raise BadRequest(f"{name} must be an integer", "invalidValue")
 
 

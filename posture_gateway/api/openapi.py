@@ -299,6 +299,7 @@ def build_document(app: Flask) -> dict[str, Any]:
 
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
+    schemes: dict[str, Any] = {}  # a module's own OPENAPI_SECURITY_SCHEMES (e.g. scimBearer)
     for name, blueprint in app.blueprints.items():
         paths.update(_BLUEPRINT_PATHS.get(name, {}))
         paths.update(BLUEPRINT_PATHS.get(name, {}))  # device protocol and admin API
@@ -307,6 +308,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             continue
         paths.update(getattr(module, "OPENAPI_PATHS", {}))
         schemas.update(_model_schemas(tuple(getattr(module, "OPENAPI_MODELS", ()))))
+        schemes.update(getattr(module, "OPENAPI_SECURITY_SCHEMES", {}))
     public_url = getattr(app.extensions.get("posture"), "settings", None)
     base = public_url.public_url if public_url is not None else ""
     return {
@@ -358,6 +360,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "description": "OAuth client authentication (client_secret_basic)",
                 },
                 **SECURITY_SCHEMES,
+                **schemes,
                 "oktaHookSecret": {
                     "type": "apiKey",
                     "in": "header",
