@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision bench-oidc-flow format clean
+.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision bench-oidc-flow bench-scim format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,7 @@ bench: $(STAMP) ## every benchmark; each prints its figures and its target (a mi
 	-$(MAKE) --no-print-directory bench-checkin
 	-$(MAKE) --no-print-directory bench-decision
 	-$(MAKE) --no-print-directory bench-oidc-flow
+	-$(MAKE) --no-print-directory bench-scim
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP on PostgreSQL (gunicorn vs granian) and in-process
 	$(PY) bench/bench_checkin.py
@@ -57,6 +58,9 @@ bench-decision: system-deps $(STAMP) ## posture decision API over HTTP on Postgr
 
 bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours (device gate, PostgreSQL) vs npm oidc-provider
 	$(PY) bench/bench_oidc_flow.py
+
+bench-scim: system-deps $(STAMP) ## SCIM user PATCHes/s over HTTP (posture serve, PostgreSQL); one JSON result line
+	$(PY) bench/bench_scim.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

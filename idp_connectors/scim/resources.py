@@ -279,10 +279,12 @@ class ScimService:
                 created=before.created,
                 at=at,
             )
-            holder = uow.scim_resources.find_by_name(kind.name, record.name_key)
-            if holder is not None and holder.id != resource_id:
-                raise Uniqueness(f"{kind.name_attr} is already taken")
-            self._mirror(uow, kind, client, record, new, before=old, at=at)
+            if record.name_key != before.name_key:
+                holder = uow.scim_resources.find_by_name(kind.name, record.name_key)
+                if holder is not None and holder.id != resource_id:
+                    raise Uniqueness(f"{kind.name_attr} is already taken")
+            if _mirrored(kind, old) != _mirrored(kind, new):  # else the mirror is unchanged
+                self._mirror(uow, kind, client, record, new, before=old, at=at)
             self._store(uow, record, expected=before.version)
             uow.audit.record(
                 f"scim:{client}",
@@ -435,6 +437,15 @@ class ScimService:
                 member_kind = MemberKind.USER if kind is USER_KIND else MemberKind.GROUP
                 return Membership(group_id, value, member_kind)
         raise BadRequest(f"member {value} is not a known User or Group", "invalidValue")
+
+
+def _mirrored(kind: ResourceKind, doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What the mirror holds of ``doc``: a change elsewhere (title, phone, ...) leaves the
+    mirror, memberships and account state alone."""
+    if kind is USER_KIND:
+        active = doc.get("active", True) is not False
+        return (doc.get("userName"), active, _email(doc), _display(doc), doc.get("externalId"))
+    return (doc.get("displayName"), doc.get("externalId"), doc.get("members"))
 
 
 def _check_schemas(kind: ResourceKind, body: dict[str, Any]) -> None:

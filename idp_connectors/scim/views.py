@@ -140,26 +140,17 @@ def _authenticate() -> None:
     if request.endpoint in _DISCOVERY:
         return
     st = _state()
-    source = f"scim:src:{request.remote_addr or '-'}"
     try:
-        st.guard.check(
-            "scim_auth_source",
-            source,
-            st.settings.auth_failures_per_minute,
-            _MINUTE,
-            actor="-",
-            subject=source,
-        )
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        client = (
-            authenticate(st.digests, presented.strip())
-            if scheme.lower() == "bearer" and presented.strip()
-            else None
-        )
+        token = presented.strip() if scheme.lower() == "bearer" else ""
+        client = authenticate(st.digests, token) if token else None
         if client is None:
-            st.guard.count_failure(
-                "scim_auth_source", source, st.settings.auth_failures_per_minute, _MINUTE
-            )
+            # Guessing is limited per source address: refused (429) once over the limit,
+            # before the guess counts; a client with its valid token is not guessing.
+            source = f"scim:src:{request.remote_addr or '-'}"
+            limit = st.settings.auth_failures_per_minute
+            st.guard.check("scim_auth_source", source, limit, _MINUTE, actor="-", subject=source)
+            st.guard.count_failure("scim_auth_source", source, limit, _MINUTE)
             raise Unauthorized("a valid bearer token of a SCIM client is required")
         st.guard.hit(
             "scim_client",

@@ -95,8 +95,8 @@ def test_auth_failures_are_rate_limited_per_source(app: Flask, okta: Scim) -> No
     statuses = [wrong.call("GET", "/Users").status_code for _ in range(7)]
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
     assert wrong.call("GET", "/Users").headers["Retry-After"]
-    # a flooded source is refused before any token is looked at (fail closed)
-    assert okta.call("GET", "/Users").status_code == 429
+    # a client with its valid token is not guessing: it is served from that address
+    assert okta.call("GET", "/Users").status_code == 200
 
 
 def test_a_client_sees_only_its_own_resources(okta: Scim, entra: Scim) -> None:
