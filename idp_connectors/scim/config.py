@@ -40,6 +40,8 @@ class ScimClientSettings(BaseModel):
     def _one_token(self) -> ScimClientSettings:
         if (self.token_sha256 is None) == (self.token_file is None):
             raise ValueError("give exactly one of token_sha256 and token_file")
+        if self.token_file is not None:  # checked with the rest of the settings, at start-up
+            _read_token(self.id, self.token_file)
         return self
 
 
@@ -77,17 +79,21 @@ class ClientDigests:
                 out.append((client.id, bytes.fromhex(client.token_sha256)))
                 continue
             assert client.token_file is not None
-            try:
-                token = client.token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"scim.clients[{client.id}].token_file: {exc.strerror}") from exc
-            if len(token) < MIN_TOKEN_LENGTH:
-                raise ValueError(
-                    f"scim.clients[{client.id}].token_file: a token has"
-                    f" >= {MIN_TOKEN_LENGTH} characters"
-                )
+            token = _read_token(client.id, client.token_file)
             out.append((client.id, hashlib.sha256(token.encode()).digest()))
         return cls(tuple(out))
+
+
+def _read_token(client_id: str, path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"scim client {client_id}: token_file {path} cannot be read") from exc
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"scim client {client_id}: token_file holds fewer than {MIN_TOKEN_LENGTH} characters"
+        )
+    return token
 
 
 def authenticate(digests: ClientDigests, presented: str) -> str | None:
