@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from idp_connectors.scim import patch as patch_ops
 from idp_connectors.scim.errors import BadRequest, NotFound, PreconditionFailed, Uniqueness
 from idp_connectors.scim.etag import etag, header_matches
 from idp_connectors.scim.filter import Compare, Filter, attr_def, matches, parse_attr_path, resolve
 from idp_connectors.scim.filter import parse as parse_filter
+from idp_connectors.scim.patch import apply as apply_patch
 from idp_connectors.scim.schemas import GROUP_KIND, USER_KIND, ResourceKind
 from idp_connectors.scim.validate import check_immutable, check_required, normalize
 from mdm_core.directory.accounts import delete_account, disable_account
@@ -244,7 +244,7 @@ class ScimService:
         self, kind: ResourceKind, client: str, resource_id: str, body: Any, if_match: str | None
     ) -> dict[str, Any]:
         def change(old: dict[str, Any]) -> dict[str, Any]:
-            patched = patch_ops.apply(kind, old, body, resource_id=resource_id)
+            patched = apply_patch(kind, old, body, resource_id=resource_id)
             doc = normalize(kind, patched)
             check_required(kind, doc)
             return doc

@@ -23,8 +23,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from idp_connectors.scim import discovery
 from idp_connectors.scim.config import ClientDigests, ScimSettings, authenticate
+from idp_connectors.scim.discovery import resource_types as resource_type_documents
+from idp_connectors.scim.discovery import schemas as schema_documents
+from idp_connectors.scim.discovery import service_provider_config as spc_document
 from idp_connectors.scim.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -306,12 +308,12 @@ def _list(
 
 @bp.get("/ServiceProviderConfig")
 def service_provider_config() -> Response:
-    return _answer(discovery.service_provider_config(_state().base_url))
+    return _answer(spc_document(_state().base_url))
 
 
 @bp.get("/ResourceTypes")
 def resource_types() -> Response:
-    return _answer(_list(discovery.resource_types(_state().base_url)))
+    return _answer(_list(resource_type_documents(_state().base_url)))
 
 
 @bp.get("/ResourceTypes/<name>")
@@ -324,7 +326,7 @@ def resource_type(name: str) -> Response:
 
 @bp.get("/Schemas")
 def schemas() -> Response:
-    return _answer(_list(discovery.schemas(_state().base_url)))
+    return _answer(_list(schema_documents(_state().base_url)))
 
 
 @bp.get("/Schemas/<urn>")
