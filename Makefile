@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision bench-oidc-flow bench-ldap format clean
+
+.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision bench-oidc-flow bench-scim format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +47,7 @@ bench: $(STAMP) ## every benchmark; each prints its figures and its target (a mi
 	-$(MAKE) --no-print-directory bench-decision
 	-$(MAKE) --no-print-directory bench-oidc-flow
 	-$(MAKE) --no-print-directory bench-ldap
+	-$(MAKE) --no-print-directory bench-scim
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP on PostgreSQL (gunicorn vs granian) and in-process
 	$(PY) bench/bench_checkin.py
@@ -61,6 +63,8 @@ bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours (devic
 
 bench-ldap: system-deps $(STAMP) ## LDAP sync of 50,000 users / 5,000 nested groups from a private slapd vs a bare ldap3 read
 	$(PY) bench/bench_ldap.py
+bench-scim: system-deps $(STAMP) ## SCIM user PATCHes/s over HTTP (posture serve, PostgreSQL); one JSON result line
+	$(PY) bench/bench_scim.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

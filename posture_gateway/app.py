@@ -12,6 +12,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from idp_connectors.scim import init_app as init_scim
 from mdm_core.api.checkin_views import bp as checkin_bp
 from mdm_core.api.enrollment_views import bp as enrollment_bp
 from mdm_core.bus.events import EventBus
@@ -118,6 +119,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_oidc(app, services.provider)  # the OpenID provider: /oauth/*, login pages
     sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
     register_integrations(app, services.integrations, services.provider)  # APIs, Okta, Entra
+    init_scim(
+        app,
+        settings.scim,
+        storage=core.storage,
+        limiter=core.rate_limiter,
+        public_url=settings.public_url,
+    )  # /scim/v2
     app.after_request(baseline_headers)  # one set of security headers for every response
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
 from idp_connectors.ldap.config import LdapSettings
+from idp_connectors.scim.config import ScimSettings
 from mdm_core.support.durations import DurationsModel
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.observability.logs import LogFormat
@@ -101,6 +102,8 @@ class Settings(_Strict):
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
+    # SCIM 2.0 server at /scim/v2: provisioning clients and their tokens (docs/scim.md).
+    scim: ScimSettings = Field(default_factory=ScimSettings)
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20

@@ -33,7 +33,16 @@ log = logging.getLogger(__name__)
 
 #: Every limit a boundary applies: the closed set of ``limit`` label values (metrics stay
 #: bounded; a new limit is added here).
-LIMIT_NAMES = frozenset({"enroll_source", "enroll_target", "login_source", "login_account"})
+LIMIT_NAMES = frozenset(
+    {
+        "enroll_source",
+        "enroll_target",
+        "login_source",
+        "login_account",
+        "scim_client",
+        "scim_auth_source",
+    }
+)
 
 
 def _label(name: str) -> str:

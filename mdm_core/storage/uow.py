@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.queue import CommandStore
     from mdm_core.storage.replay import ReplayStore
     from mdm_core.storage.sync_state import LeaseStore, SourceEntryStore, SyncCursorStore
+    from mdm_core.storage.scim import ScimResourceStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
@@ -81,6 +82,7 @@ class UnitOfWork(Protocol):
     def sync_cursors(self) -> SyncCursorStore: ...
     @property
     def leases(self) -> LeaseStore: ...
+    def scim_resources(self) -> ScimResourceStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

@@ -300,6 +300,7 @@ def build_document(app: Flask) -> dict[str, Any]:
 
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
+    schemes: dict[str, Any] = {}  # a module's own OPENAPI_SECURITY_SCHEMES (e.g. scimBearer)
     for name, blueprint in app.blueprints.items():
         paths.update(_BLUEPRINT_PATHS.get(name, {}))
         paths.update(BLUEPRINT_PATHS.get(name, {}))  # device protocol and admin API
@@ -308,6 +309,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             continue
         paths.update(getattr(module, "OPENAPI_PATHS", {}))
         schemas.update(_model_schemas(tuple(getattr(module, "OPENAPI_MODELS", ()))))
+        schemes.update(getattr(module, "OPENAPI_SECURITY_SCHEMES", {}))
     base = app.extensions["posture"].settings.public_url  # the GatewayState create_app set
     return {
         "openapi": "3.1.0",
@@ -358,6 +360,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "description": "OAuth client authentication (client_secret_basic)",
                 },
                 **SECURITY_SCHEMES,
+                **schemes,
                 "oktaHookSecret": {
                     "type": "apiKey",
                     "in": "header",

@@ -12,6 +12,7 @@ tests/unit/posture_gateway/integrations/test_fuzz_openapi.py.)
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ PUBLIC_URL = "http://localhost"
 NOT_APPLICABLE = [checks.positive_data_acceptance]
 AUTH_CHECKS = [*NOT_APPLICABLE, checks.ignored_auth, checks.negative_data_rejection]
 ADMIN_TOKEN = "admin-token-" + "a" * 40
+SCIM_TOKEN = "scim-token-" + "s" * 40
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 
 # Every documented operation; a test below checks this list IS the document.
@@ -64,6 +66,27 @@ OPERATIONS = [
     ("/oauth/userinfo", "POST"),
     ("/openapi.json", "GET"),
     ("/readyz", "GET"),
+    # SCIM 2.0 (idp_connectors/scim)
+    ("/scim/v2/.search", "POST"),
+    ("/scim/v2/Groups", "GET"),
+    ("/scim/v2/Groups", "POST"),
+    ("/scim/v2/Groups/.search", "POST"),
+    ("/scim/v2/Groups/{resource_id}", "DELETE"),
+    ("/scim/v2/Groups/{resource_id}", "GET"),
+    ("/scim/v2/Groups/{resource_id}", "PATCH"),
+    ("/scim/v2/Groups/{resource_id}", "PUT"),
+    ("/scim/v2/ResourceTypes", "GET"),
+    ("/scim/v2/ResourceTypes/{name}", "GET"),
+    ("/scim/v2/Schemas", "GET"),
+    ("/scim/v2/Schemas/{urn}", "GET"),
+    ("/scim/v2/ServiceProviderConfig", "GET"),
+    ("/scim/v2/Users", "GET"),
+    ("/scim/v2/Users", "POST"),
+    ("/scim/v2/Users/.search", "POST"),
+    ("/scim/v2/Users/{resource_id}", "DELETE"),
+    ("/scim/v2/Users/{resource_id}", "GET"),
+    ("/scim/v2/Users/{resource_id}", "PATCH"),
+    ("/scim/v2/Users/{resource_id}", "PUT"),
 ]
 
 
@@ -80,6 +103,11 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
                 "policy_dir": POLICY_DIR,
                 "admin_token": ADMIN_TOKEN,
                 "oidc": {"clients_file": clients, "users_file": users},
+                "scim": {
+                    "clients": [{"id": "fuzz", "token_sha256": _sha256(SCIM_TOKEN)}],
+                    # every anonymous run fails authentication from the same address
+                    "auth_failures_per_minute": 1_000_000,
+                },
             }
         )
     )
@@ -87,6 +115,10 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     device = enroll_device(core, "u-alice", ownership=Ownership.CORPORATE, platform=Platform.LINUX)
     yield app, device
     core.close()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice) -> None:
@@ -101,6 +133,8 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
         headers["Device-Proof"] = device.request_proof(kwargs["method"], url, body)
     if "adminToken" in schemes:
         headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+    if "scimBearer" in schemes:
+        headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
     if "clientSecretBasic" in schemes:
         headers["Authorization"] = "Basic " + base64.b64encode(
             f"conf:{CONF_SECRET}".encode()
@@ -118,6 +152,9 @@ NO_INPUT = {
     ("/mdm/v1/ca", "GET"),
     ("/openapi.json", "GET"),
     ("/readyz", "GET"),
+    ("/scim/v2/ResourceTypes", "GET"),
+    ("/scim/v2/Schemas", "GET"),
+    ("/scim/v2/ServiceProviderConfig", "GET"),
 }
 # Operations whose credentials this module makes per request (see _credentials).
 CREDENTIALED = {
@@ -130,6 +167,21 @@ CREDENTIALED = {
     ("/oauth/introspect", "POST"),
     ("/oauth/revoke", "POST"),
     ("/oauth/token", "POST"),
+    ("/scim/v2/.search", "POST"),
+    ("/scim/v2/Groups", "GET"),
+    ("/scim/v2/Groups", "POST"),
+    ("/scim/v2/Groups/.search", "POST"),
+    ("/scim/v2/Groups/{resource_id}", "DELETE"),
+    ("/scim/v2/Groups/{resource_id}", "GET"),
+    ("/scim/v2/Groups/{resource_id}", "PATCH"),
+    ("/scim/v2/Groups/{resource_id}", "PUT"),
+    ("/scim/v2/Users", "GET"),
+    ("/scim/v2/Users", "POST"),
+    ("/scim/v2/Users/.search", "POST"),
+    ("/scim/v2/Users/{resource_id}", "DELETE"),
+    ("/scim/v2/Users/{resource_id}", "GET"),
+    ("/scim/v2/Users/{resource_id}", "PATCH"),
+    ("/scim/v2/Users/{resource_id}", "PUT"),
 }
 RUNS = [
     pytest.param(path, method, mode, authenticated, id=f"{method} {path} {mode.value} {who}")

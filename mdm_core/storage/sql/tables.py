@@ -293,6 +293,27 @@ directory_memberships = Table(
     Index("ix_directory_memberships_member", "member_kind", "member_id"),
 )
 
+# --- SCIM 2.0 resources (mdm_core.storage.sql.scim) ---------------------------------------------
+
+# The SCIM view of a mirror user or group (idp_connectors.scim): the attributes the mirror has
+# no column for, as one JSON document, plus the resource version (weak ETag) and meta times.
+# ``name_key`` is the lower-cased userName (User) or displayName (Group): unique per type.
+scim_resources = Table(
+    "scim_resources",
+    metadata,
+    Column("resource_type", String(16), primary_key=True),  # User | Group
+    Column("id", String(128), primary_key=True),  # = directory_users.id / directory_groups.id
+    Column("client", String(64), nullable=False),  # the SCIM client that owns it
+    Column("name_key", String(256), nullable=False),
+    Column("external_id", String(256), nullable=True),
+    Column("version", BigInteger, nullable=False),
+    _ts("created"),
+    _ts("last_modified"),
+    Column("document", JSON, nullable=False),
+    UniqueConstraint("resource_type", "name_key", name="uq_scim_resources_type_name"),
+    Index("ix_scim_resources_client", "resource_type", "client"),
+)
+
 # --- shared rate limits (mdm_core.ratelimit.sql) -----------------------------------------------
 
 # One row per (window, key): the sliding-window counts of the current and previous windows.

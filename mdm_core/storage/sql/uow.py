@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         SqlSourceEntryStore,
         SqlSyncCursorStore,
     )
+    from mdm_core.storage.sql.scim import SqlScimResourceStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory"]
 
@@ -193,6 +194,10 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.sync_state import SqlLeaseStore
 
         return SqlLeaseStore(self.conn, self.dialect)
+    def scim_resources(self) -> SqlScimResourceStore:
+        from mdm_core.storage.sql.scim import SqlScimResourceStore
+
+        return SqlScimResourceStore(self.conn, self.dialect)
 
 
 class SqlStorage:

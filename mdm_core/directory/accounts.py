@@ -1,0 +1,70 @@
+"""Account state changes that end access: disable and delete, with their domain events.
+
+A directory source (SCIM ``active: false`` or ``DELETE``, an LDAP disable) calls these inside
+its own unit of work, so the state change, the revocation of the account's access credentials
+(:func:`mdm_core.domain.device_lifecycle.end_user_access`) and the event the offboarding job
+consumes (``directory.account_disabled`` / ``directory.account_deleted``, written to the
+outbox) commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.directory.mirror import remove_membership
+from mdm_core.domain.device_lifecycle import end_user_access
+from mdm_core.storage.directory import MemberKind
+from mdm_core.storage.uow import UnitOfWork
+
+__all__ = ["disable_account", "delete_account"]
+
+
+def disable_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, source: str) -> int:
+    """Mark the (existing) user inactive, revoke its credentials and publish
+    ``directory.account_disabled``; returns how many credentials were live.
+
+    Raises :class:`mdm_core.domain.errors.NotFound` for an unknown user.
+    """
+    uow.directory_users.set_active(user_id, False, at=at)
+    revoked = end_user_access(uow, user_id, reason="user_disabled", at=at, actor=actor)
+    uow.outbox.add(
+        [
+            DomainEvent(
+                type=EventType.ACCOUNT_DISABLED,
+                subject=user_id,
+                payload={"user_id": user_id, "source": source, "actor": actor},
+                occurred_at=at,
+            )
+        ]
+    )
+    return revoked
+
+
+def delete_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, source: str) -> bool:
+    """Remove the user from the mirror (its memberships, each with its membership event),
+    revoke its credentials and publish ``directory.account_deleted``; ``False`` (nothing
+    written) for an unknown user."""
+    user = uow.directory_users.get(user_id)
+    if user is None:
+        return False
+    for membership in uow.memberships.parents(MemberKind.USER, [user_id]):
+        remove_membership(uow, membership, at=at)
+    end_user_access(uow, user_id, reason="user_deleted", at=at, actor=actor)
+    uow.directory_users.delete(user_id)
+    uow.outbox.add(
+        [
+            DomainEvent(
+                type=EventType.ACCOUNT_DELETED,
+                subject=user_id,
+                payload={
+                    "user_id": user_id,
+                    "username": user.username,
+                    "source": source,
+                    "actor": actor,
+                },
+                occurred_at=at,
+            )
+        ]
+    )
+    return True
