@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from mdm_core.storage.posture import PostureStore
     from mdm_core.storage.queue import CommandStore
     from mdm_core.storage.replay import ReplayStore
-    from mdm_core.storage.sync_state import LeaseStore, SourceEntryStore, SyncCursorStore
     from mdm_core.storage.scim import ScimResourceStore
+    from mdm_core.storage.sync_state import LeaseStore, SourceEntryStore, SyncCursorStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
@@ -82,6 +82,7 @@ class UnitOfWork(Protocol):
     def sync_cursors(self) -> SyncCursorStore: ...
     @property
     def leases(self) -> LeaseStore: ...
+    @property
     def scim_resources(self) -> ScimResourceStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:

@@ -30,12 +30,12 @@ if TYPE_CHECKING:
     from mdm_core.storage.sql.posture import SqlPostureStore
     from mdm_core.storage.sql.queue import SqlCommandStore
     from mdm_core.storage.sql.replay import SqlReplayStore
+    from mdm_core.storage.sql.scim import SqlScimResourceStore
     from mdm_core.storage.sql.sync_state import (
         SqlLeaseStore,
         SqlSourceEntryStore,
         SqlSyncCursorStore,
     )
-    from mdm_core.storage.sql.scim import SqlScimResourceStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory"]
 
@@ -194,6 +194,8 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.sync_state import SqlLeaseStore
 
         return SqlLeaseStore(self.conn, self.dialect)
+
+    @cached_property
     def scim_resources(self) -> SqlScimResourceStore:
         from mdm_core.storage.sql.scim import SqlScimResourceStore
 
