@@ -46,6 +46,8 @@ class EventType:
     PROOF_REFUSED = "device.proof_refused"
     USER_OFFBOARDED = "user.offboarded"
     GROUP_MEMBERSHIP_CHANGED = "directory.membership_changed"
+    #: One user's effective groups changed (subject: the user; payload: before / after).
+    USER_GROUPS_CHANGED = "directory.user_groups_changed"
 
 
 @dataclass(frozen=True, slots=True)
