@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from mdm_core.bus.events import EventBus, InProcessBus
+from mdm_core.bus.events import EventBus, EventType, InProcessBus
 from mdm_core.bus.outbox_relay import OutboxRelay
 from mdm_core.device.ca import CertificateAuthority, check_ca_config, load_or_create_ca
 from mdm_core.device.checkin import CheckinService
 from mdm_core.device.commands import CommandService
+from mdm_core.device.convergence import ConvergenceService
 from mdm_core.device.enrollment import EnrollmentService
 from mdm_core.device.long_poll import (
     DEFAULT_MAX_WAIT_S,
@@ -88,6 +89,8 @@ class MdmCore:
     #: table): /enroll, failed logins, and any other limit that must hold across workers.
     rate_limiter: RateLimiter
     quarantine: QuarantineService  # the admin release of quarantined devices
+    #: Membership changes and policy edits queue the commands that make devices match.
+    convergence: ConvergenceService
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -96,6 +99,7 @@ class MdmCore:
             waits.shutdown()
         self.policies.stop()
         self.relay.stop()
+        self.convergence.stop()
         self.bus.close()
         self.database.dispose()
 
@@ -164,7 +168,11 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         policies=policies,
         rate_limiter=_rate_limiter(config, database),
         quarantine=QuarantineService(storage),
+        convergence=ConvergenceService(storage, commands, policies.current),
     )
+    bus.subscribe(EventType.USER_GROUPS_CHANGED, core.convergence.on_user_groups_changed)
+    policies.on_change(core.convergence.on_policy_change)
+    core.convergence.start()
     core.extras[LONG_POLL_KEY] = WaitRegistry(
         bus, max_waits=config.max_waits, max_wait_s=config.max_wait_s
     )
