@@ -6,7 +6,7 @@ Triggers:
 - ``directory.user_groups_changed`` (written by every directory write path in the unit of
   work of the change, :mod:`mdm_core.directory.mirror`): the user's devices are converged
   under the groups the mirror holds *now* (a late re-delivery never applies stale groups),
-  with the event's id as the trigger of the desired-state version;
+  the event's id recorded as the trigger in the audit;
 - a configuration policy edit (the policy repository swapping in a new set,
   :meth:`PolicyRepository.on_change`): every directory user's devices are converged, the
   policy set's fingerprint as the trigger; ``posture policy converge`` runs the same by hand
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mdm_core.bus.events import DomainEvent, EventType
-from mdm_core.device.commands import CommandService, NoSuchDevice
+from mdm_core.device.commands import CommandService, IllegalTransition, NoSuchDevice
 from mdm_core.device.convergence_plan import (
     CONVERGENCE_ACTOR,
     DevicePlan,
@@ -219,16 +219,19 @@ class ConvergenceService:
             return DeviceOutcome(device.id, device.user_id, shown, plan)
         at = self.clock()
         for stale in plan.cancel:
-            self.commands.cancel(
-                stale.id, by=CONVERGENCE_ACTOR, reason="superseded", now=at, uow=uow
-            )
+            try:
+                self.commands.cancel(
+                    stale.id, by=CONVERGENCE_ACTOR, reason="superseded", now=at, uow=uow
+                )
+            except IllegalTransition:  # answered or cancelled meanwhile (a racing run)
+                continue
         queued = [
             self.commands.enqueue(
                 device.id,
                 action.command_type.value,
                 action.payload,
                 created_by=CONVERGENCE_ACTOR,
-                idempotency_key=idempotency_key(device.id, action, version),
+                idempotency_key=idempotency_key(device.id, action),
                 now=at,
                 uow=uow,
             ).id

@@ -18,10 +18,13 @@ acknowledged one answered after the report was received. Then:
   (Marketing -> Finance -> Marketing before the device checked in); a pending command an
   admin queued is left alone and reported as a conflict (no command for that item).
 
-Each command's idempotency key is a hash of (device, command type, item, desired-state
-version); the version is a hash of the trigger (the membership event's id, or the policy
-set's fingerprint) and the desired configuration, so a re-delivered event plans the same
-keys and queues nothing new.
+Each command's idempotency key is a hash of (device, command type, item, the item's state
+version), the version being the id of the latest command the device had for that item (or
+none). It depends only on stored state, never on what triggered the run, so two runs that
+race (a membership event and a policy edit at once, or one event delivered to every process
+on a shared bus) plan the same key and the queue keeps one command; once that command exists
+the next plan sees it (pending, or answered) and a later change gets a new version, so a
+Marketing -> Finance -> Marketing round trip installs again.
 """
 
 from __future__ import annotations
@@ -77,11 +80,13 @@ _EFFECT = {ctype: (kind, install) for (kind, install), ctype in _COMMAND.items()
 
 @dataclass(frozen=True, slots=True, order=True)
 class Action:
-    """One command to queue: install (``True``) or remove an app or certificate."""
+    """One command to queue: install (``True``) or remove an app or certificate.
+    ``previous`` is the id of the device's latest command for the item ("" when none)."""
 
     kind: ItemKind
     item: str
     install: bool
+    previous: str = ""
 
     @property
     def command_type(self) -> CommandType:
@@ -134,9 +139,10 @@ def desired_version(desired: DesiredConfiguration, trigger: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
-def idempotency_key(device_id: str, action: Action, version: str) -> str:
-    """Deterministic per (device, command type, item, desired-state version), <= 128 chars."""
-    body = "\x1f".join((device_id, action.command_type.value, action.item, version))
+def idempotency_key(device_id: str, action: Action) -> str:
+    """Deterministic per (device, command type, item, the item's state version: the latest
+    command for it), at most 128 characters."""
+    body = "\x1f".join((device_id, action.command_type.value, action.item, action.previous))
     return "converge:" + hashlib.sha256(body.encode()).hexdigest()[:48]
 
 
@@ -153,6 +159,7 @@ def managed_items(policies: CompiledPolicySet) -> frozenset[Item]:
 class _State:
     expected: set[Item] = field(default_factory=set)
     pending: dict[Item, tuple[Command, bool]] = field(default_factory=dict)
+    latest: dict[Item, str] = field(default_factory=dict)  # item -> its latest command id
     ours: set[Item] = field(default_factory=set)  # ever installed by convergence
 
 
@@ -165,6 +172,7 @@ def _state(
         if found is None:
             continue
         item, install = found
+        state.latest[item] = command.id
         if install and command.created_by == CONVERGENCE_ACTOR:
             if command.status is not CommandStatus.CANCELLED:
                 state.ours.add(item)
@@ -217,9 +225,12 @@ def plan_device(
                 f"{command.type.value} {item[1]} (command {command.id} queued by "
                 f"{command.created_by})"
             )
-    actions = [Action(k, n, True) for k, n in sorted(wanted - expected - blocked)]
+    last = state.latest
+    actions = [
+        Action(k, n, True, last.get((k, n), "")) for k, n in sorted(wanted - expected - blocked)
+    ]
     surplus = (expected & removable) - wanted - blocked
-    actions += [Action(k, n, False) for k, n in sorted(surplus)]
+    actions += [Action(k, n, False, last.get((k, n), "")) for k, n in sorted(surplus)]
     return DevicePlan(
         device_id=device_id,
         version=version,

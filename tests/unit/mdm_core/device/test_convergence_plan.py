@@ -158,16 +158,30 @@ def test_an_app_convergence_installed_is_removed_when_no_policy_names_it_any_mor
     assert "remove_app old" in {str(a) for a in plan.actions}
 
 
-def test_keys_are_deterministic_and_differ_per_item_version_and_device() -> None:
+def test_keys_are_deterministic_and_differ_per_item_state_and_device() -> None:
     vpn = Action(APP, "vpn", True)
-    assert idempotency_key("d1", vpn, "v1") == idempotency_key("d1", vpn, "v1")
+    assert idempotency_key("d1", vpn) == idempotency_key("d1", Action(APP, "vpn", True))
     others = {
-        idempotency_key("d2", vpn, "v1"),
-        idempotency_key("d1", vpn, "v2"),
-        idempotency_key("d1", Action(APP, "vpn", False), "v1"),
-        idempotency_key("d1", Action(APP, "payroll", True), "v1"),
+        idempotency_key("d2", vpn),
+        idempotency_key("d1", Action(APP, "vpn", True, previous="c9")),
+        idempotency_key("d1", Action(APP, "vpn", False)),
+        idempotency_key("d1", Action(APP, "payroll", True)),
     }
-    assert idempotency_key("d1", vpn, "v1") not in others and len(others) == 4
-    assert len(idempotency_key("d1", vpn, "v1")) <= 128
+    assert idempotency_key("d1", vpn) not in others and len(others) == 4
+    assert len(idempotency_key("d1", vpn)) <= 128
     assert desired_version(FINANCE, "event:1") == desired_version(FINANCE, "event:1")
     assert desired_version(FINANCE, "event:1") != desired_version(FINANCE, "event:2")
+
+
+def test_the_item_state_version_is_its_latest_command() -> None:
+    """Two racing runs on the same state plan the same key; after a command for the item
+    exists (here: a cancelled install), the next install gets a new version."""
+    cancelled = _cmd(
+        CommandType.INSTALL_APP, {"app_id": "vpn"}, CommandStatus.CANCELLED, cid="old-vpn"
+    )
+    first, second = _plan(), _plan()
+    assert first.actions == second.actions
+    vpn = next(a for a in _plan(history=[cancelled]).actions if a.item == "vpn")
+    assert vpn.previous == "old-vpn"
+    fresh = next(a for a in first.actions if a.item == "vpn")
+    assert idempotency_key("d1", vpn) != idempotency_key("d1", fresh)
