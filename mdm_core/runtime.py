@@ -7,6 +7,7 @@ simulator call it directly. This module is the only place that knows how the par
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from mdm_core.device.long_poll import (
 )
 from mdm_core.device.proof import DeviceProofVerifier
 from mdm_core.directory.mirror import DirectoryService
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.privacy import PrivacyProfiles
 from mdm_core.domain.quarantine import QuarantineService
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
@@ -66,6 +68,9 @@ class CoreConfig:
         DEFAULT_MAX_WAITS  # concurrent long-polls per process (mdm_core.device.long_poll)
     )
     max_wait_s: int = DEFAULT_MAX_WAIT_S  # the longest a long-poll is held
+    #: Per user attribute, the directory sources that win, in order (empty: one owner per
+    #: record). mdm_core.directory.precedence.
+    directory_source_of_truth: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,7 +133,9 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     relay = OutboxRelay(storage, bus)
     privacy = PrivacyProfiles(config.policy_dir / "privacy")
     commands = CommandService(storage, kick=relay.kick)
-    directory = DirectoryService(storage)
+    directory = DirectoryService(
+        storage, source_of_truth=SourceOfTruth.parse(config.directory_source_of_truth)
+    )
     # Unknown group references are warned about once the mirror holds any group.
     policies = PolicyRepository(
         config.policy_dir, known_groups=lambda: directory.group_names() or None

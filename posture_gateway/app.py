@@ -60,6 +60,9 @@ def core_config(settings: Settings) -> CoreConfig:
         enroll_target_window=settings.enroll.target_window,
         max_waits=settings.long_poll.max_waits,
         max_wait_s=settings.long_poll.max_wait_s,
+        directory_source_of_truth={
+            k: tuple(v) for k, v in settings.directory.source_of_truth.items()
+        },
     )
 
 
@@ -106,7 +109,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
     app.register_blueprint(admin_api_bp)  # /admin/api: what-if, policy status (bearer token)
     init_oidc(app)  # the OpenID provider: key ring, tokens, /oauth/*, login pages
-    sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
+    sync_users_file(  # its users into the mirror
+        core.storage, settings.oidc.users_file, source_of_truth=core.directory.source_of_truth
+    )
     integrations_register(app, settings.integrations, public_url=settings.public_url)
     init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
     app.after_request(baseline_headers)  # one set of security headers for every response

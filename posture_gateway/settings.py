@@ -18,6 +18,7 @@ import yaml
 from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
 from mdm_core.support.durations import DurationsModel
+from posture_gateway.directory.settings import DirectorySettings
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
@@ -99,6 +100,8 @@ class Settings(_Strict):
     # address: behind a proxy, set this or every client is the proxy.
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
+    # Which directory source wins, per user attribute (posture_gateway/directory/settings.py).
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     max_request_bytes: int = 256 * 1024

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.policy.model import UserContext
 from mdm_core.storage.directory import (
@@ -206,12 +207,19 @@ class DirectoryService:
     """Writes and reads of the directory mirror, each in its own unit of work."""
 
     def __init__(
-        self, storage: Storage, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        storage: Storage,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        source_of_truth: SourceOfTruth | None = None,
     ) -> None:
         if storage is None:
             raise ValueError("DirectoryService needs a storage")
         self.storage = storage
         self.clock = clock
+        #: The configured per-attribute source of truth; directory sources pass it to
+        #: :func:`mdm_core.directory.sync.sync_source` (``source_of_truth=``).
+        self.source_of_truth = source_of_truth or SourceOfTruth()
 
     def upsert_user(self, user: DirectoryUser) -> bool:
         """Insert or update a user; ``True`` if anything changed. An account that becomes
