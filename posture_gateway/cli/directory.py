@@ -167,18 +167,16 @@ def render_summary(console: Console, summary: SyncSummary, file: Path | None = N
     table.caption = f"memberships +{summary.memberships_added} / -{summary.memberships_removed}"
     console.print(table)
     if summary.overrides:
-        conflicts = Table(
-            title="source of truth: values that disagree between sources", title_justify="left"
-        )
-        conflicts.add_column("")
-        conflicts.add_column("user.attribute: winner value over loser value", overflow="fold")
-        for label, found in (
-            (f"overrode (kept {summary.source}'s)", summary.overrode),
-            (f"ignored ({summary.source}'s lost)", summary.ignored),
-        ):
+        console.print("source of truth (user.attribute: winner value over loser value):")
+        for label, found in (("overrode", summary.overrode), ("ignored", summary.ignored)):
             for override in found:
-                conflicts.add_row(label, escape(str(override)))
-        console.print(conflicts)
+                console.print(
+                    f"  {label}: {escape(str(override))}", soft_wrap=True, highlight=False
+                )
     if summary.groups_changed_users:
         shown = ", ".join(summary.groups_changed_users[:20])
-        console.print(f"groups changed for: {escape(shown)} (their devices converge now)")
+        console.print(
+            f"groups changed for: {escape(shown)} (their devices converge now)",
+            soft_wrap=True,
+            highlight=False,
+        )
