@@ -150,3 +150,22 @@ def test_a_username_conflict_writes_nothing(storage: SqlStorage) -> None:
 def test_bad_configuration_is_refused_naming_the_key(raw: dict, message: str) -> None:
     with pytest.raises(SourceOfTruthError, match=message):
         SourceOfTruth.parse(raw)
+
+
+def test_the_claim_store_contract(storage: SqlStorage) -> None:
+    with storage.unit_of_work() as uow:
+        claims = uow.source_claims
+        assert claims.for_user("nobody") == {} and claims.users("ldap") == []
+        assert claims.remove("nobody", "ldap") is False
+        assert claims.put("u1", "ldap", {"groups": ["a"], "active": True}, at=T0) is True
+        assert claims.put("u1", "ldap", {"groups": ["a"], "active": True}, at=T0) is False
+        assert claims.put("u1", "ldap", {"groups": ["b"], "active": True}, at=T0) is True
+        assert claims.put("u1", "scim", {"email": "x@y"}, at=T0) is True
+        assert claims.put("u0", "ldap", {}, at=T0) is True
+        assert claims.for_user("u1") == {
+            "ldap": {"groups": ["b"], "active": True},
+            "scim": {"email": "x@y"},
+        }
+        assert claims.users("ldap") == ["u0", "u1"]
+        assert claims.remove("u1", "ldap") is True
+        assert claims.for_user("u1") == {"scim": {"email": "x@y"}}
