@@ -7,15 +7,17 @@ simulator call it directly. This module is the only place that knows how the par
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from mdm_core.bus.events import EventBus, InProcessBus
+from mdm_core.bus.events import EventBus, EventType, InProcessBus
 from mdm_core.bus.outbox_relay import OutboxRelay
 from mdm_core.device.ca import CertificateAuthority, check_ca_config, load_or_create_ca
 from mdm_core.device.checkin import CheckinService
 from mdm_core.device.commands import CommandService
+from mdm_core.device.convergence import ConvergenceService
 from mdm_core.device.enrollment import EnrollmentService
 from mdm_core.device.long_poll import (
     DEFAULT_MAX_WAIT_S,
@@ -25,6 +27,7 @@ from mdm_core.device.long_poll import (
 )
 from mdm_core.device.proof import DeviceProofVerifier
 from mdm_core.directory.mirror import DirectoryService
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.privacy import PrivacyProfiles
 from mdm_core.domain.quarantine import QuarantineService
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
@@ -65,6 +68,9 @@ class CoreConfig:
         DEFAULT_MAX_WAITS  # concurrent long-polls per process (mdm_core.device.long_poll)
     )
     max_wait_s: int = DEFAULT_MAX_WAIT_S  # the longest a long-poll is held
+    #: Per user attribute, the directory sources that win, in order (empty: one owner per
+    #: record). mdm_core.directory.precedence.
+    directory_source_of_truth: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +94,8 @@ class MdmCore:
     #: table): /enroll, failed logins, and any other limit that must hold across workers.
     rate_limiter: RateLimiter
     quarantine: QuarantineService  # the admin release of quarantined devices
+    #: Membership changes and policy edits queue the commands that make devices match.
+    convergence: ConvergenceService
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -96,6 +104,7 @@ class MdmCore:
             waits.shutdown()
         self.policies.stop()
         self.relay.stop()
+        self.convergence.stop()
         self.bus.close()
         self.database.dispose()
 
@@ -124,7 +133,9 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     relay = OutboxRelay(storage, bus)
     privacy = PrivacyProfiles(config.policy_dir / "privacy")
     commands = CommandService(storage, kick=relay.kick)
-    directory = DirectoryService(storage)
+    directory = DirectoryService(
+        storage, source_of_truth=SourceOfTruth.parse(config.directory_source_of_truth)
+    )
     # Unknown group references are warned about once the mirror holds any group.
     policies = PolicyRepository(
         config.policy_dir, known_groups=lambda: directory.group_names() or None
@@ -164,7 +175,11 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         policies=policies,
         rate_limiter=_rate_limiter(config, database),
         quarantine=QuarantineService(storage),
+        convergence=ConvergenceService(storage, commands, policies.current),
     )
+    bus.subscribe(EventType.USER_GROUPS_CHANGED, core.convergence.on_user_groups_changed)
+    policies.on_change(core.convergence.on_policy_change)
+    core.convergence.start()
     core.extras[LONG_POLL_KEY] = WaitRegistry(
         bus, max_waits=config.max_waits, max_wait_s=config.max_wait_s
     )

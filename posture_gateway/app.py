@@ -66,6 +66,9 @@ def core_config(settings: Settings) -> CoreConfig:
         enroll_target_window=settings.enroll.target_window,
         max_waits=settings.long_poll.max_waits,
         max_wait_s=settings.long_poll.max_wait_s,
+        directory_source_of_truth={
+            k: tuple(v) for k, v in settings.directory.source_of_truth.items()
+        },
     )
 
 
@@ -117,7 +120,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
     app.register_blueprint(admin_api_bp)  # /admin/api: what-if, policy status (bearer token)
     register_oidc(app, services.provider)  # the OpenID provider: /oauth/*, login pages
-    sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
+    sync_users_file(  # its users into the mirror
+        core.storage, settings.oidc.users_file, source_of_truth=core.directory.source_of_truth
+    )
     register_integrations(app, services.integrations, services.provider)  # APIs, Okta, Entra
     init_scim(
         app,

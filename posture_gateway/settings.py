@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationError
 from idp_connectors.ldap.config import LdapSettings
 from idp_connectors.scim.config import ScimSettings
 from mdm_core.support.durations import DurationsModel
+from posture_gateway.directory.settings import DirectorySettings
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
@@ -101,6 +102,8 @@ class Settings(_Strict):
     # address: behind a proxy, set this or every client is the proxy.
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
+    # Which directory source wins, per user attribute (posture_gateway/directory/settings.py).
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
     # SCIM 2.0 server at /scim/v2: provisioning clients and their tokens (docs/scim.md).
     scim: ScimSettings = Field(default_factory=ScimSettings)

@@ -59,8 +59,14 @@ class NotEnrolled(Exception):
     """The agent has no enrollment in its state directory."""
 
 
-def agent_report(posture: LinuxPosture, collect_only: list[str] | None = None) -> dict[str, Any]:
-    """The ``agent``-format report for ``posture`` (unknown values omitted)."""
+def agent_report(
+    posture: LinuxPosture,
+    collect_only: list[str] | None = None,
+    installed: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The ``agent``-format report for ``posture`` (unknown values omitted); ``installed``
+    (the state directory's installed set) is reported as ``managed_apps`` /
+    ``managed_certificates``."""
     data = posture.as_dict()
     report: dict[str, Any] = {"platform": "linux", "collected_at": data["collected_at"]}
     wanted = set(collect_only) if collect_only else None
@@ -72,6 +78,13 @@ def agent_report(posture: LinuxPosture, collect_only: list[str] | None = None) -
             report[name] = value
     if wanted is None or "agent_present" in wanted:
         report["agent_present"] = True
+    if installed is not None:
+        if wanted is None or "managed_apps" in wanted:
+            report["managed_apps"] = [{"app_id": a} for a in installed.get("apps", [])]
+        if wanted is None or "managed_certificates" in wanted:
+            report["managed_certificates"] = [
+                {"name": c} for c in installed.get("certificates", [])
+            ]
     return report
 
 
@@ -183,7 +196,7 @@ class Agent:
 
     def report(self) -> dict[str, Any]:
         collect_only = self.state.collect if self.state and self.state.collect else None
-        return agent_report(self.collector(), collect_only)
+        return agent_report(self.collector(), collect_only, self.state_dir.installed())
 
     def checkin(self) -> CheckinResult:
         """Check in once, carry out the commands received and post each result."""

@@ -5,7 +5,10 @@ Layout (directory mode 0700):
 - ``device_key.pem``: the P-256 private key, mode 0600 (:class:`mdm_core.agent.keys.DeviceKey`);
 - ``enrollment.json``: server URL, device id, certificates, ownership, platform, and the
   posture fields the server last asked for (``collect``);
-- ``commands.jsonl``: every command received and what the agent did with it (append only).
+- ``commands.jsonl``: every command received and what the agent did with it (append only);
+- ``installed.json``: the apps and certificates the server had it install (``install_*`` /
+  ``remove_*`` commands), reported back as ``managed_apps`` / ``managed_certificates``. The
+  reference agent records them only: it never installs packages on the host.
 """
 
 from __future__ import annotations
@@ -57,6 +60,39 @@ class StateDir:
     @property
     def command_log_path(self) -> Path:
         return self.path / "commands.jsonl"
+
+    @property
+    def installed_path(self) -> Path:
+        return self.path / "installed.json"
+
+    def installed(self) -> dict[str, list[str]]:
+        """``{"apps": [...], "certificates": [...]}`` (sorted; empty lists when none)."""
+        try:
+            data = json.loads(self.installed_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        return {
+            kind: sorted({str(x) for x in data.get(kind, []) if isinstance(x, str)})
+            for kind in ("apps", "certificates")
+        }
+
+    def set_installed(self, kind: str, name: str, present: bool) -> None:
+        """Add (``present``) or remove ``name`` in the ``apps`` or ``certificates`` set."""
+        if kind not in ("apps", "certificates"):
+            raise ValueError(f"unknown installed kind {kind!r}")
+        current = self.installed()
+        items = set(current[kind])
+        if present:
+            items.add(name)
+        else:
+            items.discard(name)
+        current[kind] = sorted(items)
+        self.ensure()
+        tmp = self.installed_path.with_name(f".installed.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(current, fh, indent=2)
+        os.replace(tmp, self.installed_path)
 
     def key(self) -> DeviceKey:
         self.ensure()

@@ -50,6 +50,8 @@ class EventType:
     # offboarding job consumes both. Payload: user_id, username, source, reason.
     ACCOUNT_DISABLED = "directory.account_disabled"
     ACCOUNT_DELETED = "directory.account_deleted"
+    #: One user's effective groups changed (subject: the user; payload: before / after).
+    USER_GROUPS_CHANGED = "directory.user_groups_changed"
 
 
 @dataclass(frozen=True, slots=True)

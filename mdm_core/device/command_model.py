@@ -51,6 +51,8 @@ class CommandType(StrEnum):
     REMOVE_APP = "remove_app"
     APPLY_CONFIGURATION = "apply_configuration"
     REQUEST_CHECKIN = "request_checkin"
+    INSTALL_CERTIFICATE = "install_certificate"
+    REMOVE_CERTIFICATE = "remove_certificate"
 
 
 class CommandStatus(StrEnum):
@@ -182,6 +184,13 @@ class RequestCheckinPayload(_Payload):
     pass
 
 
+class CertificatePayload(_Payload):
+    """A certificate by the name configuration policies give it (the device's MDM channel
+    resolves the name to the certificate or SCEP/ACME profile it installs)."""
+
+    name: str = Text
+
+
 PAYLOAD_MODELS: dict[CommandType, type[_Payload]] = {
     CommandType.LOCK: LockPayload,
     CommandType.WIPE: WipePayload,
@@ -190,6 +199,8 @@ PAYLOAD_MODELS: dict[CommandType, type[_Payload]] = {
     CommandType.REMOVE_APP: RemoveAppPayload,
     CommandType.APPLY_CONFIGURATION: ApplyConfigurationPayload,
     CommandType.REQUEST_CHECKIN: RequestCheckinPayload,
+    CommandType.INSTALL_CERTIFICATE: CertificatePayload,
+    CommandType.REMOVE_CERTIFICATE: CertificatePayload,
 }
 
 #: Higher is delivered first. Protective commands jump the queue.
@@ -198,8 +209,10 @@ DEFAULT_PRIORITY: dict[CommandType, int] = {
     CommandType.SELECTIVE_WIPE: 100,
     CommandType.LOCK: 90,
     CommandType.REMOVE_APP: 20,
+    CommandType.REMOVE_CERTIFICATE: 20,
     CommandType.APPLY_CONFIGURATION: 10,
     CommandType.INSTALL_APP: 10,
+    CommandType.INSTALL_CERTIFICATE: 10,
     CommandType.REQUEST_CHECKIN: 0,
 }
 

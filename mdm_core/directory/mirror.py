@@ -6,8 +6,11 @@ decision. Effective groups are transitive (a user in ``payroll`` which is in ``f
 both) and resolution is cycle safe (directories do contain cycles; each group is visited once).
 
 Every membership change writes a ``directory.membership_changed`` event to the outbox in the
-same unit of work, with the users whose effective groups may have changed, so policy
-assignment and device configuration follow at once.
+same unit of work, with the users whose effective groups may have changed. A
+:class:`GroupChangeTracker` then compares each affected user's effective groups before and
+after the unit of work's changes and writes one ``directory.user_groups_changed`` event per
+user whose groups really changed (``before`` / ``after`` / ``added`` / ``removed``): that is
+what device convergence (:mod:`mdm_core.device.convergence`) and cache invalidation hang off.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.policy.model import UserContext
 from mdm_core.storage.directory import (
@@ -29,6 +33,7 @@ from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = [
     "DirectoryService",
+    "GroupChangeTracker",
     "effective_group_ids",
     "effective_group_names",
     "transitive_user_members",
@@ -115,20 +120,83 @@ def _event(uow: UnitOfWork, membership: Membership, change: str, at: datetime) -
     )
 
 
-def add_membership(uow: UnitOfWork, membership: Membership, *, at: datetime) -> bool:
+class GroupChangeTracker:
+    """Effective groups of the users a unit of work's membership changes touch, before and
+    after: :meth:`watch` before each change, :meth:`flush` once at the end."""
+
+    def __init__(self, uow: UnitOfWork, *, cause: str) -> None:
+        self.uow = uow
+        self.cause = cause
+        self.before: dict[str, frozenset[str]] = {}
+
+    def watch(self, user_ids: Collection[str]) -> None:
+        """Remember the current effective groups of ``user_ids`` (the first time only)."""
+        for user_id in user_ids:
+            if user_id not in self.before:
+                self.before[user_id] = effective_group_names(self.uow, user_id)
+
+    def flush(self, *, at: datetime) -> list[DomainEvent]:
+        """Write one ``directory.user_groups_changed`` event per user whose effective groups
+        differ now; returns them (``[]`` when nothing really changed)."""
+        events = []
+        for user_id in sorted(self.before):
+            before = self.before[user_id]
+            after = effective_group_names(self.uow, user_id)
+            if after == before:
+                continue
+            events.append(
+                DomainEvent(
+                    type=EventType.USER_GROUPS_CHANGED,
+                    subject=user_id,
+                    payload={
+                        "user_id": user_id,
+                        "before": sorted(before),
+                        "after": sorted(after),
+                        "added": sorted(after - before),
+                        "removed": sorted(before - after),
+                        "cause": self.cause,
+                    },
+                    occurred_at=at,
+                )
+            )
+        self.before.clear()
+        if events:
+            self.uow.outbox.add(events)
+        return events
+
+
+def add_membership(
+    uow: UnitOfWork,
+    membership: Membership,
+    *,
+    at: datetime,
+    tracker: GroupChangeTracker | None = None,
+) -> bool:
     """Add ``membership`` and its event in ``uow``; ``False`` (no event) if it existed.
+    With a ``tracker``, the users it may affect are watched first.
 
     Raises :class:`mdm_core.domain.errors.NotFound` for an unknown group.
     """
+    if tracker is not None:
+        tracker.watch(_affected(uow, membership))
     if not uow.memberships.add(membership):
         return False
     uow.outbox.add([_event(uow, membership, "added", at)])
     return True
 
 
-def remove_membership(uow: UnitOfWork, membership: Membership, *, at: datetime) -> bool:
-    """Remove ``membership`` and write its event; ``False`` (no event) if it did not exist."""
+def remove_membership(
+    uow: UnitOfWork,
+    membership: Membership,
+    *,
+    at: datetime,
+    tracker: GroupChangeTracker | None = None,
+) -> bool:
+    """Remove ``membership`` and write its event; ``False`` (no event) if it did not exist.
+    With a ``tracker``, the users it may affect are watched first."""
     event = _event(uow, membership, "removed", at)  # affected users computed before removal
+    if tracker is not None:
+        tracker.watch(event.payload["affected_users"])
     if not uow.memberships.remove(membership):
         return False
     uow.outbox.add([event])
@@ -139,12 +207,19 @@ class DirectoryService:
     """Writes and reads of the directory mirror, each in its own unit of work."""
 
     def __init__(
-        self, storage: Storage, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        storage: Storage,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        source_of_truth: SourceOfTruth | None = None,
     ) -> None:
         if storage is None:
             raise ValueError("DirectoryService needs a storage")
         self.storage = storage
         self.clock = clock
+        #: The configured per-attribute source of truth; directory sources pass it to
+        #: :func:`mdm_core.directory.sync.sync_source` (``source_of_truth=``).
+        self.source_of_truth = source_of_truth or SourceOfTruth()
 
     def upsert_user(self, user: DirectoryUser) -> bool:
         """Insert or update a user; ``True`` if anything changed. An account that becomes
@@ -171,12 +246,24 @@ class DirectoryService:
             return uow.directory_groups.upsert(group)
 
     def add_member(self, group_id: str, member_id: str, kind: MemberKind) -> bool:
+        at = self.clock()
         with self.storage.unit_of_work() as uow:
-            return add_membership(uow, Membership(group_id, member_id, kind), at=self.clock())
+            tracker = GroupChangeTracker(uow, cause="directory.add_member")
+            added = add_membership(
+                uow, Membership(group_id, member_id, kind), at=at, tracker=tracker
+            )
+            tracker.flush(at=at)
+            return added
 
     def remove_member(self, group_id: str, member_id: str, kind: MemberKind) -> bool:
+        at = self.clock()
         with self.storage.unit_of_work() as uow:
-            return remove_membership(uow, Membership(group_id, member_id, kind), at=self.clock())
+            tracker = GroupChangeTracker(uow, cause="directory.remove_member")
+            removed = remove_membership(
+                uow, Membership(group_id, member_id, kind), at=at, tracker=tracker
+            )
+            tracker.flush(at=at)
+            return removed
 
     def replace_members(
         self, group_id: str, members: Collection[tuple[str, MemberKind]]
@@ -186,9 +273,15 @@ class DirectoryService:
         at = self.clock()
         wanted = {Membership(group_id, member_id, kind) for member_id, kind in members}
         with self.storage.unit_of_work() as uow:
+            tracker = GroupChangeTracker(uow, cause="directory.replace_members")
             current = set(uow.memberships.members([group_id]))
-            removed = sum(remove_membership(uow, m, at=at) for m in sorted(current - wanted))
-            added = sum(add_membership(uow, m, at=at) for m in sorted(wanted - current))
+            removed = sum(
+                remove_membership(uow, m, at=at, tracker=tracker) for m in sorted(current - wanted)
+            )
+            added = sum(
+                add_membership(uow, m, at=at, tracker=tracker) for m in sorted(wanted - current)
+            )
+            tracker.flush(at=at)
         return added, removed
 
     def user_context(self, user_id: str) -> UserContext | None:

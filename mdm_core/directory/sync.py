@@ -22,6 +22,23 @@ with the groups they are nested in. In one unit of work (all or nothing):
 
 Group references by name reuse an existing group of any source; an unknown one is created,
 owned by this source.
+
+With a configured per-attribute source of truth (``source_of_truth``, a
+:class:`mdm_core.directory.precedence.SourceOfTruth`; the gateway passes
+``directory.source_of_truth`` from its settings), users are no longer owned by one source:
+
+- each source's view of a user is recorded as its *claims*
+  (:mod:`mdm_core.storage.directory_claims`) and the mirror record is resolved attribute by
+  attribute (``username``, ``email``, ``display_name``, ``active``, ``groups``): a
+  lower-priority source's value never overwrites a higher one's;
+- every disagreement is reported in ``SyncSummary.overrides`` (``overrode``: this source's
+  value won over another's; ``ignored``: this source's value lost to a higher one);
+- ``prune`` withdraws the source's claims about users it no longer lists; a user no source
+  claims any more is disabled, one still claimed elsewhere is resolved from those claims.
+
+Every sync ends by writing one ``directory.user_groups_changed`` event per user whose
+*effective* groups changed (:class:`mdm_core.directory.mirror.GroupChangeTracker`), in the
+same unit of work: device convergence and access re-evaluation follow it.
 """
 
 from __future__ import annotations
@@ -29,9 +46,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from mdm_core.bus.events import DomainEvent, EventType
-from mdm_core.directory.mirror import add_membership, remove_membership
+from mdm_core.directory.mirror import GroupChangeTracker, add_membership, remove_membership
+from mdm_core.directory.precedence import Override, SourceOfTruth
 from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
@@ -71,6 +90,20 @@ class SyncSummary:
     groups_changed: list[str] = field(default_factory=list)
     memberships_added: int = 0
     memberships_removed: int = 0
+    #: Attribute conflicts between sources (with a configured source of truth only).
+    overrides: list[Override] = field(default_factory=list)
+    #: Users whose effective groups changed (one ``directory.user_groups_changed`` each).
+    groups_changed_users: list[str] = field(default_factory=list)
+
+    @property
+    def overrode(self) -> list[Override]:
+        """Conflicts this source won: its value replaced a lower-priority source's."""
+        return [o for o in self.overrides if o.winner == self.source]
+
+    @property
+    def ignored(self) -> list[Override]:
+        """Conflicts this source lost: its value was not applied (a higher one wins)."""
+        return [o for o in self.overrides if o.loser == self.source]
 
     def counts(self) -> dict[str, int]:
         return {
@@ -83,6 +116,11 @@ class SyncSummary:
             "groups_changed": len(self.groups_changed),
             "memberships_added": self.memberships_added,
             "memberships_removed": self.memberships_removed,
+            **(
+                {"overrode": len(self.overrode), "ignored": len(self.ignored)}
+                if self.overrides
+                else {}
+            ),
         }
 
     @property
@@ -115,6 +153,7 @@ class _Sync:
         self.summary = summary
         self.skip_conflicts = False
         self.group_ids: dict[str, str] = {}  # name -> id
+        self.tracker = GroupChangeTracker(uow, cause=f"directory.sync:{source}")
 
     def group_id(self, name: str, wanted_id: str | None = None) -> str:
         """The id of the group called ``name``, created for this source when unknown."""
@@ -143,8 +182,14 @@ class _Sync:
     def memberships(self, kind: MemberKind, member_id: str, names: Sequence[str]) -> bool:
         wanted = {Membership(self.group_id(n), member_id, kind) for n in names}
         current = set(self.uow.memberships.parents(kind, [member_id]))
-        removed = sum(remove_membership(self.uow, m, at=self.at) for m in sorted(current - wanted))
-        added = sum(add_membership(self.uow, m, at=self.at) for m in sorted(wanted - current))
+        removed = sum(
+            remove_membership(self.uow, m, at=self.at, tracker=self.tracker)
+            for m in sorted(current - wanted)
+        )
+        added = sum(
+            add_membership(self.uow, m, at=self.at, tracker=self.tracker)
+            for m in sorted(wanted - current)
+        )
         self.summary.memberships_added += added
         self.summary.memberships_removed += removed
         return bool(added or removed)
@@ -213,6 +258,103 @@ class _Sync:
         else:
             self.summary.unchanged.append(user.id)
 
+    # --- with a per-attribute source of truth ----------------------------------------------
+
+    def claimed_user(self, user: SourceUser, truth: SourceOfTruth) -> None:
+        """Record ``user`` as this source's claims, then resolve the record from every
+        source's claims (see the module docstring)."""
+        existing = self.uow.directory_users.get(user.id)
+        if self.skip_conflicts:
+            holder = self.uow.directory_users.find_by_username(user.username)
+            if holder is not None and holder.id != user.id:
+                self.summary.skipped.append(
+                    f"{user.id} (username {user.username} belongs to {holder.id})"
+                )
+                return
+        claims = self.uow.source_claims.for_user(user.id)
+        if existing is not None and existing.source not in claims:
+            # A record written before claims were kept: its values stand as its source's.
+            claims[existing.source] = self.record_claims(existing)
+        mine = _claims_of(user)
+        self.uow.source_claims.put(user.id, self.source, mine, at=self.at)
+        claims[self.source] = mine
+        changed = self.apply(user.id, existing, claims, truth)
+        if existing is None:
+            self.summary.added.append(user.id)
+        elif changed:
+            self.summary.changed.append(user.id)
+        else:
+            self.summary.unchanged.append(user.id)
+
+    def record_claims(self, record: DirectoryUser) -> dict[str, Any]:
+        direct = self.uow.memberships.parents(MemberKind.USER, [record.id])
+        names = self.uow.directory_groups.names([m.group_id for m in direct])
+        return {
+            "username": record.username,
+            "email": record.email,
+            "display_name": record.display_name,
+            "active": record.active,
+            "groups": sorted(names.values()),
+        }
+
+    def apply(
+        self,
+        user_id: str,
+        existing: DirectoryUser | None,
+        claims: dict[str, dict[str, Any]],
+        truth: SourceOfTruth,
+    ) -> bool:
+        """Write the record resolved from ``claims``; ``True`` if anything changed."""
+        resolved, overrides = truth.resolve(user_id, claims, self.source)
+        self.summary.overrides.extend(overrides)
+        owner = self.source
+        if existing is not None and not _owned(existing.source, self.source, self.takes_over):
+            owner = existing.source  # the record keeps its creator; attributes are resolved
+        record = DirectoryUser(
+            id=user_id,
+            username=str(resolved["username"]),
+            active=bool(resolved.get("active", True)),
+            source=owner,
+            updated_at=self.at,
+            email=resolved.get("email"),
+            display_name=resolved.get("display_name"),
+            external_id=existing.external_id if existing is not None else None,
+        )
+        changed = self.uow.directory_users.upsert(record)  # Conflict: username elsewhere
+        if existing is not None and existing.active and not record.active:
+            end_user_access(self.uow, user_id, reason="user_disabled", at=self.at)
+        groups = self.memberships(MemberKind.USER, user_id, tuple(resolved.get("groups", ())))
+        return changed or groups
+
+    def withdraw(self, listed: Collection[str], truth: SourceOfTruth) -> None:
+        """``prune`` with a source of truth: forget this source's claims about the users it
+        no longer lists; disable a user nobody claims any more."""
+        for user_id in self.uow.source_claims.users(self.source):
+            if user_id in listed:
+                continue
+            self.uow.source_claims.remove(user_id, self.source)
+            existing = self.uow.directory_users.get(user_id)
+            if existing is None:
+                continue
+            rest = self.uow.source_claims.for_user(user_id)
+            if rest:
+                if self.apply(user_id, existing, rest, truth):
+                    self.summary.changed.append(user_id)
+            elif existing.active:
+                self.uow.directory_users.set_active(user_id, False, at=self.at)
+                end_user_access(self.uow, user_id, reason="user_disabled", at=self.at)
+                self.summary.disabled.append(user_id)
+
+
+def _claims_of(user: SourceUser) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "email": user.email,
+        "display_name": user.display_name,
+        "active": user.active,
+        "groups": sorted(set(user.groups)),
+    }
+
 
 def sync_source(
     storage: Storage,
@@ -226,6 +368,7 @@ def sync_source(
     actor: str = "system",
     skip_conflicts: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    source_of_truth: SourceOfTruth | None = None,
 ) -> SyncSummary:
     """Write ``source``'s users and groups into the mirror (see the module docstring).
 
@@ -237,6 +380,10 @@ def sync_source(
     a user of another id, or when the input repeats an id or username. With
     ``skip_conflicts`` such a user is skipped (listed in ``skipped``) instead: one bad entry
     then keeps only that person out, not everyone (a start-up sync must not stop the server).
+
+    ``source_of_truth`` (configured, i.e. non-empty) switches users from single-source
+    ownership to per-attribute resolution (module docstring); ``None`` or an empty one keeps
+    the ownership rules above.
     """
     if not source:
         raise ValueError("a directory source needs a name")
@@ -248,18 +395,26 @@ def sync_source(
         sync.skip_conflicts = skip_conflicts
         for group in groups:
             sync.group(group)
+        truth = source_of_truth if source_of_truth and source_of_truth.configured else None
         for user in users:
-            sync.user(user)
-        listed = {u.id for u in users}
-        stale_users = {u.id: u for u in uow.directory_users.list(source)} if prune else {}
-        for user_id in sorted(set(gone) - listed - stale_users.keys()):
-            if (found := uow.directory_users.get(user_id)) is not None:
-                stale_users[user_id] = found
-        for stale in stale_users.values():
-            if stale.id not in listed and stale.active and stale.source == source:
-                uow.directory_users.set_active(stale.id, False, at=at)
-                summary.disabled.append(stale.id)
-                sync.account_gone(stale, EventType.ACCOUNT_DELETED, "deleted_in_source")
+            if truth is None:
+                sync.user(user)
+            else:
+                sync.claimed_user(user, truth)
+        if prune and truth is not None:
+            sync.withdraw({u.id for u in users}, truth)
+        else:
+            listed = {u.id for u in users}
+            stale_users = {u.id: u for u in uow.directory_users.list(source)} if prune else {}
+            for user_id in sorted(set(gone) - listed - stale_users.keys()):
+                if (found := uow.directory_users.get(user_id)) is not None:
+                    stale_users[user_id] = found
+            for stale in stale_users.values():
+                if stale.id not in listed and stale.active and stale.source == source:
+                    uow.directory_users.set_active(stale.id, False, at=at)
+                    summary.disabled.append(stale.id)
+                    sync.account_gone(stale, EventType.ACCOUNT_DELETED, "deleted_in_source")
+        summary.groups_changed_users = [e.subject for e in sync.tracker.flush(at=at)]
         if summary.touched or actor != "system":
             uow.audit.record(actor, "directory.sync", source, "ok", summary.counts(), at=at)
     return summary

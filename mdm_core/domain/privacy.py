@@ -74,6 +74,7 @@ FIELD_LABELS: dict[str, str] = {
     "hostname": "Device name",
     "managed_apps": "Apps installed by your organisation (work apps)",
     "installed_apps": "Every installed app, including personal apps",
+    "managed_certificates": "Certificates installed by your organisation (work certificates)",
     "location": "Device location",
 }
 
@@ -83,7 +84,7 @@ FALLBACK_COLLECT: frozenset[str] = (SECURITY_FIELDS - {"managed_apps"}) | {"agen
 _TOP_KEYS = {"kind", "id", "ownership", "description", "collect", "notice"}
 _REQUIRED = ("kind", "id", "ownership", "collect", "notice")
 _NOTICE_KEYS = {"can_see", "cannot_see"}
-_EMPTY_LIST_FIELDS = {"managed_apps": (), "installed_apps": ()}
+_EMPTY_LIST_FIELDS = {"managed_apps": (), "installed_apps": (), "managed_certificates": ()}
 
 
 class PrivacyProfileError(MdmError):

@@ -21,6 +21,7 @@ __all__ = [
     "Platform",
     "ManagedApp",
     "InstalledApp",
+    "ManagedCertificate",
     "Location",
     "Posture",
     "POSTURE_FIELDS",
@@ -62,6 +63,13 @@ class InstalledApp(BaseModel):
     version: ShortText | None = None
 
 
+class ManagedCertificate(BaseModel):
+    """A certificate the MDM installed (by the name configuration policies give it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: ShortText
+
+
 class Location(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     latitude: float = Field(ge=-90, le=90)
@@ -99,6 +107,7 @@ class Posture(BaseModel):
     hostname: ShortText | None = None
     managed_apps: tuple[ManagedApp, ...] = Field(default=(), max_length=2000)
     installed_apps: tuple[InstalledApp, ...] = Field(default=(), max_length=5000)
+    managed_certificates: tuple[ManagedCertificate, ...] = Field(default=(), max_length=500)
     location: Location | None = None
 
 

@@ -439,8 +439,28 @@ def _agent(r: _Reader, want: Want) -> tuple[Out, datetime | None]:
     )
     _put(out, want, "managed_apps", lambda: r.apps("managed_apps", ("app_id",), ("version",)))
     _put(out, want, "installed_apps", lambda: r.apps("installed_apps", ("app_id",), ("version",)))
+    _put(out, want, "managed_certificates", lambda: _certificates(r))
     _put(out, want, "location", lambda: _location(r.sub("location"), "latitude", "longitude"))
     return out, r.instant("collected_at")
+
+
+def _certificates(r: _Reader) -> Any:
+    """``managed_certificates``: a list of ``{"name": ...}`` objects (or bare names)."""
+    entries = r.items("managed_certificates")
+    if entries is None:
+        return None
+    out = []
+    for index, entry in enumerate(entries):
+        where = f"{r.name('managed_certificates')}[{index}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, Mapping):
+            raise ReportError(where, "expected an object or a name")
+        name = _Reader(entry, where).text("name")
+        if not name:
+            raise ReportError(where, "missing name")
+        out.append({"name": name})
+    return tuple(out)
 
 
 # --- shared ---------------------------------------------------------------------------------

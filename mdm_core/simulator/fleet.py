@@ -4,8 +4,11 @@ Each simulated device has its own P-256 key and speaks the same HTTP protocol as
 (:class:`mdm_core.agent.client.DeviceClient`): it enrolls with a CSR and a single-use token
 (BYOD, after accepting the privacy notice) or a registered serial (corporate), then checks in
 with signed proofs, sending platform-native reports (:mod:`mdm_core.simulator.reports`), and
-acknowledges the commands it receives. Bad devices (jailbroken, encryption off, old OS) are
-drawn at the configured ratios.
+acknowledges the commands it receives. ``install_*`` / ``remove_*`` commands change the
+device's simulated installed set (apps and certificates), which its ``agent``-format reports
+carry as ``managed_apps`` / ``managed_certificates``; after changing it the device reports
+again at once, so the server sees it converge. Bad devices (jailbroken, encryption off, old
+OS) are drawn at the configured ratios.
 
 The transport is injectable: real HTTP to a running server, or ``httpx.WSGITransport`` on a
 Flask app in the same process. The simulator provisions tokens and serials through a
@@ -33,7 +36,12 @@ from mdm_core.agent.client import DeviceClient, ProtocolError, make_http_client,
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.device.enrollment import EnrollmentService
 from mdm_core.posture.model import Ownership, Platform
-from mdm_core.simulator.reports import JAILBREAKABLE, DeviceTraits, native_reports
+from mdm_core.simulator.reports import (
+    JAILBREAKABLE,
+    PREINSTALLED_APPS,
+    DeviceTraits,
+    native_reports,
+)
 
 __all__ = [
     "ALL_PLATFORMS",
@@ -95,6 +103,11 @@ class SimDevice:
     checkin_errors: list[str] = field(default_factory=list)
     commands_acknowledged: int = 0
     compliance: dict[str, Any] = field(default_factory=dict)
+    #: What is installed on the simulated device: ``apps`` and ``certificates`` by name.
+    installed: dict[str, set[str]] = field(
+        default_factory=lambda: {"apps": set(PREINSTALLED_APPS), "certificates": set()}
+    )
+    executed: list[dict[str, Any]] = field(default_factory=list)  # commands received, in order
 
 
 @dataclass
@@ -325,26 +338,83 @@ class Simulator:
         self._round(device, client)
 
     def _round(self, device: SimDevice, client: DeviceClient) -> None:
-        for fmt, report in native_reports(
-            device.platform, device.serial_number, device.ownership, device.traits
-        ):
-            t0 = time.perf_counter()
+        reports = native_reports(
+            device.platform,
+            device.serial_number,
+            device.ownership,
+            device.traits,
+            installed=device.installed,
+        )
+        changed = False
+        for fmt, report in reports:
+            changed = self._send(device, client, fmt, report) or changed
+        agent = [(f, r) for f, r in reports if f == "agent"]
+        if changed and agent:  # report the new installed set at once, as the agent does
+            fresh = native_reports(
+                device.platform,
+                device.serial_number,
+                device.ownership,
+                device.traits,
+                installed=device.installed,
+            )
+            for fmt, report in fresh:
+                if fmt == "agent":
+                    self._send(device, client, fmt, report)
+
+    def _send(
+        self, device: SimDevice, client: DeviceClient, fmt: str, report: dict[str, Any]
+    ) -> bool:
+        """One check-in and its commands; ``True`` if a command changed the installed set."""
+        t0 = time.perf_counter()
+        try:
+            answer = client.checkin(fmt, report)
+        except (ProtocolError, httpx.HTTPError) as exc:
+            device.checkin_errors.append(str(exc))
+            return False
+        with self._lock:
+            self._latencies.append((time.perf_counter() - t0) * 1000)
+        device.checkins_ok += 1
+        device.compliance = answer.compliance
+        changed = False
+        for command in answer.commands:
+            device.executed.append(command)
+            status, detail, did = _execute(device, command)
+            changed = changed or did
             try:
-                answer = client.checkin(fmt, report)
-            except (ProtocolError, httpx.HTTPError) as exc:
-                device.checkin_errors.append(str(exc))
-                continue
-            with self._lock:
-                self._latencies.append((time.perf_counter() - t0) * 1000)
-            device.checkins_ok += 1
-            device.compliance = answer.compliance
-            for command in answer.commands:
-                try:
-                    client.post_result(str(command["id"]), "acknowledged", "simulated device")
-                    device.commands_acknowledged += 1
-                except (ProtocolError, httpx.HTTPError, KeyError) as exc:
-                    device.checkin_errors.append(f"command result: {exc}")
+                client.post_result(str(command["id"]), status, detail)
+                device.commands_acknowledged += status == "acknowledged"
+            except (ProtocolError, httpx.HTTPError, KeyError) as exc:
+                device.checkin_errors.append(f"command result: {exc}")
+        return changed
 
     def _progress(self, what: str, device: SimDevice) -> None:
         if self.on_progress is not None:
             self.on_progress(what, device)
+
+
+#: Commands that change a simulated device's installed set: type -> (set, payload key, present).
+_INVENTORY: dict[str, tuple[str, str, bool]] = {
+    "install_app": ("apps", "app_id", True),
+    "remove_app": ("apps", "app_id", False),
+    "install_certificate": ("certificates", "name", True),
+    "remove_certificate": ("certificates", "name", False),
+}
+
+
+def _execute(device: SimDevice, command: dict[str, Any]) -> tuple[str, str, bool]:
+    """Carry out one command on the simulated device: ``(status, detail, changed)``."""
+    effect = _INVENTORY.get(str(command.get("type", "")))
+    if effect is None:
+        return "acknowledged", "simulated device", False
+    kind, key, present = effect
+    payload = command.get("payload")
+    name = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(name, str) or not name:
+        return "error", f"payload needs {key}", False
+    items = device.installed[kind]
+    before = name in items
+    if present:
+        items.add(name)
+    else:
+        items.discard(name)
+    return "acknowledged", f"{name} {'installed' if present else 'removed'}", before != present

@@ -23,6 +23,7 @@ server's privacy profile must drop.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "CURRENT_OS",
     "OLD_OS",
     "native_reports",
+    "PREINSTALLED_APPS",
 ]
 
 JAILBREAKABLE = frozenset({"ios", "ipados", "android"})
@@ -63,6 +65,9 @@ _MODELS = {
 }
 _PERSONAL_APPS = [("com.example.chat", "4.2"), ("com.example.photos", "1.9")]
 _MANAGED_APPS = [("com.example.corpmail", "3.1.0"), ("com.example.vpn", "2.0.4")]
+#: What a simulated device has installed before any command (its managed apps by id).
+PREINSTALLED_APPS: frozenset[str] = frozenset(a for a, _ in _MANAGED_APPS)
+_VERSIONS = dict(_MANAGED_APPS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +256,29 @@ def native_reports(
     ownership: str,
     traits: DeviceTraits,
     now: datetime | None = None,
+    installed: Mapping[str, Collection[str]] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The ``(format, report)`` check-ins a device of this kind sends in one round."""
-    stamp = _now(now)
+    """The ``(format, report)`` check-ins a device of this kind sends in one round.
+
+    ``installed`` (``apps`` / ``certificates`` by name) replaces the default managed apps in
+    the ``agent``-format reports and adds ``managed_certificates``."""
+    reports = _native(platform, serial, ownership, traits, _now(now))
+    if installed is not None:
+        for fmt, report in reports:
+            if fmt == "agent":
+                apps = sorted(installed.get("apps", ()))
+                report["managed_apps"] = [
+                    {"app_id": a, "version": _VERSIONS.get(a, "1.0")} for a in apps
+                ]
+                report["managed_certificates"] = [
+                    {"name": c} for c in sorted(installed.get("certificates", ()))
+                ]
+    return reports
+
+
+def _native(
+    platform: str, serial: str, ownership: str, traits: DeviceTraits, stamp: str
+) -> list[tuple[str, dict[str, Any]]]:
     if platform in ("ios", "ipados", "macos"):
         # The MDM answers first; then the Posture app/agent on the device reports what MDM
         # cannot see (jailbreak, agent and profile presence). The server keeps the latest

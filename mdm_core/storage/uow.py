@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         DirectoryUserStore,
         MembershipStore,
     )
+    from mdm_core.storage.directory_claims import SourceClaimStore
     from mdm_core.storage.enrollment import EnrollmentTokenStore, RegisteredSerialStore
     from mdm_core.storage.identity import DeviceIdentityStore
     from mdm_core.storage.identity_links import IdentityLinkStore
@@ -70,6 +71,8 @@ class UnitOfWork(Protocol):
     def directory_groups(self) -> DirectoryGroupStore: ...
     @property
     def memberships(self) -> MembershipStore: ...
+    @property
+    def source_claims(self) -> SourceClaimStore: ...
     @property
     def compliance(self) -> ComplianceStore: ...
     @property

@@ -8,7 +8,10 @@
   idempotent, all or nothing, with a summary (added / changed / unchanged / groups).
   ``--prune`` disables imported users that the file no longer lists. An import claims the
   users file's record of the same user id (the password stays in the users file); records of
-  other sources are skipped and listed.
+  other sources are skipped and listed. With ``directory.source_of_truth`` configured, records
+  are resolved attribute by attribute instead and the import lists every value it overrode
+  or that was ignored (a higher-priority source wins); the devices of users whose groups
+  changed converge at once (:mod:`mdm_core.device.convergence`).
 
 Commands run in the server's app context (same settings and database as ``posture serve``).
 """
@@ -136,8 +139,13 @@ def import_cmd(file: Path, prune: bool) -> None:
         prune=prune,
         takes_over=(USERS_FILE_SOURCE,),
         actor=f"admin:{getpass.getuser()}",
+        source_of_truth=core.directory.source_of_truth,
     )
     render_summary(Console(), summary, file)
+    # The devices of users whose groups changed converge now (the server's bus consumer
+    # would too, from the same events; the keys make the two one set of commands).
+    for user_id in summary.groups_changed_users:
+        core.convergence.converge_user(user_id, trigger="directory.import")
 
 
 def render_summary(console: Console, summary: SyncSummary, file: Path | None = None) -> None:
@@ -158,3 +166,17 @@ def render_summary(console: Console, summary: SyncSummary, file: Path | None = N
         table.add_row(label, str(len(items)), escape(shown))
     table.caption = f"memberships +{summary.memberships_added} / -{summary.memberships_removed}"
     console.print(table)
+    if summary.overrides:
+        console.print("source of truth (user.attribute: winner value over loser value):")
+        for label, found in (("overrode", summary.overrode), ("ignored", summary.ignored)):
+            for override in found:
+                console.print(
+                    f"  {label}: {escape(str(override))}", soft_wrap=True, highlight=False
+                )
+    if summary.groups_changed_users:
+        shown = ", ".join(summary.groups_changed_users[:20])
+        console.print(
+            f"groups changed for: {escape(shown)} (their devices converge now)",
+            soft_wrap=True,
+            highlight=False,
+        )

@@ -62,6 +62,9 @@ cli.add_command(clients_group)  # posture clients new-secret
 from posture_gateway.cli.policy import policy_group  # noqa: E402
 
 cli.add_command(policy_group)  # posture policy check|what-if
+from posture_gateway.cli.converge import converge_cmd  # noqa: E402
+
+policy_group.add_command(converge_cmd)  # posture policy converge [--user|--device] [--dry-run]
 from posture_gateway.cli.directory import directory_group  # noqa: E402
 from posture_gateway.cli.init import init_cmd  # noqa: E402
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.directory.sync import SourceUser, SyncSummary, sync_source
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.uow import Storage
@@ -43,7 +44,9 @@ def source_users(users: list[UserConfig]) -> list[SourceUser]:
     ]
 
 
-def sync_users_file(storage: Storage, path: Path | None) -> SyncSummary:
+def sync_users_file(
+    storage: Storage, path: Path | None, *, source_of_truth: SourceOfTruth | None = None
+) -> SyncSummary:
     """Mirror ``path``'s users (none when ``None``: every file user is then disabled).
 
     A user whose id belongs to another source, or whose username belongs to another user,
@@ -55,7 +58,12 @@ def sync_users_file(storage: Storage, path: Path | None) -> SyncSummary:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             summary = sync_source(
-                storage, USERS_FILE_SOURCE, wanted, prune=True, skip_conflicts=True
+                storage,
+                USERS_FILE_SOURCE,
+                wanted,
+                prune=True,
+                skip_conflicts=True,
+                source_of_truth=source_of_truth,
             )
         except Conflict as exc:
             if attempt == _ATTEMPTS:
@@ -65,6 +73,8 @@ def sync_users_file(storage: Storage, path: Path | None) -> SyncSummary:
             continue  # another worker inserted the same rows first: the next pass sees them
         for skipped in summary.skipped:
             log.warning("users file user not mirrored: %s", skipped)
+        for ignored in summary.ignored:
+            log.info("users file value not applied (source of truth): %s", ignored)
         if summary.touched:
             log.info(
                 "users file -> directory: %d added, %d changed, %d disabled, %d skipped",

@@ -159,8 +159,18 @@ def test_membership_changes_emit_outbox_events(
     assert service.add_member("finance", "payroll", G) is True
     assert service.remove_member("finance", "payroll", G) is True
     assert service.remove_member("finance", "payroll", G) is False
-    events = _events(storage)
-    assert [e.type for e in events] == [EventType.GROUP_MEMBERSHIP_CHANGED] * 3
+    every = _events(storage)
+    events = [e for e in every if e.type == EventType.GROUP_MEMBERSHIP_CHANGED]
+    assert len(events) == 3
+    # Each change that really moved alice's effective groups also says so, per user.
+    per_user = [e for e in every if e.type == EventType.USER_GROUPS_CHANGED]
+    assert [(e.subject, e.payload["added"], e.payload["removed"]) for e in per_user] == [
+        ("alice", ["payroll"], []),
+        ("alice", ["finance"], []),
+        ("alice", [], ["finance"]),
+    ]
+    assert per_user[1].payload["before"] == ["payroll"]
+    assert per_user[1].payload["after"] == ["finance", "payroll"]
     assert [e.payload["change"] for e in events] == ["added", "added", "removed"]
     assert events[1].payload["affected_users"] == ["alice"]
     assert events[1].payload["group_name"] == "finance"

@@ -314,6 +314,18 @@ scim_resources = Table(
     Index("ix_scim_resources_client", "resource_type", "client"),
 )
 
+# What each directory source last said about a user (mdm_core.storage.directory_claims): the
+# per-attribute source of truth resolves the mirror record from these.
+directory_source_claims = Table(
+    "directory_source_claims",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("source", String(32), primary_key=True),
+    Column("claims", JSON, nullable=False),
+    _ts("updated_at"),
+    Index("ix_directory_source_claims_source", "source"),
+)
+
 # --- shared rate limits (mdm_core.ratelimit.sql) -----------------------------------------------
 
 # One row per (window, key): the sliding-window counts of the current and previous windows.

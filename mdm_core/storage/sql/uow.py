@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         SqlDirectoryUserStore,
         SqlMembershipStore,
     )
+    from mdm_core.storage.sql.directory_claims import SqlSourceClaimStore
     from mdm_core.storage.sql.enrollment import SqlEnrollmentTokenStore, SqlRegisteredSerialStore
     from mdm_core.storage.sql.identity import SqlDeviceIdentityStore
     from mdm_core.storage.sql.identity_links import SqlIdentityLinkStore
@@ -158,6 +159,12 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.directory import SqlMembershipStore
 
         return SqlMembershipStore(self.conn, self.dialect)
+
+    @cached_property
+    def source_claims(self) -> SqlSourceClaimStore:
+        from mdm_core.storage.sql.directory_claims import SqlSourceClaimStore
+
+        return SqlSourceClaimStore(self.conn, self.dialect)
 
     @cached_property
     def compliance(self) -> SqlComplianceStore:

@@ -7,15 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from mdm_core.agent.commands import RECORDED_TYPES, RecordingExecutor
+from mdm_core.agent.commands import INVENTORY_TYPES, RECORDED_TYPES, RecordingExecutor
 from mdm_core.agent.state import AgentState, StateDir
 from mdm_core.device.commands import CommandType
+
+
+def _payload(kind: str) -> dict[str, str]:
+    """A valid payload (install/remove commands name their app or certificate)."""
+    if kind in INVENTORY_TYPES:
+        return {INVENTORY_TYPES[kind][1]: "com.example.thing"}
+    return {}
 
 
 def test_every_queue_command_type_has_an_answer(tmp_path: Path) -> None:
     executor = RecordingExecutor(StateDir(tmp_path))
     for kind in CommandType:
-        outcome = executor.execute({"id": f"c-{kind.value}", "type": kind.value, "payload": {}})
+        command = {"id": f"c-{kind.value}", "type": kind.value, "payload": _payload(kind.value)}
+        outcome = executor.execute(command)
         assert outcome.status == "acknowledged", kind
     assert executor.execute({"id": "x", "type": "request_checkin"}).wants_checkin is True
 
@@ -23,11 +31,40 @@ def test_every_queue_command_type_has_an_answer(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", sorted(RECORDED_TYPES))
 def test_destructive_commands_are_recorded_not_performed(tmp_path: Path, kind: str) -> None:
     state = StateDir(tmp_path / "s")
-    outcome = RecordingExecutor(state).execute({"id": "c1", "type": kind, "payload": {}})
+    outcome = RecordingExecutor(state).execute(
+        {"id": "c1", "type": kind, "payload": _payload(kind)}
+    )
     assert outcome.status == "acknowledged"
     assert "no action on host" in outcome.detail
     assert [e["command"]["type"] for e in state.command_log()] == [kind]
     assert tmp_path.exists()  # the host is untouched (wipe wipes nothing)
+
+
+def test_install_and_remove_update_the_recorded_installed_set(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    executor = RecordingExecutor(state)
+    for ctype, payload in (
+        ("install_app", {"app_id": "com.example.vpn"}),
+        ("install_app", {"app_id": "com.example.payroll"}),
+        ("install_certificate", {"name": "finance-vpn"}),
+        ("remove_app", {"app_id": "com.example.payroll"}),
+    ):
+        outcome = executor.execute({"id": ctype, "type": ctype, "payload": payload})
+        assert outcome.status == "acknowledged" and outcome.wants_checkin is True
+    assert state.installed() == {"apps": ["com.example.vpn"], "certificates": ["finance-vpn"]}
+    assert oct(state.installed_path.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("payload", [{}, {"app_id": ""}, {"app_id": 7}, {"app_id": "x" * 300}])
+def test_a_malformed_install_is_an_error_and_changes_nothing(
+    tmp_path: Path, payload: dict[str, object]
+) -> None:
+    state = StateDir(tmp_path / "s")
+    outcome = RecordingExecutor(state).execute(
+        {"id": "c", "type": "install_app", "payload": payload}
+    )
+    assert outcome.status == "error"
+    assert state.installed() == {"apps": [], "certificates": []}
 
 
 def test_unknown_commands_are_refused(tmp_path: Path) -> None:
