@@ -46,12 +46,8 @@ rules:
 """
 
 
-def _fields(r: EvaluationInput) -> dict[str, object]:
-    return {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
-
-
 def _at(r: EvaluationInput, now: datetime) -> EvaluationInput:
-    return EvaluationInput(**{**_fields(r), "now": now})
+    return dataclasses.replace(r, now=now)
 
 
 def _with_clock_policy(tmp: Path) -> CompiledPolicySet:
@@ -66,7 +62,12 @@ def inputs(draw: st.DrawFn, policies: CompiledPolicySet) -> EvaluationInput:
     fields = draw(postures_fields)
     collected = NOW - draw(st.timedeltas(timedelta(minutes=-10), timedelta(hours=2)))
     posture = draw(
-        st.one_of(st.none(), st.just(Posture(platform=platform, collected_at=collected, **fields)))
+        st.one_of(
+            st.none(),
+            st.just(
+                Posture.model_validate({"platform": platform, "collected_at": collected, **fields})
+            ),
+        )
     )
     dev = device(
         id=draw(st.sampled_from(["dev-1", "dev-2"])),
