@@ -25,10 +25,12 @@ which the engine would give the same answer except for the stamped ``evaluated_a
 - the next grace escalation of any failing rule (its ``escalates_at``);
 - the next UTC midnight when an applicable rule checks the patch level by age.
 
-Not cached at all (evaluated every time): a decision with a stale-posture reason (its message
-counts seconds), a failing rule with no recorded first failure (it "fails now", so the stamp
-is the clock), an evaluation error, and any scope where an applicable rule is a CEL
-condition reading ``now``. A request earlier than the entry's ``computed_at`` is a miss.
+A rule failing with no recorded first failure "fails now": its stage is the one at elapsed
+zero whatever the time, and only its ``first_failed_at``/``escalates_at`` stamps follow the
+clock, so a hit re-stamps them too. Not cached at all (evaluated every time): a decision with
+a stale-posture reason (its message counts seconds), an evaluation error, and any scope where
+an applicable rule is a CEL condition reading ``now``. A request earlier than the entry's
+``computed_at`` is a miss.
 
 Bounded (LRU, ``max_entries``) and thread safe (one lock, held only for dict operations; the
 engine runs outside it). :meth:`DecisionCache.invalidate_device` (``posture.reported``,
@@ -88,6 +90,9 @@ class _Entry:
     computed_at: datetime
     valid_until: datetime | None  # None: no clock dependency
     decision: Decision
+    #: reasons of rules failing "now" (no recorded first failure): (in report_only, index,
+    #: escalation offset); their stamps follow the clock, their stage does not (elapsed 0)
+    restamp: tuple[tuple[bool, int, timedelta | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +133,9 @@ class DecisionCache:
             if entry is not None and _matches(entry, request, policies):
                 self._entries.move_to_end(key)
                 self._hits += 1
-                hit = entry.decision
+                hit, restamp = entry.decision, entry.restamp
             else:
-                hit = None
+                hit, restamp = None, ()
                 self._misses += 1
         if hit is not None:
             age: timedelta | None = None  # as the engine stamps it: only with a posture
@@ -138,9 +143,9 @@ class DecisionCache:
                 age = request.posture_age
                 if age is None:
                     age = now - request.posture.collected_at
-            return hit._replace(evaluated_at=now, posture_age=age)
+            return _restamped(hit, now, age, restamp)
         decision = evaluate(request, policies)
-        cacheable, valid_until = self._validity(request, policies, decision)
+        cacheable, valid_until, restamp = self._validity(request, policies, decision)
         if not cacheable or (valid_until is not None and valid_until <= now):
             with self._lock:
                 self._uncacheable += 1
@@ -157,6 +162,7 @@ class DecisionCache:
                 computed_at=now,
                 valid_until=valid_until,
                 decision=decision,
+                restamp=restamp,
             ),
         )
         return decision
@@ -214,38 +220,46 @@ class DecisionCache:
 
     def _validity(
         self, request: EvaluationInput, policies: CompiledPolicySet, decision: Decision
-    ) -> tuple[bool, datetime | None]:
-        """``(cacheable, valid_until)`` for ``decision``: the end of the window in which it
-        holds (``None``: no clock dependency)."""
+    ) -> tuple[bool, datetime | None, tuple[tuple[bool, int, timedelta | None], ...]]:
+        """``(cacheable, valid_until, restamp)`` for ``decision``: the end of the window in
+        which it holds (``None``: no clock dependency) and the reasons stamped with the
+        clock (see :class:`_Entry`)."""
         now = request.now
         until: datetime | None = None
         failures = request.rule_failures
-        for reason in decision.reasons + decision.report_only:
-            if reason.code in _UNCACHEABLE_CODES:
-                return False, None
-            if reason.code is ReasonCode.RULE_FAILED:
+        restamp: list[tuple[bool, int, timedelta | None]] = []
+        for report_only, reasons in ((False, decision.reasons), (True, decision.report_only)):
+            for index, reason in enumerate(reasons):
+                if reason.code in _UNCACHEABLE_CODES:
+                    return False, None, ()
+                if reason.code is not ReasonCode.RULE_FAILED:
+                    continue
                 if (reason.policy_id, reason.rule_id) not in failures:
-                    return False, None  # fails "now": the stamp is the clock
-                until = _earlier(until, reason.escalates_at)
+                    # Fails "now": first failure = the clock, elapsed 0, a constant stage.
+                    offset = None if reason.escalates_at is None else reason.escalates_at - now
+                    restamp.append((report_only, index, offset))
+                else:
+                    until = _earlier(until, reason.escalates_at)
+        stamps = tuple(restamp)
         device, posture = request.device, request.posture
         assert device is not None
         if posture is None:
-            return True, until
+            return True, until, stamps
         groups = request.user.groups if request.user is not None else frozenset()
         scope = (device.platform, device.ownership)
         applicable = policies.compliance_for(groups, *scope)
         if not applicable:
-            return True, until
+            return True, until, stamps
         if request.posture_age is None:
             fresh_until = posture.collected_at + min(p.max_posture_age for p in applicable)
             until = _earlier(until, fresh_until + _TICK)
         clock = self._scope_clock(policies, applicable, scope)
         if clock.reads_now:
-            return False, None
+            return False, None, ()
         if clock.by_date:
             midnight = datetime.combine(now.date() + timedelta(days=1), time(), now.tzinfo)
             until = _earlier(until, midnight)
-        return True, until
+        return True, until, stamps
 
     def _scope_clock(
         self, policies: CompiledPolicySet, applicable: list[CompliancePolicy], scope: _Scope
@@ -284,6 +298,29 @@ def _is_date(spec: object) -> bool:
     return isinstance(spec, str) and _DATE_SPEC.fullmatch(spec) is not None
 
 
+def _restamped(
+    decision: Decision,
+    now: datetime,
+    age: timedelta | None,
+    restamp: tuple[tuple[bool, int, timedelta | None], ...],
+) -> Decision:
+    """``decision`` as the engine would stamp it at ``now``."""
+    if not restamp:
+        return decision._replace(evaluated_at=now, posture_age=age)
+    reasons, report_only = list(decision.reasons), list(decision.report_only)
+    for in_report_only, index, offset in restamp:
+        target = report_only if in_report_only else reasons
+        target[index] = target[index]._replace(
+            first_failed_at=now, escalates_at=None if offset is None else now + offset
+        )
+    return decision._replace(
+        evaluated_at=now,
+        posture_age=age,
+        reasons=tuple(reasons),
+        report_only=tuple(report_only),
+    )
+
+
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None:
         return b
@@ -314,4 +351,5 @@ def validity_end(
     """``(cacheable, valid_until)`` of the decision for ``request``, as :class:`DecisionCache`
     would store it (``valid_until`` ``None``: no clock dependency). For tests and
     diagnostics."""
-    return cache._validity(request, policies, evaluate(request, policies))
+    cacheable, until, _ = cache._validity(request, policies, evaluate(request, policies))
+    return cacheable, until

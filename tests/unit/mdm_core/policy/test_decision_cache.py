@@ -232,12 +232,16 @@ def test_a_grace_stage_expires_at_its_escalation(tmp_path: Path) -> None:
     assert evaluate(after, policies).outcome is not Outcome.WARN
 
 
-def test_a_rule_failing_for_the_first_time_is_not_cached() -> None:
-    base = _healthy(posture=healthy_posture(os_version="16.0"))  # no recorded failure
+def test_a_rule_failing_for_the_first_time_is_restamped_on_a_hit() -> None:
+    base = _healthy(posture=healthy_posture(os_version="16.0"), posture_age=timedelta(0))
     cache = DecisionCache()
-    cache.evaluate(base, DEFAULT_SET)
-    assert validity_end(cache, base, DEFAULT_SET) == (False, None)
-    assert cache.stats().entries == 0 and cache.stats().uncacheable == 1
+    first = cache.evaluate(base, DEFAULT_SET)
+    assert {r.first_failed_at for r in first.reasons + first.report_only} == {NOW}
+    later = _at(base, NOW + timedelta(days=3))
+    again = cache.evaluate(later, DEFAULT_SET)
+    assert cache.stats().hits == 1
+    assert again == evaluate(later, DEFAULT_SET)
+    assert {r.first_failed_at for r in again.reasons + again.report_only} == {later.now}
 
 
 def test_a_patch_age_rule_bounds_the_entry_by_midnight() -> None:
