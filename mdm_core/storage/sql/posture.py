@@ -6,7 +6,9 @@ previous latest posture (from the statement's snapshot), upsert the latest row
 touch ``devices.last_checkin_at`` and tell whether commands wait (so an idle check-in needs no
 command query); it also reads, for the compliance hook that runs next in the same unit of
 work, the owner's effective group names and the device's compliance state and rule failures
-(left in the unit of work's :class:`~mdm_core.storage.sql.read_ahead.ReadAhead`, served once).
+(left in the unit of work's :class:`~mdm_core.storage.sql.read_ahead.ReadAhead`, served once;
+not when a concurrent check-in of the device committed in between: the snapshot predates
+its compliance writes, so the hook reads them itself).
 (``FOR UPDATE`` on the read would hide the row this same
 statement updates, so it is not used: two check-ins of one device at the same instant may both
 compare against the same previous posture, which only affects change detection.)
@@ -48,7 +50,7 @@ MAX_NESTING = 64
 _PG_RECORD = text(
     """
 WITH RECURSIVE prev AS (
-    SELECT posture, sources FROM posture_latest WHERE device_id = :device_id
+    SELECT seq, posture, sources FROM posture_latest WHERE device_id = :device_id
 ), latest AS (
     INSERT INTO posture_latest (device_id, seq, collected_at, received_at, posture, sources)
     VALUES (:device_id, 1, :collected_at, :received_at, CAST(:posture AS JSON),
@@ -79,6 +81,7 @@ WITH RECURSIVE prev AS (
     + """
 SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous,
        (SELECT sources FROM prev) AS previous_sources,
+       COALESCE((SELECT seq FROM prev), 0) AS previous_seq,
        EXISTS (
            SELECT 1 FROM commands
            WHERE device_id = :device_id AND status IN ('queued', 'delivered', 'not_now')
@@ -156,8 +159,12 @@ class SqlPostureStore:
             raise NotFound(f"unknown device {device_id!r}") from exc
 
     def _keep_reads(self, device_id: str, row: Any) -> None:
-        """What the compliance hook reads next, read by the same statement."""
+        """What the compliance hook reads next, read by the same statement: only when no
+        other check-in of this device committed between the statement's snapshot and its
+        upsert (the upsert waited for it; its compliance writes are not in the snapshot)."""
         assert self.read_ahead is not None
+        if int(row.previous_seq) + 1 != int(row.seq):
+            return  # the hook reads the committed state itself
         if row.user_id is not None:
             self.read_ahead.put(group_names_key(row.user_id), frozenset(row.group_names or ()))
         self.read_ahead.put(
