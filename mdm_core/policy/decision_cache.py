@@ -54,6 +54,7 @@ from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import (
     Decision,
     EvaluationInput,
+    Reason,
     ReasonCode,
     RuleKey,
     UserContext,
@@ -66,6 +67,9 @@ __all__ = ["DEFAULT_MAX_ENTRIES", "CacheStats", "DecisionCache", "validity_end"]
 DEFAULT_MAX_ENTRIES = 50_000
 #: The clock's resolution: "valid while age <= max" ends one tick after the limit.
 _TICK = timedelta(microseconds=1)
+# _restamped rebuilds reasons by position: refuse to run if Reason's fields move.
+if Reason._fields[7:] != ("first_failed_at", "escalates_at"):  # pragma: no cover
+    raise ImportError("decision_cache: Reason fields changed; update _restamped")
 _UNCACHEABLE_CODES = frozenset({ReasonCode.POSTURE_STALE, ReasonCode.EVALUATION_ERROR})
 
 _Scope = tuple[Platform, Ownership]
@@ -310,8 +314,9 @@ def _restamped(
     reasons, report_only = list(decision.reasons), list(decision.report_only)
     for in_report_only, index, offset in restamp:
         target = report_only if in_report_only else reasons
-        target[index] = target[index]._replace(
-            first_failed_at=now, escalates_at=None if offset is None else now + offset
+        old = target[index]  # fields 0-6 as computed; 7-8: first_failed_at, escalates_at
+        target[index] = tuple.__new__(
+            Reason, (*old[:7], now, None if offset is None else now + offset)
         )
     return decision._replace(
         evaluated_at=now,
