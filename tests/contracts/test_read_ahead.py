@@ -3,9 +3,14 @@ rows (:mod:`mdm_core.storage.sql.read_ahead`), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from mdm_core.directory.mirror import effective_group_ids
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
@@ -20,7 +25,10 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def storage(database: Database) -> SqlStorage:
-    s = SqlStorage(database)
+    return _seeded(SqlStorage(database))
+
+
+def _seeded(s: SqlStorage) -> SqlStorage:
     with s.unit_of_work() as uow:
         uow.devices.create(
             DeviceRecord(
@@ -89,3 +97,49 @@ def test_a_write_in_between_is_never_hidden_by_the_read_ahead(storage: SqlStorag
         record, failures = uow.compliance.evaluation_state("dev-1")
         assert record is None and failures == {("p", "new"): later}
         assert "name-d" in uow.memberships.effective_group_names("alice")
+
+
+@pytest.fixture
+def pg_storage(postgres_server_url: str) -> Iterator[SqlStorage]:
+    """The read-ahead is PostgreSQL's (SQLite runs the reads as statements of their own)."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    admin = Database(postgres_server_url)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    db = Database(postgres_server_url.rpartition("/")[0] + "/" + name)
+    db.migrate()
+    try:
+        yield _seeded(SqlStorage(db))
+    finally:
+        db.dispose()
+
+
+def test_a_concurrent_checkin_committing_first_is_not_hidden(pg_storage: SqlStorage) -> None:
+    """B's statement starts while A holds the posture row; A then records a verdict and
+    commits. B's snapshot predates A's writes, so B must read the compliance state itself."""
+    storage = pg_storage
+    seen: list[tuple[ComplianceRecord | None, dict[tuple[str, str], datetime]]] = []
+    a_recorded = threading.Event()
+
+    def second() -> None:
+        a_recorded.wait(5)
+        with storage.unit_of_work() as uow:
+            uow.posture.record("dev-1", _posture(), received_at=NOW, history_length=3)
+            seen.append(uow.compliance.evaluation_state("dev-1"))
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with storage.unit_of_work() as uow:
+        uow.posture.record("dev-1", _posture(), received_at=NOW, history_length=3)
+        a_recorded.set()
+        time.sleep(0.5)  # B's statement is now waiting for A's row lock
+        uow.compliance.sync_rule_failures("dev-1", [("p", "r")], at=NOW)
+        uow.compliance.put_state(
+            ComplianceRecord("dev-1", ComplianceState.COMPLIANT, "allow", [], ["p"], NOW)
+        )
+    thread.join(10)
+    assert len(seen) == 1
+    record, failures = seen[0]
+    assert record is not None and record.state is ComplianceState.COMPLIANT
+    assert failures == {("p", "r"): NOW}
