@@ -66,11 +66,9 @@ def effective_group_ids(uow: UnitOfWork, user_id: str) -> frozenset[str]:
 
 
 def effective_group_names(uow: UnitOfWork, user_id: str) -> frozenset[str]:
-    """Names of :func:`effective_group_ids` (what policies target)."""
-    ids = effective_group_ids(uow, user_id)
-    if not ids:
-        return frozenset()
-    return frozenset(uow.directory_groups.names(ids).values())
+    """Names of :func:`effective_group_ids` (what policies target): one store call (one
+    recursive statement, or none when the check-in statement read them already)."""
+    return uow.memberships.effective_group_names(user_id)
 
 
 def transitive_user_members(uow: UnitOfWork, group_id: str) -> frozenset[str]:

@@ -149,3 +149,8 @@ class MembershipStore(Protocol):
         """Memberships whose member is one of ``member_ids`` of ``kind`` (the groups that
         directly contain them), sorted; ``[]`` when none."""
         ...
+
+    def effective_group_names(self, user_id: str) -> frozenset[str]:
+        """Names of every group ``user_id`` is in, directly or through nested groups (cycle
+        safe; nesting followed 64 levels deep); empty for an unknown user or none."""
+        ...

@@ -6,12 +6,13 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.domain.errors import Conflict, NotFound
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.sql.encoding import as_utc
+from mdm_core.storage.sql.read_ahead import EFFECTIVE_GROUPS_CTE, ReadAhead, group_names_key
 from mdm_core.storage.sql.tables import (
     directory_groups,
     directory_memberships,
@@ -230,10 +231,37 @@ class SqlDirectoryGroupStore:
         return [_group(r) for r in self.conn.execute(query)]
 
 
+#: One statement, both dialects: the recursive CTE and the names of the groups it reached.
+_EFFECTIVE_GROUP_NAMES = text(
+    "WITH RECURSIVE "
+    + EFFECTIVE_GROUPS_CTE.format(user=":user_id")
+    + "SELECT name FROM directory_groups WHERE id IN (SELECT id FROM grp)"
+)
+#: Nested groups are followed this deep (as :data:`mdm_core.directory.mirror.MAX_NESTING`).
+MAX_NESTING = 64
+
+
 class SqlMembershipStore:
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(self, conn: Connection, dialect: str, read_ahead: ReadAhead | None = None) -> None:
         self.conn = conn
         self.dialect = dialect
+        self.read_ahead = read_ahead
+
+    def _forget_read_ahead(self, membership: Membership) -> None:
+        if self.read_ahead is not None and membership.member_kind is MemberKind.USER:
+            self.read_ahead.drop(group_names_key(membership.member_id))
+        elif self.read_ahead is not None:  # a nested group changed: any user may be affected
+            self.read_ahead.clear()
+
+    def effective_group_names(self, user_id: str) -> frozenset[str]:
+        if self.read_ahead is not None:  # read by this unit of work's check-in statement
+            ahead = self.read_ahead.take(group_names_key(user_id))
+            if isinstance(ahead, frozenset):
+                return ahead
+        rows = self.conn.execute(
+            _EFFECTIVE_GROUP_NAMES, {"user_id": user_id, "max_nesting": MAX_NESTING}
+        )
+        return frozenset(str(r.name) for r in rows)
 
     def _exists(self, m: Membership) -> bool:
         row = self.conn.execute(
@@ -246,6 +274,7 @@ class SqlMembershipStore:
         return row is not None
 
     def add(self, membership: Membership) -> bool:
+        self._forget_read_ahead(membership)
         group = self.conn.execute(
             select(directory_groups.c.id).where(directory_groups.c.id == membership.group_id)
         ).first()
@@ -263,6 +292,7 @@ class SqlMembershipStore:
         return True
 
     def remove(self, membership: Membership) -> bool:
+        self._forget_read_ahead(membership)
         result = self.conn.execute(
             delete(directory_memberships).where(
                 directory_memberships.c.group_id == membership.group_id,

@@ -4,7 +4,12 @@ On PostgreSQL a check-in is recorded in ONE round trip: a statement whose CTEs r
 previous latest posture (from the statement's snapshot), upsert the latest row
 (``seq = seq + 1``, serialised by the row lock the upsert takes), upsert the history slot,
 touch ``devices.last_checkin_at`` and tell whether commands wait (so an idle check-in needs no
-command query). (``FOR UPDATE`` on the read would hide the row this same
+command query); it also reads, for the compliance hook that runs next in the same unit of
+work, the owner's effective group names and the device's compliance state and rule failures
+(left in the unit of work's :class:`~mdm_core.storage.sql.read_ahead.ReadAhead`, served once;
+not when a concurrent check-in of the device committed in between: the snapshot predates
+its compliance writes, so the hook reads them itself).
+(``FOR UPDATE`` on the read would hide the row this same
 statement updates, so it is not used: two check-ins of one device at the same instant may both
 compare against the same previous posture, which only affects change detection.)
 SQLite (embedded, in-process) runs the same steps as separate statements in one transaction.
@@ -27,14 +32,25 @@ from mdm_core.posture.merge import PostureSources
 from mdm_core.posture.model import Posture
 from mdm_core.storage.posture import RecordedPosture, StoredPosture
 from mdm_core.storage.sql.encoding import as_utc, json_param
+from mdm_core.storage.sql.read_ahead import (
+    EFFECTIVE_GROUPS_CTE,
+    ReadAhead,
+    compliance_from_json,
+    evaluation_state_key,
+    failures_from_json,
+    group_names_key,
+)
 from mdm_core.storage.sql.tables import devices, posture_history, posture_latest
 
 __all__ = ["SqlPostureStore"]
 
+#: How deep nested groups are followed (the directory mirror's limit).
+MAX_NESTING = 64
+
 _PG_RECORD = text(
     """
-WITH prev AS (
-    SELECT posture, sources FROM posture_latest WHERE device_id = :device_id
+WITH RECURSIVE prev AS (
+    SELECT seq, posture, sources FROM posture_latest WHERE device_id = :device_id
 ), latest AS (
     INSERT INTO posture_latest (device_id, seq, collected_at, received_at, posture, sources)
     VALUES (:device_id, 1, :collected_at, :received_at, CAST(:posture AS JSON),
@@ -58,13 +74,26 @@ WITH prev AS (
         posture = EXCLUDED.posture
 ), dev AS (
     UPDATE devices SET last_checkin_at = :received_at WHERE id = :device_id
-)
+), owner AS (
+    SELECT user_id FROM devices WHERE id = :device_id
+), """
+    + EFFECTIVE_GROUPS_CTE.format(user="(SELECT user_id FROM owner)")
+    + """
 SELECT latest.seq AS seq, (SELECT posture FROM prev) AS previous,
        (SELECT sources FROM prev) AS previous_sources,
+       COALESCE((SELECT seq FROM prev), 0) AS previous_seq,
        EXISTS (
            SELECT 1 FROM commands
            WHERE device_id = :device_id AND status IN ('queued', 'delivered', 'not_now')
-       ) AS commands_waiting
+       ) AS commands_waiting,
+       (SELECT user_id FROM owner) AS user_id,
+       (SELECT json_agg(name) FROM directory_groups
+        WHERE id IN (SELECT id FROM grp)) AS group_names,
+       (SELECT row_to_json(c) FROM (
+           SELECT state, outcome, reasons, policy_ids, evaluated_at FROM compliance_state
+           WHERE device_id = :device_id) c) AS compliance,
+       (SELECT json_agg(json_build_array(policy_id, rule_id, first_failed_at))
+        FROM rule_failures WHERE device_id = :device_id) AS failures
 FROM latest
 """
 )
@@ -88,9 +117,10 @@ def _posture(value: Any) -> Posture:
 
 
 class SqlPostureStore:
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(self, conn: Connection, dialect: str, read_ahead: ReadAhead | None = None) -> None:
         self.conn = conn
         self.dialect = dialect
+        self.read_ahead = read_ahead
 
     def record(
         self,
@@ -114,7 +144,9 @@ class SqlPostureStore:
         }
         try:
             if self.dialect == "postgresql":
-                row = self.conn.execute(_PG_RECORD, params).one()
+                row = self.conn.execute(_PG_RECORD, {**params, "max_nesting": MAX_NESTING}).one()
+                if self.read_ahead is not None:
+                    self._keep_reads(device_id, row)
                 previous = None if row.previous is None else _posture(row.previous)
                 return RecordedPosture(
                     seq=int(row.seq),
@@ -125,6 +157,20 @@ class SqlPostureStore:
             return self._record_sqlite(params)
         except IntegrityError as exc:
             raise NotFound(f"unknown device {device_id!r}") from exc
+
+    def _keep_reads(self, device_id: str, row: Any) -> None:
+        """What the compliance hook reads next, read by the same statement: only when no
+        other check-in of this device committed between the statement's snapshot and its
+        upsert (the upsert waited for it; its compliance writes are not in the snapshot)."""
+        assert self.read_ahead is not None
+        if int(row.previous_seq) + 1 != int(row.seq):
+            return  # the hook reads the committed state itself
+        if row.user_id is not None:
+            self.read_ahead.put(group_names_key(row.user_id), frozenset(row.group_names or ()))
+        self.read_ahead.put(
+            evaluation_state_key(device_id),
+            (compliance_from_json(device_id, row.compliance), failures_from_json(row.failures)),
+        )
 
     def _record_sqlite(self, params: dict[str, Any]) -> RecordedPosture:
         device_id = params["device_id"]

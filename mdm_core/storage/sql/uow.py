@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from mdm_core.storage.sql.database import Database
+from mdm_core.storage.sql.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     from mdm_core.storage.credentials import AllCredentials, CredentialRevoker
@@ -63,6 +64,8 @@ class SqlUnitOfWork:
         self.dialect = dialect
         self._after: list[Callable[[], object]] = []
         self._revokers = tuple(revokers)
+        # Rows one statement read for a later store call of this unit of work (check-ins).
+        self.read_ahead = ReadAhead()
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once this unit of work has ended (committed or rolled back)."""
@@ -134,7 +137,7 @@ class SqlUnitOfWork:
     def posture(self) -> SqlPostureStore:
         from mdm_core.storage.sql.posture import SqlPostureStore
 
-        return SqlPostureStore(self.conn, self.dialect)
+        return SqlPostureStore(self.conn, self.dialect, self.read_ahead)
 
     @cached_property
     def commands(self) -> SqlCommandStore:
@@ -158,7 +161,7 @@ class SqlUnitOfWork:
     def memberships(self) -> SqlMembershipStore:
         from mdm_core.storage.sql.directory import SqlMembershipStore
 
-        return SqlMembershipStore(self.conn, self.dialect)
+        return SqlMembershipStore(self.conn, self.dialect, self.read_ahead)
 
     @cached_property
     def source_claims(self) -> SqlSourceClaimStore:
@@ -170,7 +173,7 @@ class SqlUnitOfWork:
     def compliance(self) -> SqlComplianceStore:
         from mdm_core.storage.sql.compliance import SqlComplianceStore
 
-        return SqlComplianceStore(self.conn, self.dialect)
+        return SqlComplianceStore(self.conn, self.dialect, self.read_ahead)
 
     @cached_property
     def credentials(self) -> AllCredentials:
