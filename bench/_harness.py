@@ -80,6 +80,7 @@ __all__ = [
     "print_table",
     "base_parser",
     "machine_line",
+    "free_port",
     "Http",
     "load_fleet",
     "workdir",
@@ -110,8 +111,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 def summarize(values: Sequence[float]) -> dict[str, float]:
     """count, mean, p50, p90, p99, max of ``values`` (same unit in, same unit out)."""
     if not values:
-        return {"count": 0, "mean": float("nan"), "p50": float("nan"), "p90": float("nan"),
-                "p99": float("nan"), "max": float("nan")}  # fmt: skip
+        return {
+            "count": 0,
+            "mean": float("nan"),
+            "p50": float("nan"),
+            "p90": float("nan"),
+            "p99": float("nan"),
+            "max": float("nan"),
+        }
     return {
         "count": len(values),
         "mean": sum(values) / len(values),
@@ -373,8 +380,14 @@ class Server:
     ) -> Server:
         """``posture --config CONFIG serve --port PORT``: the shipped defaults otherwise."""
         argv = [str(VENV_BIN / "posture"), "--config", str(config), "serve", "--port", str(port)]
-        return cls(name, argv, {**env, "POSTURE_CONFIG": str(config)}, port, workdir,
-                   description="posture serve (defaults: " + serve_defaults() + ")")  # fmt: skip
+        return cls(
+            name,
+            argv,
+            {**env, "POSTURE_CONFIG": str(config)},
+            port,
+            workdir,
+            description="posture serve (defaults: " + serve_defaults() + ")",
+        )
 
     @classmethod
     def same_server(
@@ -387,8 +400,9 @@ class Server:
         server, workers, threads = _serve_defaults()
         argv = serve._argv(server, "127.0.0.1", port, workers, threads)
         plain = serve.APP_FACTORY.removesuffix("()")
-        argv = [factory if a == plain else factory + "()" if a == serve.APP_FACTORY else a
-                for a in argv]  # fmt: skip
+        argv = [
+            factory if a == plain else factory + "()" if a == serve.APP_FACTORY else a for a in argv
+        ]
         if factory not in " ".join(argv):
             raise RuntimeError(f"could not put {factory} in {argv}")
         full_env = {**env, "POSTURE_CONFIG": str(config)}
@@ -398,17 +412,27 @@ class Server:
         metrics_dir.mkdir(parents=True, mode=0o700)
         full_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         full_env.setdefault("POSTURE_LOG_FORMAT", "text")
-        return cls(name, argv, full_env, port, workdir,
-                   description=f"{factory} under posture serve's argv ({serve_defaults()})")  # fmt: skip
+        return cls(
+            name,
+            argv,
+            full_env,
+            port,
+            workdir,
+            description=f"{factory} under posture serve's argv ({serve_defaults()})",
+        )
 
     def start(self, timeout: float = 90.0) -> Server:
         import httpx
 
         log = (self.workdir / f"{self.name}.log").open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv built above
-            self.argv, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            self.argv,
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -497,12 +521,31 @@ class Load:
 
     def row(self) -> list[Any]:
         s = summarize(self.latencies_ms)
-        return [self.label, self.mode, self.rate, s["p50"], s["p99"], self.errors,
-                "/".join(f"{x:.0f}" for x in self.client_cpu_pct), self.server_cpu_pct,
-                self.db_cpu_pct, self.machine_busy_pct]  # fmt: skip
+        return [
+            self.label,
+            self.mode,
+            self.rate,
+            s["p50"],
+            s["p99"],
+            self.errors,
+            "/".join(f"{x:.0f}" for x in self.client_cpu_pct),
+            self.server_cpu_pct,
+            self.db_cpu_pct,
+            self.machine_busy_pct,
+        ]
 
-    COLUMNS = ("load", "mode", "ops/s", "p50 ms", "p99 ms", "errors", "client CPU % per proc",
-               "server CPU %", "PostgreSQL CPU %", "machine busy %")  # fmt: skip
+    COLUMNS = (
+        "load",
+        "mode",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "client CPU % per proc",
+        "server CPU %",
+        "PostgreSQL CPU %",
+        "machine busy %",
+    )
 
 
 def _worker(
@@ -579,8 +622,9 @@ def _worker(
         th.join()
     cpu = time.process_time() - cpu0
     elapsed = max(1e-9, time.time() - start_at)
-    out.put(("ok", latencies, errors[0], first[0] if first else "", cpu / elapsed * 100, late,
-             outcomes))
+    out.put(
+        ("ok", latencies, errors[0], first[0] if first else "", cpu / elapsed * 100, late, outcomes)
+    )
 
 
 def run_load(
@@ -601,10 +645,13 @@ def run_load(
     out: Any = ctx.Queue()
     start_at = time.time() + 1.0 + 0.3 * procs  # every process set up before the clock starts
     workers = [
-        ctx.Process(target=_worker, args=(factory, params, p, threads, procs * threads,
-                                          start_at, seconds, rate, out), daemon=True)
+        ctx.Process(
+            target=_worker,
+            args=(factory, params, p, threads, procs * threads, start_at, seconds, rate, out),
+            daemon=True,
+        )
         for p in range(procs)
-    ]  # fmt: skip
+    ]
     for w in workers:
         w.start()
     wait = start_at - time.time()
@@ -723,6 +770,7 @@ def seed(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from sqlalchemy import insert, select, text
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     from mdm_core.agent.client import DeviceClient, make_http_client
     from mdm_core.agent.keys import DeviceKey
@@ -730,11 +778,13 @@ def seed(
     from mdm_core.simulator.reports import DeviceTraits, native_reports
     from mdm_core.storage.sql.tables import (
         certificates,
-        devices as devices_t,
         directory_groups,
         directory_memberships,
         directory_users,
         identity_links,
+    )
+    from mdm_core.storage.sql.tables import (
+        devices as devices_t,
     )
 
     t0 = time.perf_counter()
@@ -748,30 +798,47 @@ def seed(
     groups, nesting = _groups()
     teams = [g for g, _ in groups if "-team" in g]
     user_rows = [
-        {"id": user_id(i), "username": user_login(i), "email": user_login(i),
-         "display_name": f"User {i}", "active": True, "source": "local", "external_id": None,
-         "updated_at": now}
+        {
+            "id": user_id(i),
+            "username": user_login(i),
+            "email": user_login(i),
+            "display_name": f"User {i}",
+            "active": True,
+            "source": "local",
+            "external_id": None,
+            "updated_at": now,
+        }
         for i in range(users)
-    ]  # fmt: skip
+    ]
     member_rows = [{"group_id": g, "member_id": m, "member_kind": k} for g, m, k in nesting]
     for i in range(users):
         for team in rng.sample(teams, rng.randint(2, 4)):
             member_rows.append({"group_id": team, "member_id": user_id(i), "member_kind": "user"})
     with engine.begin() as conn:
-        conn.execute(insert(directory_users), user_rows)
+        # the users file of a bench may have synced some already: theirs stay
+        conn.execute(pg_insert(directory_users).on_conflict_do_nothing(), user_rows)
         conn.execute(
             insert(directory_groups),
-            [{"id": g, "name": n, "source": "local", "external_id": None, "updated_at": now}
-             for g, n in groups],
-        )  # fmt: skip
+            [
+                {"id": g, "name": n, "source": "local", "external_id": None, "updated_at": now}
+                for g, n in groups
+            ],
+        )
         conn.execute(insert(directory_memberships), member_rows)
         if caller:
             conn.execute(
                 insert(identity_links),
-                [{"issuer": f"posture-api:{caller}", "subject": user_login(i),
-                  "user_id": user_id(i), "linked_at": now, "method": "username"}
-                 for i in range(users)],
-            )  # fmt: skip
+                [
+                    {
+                        "issuer": f"posture-api:{caller}",
+                        "subject": user_login(i),
+                        "user_id": user_id(i),
+                        "linked_at": now,
+                        "method": "username",
+                    }
+                    for i in range(users)
+                ],
+            )
 
     # 2. templates: one real enrollment + check-ins per platform
     http = make_http_client(public_url, transport=httpx.WSGITransport(app=app))
@@ -783,8 +850,9 @@ def seed(
             serial, platform, user_id(n), "admin:bench"
         ).enrollment_secret
         client = DeviceClient(public_url, DeviceKey.generate(), http=http)
-        client.enroll(platform=platform, ownership="corporate", serial_number=serial,
-                      enrollment_secret=secret)  # fmt: skip
+        client.enroll(
+            platform=platform, ownership="corporate", serial_number=serial, enrollment_secret=secret
+        )
         for fmt, report in native_reports(platform, serial, "corporate", DeviceTraits()):
             client.checkin(fmt, report)
         assert client.device_id is not None
@@ -793,10 +861,20 @@ def seed(
 
     # 3. clones: a key per device, rows copied from the template of its platform
     with engine.connect() as conn:
-        tdev = {r.id: r._asdict() for r in conn.execute(
-            select(devices_t).where(devices_t.c.id.in_(list(template_ids.values()))))}  # fmt: skip
-        tcert = {r.device_id: r._asdict() for r in conn.execute(
-            select(certificates).where(certificates.c.device_id.in_(list(template_ids.values()))))}  # fmt: skip
+        tdev = {
+            r.id: r._asdict()
+            for r in conn.execute(
+                select(devices_t).where(devices_t.c.id.in_(list(template_ids.values())))
+            )
+        }
+        tcert = {
+            r.device_id: r._asdict()
+            for r in conn.execute(
+                select(certificates).where(
+                    certificates.c.device_id.in_(list(template_ids.values()))
+                )
+            )
+        }
     dev_rows, cert_rows, mapping, key_lines = [], [], [], []
     for i in range(devices):
         platform = PLATFORMS[i % len(PLATFORMS)]
@@ -809,23 +887,45 @@ def seed(
         cert_serial = uuid.uuid4().hex
         row = dict(tdev[template])
         row.update(
-            id=device_id, user_id=user_id(owner), serial_number=serial, cert_serial=cert_serial,
-            public_key=public.public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo),
-            key_thumbprint=jwk_thumbprint(public), enrolled_at=now - timedelta(days=30),
-            updated_at=now, last_checkin_at=now,
-        )  # fmt: skip
+            id=device_id,
+            user_id=user_id(owner),
+            serial_number=serial,
+            cert_serial=cert_serial,
+            public_key=public.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            key_thumbprint=jwk_thumbprint(public),
+            enrolled_at=now - timedelta(days=30),
+            updated_at=now,
+            last_checkin_at=now,
+        )
         dev_rows.append(row)
         cert = dict(tcert[template])
-        cert.update(serial=cert_serial, device_id=device_id, user_id=user_id(owner),
-                    key_thumbprint=row["key_thumbprint"])  # fmt: skip
+        cert.update(
+            serial=cert_serial,
+            device_id=device_id,
+            user_id=user_id(owner),
+            key_thumbprint=row["key_thumbprint"],
+        )
         cert_rows.append(cert)
         mapping.append((device_id, template))
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()  # fmt: skip
-        key_lines.append(json.dumps({"id": device_id, "user": user_login(owner),
-                                     "user_index": owner, "platform": platform,
-                                     "serial": serial, "key": pem}))  # fmt: skip
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        key_lines.append(
+            json.dumps(
+                {
+                    "id": device_id,
+                    "user": user_login(owner),
+                    "user_index": owner,
+                    "platform": platform,
+                    "serial": serial,
+                    "key": pem,
+                }
+            )
+        )
     with engine.begin() as conn:
         for chunk in range(0, devices, 2000):
             conn.execute(insert(devices_t), dev_rows[chunk : chunk + 2000])
@@ -835,28 +935,50 @@ def seed(
             text("INSERT INTO bench_map VALUES (:n, :t)"),
             [{"n": n, "t": t} for n, t in mapping],
         )
-        conn.execute(text(
-            "INSERT INTO posture_latest (device_id, seq, collected_at, received_at, posture, sources) "
-            "SELECT m.new_id, p.seq, now(), now(), p.posture, p.sources "
-            "FROM posture_latest p JOIN bench_map m ON m.template_id = p.device_id"))  # fmt: skip
-        conn.execute(text(
-            "INSERT INTO posture_history (device_id, slot, seq, collected_at, received_at, posture) "
-            "SELECT m.new_id, p.slot, p.seq, now(), now(), p.posture "
-            "FROM posture_history p JOIN bench_map m ON m.template_id = p.device_id"))  # fmt: skip
-        conn.execute(text(
-            "INSERT INTO compliance_state (device_id, state, outcome, reasons, policy_ids, evaluated_at) "
-            "SELECT m.new_id, c.state, c.outcome, c.reasons, c.policy_ids, now() "
-            "FROM compliance_state c JOIN bench_map m ON m.template_id = c.device_id"))  # fmt: skip
-        conn.execute(text(
-            "INSERT INTO rule_failures (device_id, policy_id, rule_id, first_failed_at) "
-            "SELECT m.new_id, r.policy_id, r.rule_id, r.first_failed_at "
-            "FROM rule_failures r JOIN bench_map m ON m.template_id = r.device_id"))  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO posture_latest "
+                "(device_id, seq, collected_at, received_at, posture, sources) "
+                "SELECT m.new_id, p.seq, now(), now(), p.posture, p.sources "
+                "FROM posture_latest p JOIN bench_map m ON m.template_id = p.device_id"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO posture_history "
+                "(device_id, slot, seq, collected_at, received_at, posture) "
+                "SELECT m.new_id, p.slot, p.seq, now(), now(), p.posture "
+                "FROM posture_history p JOIN bench_map m ON m.template_id = p.device_id"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO compliance_state "
+                "(device_id, state, outcome, reasons, policy_ids, evaluated_at) "
+                "SELECT m.new_id, c.state, c.outcome, c.reasons, c.policy_ids, now() "
+                "FROM compliance_state c JOIN bench_map m ON m.template_id = c.device_id"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO rule_failures (device_id, policy_id, rule_id, first_failed_at) "
+                "SELECT m.new_id, r.policy_id, r.rule_id, r.first_failed_at "
+                "FROM rule_failures r JOIN bench_map m ON m.template_id = r.device_id"
+            )
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     keys_file = workdir / "fleet.jsonl"
     keys_file.write_text("\n".join(key_lines) + "\n", encoding="utf-8")
-    return Fleet(keys_file, devices, users, len(groups), len(member_rows),
-                 time.perf_counter() - t0, len(template_ids))  # fmt: skip
+    return Fleet(
+        keys_file,
+        devices,
+        users,
+        len(groups),
+        len(member_rows),
+        time.perf_counter() - t0,
+        len(template_ids),
+    )
 
 
 def load_fleet(path: Path, every: int = 1, offset: int = 0) -> list[dict[str, Any]]:

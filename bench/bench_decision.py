@@ -72,8 +72,14 @@ def decision_op(params: Mapping[str, Any], proc: int, thread: int) -> Callable[[
             raise RuntimeError(f"nonce {status}: {raw[:200]!r}")
         issued = json.loads(raw)
         proof = keys[n].login_proof(device["id"], issued["audience"], issued["nonce"])
-        body = json.dumps({"user": device["user"], "client_id": APPS[i % len(APPS)],
-                           "device_id": device["id"], "device_proof": proof}).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "user": device["user"],
+                "client_id": APPS[i % len(APPS)],
+                "device_id": device["id"],
+                "device_proof": proof,
+            }
+        ).encode()
         status, raw = http.request("POST", "/api/v1/decision", body, json_auth)
         if status != 200:
             raise RuntimeError(f"decision {status}: {raw[:200]!r}")
@@ -102,8 +108,14 @@ def bare_op(params: Mapping[str, Any], proc: int, thread: int) -> Callable[[int]
         n = (i * 7919) % len(fleet)
         device = fleet[n]
         proof = keys[n].login_proof(device["id"], audience, secrets.token_urlsafe(24))
-        body = json.dumps({"user": device["user"], "client_id": APPS[i % len(APPS)],
-                           "device_id": device["id"], "device_proof": proof}).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "user": device["user"],
+                "client_id": APPS[i % len(APPS)],
+                "device_id": device["id"],
+                "device_proof": proof,
+            }
+        ).encode()
         status, raw = http.request("POST", "/bench/bare-verify", body, json_auth)
         if status != 200:
             raise RuntimeError(f"bare {status}: {raw[:200]!r}")
@@ -162,15 +174,27 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
         env["BENCH_DEVICE_KEYS"] = str(wd / "public_keys.json")
         server = h.Server.same_server(env, config, port, wd, "decision_wsgi:create_app", "ours")
         with server:
-            got = httpx.post(url + "/oauth/token", auth=(CALLER, CALLER_SECRET),
-                             data={"grant_type": "client_credentials", "scope": "posture.decide"})  # fmt: skip
+            got = httpx.post(
+                url + "/oauth/token",
+                auth=(CALLER, CALLER_SECRET),
+                data={"grant_type": "client_credentials", "scope": "posture.decide"},
+            )
             got.raise_for_status()
-            params = {"url": url, "token": got.json()["access_token"], "fleet": str(fleet.keys_file),
-                      "procs": args.procs, "audience": url + "/api/v1/decision"}  # fmt: skip
+            params = {
+                "url": url,
+                "token": got.json()["access_token"],
+                "fleet": str(fleet.keys_file),
+                "procs": args.procs,
+                "audience": url + "/api/v1/decision",
+            }
             decision_op(params, 0, 0)(0)  # fails loudly if the pipeline refuses
             bare_op(params, 0, 0)(0)
-            common = {"procs": args.procs, "threads": args.threads, "server": server,
-                      "db_pid": services.postmaster_pid()}  # fmt: skip
+            common = {
+                "procs": args.procs,
+                "threads": args.threads,
+                "server": server,
+                "db_pid": services.postmaster_pid(),
+            }
             h.run_load("warm-up", decision_op, params, seconds=args.warmup, **common)
             h.run_load("warm-up", bare_op, params, seconds=args.warmup, **common)
             loads: list[h.Load] = []
@@ -180,8 +204,9 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
                     print(f"  round {r + 1}/{args.rounds}: {name} ...", flush=True)
                     loads.append(h.run_load(name, op, params, seconds=args.seconds, **common))
             print(f"  open loop at {args.rate:g}/s ...", flush=True)
-            fixed = h.run_load("decision", decision_op, params, seconds=args.open_seconds,
-                               rate=args.rate, **common)  # fmt: skip
+            fixed = h.run_load(
+                "decision", decision_op, params, seconds=args.open_seconds, rate=args.rate, **common
+            )
     return report(args, services.label, fleet, server, loads, fixed)
 
 
@@ -195,8 +220,12 @@ def report(
         mine = [x for x in loads if x.label == name]
         ops = sum(x.ops for x in mine)
         secs = sum(x.seconds for x in mine)
-        return (ops / secs if secs else 0.0, [v for x in mine for v in x.latencies_ms],
-                sum(x.errors for x in mine), any(x.client_bound for x in mine))  # fmt: skip
+        return (
+            ops / secs if secs else 0.0,
+            [v for x in mine for v in x.latencies_ms],
+            sum(x.errors for x in mine),
+            any(x.client_bound for x in mine),
+        )
 
     dec_rate, dec_lat, dec_err, dec_cb = pooled("decision")
     bare_rate, bare_lat, bare_err, bare_cb = pooled("bare")
@@ -228,7 +257,9 @@ def report(
         "errors": dec_err + bare_err + fixed.errors,
         "client_bound": dec_cb or bare_cb or fixed.client_bound,
         "client_cpu_pct_max": max(max(x.client_cpu_pct) for x in [*loads, fixed]),
-        "server_cpu_pct_decision": _mean([x.server_cpu_pct for x in loads if x.label == "decision"]),
+        "server_cpu_pct_decision": _mean(
+            [x.server_cpu_pct for x in loads if x.label == "decision"]
+        ),
         "machine_busy_pct": _mean([x.machine_busy_pct for x in loads]),
         "outcomes": outcomes,
         "devices": fleet.devices,
