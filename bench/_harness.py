@@ -248,6 +248,8 @@ class Services:
         return "durable (fsync, synchronous_commit on)" if self.durable else "RELAXED (fsync off)"
 
     def __enter__(self) -> Services:
+        # SIGTERM unwinds like an exception, so the servers and services are stopped.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.pg = PrivatePostgres(durable=self.durable)
         self.server_url = self.pg.start()
         if self.redis:
@@ -568,6 +570,8 @@ def _worker(
     late: list[float] = []
     outcomes: dict[str, int] = {}
     errors = [0]
+    dropped = [0]
+    grace = max(2.0, 0.5 * seconds)
     first: list[str] = []
     lock = threading.Lock()
     end_at = start_at + seconds
@@ -588,6 +592,16 @@ def _worker(
                 index = slot + n * total_threads
                 due = start_at + index / rate
                 if due >= end_at:
+                    break
+                if time.time() > end_at + grace:
+                    # A server slower than the rate: stop after the grace, and count every
+                    # operation still due as dropped, at its lateness now (a lower bound).
+                    now = time.time()
+                    while due < end_at:
+                        mine.append((now - due) * 1000)
+                        dropped[0] += 1
+                        n += 1
+                        due = start_at + (slot + n * total_threads) / rate
                     break
                 wait = due - time.time()
                 if wait > 0:
@@ -623,7 +637,16 @@ def _worker(
     cpu = time.process_time() - cpu0
     elapsed = max(1e-9, time.time() - start_at)
     out.put(
-        ("ok", latencies, errors[0], first[0] if first else "", cpu / elapsed * 100, late, outcomes)
+        (
+            "ok",
+            latencies,
+            errors[0],
+            first[0] if first else "",
+            cpu / elapsed * 100,
+            late,
+            outcomes,
+            dropped[0],
+        )
     )
 
 
@@ -672,6 +695,7 @@ def run_load(
     if bad:
         raise RuntimeError("client set-up failed:\n" + bad[0])
     latencies = [x for r in results for x in r[1]]
+    dropped = sum(r[7] for r in results)
     late = [x for r in results for x in r[5]]
     first = next((r[3] for r in results if r[3]), "")
     busy = (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]) * 100
@@ -679,21 +703,23 @@ def run_load(
     for r in results:
         for k, v in r[6].items():
             outcomes[k] = outcomes.get(k, 0) + v
-    return Load(
+    load = Load(
         label=label,
         mode="closed" if rate is None else f"open @ {rate:g}/s",
-        ops=len(latencies),
+        ops=len(latencies) - dropped,
         seconds=max(seconds, 1e-9) if rate is None else max(seconds, elapsed),
         latencies_ms=latencies,
-        errors=sum(r[2] for r in results),
+        errors=sum(r[2] for r in results) + dropped,
         first_error=first,
         client_cpu_pct=[r[4] for r in results],
         server_cpu_pct=(s1 - s0) / elapsed * 100 if server else float("nan"),
         db_cpu_pct=(d1 - d0) / elapsed * 100 if db_pid else float("nan"),
         machine_busy_pct=busy,
         late_ms_p99=percentile(late, 99) if late else float("nan"),
-        extra={"outcomes": outcomes},
+        extra={"outcomes": outcomes, "dropped": dropped},
     )
+    print("    " + " | ".join(_fmt(c) for c in load.row()), flush=True)  # survives a kill
+    return load
 
 
 # --- realistic data -----------------------------------------------------------------------

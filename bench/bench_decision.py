@@ -254,6 +254,7 @@ def report(
         "p50_ms_open_loop": h.percentile(fixed.latencies_ms, 50),
         "p99_ms_open_loop": h.percentile(fixed.latencies_ms, 99),
         "client_late_p99_ms": fixed.late_ms_p99,
+        "open_loop_dropped": fixed.extra["dropped"],
         "errors": dec_err + bare_err + fixed.errors,
         "client_bound": dec_cb or bare_cb or fixed.client_bound,
         "client_cpu_pct_max": max(max(x.client_cpu_pct) for x in [*loads, fixed]),
