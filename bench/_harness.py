@@ -83,6 +83,7 @@ __all__ = [
     "free_port",
     "Http",
     "load_fleet",
+    "fleet_share",
     "workdir",
     "build_app",
     "user_login",
@@ -464,6 +465,10 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        try:  # a worker that outlived its master is still in our process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def __enter__(self) -> Server:
         return self.start()
@@ -1020,6 +1025,18 @@ def load_fleet(path: Path, every: int = 1, offset: int = 0) -> list[dict[str, An
             item["key"] = serialization.load_pem_private_key(item["key"].encode(), None)
             out.append(item)
     return out
+
+
+_SHARES: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+
+
+def fleet_share(path: str | Path, procs: int, proc: int) -> list[dict[str, Any]]:
+    """Client process ``proc``'s share of the seeded devices, loaded once per process and
+    per fleet file (a second pass seeds a new fleet in a new file)."""
+    key = (str(path), procs, proc)
+    if key not in _SHARES:
+        _SHARES[key] = load_fleet(Path(path), procs, proc)
+    return _SHARES[key]
 
 
 @contextmanager

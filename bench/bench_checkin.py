@@ -30,16 +30,12 @@ import _harness as h  # noqa: E402
 BENCH = "checkin"
 TARGETS = {"checkins_per_s": {"min": 1000.0}, "p99_ms": {"max": 50.0}}
 
-_FLEET: list[dict[str, Any]] = []
-
 
 def checkin_op(params: Mapping[str, Any], proc: int, thread: int) -> Callable[[int], str]:
     from mdm_core.agent.keys import DeviceKey
     from mdm_core.simulator.reports import DeviceTraits, native_reports
 
-    if not _FLEET:
-        _FLEET.extend(h.load_fleet(Path(params["fleet"]), params["procs"], proc))
-    fleet = _FLEET
+    fleet = h.fleet_share(params["fleet"], params["procs"], proc)
     http = h.Http(params["url"])
     url = params["url"] + "/mdm/v1/checkin"
     bodies: dict[int, list[bytes]] = {}

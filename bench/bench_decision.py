@@ -45,13 +45,9 @@ TARGETS = {
 }
 STRETCH_RATIO = 0.8
 
-_FLEET: list[dict[str, Any]] = []
-
 
 def _fleet(params: Mapping[str, Any], proc: int) -> list[dict[str, Any]]:
-    if not _FLEET:  # once per client process: its share of the devices
-        _FLEET.extend(h.load_fleet(Path(params["fleet"]), params["procs"], proc))
-    return _FLEET
+    return h.fleet_share(params["fleet"], params["procs"], proc)
 
 
 def decision_op(params: Mapping[str, Any], proc: int, thread: int) -> Callable[[int], str]:

@@ -177,18 +177,14 @@ def one_flow(
     return tokens
 
 
-_FLEET: list[dict[str, Any]] = []
-
-
 def flow_op(params: Mapping[str, Any], proc: int, thread: int) -> Callable[[int], str]:
     target = Target(params["kind"], params["base"], params["authorize"], params["token"])
     devices: list[tuple[str, str, DeviceKey]] = []
     if target.kind == "ours":
-        if not _FLEET:
-            _FLEET.extend(h.load_fleet(Path(params["fleet"]), params["procs"], proc))
+        share = h.fleet_share(params["fleet"], params["procs"], proc)
         devices = [
             (d["user"], d["id"], DeviceKey(d["key"]))
-            for d in _FLEET
+            for d in share
             if d["user_index"] < params["login_users"]
         ]
     client = httpx.Client(base_url=target.base, timeout=30.0)
