@@ -522,6 +522,11 @@ class Load:
         return self.ops / self.seconds if self.seconds else 0.0
 
     @property
+    def server_cpu_ms_per_op(self) -> float:
+        """Server CPU per operation: less sensitive to a busy machine than the rate."""
+        return self.server_cpu_pct * 10 / self.rate if self.rate else float("nan")
+
+    @property
     def client_bound(self) -> bool:
         """A client process above 85 % of a core: the generator may be what limits."""
         return any(x > 85.0 for x in self.client_cpu_pct)

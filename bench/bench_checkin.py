@@ -110,6 +110,7 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
         "server_cpu_pct": load.server_cpu_pct,
         "postgres_cpu_pct": load.db_cpu_pct,
         "machine_busy_pct": load.machine_busy_pct,
+        "server_cpu_ms_per_checkin": load.server_cpu_ms_per_op,
         "devices": fleet.devices,
         "users": fleet.users,
         "client": f"{args.procs} processes x {args.threads} threads, closed loop",

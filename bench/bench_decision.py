@@ -258,6 +258,12 @@ def report(
             [x.server_cpu_pct for x in loads if x.label == "decision"]
         ),
         "machine_busy_pct": _mean([x.machine_busy_pct for x in loads]),
+        "server_cpu_ms_per_decision": _mean(
+            [x.server_cpu_ms_per_op for x in loads if x.label == "decision"]
+        ),
+        "server_cpu_ms_per_bare_verify": _mean(
+            [x.server_cpu_ms_per_op for x in loads if x.label == "bare"]
+        ),
         "outcomes": outcomes,
         "devices": fleet.devices,
         "users": fleet.users,

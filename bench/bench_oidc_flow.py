@@ -352,6 +352,12 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
             [x.server_cpu_pct for x in loads if x.label == "oidc-provider"]
         ),
         "machine_busy_pct": _mean([x.machine_busy_pct for x in loads]),
+        "ours_server_cpu_ms_per_flow": _mean(
+            [x.server_cpu_ms_per_op for x in loads if x.label == "ours"]
+        ),
+        "oidc_provider_cpu_ms_per_flow": _mean(
+            [x.server_cpu_ms_per_op for x in loads if x.label == "oidc-provider"]
+        ),
         "scrypt_n": args.scrypt_n,
         "scrypt_ms": scrypt_cost(args.scrypt_n),
         "scrypt_ms_production_2_15": scrypt_cost(2**15),
