@@ -424,7 +424,7 @@ class Server:
             description=f"{factory} under posture serve's argv ({serve_defaults()})",
         )
 
-    def start(self, timeout: float = 90.0) -> Server:
+    def start(self, timeout: float = 240.0) -> Server:
         import httpx
 
         log = (self.workdir / f"{self.name}.log").open("wb")

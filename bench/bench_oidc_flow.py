@@ -21,7 +21,7 @@ One flow, as a headless client (no browser) does it:
 The same client code drives both (httpx, a fresh cookie jar per flow). Our users' passwords
 are hashed with scrypt N=``--scrypt-n`` (default 2^10; the production default 2^15 costs
 ~150 ms per login by design and would measure the hash, not the protocol: its cost is
-printed). Data: 20,000 devices, 10,000 users (1,000 of them with local passwords).
+printed). Data: 20,000 devices, 10,000 users (200 of them with local passwords).
 Target: ours >= 1.0x oidc-provider. Run: ``make bench-oidc-flow`` (``--quick``).
 """
 
@@ -256,7 +256,7 @@ def scrypt_cost(n: int) -> float:
 def one_pass(args: Any, durable: bool) -> dict[str, Any]:
     from tests.peers.upstream_idp import UpstreamIdp
 
-    login_users = min(args.users, 1000)
+    login_users = min(args.users, 200)
     with h.Services(durable=durable) as services, h.workdir("posture-bench-flow-") as wd:
         db_url = h.fresh_database(services.server_url)
         port = h.free_port()
