@@ -81,6 +81,7 @@ def main() -> int:
         app = create_app(settings)
         provider: OIDCProvider = app.extensions[EXTENSION_KEY]
         provider.gate = fx.StubGate()
+        provider.binding = provider.gate  # the token endpoint asks it whether the device is trusted
         provider.keys.rotate("ES256", overlap=settings.oidc.key_overlap)
         issuer = provider.issuer
 
