@@ -6,10 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-
-.PHONY: help venv system-deps test lint demo bench bench-checkin bench-policy bench-decision bench-oidc-flow bench-scim format clean
+.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-ldap bench-scim format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 demo: $(STAMP) ## the end-to-end story on the embedded default (SQLite, in-process bus)
 	$(VENV)/bin/posture demo
 
-bench: $(STAMP) ## every benchmark; each prints its figures and its target (a missed target does not stop the others)
+bench: $(STAMP) ## every benchmark; each ends with one JSON line {"bench", "metrics", "targets", "met"} (a missed target does not stop the others)
 	-$(MAKE) --no-print-directory bench-policy
 	-$(MAKE) --no-print-directory bench-checkin
 	-$(MAKE) --no-print-directory bench-decision
@@ -49,22 +49,29 @@ bench: $(STAMP) ## every benchmark; each prints its figures and its target (a mi
 	-$(MAKE) --no-print-directory bench-ldap
 	-$(MAKE) --no-print-directory bench-scim
 
-bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP on PostgreSQL (gunicorn vs granian) and in-process
-	$(PY) bench/bench_checkin.py
+bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (small data, short loads)
+	-$(PY) bench/bench_policy.py --quick
+	-$(PY) bench/bench_checkin.py --quick
+	-$(PY) bench/bench_decision.py --quick
+	-$(PY) bench/bench_oidc_flow.py --quick
 
-bench-policy: $(STAMP) ## in-process policy evaluation (median and p99 per decision)
-	$(PY) bench/bench_policy.py
+bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP: posture serve on durable PostgreSQL + Redis, 20,000 devices (BENCH_ARGS=--relaxed adds the fsync-off pass)
+	$(PY) bench/bench_checkin.py $(BENCH_ARGS)
 
-bench-decision: system-deps $(STAMP) ## posture decision API over HTTP on PostgreSQL vs a bare ES256-verify endpoint (gunicorn, granian)
-	$(PY) bench/bench_decision.py
+bench-policy: $(STAMP) ## in-process policy evaluation, 30 and 300 rules, GC on, varied inputs
+	$(PY) bench/bench_policy.py $(BENCH_ARGS)
 
-bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours (device gate, PostgreSQL) vs npm oidc-provider
-	$(PY) bench/bench_oidc_flow.py
+bench-decision: system-deps $(STAMP) ## decision API as a real caller (nonce + proof + decision) vs the bare ES256 endpoint, interleaved; p99 at 500/s open loop
+	$(PY) bench/bench_decision.py $(BENCH_ARGS)
+
+bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours vs npm oidc-provider in paired rounds
+	$(PY) bench/bench_oidc_flow.py $(BENCH_ARGS)
 
 bench-ldap: system-deps $(STAMP) ## LDAP sync of 50,000 users / 5,000 nested groups from a private slapd vs a bare ldap3 read
-	$(PY) bench/bench_ldap.py
+	$(PY) bench/bench_ldap.py $(BENCH_ARGS)
+
 bench-scim: system-deps $(STAMP) ## SCIM user PATCHes/s over HTTP (posture serve, PostgreSQL); one JSON result line
-	$(PY) bench/bench_scim.py
+	$(PY) bench/bench_scim.py $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,6 @@ cel-python``; it is not a runtime dependency).
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
 
 EXPRESSIONS = {
     "3-clause boolean": (
@@ -38,17 +40,21 @@ EXPRESSIONS = {
 
 
 def timed(fn: Callable[[], object], n: int) -> float:
+    """Median µs per call (the harness's percentile)."""
     samples = []
     clock = time.perf_counter_ns
     for _ in range(n):
         t0 = clock()
         fn()
-        samples.append(clock() - t0)
-    return statistics.median(samples) / 1000
+        samples.append((clock() - t0) / 1000)
+    return h.percentile(samples, 50)
 
 
 def main() -> int:
     import cel
+
+    h.base_parser((__doc__ or "").split("\n\n")[0]).parse_args()
+    metrics: dict[str, float] = {}
 
     try:
         import celpy
@@ -67,6 +73,8 @@ def main() -> int:
         t_rust = timed(lambda r=rust, c=rust_ctx: r.execute(c), 20_000)
         t_py = timed(lambda p=program, c=py_ctx: p.evaluate(c), 2_000)
         print(f"{name:22s}{t_rust:>12.1f}µs{t_py:>12.1f}µs{t_py / t_rust:>7.0f}x")
+        slug = name.split()[0].replace("-", "_")
+        metrics[f"{slug}_rust_us"], metrics[f"{slug}_python_us"] = t_rust, t_py
 
     from mdm_core.policy.cel import compile_condition
     from mdm_core.posture.model import Platform, Posture
@@ -89,7 +97,8 @@ def main() -> int:
     condition.evaluate(posture, **kwargs)  # fills the memo
     hit = timed(lambda: condition.evaluate(posture, **kwargs), 20_000)
     print(f"{'engine memo hit':22s}{hit:>12.1f}µs   (same rule, values seen before)")
-    return 0
+    metrics["engine_memo_hit_us"] = hit
+    return h.emit("cel_implementations", metrics, {})  # a comparison: no target
 
 
 if __name__ == "__main__":

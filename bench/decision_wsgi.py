@@ -1,12 +1,14 @@
 """WSGI factory for bench_decision.py: the real gateway app plus one bench-only route.
 
 ``create_app()`` builds the production app (``posture_gateway.app.create_app``, settings from
-the ``POSTURE_*`` environment) and adds ``POST /bench/bare-verify``: the crypto floor of the
-decision endpoint. It parses the same JSON body and verifies the same device login proof with
-pyjwt ES256 (the device's public key looked up in a dict loaded once at start from the file
-named by ``BENCH_DEVICE_KEYS``: ``{device_id: public key PEM}``), checking audience and the
-required claims, and answers a small JSON object. No database, no nonce, no policy, no audit.
-Served by the same server process as the gateway so both run under identical conditions.
+the ``POSTURE_*`` environment and ``POSTURE_CONFIG``) and adds ``POST /bench/bare-verify``:
+the floor of the decision endpoint. It authenticates the caller with **the same bearer check**
+as ``/api/v1/decision`` (``authenticate_caller``: client-credentials access token verified,
+scope checked), parses the body with the same bounded parser, and verifies the device login
+proof with pyjwt ES256 (audience and required claims) against the device's public key from a
+dict loaded once at start (``BENCH_DEVICE_KEYS``: JSON ``{device_id: public key PEM}``). No
+nonce, no directory, no posture, no policy, no audit. Served by the same server processes as
+the gateway, so both endpoints run under identical conditions.
 """
 
 from __future__ import annotations
@@ -24,38 +26,50 @@ __all__ = ["create_app"]
 
 
 def create_app() -> Flask:
+    from mdm_core.support.json_input import JsonInputError, loads_bounded
     from posture_gateway.app import create_app as create_gateway
+    from posture_gateway.integrations.posture_api import authenticate_caller, proof_audience
+    from posture_gateway.integrations.state import integrations
 
     app = create_gateway()
     raw = json.loads(Path(os.environ["BENCH_DEVICE_KEYS"]).read_text(encoding="utf-8"))
     keys: dict[str, Any] = {kid: load_pem_public_key(pem.encode()) for kid, pem in raw.items()}
-    audience = os.environ["POSTURE_PUBLIC_URL"].rstrip("/") + "/api/v1/decision"
+
+    def refuse(status: int, error: str) -> Response:
+        response = jsonify(error=error)
+        response.status_code = status
+        return response
 
     def bare_verify() -> Response:
-        body = request.get_json(silent=True)
+        st = integrations()
+        try:
+            authenticate_caller(st)  # the decision endpoint's own bearer check
+        except Exception:  # noqa: BLE001 - _AuthFailure is private: any refusal is a 401
+            return refuse(401, "invalid_token")
+        try:
+            body = loads_bounded(request.get_data(cache=False))
+        except JsonInputError:
+            return refuse(400, "invalid_request")
         if not isinstance(body, dict) or not isinstance(body.get("device_proof"), str):
-            response = jsonify(error="invalid_request", reason="no device_proof")
-            response.status_code = 400
-            return response
+            return refuse(400, "invalid_request")
         proof = body["device_proof"]
-        kid = jwt.get_unverified_header(proof).get("kid")
+        try:
+            kid = jwt.get_unverified_header(proof).get("kid")
+        except jwt.PyJWTError:
+            return refuse(401, "invalid_proof")
         key = keys.get(kid) if isinstance(kid, str) else None
         if key is None:
-            response = jsonify(error="unknown_device", reason="no key for kid")
-            response.status_code = 401
-            return response
+            return refuse(401, "unknown_device")
         try:
             claims = jwt.decode(
                 proof,
                 key,
                 algorithms=["ES256"],
-                audience=audience,
+                audience=proof_audience(st),
                 options={"require": ["aud", "iat", "nonce", "jti"]},
             )
-        except jwt.PyJWTError as exc:
-            response = jsonify(error="invalid_proof", reason=type(exc).__name__)
-            response.status_code = 401
-            return response
+        except jwt.PyJWTError:
+            return refuse(401, "invalid_proof")
         return jsonify(ok=True, device_id=kid, nonce_len=len(claims["nonce"]))
 
     app.add_url_rule("/bench/bare-verify", "bench_bare_verify", bare_verify, methods=["POST"])

@@ -62,6 +62,9 @@ class PrivatePostgres:
     port: int = 0
     datadir: Path | None = None
     user: str = "postgres"
+    # True: production durability (fsync, synchronous_commit, full_page_writes on), as the
+    # benchmarks measure by default; False: the relaxed settings that keep tests fast.
+    durable: bool = False
 
     def start(self) -> str:
         bindir = _pg_bindir()
@@ -98,8 +101,13 @@ class PrivatePostgres:
                 "-l",
                 str(self.datadir / "log"),
                 "-o",
-                f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
+                + (
+                    "-c fsync=on -c synchronous_commit=on -c full_page_writes=on "
+                    if self.durable
+                    else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                )
+                + "-c max_connections=200",
                 "start",
             ],
             check=True,
