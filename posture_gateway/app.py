@@ -18,6 +18,7 @@ from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import CoreConfig, build_core
 from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.access.device_gate import init_app as init_device_gate
+from posture_gateway.access.read_model import init_app as init_read_model
 from posture_gateway.api.admin import bp as admin_api_bp
 from posture_gateway.api.health import bp as health_bp
 from posture_gateway.directory.local_users import sync_users_file
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     sync_users_file(core.storage, settings.oidc.users_file)  # its users into the mirror
     integrations_register(app, settings.integrations, public_url=settings.public_url)
     init_device_gate(app)  # the real device gate + decision service (replace fail-closed seams)
+    init_read_model(app)  # cached bearer tokens + resolved users, version-checked (issue 9.5)
     app.after_request(baseline_headers)  # one set of security headers for every response
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen

@@ -45,7 +45,6 @@ from prometheus_client import Counter
 
 from mdm_core.device.checkin import report_envelope
 from mdm_core.device.proof import AuthenticatedDevice
-from mdm_core.directory.mirror import user_context
 from mdm_core.domain.errors import MdmError, ProofError, RevokedCertificate
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.engine import evaluate
@@ -53,6 +52,8 @@ from mdm_core.policy.model import Decision as EngineDecision
 from mdm_core.policy.model import EvaluationInput, Outcome
 from mdm_core.posture.merge import overlay_snapshot
 from mdm_core.posture.model import Posture
+from mdm_core.read_model import DecisionReads, StoreDecisionReads
+from mdm_core.read_model.wiring import AuditRecorder, read_model_of
 from mdm_core.runtime import MdmCore
 from posture_gateway.access.decision import AccessRequest, Decision
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
@@ -122,12 +123,18 @@ class PostureEvaluator:
         *,
         clock: Callable[[], datetime] = _utcnow,
         snapshot_max_age: timedelta = SNAPSHOT_MAX_AGE,
+        reads: DecisionReads | None = None,
+        audit_writer: AuditRecorder | None = None,
     ) -> None:
         if core is None:
             raise ValueError("PostureEvaluator needs the MDM core")
         self._core = core
         self._clock = clock
         self._snapshot_max_age = snapshot_max_age
+        # The read model (mdm_core.read_model) and the group-commit audit writer; without
+        # them, the stores directly and one audit transaction per decision.
+        self._reads: DecisionReads = reads or StoreDecisionReads(core.storage)
+        self._audit_writer = audit_writer
 
     def prove(
         self, *, proof: str | None, audience: str, nonce: str | None, client_cert_pem: str | None
@@ -168,10 +175,8 @@ class PostureEvaluator:
         started = time.perf_counter()
         now = self._clock()
         record = device.device if device is not None else None
-        with self._core.storage.unit_of_work() as uow:
-            user = user_context(uow, user_id)
-            stored = uow.posture.latest(record.id) if record is not None else None
-            failures = uow.compliance.rule_failures(record.id) if record is not None else {}
+        state = self._reads.decision_state(user_id, record.id if record is not None else None)
+        user, stored, failures = state.user, state.posture, state.rule_failures
         posture: Posture | None = None
         age: timedelta | None = None
         if stored is not None:
@@ -258,14 +263,18 @@ class PostureEvaluator:
             )
         elif result.refusal is not None:
             detail.update(reasons=[result.refusal.code])
-        with self._core.storage.unit_of_work() as uow:
-            uow.audit.record(
-                f"user:{user_id}",
-                "access.decision",
-                result.device_id or f"user:{user_id}",
-                result.outcome,
-                detail,
-            )
+        entry = (
+            f"user:{user_id}",
+            "access.decision",
+            result.device_id or f"user:{user_id}",
+            result.outcome,
+            detail,
+        )
+        if self._audit_writer is not None:  # waits until durable; raises -> the caller blocks
+            self._audit_writer.record(*entry)
+        else:
+            with self._core.storage.unit_of_work() as uow:
+                uow.audit.record(*entry)
         DECISIONS.labels(channel=channel, outcome=result.outcome).inc()
         log_decision(
             result.outcome,
@@ -619,7 +628,8 @@ def init_app(app: Any) -> None:
 
     core = app.extensions["posture"].core
     provider = app.extensions[OIDC_KEY]
-    evaluator = PostureEvaluator(core)
+    model = read_model_of(core)
+    evaluator = PostureEvaluator(core, reads=model.reads, audit_writer=model.audit)
     provider.gate = PolicyDeviceGate(evaluator, audience=provider.issuer.issuer)
     provider.binding = PolicyDeviceBinding(evaluator, core)  # refresh + token lookups
     state = integrations(app)

@@ -20,6 +20,7 @@ __all__ = [
     "CORE_WATCHES",
     "create_statements",
     "drop_statements",
+    "ensure_statements",
     "PG_FUNCTION",
 ]
 
@@ -106,3 +107,23 @@ def drop_statements(dialect: str, watches: tuple[VersionWatch, ...]) -> list[str
     if dialect == "postgresql":
         return [f"DROP TRIGGER IF EXISTS {w.name} ON {w.table}" for w in watches]
     return [f"DROP TRIGGER IF EXISTS {w.name}_{ev.lower()}" for w in watches for ev in w.events]
+
+
+def ensure_statements(dialect: str, watches: tuple[VersionWatch, ...]) -> list[str]:
+    """The DDL installing ``watches`` only where missing (safe to run at every start by
+    several processes; the function comes from migration ``0006_readmodel``)."""
+    if dialect == "sqlite":
+        return [
+            s.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1)
+            for s in create_statements(dialect, watches)
+            if s.startswith("CREATE TRIGGER")
+        ]
+    out: list[str] = []
+    for w in watches:
+        create = next(s for s in create_statements(dialect, (w,)) if s.startswith("CREATE TRIGGER"))
+        out.append(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = "
+            f"{_quote(w.name)} AND tgrelid = {_quote(w.table)}::regclass) THEN {create}; "
+            "END IF; END $$"
+        )
+    return out
