@@ -92,12 +92,14 @@ def test_a_warm_decision_stays_within_the_budget(app: Flask) -> None:
     }
     with _Trace(app) as trace:
         answer = app.test_client().post(URL, json=body, headers=bearer(token))
-    assert answer.json["outcome"] != "block"
+    assert answer.get_json()["outcome"] != "block"
     assert len(trace.statements) <= MAX_STATEMENTS, trace.statements
     assert trace.transactions <= MAX_TRANSACTIONS, trace.statements
     # ... and the decision was audited (durable when the response returned).
     with app.extensions["posture"].core.storage.unit_of_work() as uow:
-        outcomes = [e.outcome for e in uow.audit.recent(dev.device_id) if e.action == "access.decision"]
+        outcomes = [
+            e.outcome for e in uow.audit.recent(dev.device_id) if e.action == "access.decision"
+        ]
     assert len(outcomes) == 3
 
 
@@ -133,7 +135,7 @@ def test_a_revoked_bearer_token_is_refused_on_the_next_request(app: Flask) -> No
     with core.database.transaction() as conn:
         conn.execute(update(oidc_tokens).values(revoked_at=datetime.now(UTC), revoked_reason="t"))
     refused = app.test_client().post("/api/v1/nonce", headers=bearer(token))
-    assert refused.status_code == 401 and refused.json["error"] == "invalid_token"
+    assert refused.status_code == 401 and refused.get_json()["error"] == "invalid_token"
 
 
 def test_an_audit_that_cannot_be_written_blocks(app: Flask) -> None:
@@ -149,6 +151,6 @@ def test_an_audit_that_cannot_be_written_blocks(app: Flask) -> None:
         "device_proof": dev.login_proof(audience=AUDIENCE, nonce=nonce),
     }
     answer = app.test_client().post(URL, json=body, headers=bearer(token))
-    assert answer.status_code == 503 and answer.json["outcome"] == "block"
+    assert answer.status_code == 503 and answer.get_json()["outcome"] == "block"
     with core.storage.unit_of_work() as uow:
         assert not [e for e in uow.audit.recent(dev.device_id) if e.outcome == "allow"]
