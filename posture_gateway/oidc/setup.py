@@ -18,6 +18,7 @@ from __future__ import annotations
 from flask import Flask
 
 from mdm_core.ratelimit.guard import RateGuard
+from mdm_core.redis_backends.client import connect_redis
 from posture_gateway.access.nonces import NonceStore
 from posture_gateway.login.device_check import DeviceGate, UnconfiguredDeviceGate
 from posture_gateway.login.transactions import init_app as init_login_transactions
@@ -27,6 +28,7 @@ from posture_gateway.oidc.clients import load_clients
 from posture_gateway.oidc.local_users import FailureLimiter, LoginLimits, load_local_users
 from posture_gateway.oidc.login import bp as login_bp
 from posture_gateway.oidc.provider import bp as provider_bp
+from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.oidc.sql_grants import (
     ConnectionTokenRevoker,
@@ -119,7 +121,13 @@ def init_app(
         clients=clients,
         codes=SqlCodeStore(database),
         tokens=SqlTokenStore(database),
-        nonces=nonces or SqlNonceStore(database),
+        # Redis when configured (no database write per nonce), else the shared table.
+        nonces=nonces
+        or (
+            RedisNonceStore(connect_redis(settings.redis_url))
+            if settings.redis_url
+            else SqlNonceStore(database)
+        ),
         gate=gate or UnconfiguredDeviceGate(),
         local_users=local_users,
         code_ttl=oidc.code_ttl,
