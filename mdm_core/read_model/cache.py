@@ -75,6 +75,14 @@ class VersionedCache(Generic[V]):
         with self._lock:
             self._entries.pop(name, None)
 
+    def drop_matching(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Forget every entry whose name satisfies ``predicate``; returns how many."""
+        with self._lock:
+            names = [n for n in self._entries if predicate(n)]
+            for n in names:
+                del self._entries[n]
+        return len(names)
+
     def clear(self) -> None:
         """Forget everything (after a lost bus connection, or on demand)."""
         with self._lock:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from mdm_core.read_model.cache import VersionedCache
 from mdm_core.read_model.decision_reads import CachedDecisionReads
+from mdm_core.read_model.invalidation import attach_invalidation
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql.audit_batch import GroupCommitAuditWriter
 
@@ -58,5 +59,6 @@ def read_model_of(core: MdmCore) -> ReadModel:
         reads=CachedDecisionReads(core.storage, cache),
         audit=GroupCommitAuditWriter(core.storage),
     )
+    attach_invalidation(core.bus, cache)  # freshness only: decisions check versions
     core.extras[READ_MODEL_KEY] = model
     return model
