@@ -12,6 +12,7 @@ against the rows they depend on (:mod:`mdm_core.read_model.versions`):
 - :class:`CachedUserDirectory`: a resolved (already linked, active) user; ``directory``
   guards it. Unresolved identities are not cached (the resolver audits their refusals).
 
+:func:`one_transaction` makes the posture API's requests one database transaction on PostgreSQL.
 Versions read during one request are remembered for that request (``flask.g``): the token
 check reads ``tokens`` and ``directory`` in one statement and the user lookup reuses them.
 :func:`init_app` installs the ``oidc_tokens`` trigger and plugs both into the integrations.
@@ -19,13 +20,14 @@ check reads ``tokens`` and ``directory`` in one statement and the user lookup re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, g, has_request_context
+from flask import Flask, current_app, g, has_request_context
 from sqlalchemy import text
 
 from idp_connectors.identity import ExternalIdentity, UserDirectory
@@ -43,10 +45,14 @@ __all__ = [
     "CachedUserDirectory",
     "TOKEN_WATCH",
     "init_app",
+    "one_transaction",
     "request_versions",
 ]
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Revocation, rotation or purge of an issued token bumps ``tokens`` (issuing does not).
 TOKEN_WATCH = VersionWatch("oidc_tokens", TOKENS, None, ("UPDATE", "DELETE"))
@@ -132,6 +138,23 @@ class CachedUserDirectory:
 
     def __getattr__(self, name: str) -> Any:  # account() and friends of the inner resolver
         return getattr(self._inner, name)
+
+
+def one_transaction(view: Callable[P, R]) -> Callable[P, R]:
+    """Run ``view`` in ONE database transaction on PostgreSQL (token check, nonce, proof
+    replay record and version reads share a BEGIN/COMMIT). On SQLite each step keeps its own
+    short transaction: a shared one would hold the file's write lock while the request waits
+    for its audit record, which the group-commit writer needs."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        database = current_app.extensions["posture"].core.database
+        if not database.is_postgres:
+            return view(*args, **kwargs)
+        with database.shared_transaction():
+            return view(*args, **kwargs)
+
+    return wrapper
 
 
 def install_token_trigger(storage: SqlStorage) -> None:

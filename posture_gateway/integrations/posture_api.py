@@ -41,6 +41,7 @@ from idp_connectors.identity import ExternalIdentity
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
 from posture_gateway.access.decision import AccessRequest, Decision, block_decision
 from posture_gateway.access.nonces import NonceKind, nonce_purpose
+from posture_gateway.access.read_model import one_transaction
 from posture_gateway.integrations.state import IntegrationsState, integrations
 
 __all__ = [
@@ -266,6 +267,7 @@ def _auth_refusal(failure: _AuthFailure) -> Response:
 
 
 @bp.post("/api/v1/nonce")
+@one_transaction
 def issue_nonce() -> Response:
     """A nonce for one device proof, bound to this API's audience and to the caller."""
     st = integrations()
@@ -293,6 +295,7 @@ def issue_nonce() -> Response:
 
 
 @bp.post("/api/v1/decision")
+@one_transaction
 def decide() -> Response:
     st = integrations()
     try:
