@@ -30,8 +30,13 @@ import httpx
 from idp_connectors.http import make_client
 from mdm_core.access.evaluator import AccessEvaluator
 from mdm_core.access.wiring import evaluator_for
+from mdm_core.read_model.evaluator_ports import CachedAccessState, GroupCommitDecisionAudit
+from mdm_core.read_model.wiring import read_model_of
+from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import MdmCore
 from posture_gateway.access.device_gate import PolicyDeviceBinding, log_observer
+from posture_gateway.access.nonces import NonceStore
+from posture_gateway.access.read_model import CachedBearerTokens, CachedUserDirectory
 from posture_gateway.directory.identity import DirectoryUserResolver
 from posture_gateway.integrations.entra_eam import eam_token_issuer
 from posture_gateway.integrations.state import IntegrationsState, build_upstreams
@@ -39,6 +44,7 @@ from posture_gateway.integrations.state import build as build_integrations
 from posture_gateway.integrations.upstream_login import upstream_authenticators
 from posture_gateway.login.transactions import LoginTransactionStore, build_store
 from posture_gateway.oidc.login import complete_authentication
+from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.setup import build_provider
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
@@ -65,12 +71,29 @@ def build_services(
     """Build every gateway service over ``core`` (raises ``ConfigError`` on bad settings).
     ``transport`` replaces the outbound HTTP transport (tests of broker mode and Entra)."""
     database = core.database
-    nonces = SqlNonceStore(database)  # shared by every process on the database
+    # Nonces on Redis when configured (no database write per nonce), else the shared table.
+    nonces: NonceStore = (
+        RedisNonceStore(connect_redis(settings.redis_url))
+        if settings.redis_url
+        else SqlNonceStore(database)
+    )
     transactions = build_store(database, settings.redis_url)
 
-    access = evaluator_for(core, observers=(log_observer,))
+    # The read model: the decision's state served from a version-checked in-process cache
+    # (one statement when warm), its audit by group commit (still durable before the answer).
+    model = read_model_of(core)
+    access = evaluator_for(
+        core,
+        state=CachedAccessState(model.reads),
+        audit=GroupCommitDecisionAudit(model.audit),
+        observers=(log_observer,),
+    )
     binding = PolicyDeviceBinding(access, core.storage)  # refresh + token lookups
-    directory = DirectoryUserResolver.from_settings(core.storage, settings.integrations)
+    directory = CachedUserDirectory(
+        DirectoryUserResolver.from_settings(core.storage, settings.integrations),
+        core.storage,
+        model.cache,
+    )
 
     integration_settings = settings.integrations
     http = make_client(transport, timeout=integration_settings.outbound_timeout.total_seconds())
@@ -96,6 +119,7 @@ def build_services(
         provider=provider,
         evaluator=access,
         user_directory=directory,
+        access_tokens=CachedBearerTokens(provider, core.storage, model.cache),
         complete_authentication=complete_authentication,
         entra_tokens=eam_token_issuer(
             integration_settings.entra, provider.keys, public_url=settings.public_url

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from mdm_core.access.audit import SqlDecisionAudit
+from mdm_core.access.audit import DecisionAudit, SqlDecisionAudit
 from mdm_core.access.evaluator import AccessEvaluator, DecisionObserver
 from mdm_core.access.state import AccessStateReader, SqlAccessState
 from mdm_core.device.checkin import CheckinService, report_envelope
@@ -46,15 +46,17 @@ def evaluator_for(
     core: MdmCore,
     *,
     state: AccessStateReader | None = None,
+    audit: DecisionAudit | None = None,
     observers: Sequence[DecisionObserver] = (),
 ) -> AccessEvaluator:
-    """The evaluator of ``core``; ``state`` replaces the SQL access state (a read model)."""
+    """The evaluator of ``core``; ``state`` replaces the SQL access state and ``audit`` the
+    one-transaction-per-record audit (the read model and its group-commit writer)."""
     return AccessEvaluator(
         state=state or SqlAccessState(core.storage),
         proofs=core.proofs,
         certificates=core.ca,
         snapshots=CheckinSnapshots(core.checkin, core.privacy),
         policies=core.policies,
-        audit=SqlDecisionAudit(core.storage),
+        audit=audit or SqlDecisionAudit(core.storage),
         observers=observers,
     )

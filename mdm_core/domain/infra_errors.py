@@ -6,9 +6,9 @@ The exception tree::
     ├── InfraUnavailable        reason "infra_unavailable": unreachable, timed out, dropped
     └── InfraCorrupt            reason "infra_corrupt": reached, but the stored data is unreadable
 
-Every Redis-backed implementation (event bus, posture cache, rate limiter) raises only these
-for backend trouble, never a bare ``redis`` exception, so a caller needs one ``except
-InfraError`` to fail closed: a posture-cache error is a miss followed by a store read, a
+Every Redis-backed implementation (event bus, nonces, replay records, rate limiter) raises only
+these for backend trouble, never a bare ``redis`` exception, so a caller needs one ``except
+InfraError`` to fail closed: a nonce or replay error refuses the proof, a
 rate-limiter error is a refusal, and neither is ever read as "compliant" or "allowed".
 """
 

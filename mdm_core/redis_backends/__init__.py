@@ -1,2 +1,2 @@
-"""The Redis implementations of the core's shared interfaces: client, bus, caches, limits,
+"""The Redis implementations of the core's shared interfaces: client, bus, limits,
 replay."""

@@ -120,6 +120,7 @@ class RedisEventBus:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._on_gap = on_gap
+        self._gap_listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._subs: list[_Subscription] = []
         self._cursor: StreamId | None = None  # last id read; None until the reader starts
@@ -206,7 +207,24 @@ class RedisEventBus:
                 )
                 self._stop.wait(delay)
                 continue
+            if failures:  # back after a lost connection: caches built from events resync
+                self._notify_gap_listeners()
             failures = 0
+
+    def add_gap_listener(self, listener: Callable[[], None]) -> None:
+        """Also call ``listener`` (reader thread) when events may have been lost AND after
+        the reader got its connection back (owners of event-fed caches drop them)."""
+        with self._lock:
+            self._gap_listeners.append(listener)
+
+    def _notify_gap_listeners(self) -> None:
+        with self._lock:
+            listeners = list(self._gap_listeners)
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("event bus gap listener failed")
 
     def _backoff_delay(self, failures: int) -> float:
         ceiling = min(self._backoff_max, self._backoff_initial * 2 ** min(failures - 1, 30))
@@ -273,6 +291,7 @@ class RedisEventBus:
                 self._on_gap()
             except Exception:
                 log.exception("event bus on_gap callback failed")
+        self._notify_gap_listeners()
 
     def _dispatch(self, entry_id: StreamId, fields: dict[bytes, bytes]) -> None:
         try:

@@ -1,7 +1,7 @@
 """Building the one ``redis.Redis`` client a process shares, with timeouts that fail fast.
 
 Every Redis-backed implementation (:mod:`mdm_core.redis_backends.bus`,
-:mod:`mdm_core.redis_backends.posture_cache`, :mod:`mdm_core.redis_backends.rate_limiter`) takes a
+:mod:`mdm_core.redis_backends.rate_limiter`, :mod:`mdm_core.redis_backends.replay`) takes a
 client built
 once by the composition root, never a URL. :func:`connect_redis` builds it with bounded
 socket timeouts and at most one quick retry (so a pooled connection that went stale across a

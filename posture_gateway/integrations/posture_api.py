@@ -44,6 +44,7 @@ from mdm_core.access.decision import Decision, block
 from mdm_core.access.request import AccessRequest
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
+from posture_gateway.access.read_model import one_transaction
 from posture_gateway.integrations.state import IntegrationsState, integrations
 
 __all__ = [
@@ -269,6 +270,7 @@ def _auth_refusal(failure: _AuthFailure) -> Response:
 
 
 @bp.post("/api/v1/nonce")
+@one_transaction
 def issue_nonce() -> Response:
     """A nonce for one device proof, bound to this API's audience and to the caller."""
     st = integrations()
@@ -296,6 +298,7 @@ def issue_nonce() -> Response:
 
 
 @bp.post("/api/v1/decision")
+@one_transaction
 def decide() -> Response:
     st = integrations()
     try:

@@ -34,7 +34,6 @@ __all__ = [
     "AccessTokenVerifier",
     "IntegrationsState",
     "CompleteAuthentication",
-    "ProviderBearerTokens",
     "build_upstreams",
     "build",
     "install",
@@ -57,17 +56,6 @@ class CompleteAuthentication(Protocol):
     """The login flow's continuation once an authenticator knows the user."""
 
     def __call__(self, user: AuthenticatedUser, *, login_id: str) -> ResponseReturnValue: ...
-
-
-class ProviderBearerTokens:
-    """Access tokens of our own OP: signature, type, issuer, audience AND the grant store
-    (revoked or unknown issuances are refused), through ``OIDCProvider.bearer_token``."""
-
-    def __init__(self, provider: OIDCProvider) -> None:
-        self._provider = provider
-
-    def verify_access_token(self, token: str) -> dict[str, Any]:
-        return dict(self._provider.bearer_token(token).claims)
 
 
 @dataclass
@@ -131,6 +119,7 @@ def build(
     provider: OIDCProvider,
     evaluator: AccessDecisions,
     user_directory: UserDirectory,
+    access_tokens: AccessTokenVerifier,
     complete_authentication: CompleteAuthentication,
     entra_tokens: TokenIssuer | None,
 ) -> IntegrationsState:
@@ -146,7 +135,7 @@ def build(
         evaluator=evaluator,
         user_directory=user_directory,
         nonces=provider.nonces,
-        access_tokens=ProviderBearerTokens(provider),
+        access_tokens=access_tokens,
         signing_keys=provider.keys,
         device_proof_audience=provider.issuer.issuer,
         agent_port=provider.agent_port,

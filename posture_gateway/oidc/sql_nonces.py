@@ -20,12 +20,13 @@ from sqlalchemy import and_, delete, insert
 from mdm_core.storage.sql.database import Database
 from posture_gateway.oidc.tables import gateway_nonces
 
-__all__ = ["SqlNonceStore"]
+__all__ = ["SqlNonceStore", "nonce_digest"]
 
 _SWEEP_EVERY = 64  # issues between two sweeps of expired rows
 
 
-def _digest(purpose: str, nonce: str) -> str:
+def nonce_digest(purpose: str, nonce: str) -> str:
+    """The key of ``nonce`` for ``purpose`` (shared with the Redis store)."""
     # Length-prefixed, so no (purpose, nonce) pair collides with another one's concatenation.
     material = f"{len(purpose)}:{purpose}\n{nonce}"
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
@@ -53,7 +54,7 @@ class SqlNonceStore:
         with self._db.transaction() as conn:
             conn.execute(
                 insert(gateway_nonces).values(
-                    nonce_hash=_digest(purpose, nonce), expires_at=now + ttl
+                    nonce_hash=nonce_digest(purpose, nonce), expires_at=now + ttl
                 )
             )
             self._issued += 1
@@ -70,7 +71,7 @@ class SqlNonceStore:
             result = conn.execute(
                 delete(gateway_nonces).where(
                     and_(
-                        gateway_nonces.c.nonce_hash == _digest(purpose, nonce),
+                        gateway_nonces.c.nonce_hash == nonce_digest(purpose, nonce),
                         gateway_nonces.c.expires_at > self._clock(),
                     )
                 )

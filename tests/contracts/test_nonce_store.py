@@ -1,21 +1,26 @@
 """Contract of NonceStore: in-process, and SQL on SQLite and on a real PostgreSQL.
 
 Every nonce is bound to a purpose (issue 7 finding 11): consumed for another purpose it is
-unknown AND stays live. (There is no Redis nonce store; one would join the ``store``
-parametrization.)
+unknown AND stays live. Redis (used when configured) joins the ``store`` parametrization;
+it expires keys by the server's clock, so its expiry is tested in real (milli)seconds.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from mdm_core.domain.infra_errors import InfraError
+from mdm_core.redis_backends.client import connect_redis
 from mdm_core.storage.sql.database import Database
 from posture_gateway.access.nonces import InProcessNonceStore, NonceKind, NonceStore, nonce_purpose
+from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from tests.conftest import _fresh_postgres_db
 
@@ -31,12 +36,17 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["inprocess", "sql-sqlite", "sql-postgres"])
+@pytest.fixture(params=["inprocess", "sql-sqlite", "sql-postgres", "redis"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[NonceStore, Clock | None]]:
     if request.param == "inprocess":
         yield InProcessNonceStore(), None
+        return
+    if request.param == "redis":
+        client = connect_redis(request.getfixturevalue("redis_url"))
+        yield RedisNonceStore(client, prefix=f"t:{uuid.uuid4().hex}:"), None
+        client.close()
         return
     if request.param == "sql-sqlite":
         database = Database(f"sqlite:///{tmp_path}/nonces.sqlite3")
@@ -152,3 +162,21 @@ def test_sql_sweeps_expired(database: Database) -> None:
     nonces.issue(timedelta(seconds=1), purpose=API)  # the 64th issue sweeps
     with database.transaction() as conn:
         assert conn.execute(select(func.count()).select_from(gateway_nonces)).scalar() == 1
+
+
+def test_redis_nonces_expire_by_themselves_and_fail_closed(redis_url: str) -> None:
+    client = connect_redis(redis_url)
+    nonces = RedisNonceStore(client, prefix=f"t:{uuid.uuid4().hex}:")
+    short = nonces.issue(timedelta(milliseconds=150), purpose=LOGIN)
+    live = nonces.issue(timedelta(seconds=30), purpose=LOGIN)
+    time.sleep(0.4)
+    assert nonces.consume(short, purpose=LOGIN) is False
+    assert nonces.consume(live, purpose=LOGIN) is True
+    client.close()
+    dead = connect_redis("redis://127.0.0.1:1", timeout=0.2, retries=0)
+    with pytest.raises(InfraError):
+        RedisNonceStore(dead).issue(timedelta(seconds=30), purpose=LOGIN)
+    with pytest.raises(InfraError):
+        RedisNonceStore(dead).consume(live, purpose=LOGIN)
+    with pytest.raises(ValueError):
+        RedisNonceStore(None)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ from mdm_core.domain.errors import ConfigurationError
 __all__ = ["IDLE_PING_AFTER_S", "POOL_RECYCLE_S", "Database", "normalise_url"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: The shared transaction of this context (thread / request), if any: (engine, connection).
+_SHARED: ContextVar[tuple[Engine, Connection] | None] = ContextVar(
+    "posture_shared_transaction", default=None
+)
 
 
 def normalise_url(url: str) -> str:
@@ -110,9 +116,37 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A connection inside a transaction: committed on exit, rolled back on error."""
+        """A connection inside a transaction: committed on exit, rolled back on error.
+
+        Inside :meth:`shared_transaction` (same context, same database) it is that
+        transaction's connection: committed with it, not on this block's exit.
+        """
+        shared = _SHARED.get()
+        if shared is not None and shared[0] is self.engine:
+            yield shared[1]
+            return
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def shared_transaction(self) -> Iterator[None]:
+        """ONE transaction for every :meth:`transaction` this context opens on this database
+        inside the block (a request's hot path: one BEGIN/COMMIT instead of one per step).
+
+        Committed when the block exits normally, rolled back when it raises. A step that
+        raises inside it is not rolled back on its own (its earlier statements commit with
+        the rest), so use it only where every step's writes stand alone (a spent nonce, a
+        replay record). Nested calls join the outer one.
+        """
+        if _SHARED.get() is not None:
+            yield
+            return
+        with self.engine.begin() as conn:
+            token = _SHARED.set((self.engine, conn))
+            try:
+                yield
+            finally:
+                _SHARED.reset(token)
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""

@@ -326,6 +326,18 @@ directory_source_claims = Table(
     Index("ix_directory_source_claims_source", "source"),
 )
 
+# --- read model versions (mdm_core.read_model) ------------------------------------------------
+
+# One row per cached entity ("device:<id>", "directory", "tokens"): bumped by database triggers
+# (migration 0006_readmodel) in the transaction of every write to the rows the entity is read
+# from, so a decision compares its cached copy's version in one SELECT.
+read_model_versions = Table(
+    "read_model_versions",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
 # --- shared rate limits (mdm_core.ratelimit.sql) -----------------------------------------------
 
 # One row per (window, key): the sliding-window counts of the current and previous windows.

@@ -14,8 +14,8 @@ from sqlalchemy.sql.schema import MetaData
 
 from mdm_core.access.evaluator import AccessEvaluator
 from posture_gateway.access.device_gate import PolicyDeviceBinding, evaluator
+from posture_gateway.access.read_model import CachedBearerTokens, CachedUserDirectory
 from posture_gateway.app import create_app
-from posture_gateway.directory.identity import DirectoryUserResolver
 from posture_gateway.integrations.state import integrations
 from posture_gateway.login.transactions import EXTENSION_KEY as TX_KEY
 from posture_gateway.login.transactions import SqlLoginTransactionStore, login_transactions
@@ -57,7 +57,8 @@ def test_every_service_is_the_real_one_from_the_start(app: Flask) -> None:
     st = integrations(app)
     assert st.evaluator is provider.gate  # one evaluator for every front end
     assert evaluator(app) is provider.gate  # what-if asks the same one
-    assert isinstance(st.user_directory, DirectoryUserResolver)
+    assert isinstance(st.user_directory, CachedUserDirectory)  # over the resolver
+    assert isinstance(st.access_tokens, CachedBearerTokens)
     assert st.complete_authentication is complete_authentication
 
 

@@ -1,0 +1,65 @@
+"""The read model under the access evaluator: its read protocol and its audit, cached and batched.
+
+:class:`CachedAccessState` is the evaluator's :class:`~mdm_core.access.state.AccessStateReader`
+on :class:`~mdm_core.read_model.decision_reads.DecisionReads` (the version-checked cache: a warm
+decision reads its state in one statement). :class:`GroupCommitDecisionAudit` is its
+:class:`~mdm_core.access.audit.DecisionAudit` on an
+:class:`~mdm_core.read_model.wiring.AuditRecorder` (the group-commit writer): the decision
+still waits until its own record is durable, and a record that is not durable raises, so the
+evaluator answers ``block`` (no audit, no access).
+"""
+
+from __future__ import annotations
+
+from mdm_core.access.audit import audit_detail
+from mdm_core.access.decision import Decision
+from mdm_core.access.request import AccessRequest
+from mdm_core.access.state import AccessState
+from mdm_core.domain.model import DeviceRecord
+from mdm_core.read_model.decision_reads import DecisionReads
+from mdm_core.read_model.wiring import AuditRecorder
+
+__all__ = ["CachedAccessState", "GroupCommitDecisionAudit"]
+
+
+class CachedAccessState:
+    """:class:`~mdm_core.access.state.AccessStateReader` on the read model's cached reads."""
+
+    def __init__(self, reads: DecisionReads) -> None:
+        if reads is None:
+            raise ValueError("CachedAccessState needs the decision reads")
+        self._reads = reads
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        return self._reads.device(device_id)
+
+    def access_state(self, user_id: str, device: DeviceRecord | None) -> AccessState:
+        state = self._reads.decision_state(user_id, device.id if device is not None else None)
+        if device is None:
+            return AccessState(user=state.user, device=None)
+        return AccessState(
+            user=state.user,
+            device=device,
+            stored=state.posture,
+            rule_failures=state.rule_failures,
+        )
+
+
+class GroupCommitDecisionAudit:
+    """:class:`~mdm_core.access.audit.DecisionAudit` through the group-commit writer (the
+    same record as :class:`~mdm_core.access.audit.SqlDecisionAudit`, durable on return)."""
+
+    def __init__(self, writer: AuditRecorder) -> None:
+        if writer is None:
+            raise ValueError("GroupCommitDecisionAudit needs an audit writer")
+        self._writer = writer
+
+    def record(self, request: AccessRequest, decision: Decision) -> None:
+        actor = f"user:{request.user_id}"
+        self._writer.record(
+            actor,
+            "access.decision",
+            decision.device_id or actor,
+            decision.outcome,
+            audit_detail(request, decision),
+        )
