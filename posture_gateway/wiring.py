@@ -30,6 +30,7 @@ import httpx
 from idp_connectors.http import make_client
 from mdm_core.access.evaluator import AccessEvaluator
 from mdm_core.access.wiring import evaluator_for
+from mdm_core.policy.decision_cache import DecisionCache
 from mdm_core.read_model.evaluator_ports import CachedAccessState, GroupCommitDecisionAudit
 from mdm_core.read_model.wiring import read_model_of
 from mdm_core.redis_backends.client import connect_redis
@@ -87,6 +88,7 @@ def build_services(
         state=CachedAccessState(model.reads),
         audit=GroupCommitDecisionAudit(model.audit),
         observers=(log_observer,),
+        cache=DecisionCache(),  # per process; an entry is used only when every input is equal
     )
     binding = PolicyDeviceBinding(access, core.storage)  # refresh + token lookups
     directory = CachedUserDirectory(

@@ -17,6 +17,7 @@ channel and what-if) and the compliance evaluation at check-in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,7 +29,10 @@ from mdm_core.policy.model import EvaluationInput
 from mdm_core.posture.merge import overlay_snapshot
 from mdm_core.posture.model import Posture
 
-__all__ = ["ChosenPosture", "stored_posture", "snapshot_choice", "evaluate_state"]
+#: The policy engine's signature: :func:`mdm_core.policy.engine.evaluate` or a cache of it.
+Engine = Callable[[EvaluationInput, CompiledPolicySet], EngineDecision]
+
+__all__ = ["Engine", "ChosenPosture", "stored_posture", "snapshot_choice", "evaluate_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +75,12 @@ def evaluate_state(
     app: str | None,
     now: datetime,
     policies: CompiledPolicySet,
+    engine: Engine = evaluate,
 ) -> EngineDecision:
-    """The engine's decision on ``state`` with the ``chosen`` posture, for ``app`` at ``now``."""
-    return evaluate(
+    """The engine's decision on ``state`` with the ``chosen`` posture, for ``app`` at ``now``
+    (``engine``: :func:`~mdm_core.policy.engine.evaluate`, or a
+    :class:`~mdm_core.policy.decision_cache.DecisionCache`'s ``evaluate`` in front of it)."""
+    return engine(
         EvaluationInput(
             user=state.user,
             device=state.device,

@@ -47,6 +47,7 @@ from mdm_core.access.audit import DecisionAudit
 from mdm_core.access.decision import Decision, Reason, block, device_label, from_engine
 from mdm_core.access.evaluate import (
     ChosenPosture,
+    Engine,
     evaluate_state,
     snapshot_choice,
     stored_posture,
@@ -58,6 +59,7 @@ from mdm_core.device.proof import VerifiedLoginProof
 from mdm_core.domain.errors import MdmError, NonceMismatch, ProofError, RevokedCertificate
 from mdm_core.domain.model import DeviceRecord
 from mdm_core.policy.compiled import CompiledPolicySet
+from mdm_core.policy.engine import evaluate
 from mdm_core.policy.model import Decision as EngineDecision
 from mdm_core.posture.model import Posture
 
@@ -209,6 +211,7 @@ class AccessEvaluator:
         clock: Callable[[], datetime] = _utcnow,
         snapshot_max_age: timedelta = SNAPSHOT_MAX_AGE,
         observers: Sequence[DecisionObserver] = (),
+        engine: Engine = evaluate,
     ) -> None:
         for name, value in (
             ("state", state),
@@ -229,6 +232,7 @@ class AccessEvaluator:
         self._clock = clock
         self._snapshot_max_age = snapshot_max_age
         self._observers = tuple(observers)
+        self._engine = engine
 
     # --- the two entry points ---------------------------------------------------------------
 
@@ -282,7 +286,12 @@ class AccessEvaluator:
             )
             policies = self._policies.current()
             engine = evaluate_state(
-                state, chosen, app=request.application, now=now, policies=policies
+                state,
+                chosen,
+                app=request.application,
+                now=now,
+                policies=policies,
+                engine=self._engine,
             )
         except Exception:  # fail closed: store or policy set unavailable
             log.exception("access decision could not be made; blocking")

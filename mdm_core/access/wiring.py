@@ -19,6 +19,8 @@ from mdm_core.access.state import AccessStateReader, SqlAccessState
 from mdm_core.device.checkin import CheckinService, report_envelope
 from mdm_core.domain.model import DeviceRecord
 from mdm_core.domain.privacy import PrivacyProfiles
+from mdm_core.policy.decision_cache import DecisionCache
+from mdm_core.policy.engine import evaluate
 from mdm_core.posture.model import Posture
 from mdm_core.runtime import MdmCore
 
@@ -48,9 +50,12 @@ def evaluator_for(
     state: AccessStateReader | None = None,
     audit: DecisionAudit | None = None,
     observers: Sequence[DecisionObserver] = (),
+    cache: DecisionCache | None = None,
 ) -> AccessEvaluator:
     """The evaluator of ``core``; ``state`` replaces the SQL access state and ``audit`` the
-    one-transaction-per-record audit (the read model and its group-commit writer)."""
+    one-transaction-per-record audit (the read model and its group-commit writer); ``cache``
+    puts a decision cache in front of the policy engine (a hit needs every input equal, so
+    it can only be stale by freeing memory late, never by answering wrong)."""
     return AccessEvaluator(
         state=state or SqlAccessState(core.storage),
         proofs=core.proofs,
@@ -59,4 +64,5 @@ def evaluator_for(
         policies=core.policies,
         audit=audit or SqlDecisionAudit(core.storage),
         observers=observers,
+        engine=cache.evaluate if cache is not None else evaluate,
     )

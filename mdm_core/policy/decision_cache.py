@@ -25,6 +25,11 @@ which the engine would give the same answer except for the stamped ``evaluated_a
 - the next grace escalation of any failing rule (its ``escalates_at``);
 - the next UTC midnight when an applicable rule checks the patch level by age.
 
+A caller that gives the age (the access evaluator counts it from when the server received the
+report) matches on an equal age, or on an equal *anchor* ``now - posture_age`` while
+``anchor + min(max_posture_age)`` has not passed: a repeat between two reports then hits
+although its age grew by the time since.
+
 A rule failing with no recorded first failure "fails now": its stage is the one at elapsed
 zero whatever the time, and only its ``first_failed_at``/``escalates_at`` stamps follow the
 clock, so a hit re-stamps them too. Not cached at all (evaluated every time): a decision with
@@ -90,6 +95,11 @@ class _Entry:
     device: DeviceRecord
     posture: Posture | None
     posture_age: timedelta | None
+    #: ``now - posture_age`` when the caller gave the age (the time the age counts from, e.g.
+    #: when the server received the report), and until when a request with the same anchor
+    #: is still fresh under every applicable policy (None: no applicable policy)
+    age_anchor: datetime | None
+    anchor_fresh_until: datetime | None
     rule_failures: Mapping[RuleKey, datetime]
     computed_at: datetime
     valid_until: datetime | None  # None: no clock dependency
@@ -162,6 +172,8 @@ class DecisionCache:
                 device=device,
                 posture=request.posture,
                 posture_age=request.posture_age,
+                age_anchor=_age_anchor(request),
+                anchor_fresh_until=self._anchor_fresh_until(request, policies),
                 rule_failures=dict(request.rule_failures),
                 computed_at=now,
                 valid_until=valid_until,
@@ -204,6 +216,22 @@ class DecisionCache:
             return CacheStats(self._hits, self._misses, self._uncacheable, len(self._entries))
 
     # --- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _anchor_fresh_until(
+        request: EvaluationInput, policies: CompiledPolicySet
+    ) -> datetime | None:
+        """When a request with this request's age anchor stops being fresh (the anchor plus
+        the smallest ``max_posture_age`` of the applicable policies); ``None``: the request
+        gave no age or no policy applies (such entries hit only on an equal age)."""
+        anchor, device, posture = _age_anchor(request), request.device, request.posture
+        if anchor is None or device is None or posture is None:
+            return None
+        groups = request.user.groups if request.user is not None else frozenset()
+        applicable = policies.compliance_for(groups, device.platform, device.ownership)
+        if not applicable:
+            return None
+        return anchor + min(p.max_posture_age for p in applicable)
 
     def _store(self, key: tuple[str, str | None], entry: _Entry) -> None:
         with self._lock:
@@ -326,6 +354,19 @@ def _restamped(
     )
 
 
+def _same_anchor(entry: _Entry, request: EvaluationInput) -> bool:
+    """The request's age counts from the entry's anchor and is still fresh: the engine sees
+    the same posture with an age that grew only by the time since (below every maximum)."""
+    if entry.age_anchor is None or entry.age_anchor != _age_anchor(request):
+        return False
+    return entry.anchor_fresh_until is not None and request.now < entry.anchor_fresh_until
+
+
+def _age_anchor(request: EvaluationInput) -> datetime | None:
+    """The time ``request.posture_age`` counts from (``None``: the engine computes the age)."""
+    return None if request.posture_age is None else request.now - request.posture_age
+
+
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None:
         return b
@@ -345,7 +386,7 @@ def _matches(entry: _Entry, request: EvaluationInput, policies: CompiledPolicySe
         (entry.posture is posture or entry.posture == posture)
         and entry.device == request.device
         and entry.user == request.user
-        and entry.posture_age == request.posture_age
+        and (entry.posture_age == request.posture_age or _same_anchor(entry, request))
         and entry.rule_failures == request.rule_failures
     )
 

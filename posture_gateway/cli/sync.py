@@ -30,6 +30,7 @@ from rich.table import Table
 
 from idp_connectors.ldap import LdapError, LdapSync, LdapSyncResult
 from posture_gateway.cli.base import ConfigProblem, RuntimeProblem
+from posture_gateway.state import state
 
 __all__ = ["sync_group", "render_ldap_summary"]
 
@@ -42,8 +43,6 @@ def sync_group() -> None:
 
 
 def _state() -> Any:
-    from posture_gateway.state import state
-
     return state()
 
 

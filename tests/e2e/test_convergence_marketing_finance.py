@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mdm_core.policy.whatif import what_if
 
+from mdm_core.access.whatif import what_if
+from mdm_core.access.wiring import evaluator_for
 from mdm_core.agent.agent import Agent
 from mdm_core.agent.collector_linux import LinuxPosture
 from mdm_core.bus.events import DomainEvent, EventType
@@ -91,8 +92,7 @@ def _settle(core: MdmCore) -> None:
 
 def _payroll(core: MdmCore, device_id: str) -> dict[str, Any]:
     return what_if(
-        core.storage,
-        core.policies.current(),
+        evaluator_for(core),  # the evaluator a live login asks
         user_id=ALICE,
         device_id=device_id,
         app="payroll-web",

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -98,26 +99,33 @@ def test_audience_list_with_azp(keys: JwksCache) -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "error"),
+    ("make", "error"),
     [
-        (claims(iss="https://evil.example"), WrongIssuer),
-        (claims(aud="someone-else"), WrongAudience),
-        (claims(aud=[CLIENT, "other"]), WrongAudience),  # several audiences, no azp
-        (claims(azp="someone-else"), WrongAudience),
-        (claims(nonce="replayed-nonce"), NonceMismatch),
-        (claims(nonce=7), NonceMismatch),
-        (claims(exp=int(time.time()) - 60), Expired),
-        (claims(iat=int(time.time()) - 3600, exp=int(time.time()) + 60), Expired),  # too old
-        (claims(iat=int(time.time()) + 3600), Expired),  # from the future
-        (claims(sub=""), MalformedToken),
-        (claims(sub=None), MalformedToken),
-        (claims(nonce=None), MalformedToken),
-        (claims(exp=None), MalformedToken),
+        (lambda: claims(iss="https://evil.example"), WrongIssuer),
+        (lambda: claims(aud="someone-else"), WrongAudience),
+        (lambda: claims(aud=[CLIENT, "other"]), WrongAudience),  # several audiences, no azp
+        (lambda: claims(azp="someone-else"), WrongAudience),
+        (lambda: claims(nonce="replayed-nonce"), NonceMismatch),
+        (lambda: claims(nonce=7), NonceMismatch),
+        (lambda: claims(exp=int(time.time()) - 60), Expired),
+        (
+            lambda: claims(iat=int(time.time()) - 3600, exp=int(time.time()) + 60),
+            Expired,
+        ),  # too old
+        (lambda: claims(iat=int(time.time()) + 3600), Expired),  # from the future
+        (lambda: claims(sub=""), MalformedToken),
+        (lambda: claims(sub=None), MalformedToken),
+        (lambda: claims(nonce=None), MalformedToken),
+        (lambda: claims(exp=None), MalformedToken),
     ],
 )
-def test_refused(keys: JwksCache, payload: dict[str, Any], error: type[Exception]) -> None:
+def test_refused(
+    keys: JwksCache, make: Callable[[], dict[str, Any]], error: type[Exception]
+) -> None:
+    # The claims are made when the test runs, not at collection: a long suite must not turn
+    # "valid but for one claim" into "expired".
     with pytest.raises(error):
-        verify(sign(payload), keys)
+        verify(sign(make()), keys)
 
 
 def test_bad_signature(keys: JwksCache) -> None:

@@ -23,8 +23,11 @@ from mdm_core.agent.collector_linux import AGENT_VERSION, LinuxPosture
 from mdm_core.domain.device_lifecycle import change_status
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
+from mdm_core.policy.decision_cache import DecisionCache
 from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.posture.model import Ownership, Platform
+from mdm_core.read_model.evaluator_ports import CachedAccessState, GroupCommitDecisionAudit
+from mdm_core.read_model.wiring import read_model_of
 from mdm_core.runtime import MdmCore
 from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.audit import AuditEntry
@@ -422,3 +425,52 @@ def test_a_decision_survives_its_json(core: MdmCore) -> None:
     assert Decision.from_json(decision.to_json()) == decision
     with pytest.raises(ValueError, match="outcome"):
         Decision(outcome="maybe")  # type: ignore[arg-type]
+
+
+# ---- as wired in production: read model, group-commit audit, decision cache ------------------
+
+
+def test_the_production_wiring_caches_repeats_and_still_sees_every_change(core: MdmCore) -> None:
+    """The evaluator the gateway builds (read model + group-commit audit + decision cache)
+    answers a repeat from the cache, records every decision durably before it returns, and
+    blocks the moment the device is quarantined: a cached allow is never served for it."""
+    model = read_model_of(core)
+    cache = DecisionCache()
+    access = evaluator_for(
+        core,
+        state=CachedAccessState(model.reads),
+        audit=GroupCommitDecisionAudit(model.audit),
+        cache=cache,
+    )
+    dev = _healthy(core)
+    first = access.decide(_login(dev, nonce="n-1"))
+    second = access.decide(_login(dev, nonce="n-2"))
+    assert first.outcome in {"allow", "warn"}, first.reasons
+    assert second.outcome == first.outcome and second.policy_ids == first.policy_ids
+    assert cache.stats().hits >= 1  # the repeat was not re-evaluated
+    assert len(_audited(core, dev.device_id)) == 2  # both durable on return
+    with core.storage.unit_of_work() as uow:
+        change_status(
+            uow, dev.device_id, DeviceStatus.QUARANTINED, reason="t", at=datetime.now(UTC)
+        )
+    third = access.decide(_login(dev, nonce="n-3"))
+    assert third.outcome == "block"
+    assert "device_quarantined" in {r.code for r in third.reasons}
+    assert [e.outcome for e in _audited(core, dev.device_id)].count("block") == 1
+
+
+def test_a_group_commit_audit_that_fails_is_a_block(core: MdmCore) -> None:
+    class DownWriter:
+        def record(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("audit log unavailable")
+
+    dev = _healthy(core)
+    access = evaluator_for(
+        core,
+        state=CachedAccessState(read_model_of(core).reads),
+        audit=GroupCommitDecisionAudit(DownWriter()),
+        cache=DecisionCache(),
+    )
+    decision = access.decide(_login(dev))
+    assert decision.outcome == "block" and decision.unavailable
+    assert _audited(core, dev.device_id) == []

@@ -133,6 +133,47 @@ def test_cached_equals_uncached_at_any_time(
 
 
 @PROPERTY
+@given(
+    st.lists(
+        st.tuples(inputs(DEFAULT_SET), st.lists(offsets, min_size=1, max_size=6)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_cached_equals_uncached_when_the_age_counts_from_an_anchor(
+    asks: list[tuple[EvaluationInput, list[timedelta]]],
+) -> None:
+    """As the access evaluator asks: the age counts from when the report was received, so
+    it grows with ``now`` (``posture_age = now - anchor``), and repeats match on the anchor."""
+    cache = DecisionCache(max_entries=3)
+    for base, times in asks:
+        anchor = NOW - (base.posture_age or timedelta(0))
+        for offset in times:
+            now = NOW + offset
+            if now < anchor:
+                continue  # an age is never negative
+            r = dataclasses.replace(base, now=now, posture_age=now - anchor)
+            assert cache.evaluate(r, DEFAULT_SET) == evaluate(r, DEFAULT_SET)
+
+
+def test_a_repeat_with_the_same_anchor_hits_until_the_posture_is_stale() -> None:
+    base = _healthy(posture_age=timedelta(minutes=1))
+    cache = DecisionCache()
+    anchor = NOW - timedelta(minutes=1)
+    first = cache.evaluate(base, DEFAULT_SET)
+    later = dataclasses.replace(
+        base, now=NOW + timedelta(minutes=5), posture_age=timedelta(minutes=6)
+    )
+    again = cache.evaluate(later, DEFAULT_SET)
+    assert cache.stats().hits == 1 and again == evaluate(later, DEFAULT_SET)
+    assert first.outcome == again.outcome
+    stale_at = anchor + min(p.max_posture_age for p in DEFAULT_SET.compliance) + timedelta(hours=1)
+    old = dataclasses.replace(base, now=stale_at, posture_age=stale_at - anchor)
+    assert cache.evaluate(old, DEFAULT_SET) == evaluate(old, DEFAULT_SET)
+    assert cache.stats().hits == 1  # past freshness: evaluated again, not served
+
+
+@PROPERTY
 @given(st.data())
 def test_cached_equals_uncached_with_a_rule_reading_now(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
