@@ -41,9 +41,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+import _harness as h  # noqa: E402
 import httpx  # noqa: E402
 import yaml  # noqa: E402
-from bench_checkin import fresh_database, server_env, stop, wait_ready  # noqa: E402
 
 from tests.services import PrivatePostgres, free_port  # noqa: E402
 
@@ -53,6 +53,31 @@ VENV_BIN = Path(sys.executable).parent
 TOKEN = "bench-scim-" + "b" * 40
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 _WRK = re.compile(r"WRK_RESULT (.*)")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until ``/readyz`` answers 200 (raises when the server exits or is not ready in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {url} not ready in {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -198,7 +223,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="posture-bench-scim-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
-        db_url = fresh_database(server_url)
+        db_url = h.fresh_database(server_url)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         config = workdir / "config.yaml"
@@ -206,7 +231,7 @@ def main() -> int:
         config.write_text(
             yaml.safe_dump({"scim": {"clients": [{"id": "bench", "token_sha256": digest}]}})
         )
-        env = server_env(db_url, workdir / "data", url)
+        env = h.server_env(db_url, workdir / "data", url, None)
         env["POSTURE_CONFIG"] = str(config)
         env["PYTHONPATH"] = str(ROOT)
         cmd = [str(VENV_BIN / "posture"), "serve", "--host", "127.0.0.1", "--port", str(port),

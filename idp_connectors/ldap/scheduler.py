@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from idp_connectors.errors import ConnectorError
 from idp_connectors.ldap.config import LdapSettings
 from idp_connectors.ldap.sync import LdapSync, LdapSyncResult
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.storage.uow import Storage
 
 __all__ = ["LdapScheduler", "lease_name"]
@@ -49,6 +50,7 @@ class LdapScheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         holder: str | None = None,
         sync_factory: Callable[[LdapSettings, Storage], LdapSync] | None = None,
+        source_of_truth: SourceOfTruth | None = None,
     ) -> None:
         if storage is None:
             raise ValueError("LdapScheduler needs a storage")
@@ -57,7 +59,9 @@ class LdapScheduler:
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sync_factory = sync_factory or (
-            lambda s, st: LdapSync(s, st, clock=clock, actor="system:ldap-schedule")
+            lambda s, st: LdapSync(
+                s, st, clock=clock, actor="system:ldap-schedule", source_of_truth=source_of_truth
+            )
         )
         every = settings.schedule.incremental_every
         self.tick = every

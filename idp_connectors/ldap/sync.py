@@ -41,6 +41,7 @@ from idp_connectors.ldap.errors import LdapUnsupported
 from idp_connectors.ldap.filters import all_of, at_least, equals
 from idp_connectors.ldap.nested import in_chain_filter, supports_in_chain, transitive_users
 from idp_connectors.ldap.schema import EntryError, LdapGroup, LdapUser, Mapper, resolve
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.directory.sync import SourceGroup, SourceUser, SyncSummary, sync_source
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind
 from mdm_core.storage.sync_state import SourceEntry
@@ -121,6 +122,7 @@ class LdapSync:
         chunk_size: int = 5000,
         session_factory: Callable[[LdapSettings], LdapSession] = connect,
         actor: str = "system",
+        source_of_truth: SourceOfTruth | None = None,
     ) -> None:
         if storage is None:
             raise ValueError("LdapSync needs a storage")
@@ -135,7 +137,10 @@ class LdapSync:
         self.mapper = Mapper(self.schema)
         self.source = settings.source
 
-    # --- entry points -----------------------------------------------------------------------
+        # --- entry points -----------------------------------------------------------------------
+        #: The configured per-attribute precedence (``directory.source_of_truth``): the
+        #: sync's writes follow it; unset, the one-owner-per-record rules apply.
+        self.source_of_truth = source_of_truth
 
     def run(self, *, full: bool = False) -> LdapSyncResult:
         """A full sync when asked or when no cursor is stored, else an incremental one."""
@@ -287,7 +292,16 @@ class LdapSync:
             new = [g for g in groups if uow.directory_groups.find_by_name(g.name) is None]
         if new:  # created first, each under its own stable id, before any nesting names it
             bare = [SourceGroup(name=g.name, id=g.id) for g in new]
-            result.absorb(sync_source(self.storage, self.source, [], bare, clock=self.clock))
+            result.absorb(
+                sync_source(
+                    self.storage,
+                    self.source,
+                    [],
+                    bare,
+                    clock=self.clock,
+                    source_of_truth=self.source_of_truth,
+                )
+            )
         fresh = {g.name for g in new}
         chunks = [users[i : i + self.chunk_size] for i in range(0, total, self.chunk_size)] or [[]]
         for index, chunk in enumerate(chunks):
@@ -303,6 +317,7 @@ class LdapSync:
                 skip_conflicts=True,
                 actor=self.actor,
                 clock=self.clock,
+                source_of_truth=self.source_of_truth,
             )
             result.absorb(summary, fresh)
             self.progress("write", len(chunk), total)

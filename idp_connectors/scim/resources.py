@@ -29,7 +29,7 @@ from idp_connectors.scim.patch import apply as apply_patch
 from idp_connectors.scim.schemas import GROUP_KIND, USER_KIND, ResourceKind
 from idp_connectors.scim.validate import check_immutable, check_required, normalize
 from mdm_core.directory.accounts import delete_account, disable_account
-from mdm_core.directory.mirror import add_membership, remove_membership
+from mdm_core.directory.mirror import GroupChangeTracker, add_membership, remove_membership
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.scim import ScimResource
@@ -308,11 +308,15 @@ class ScimService:
             if kind is USER_KIND:
                 delete_account(uow, resource_id, at=at, actor=actor, source=f"scim:{client}")
             else:
+                # Members lose the group (and what it nests in): one user_groups_changed event
+                # per user whose effective groups change, so their devices converge.
+                tracker = GroupChangeTracker(uow, cause=actor)
                 for m in uow.memberships.members([resource_id]):
-                    remove_membership(uow, m, at=at)
+                    remove_membership(uow, m, at=at, tracker=tracker)
                 for m in uow.memberships.parents(MemberKind.GROUP, [resource_id]):
-                    remove_membership(uow, m, at=at)
+                    remove_membership(uow, m, at=at, tracker=tracker)
                 uow.directory_groups.delete(resource_id)
+                tracker.flush(at=at)
             uow.scim_resources.delete(kind.name, resource_id)
             uow.audit.record(
                 actor,
@@ -415,10 +419,14 @@ class ScimService:
             raise Uniqueness("displayName is already taken") from exc
         wanted = {self._membership(uow, client, record.id, m) for m in doc.get("members", [])}
         current = set(uow.memberships.members([record.id])) if before is not None else set()
+        # One user_groups_changed event per user whose effective groups change (the access
+        # read model and device convergence follow it).
+        tracker = GroupChangeTracker(uow, cause=f"scim:{client}")
         for m in sorted(current - wanted):
-            remove_membership(uow, m, at=at)
+            remove_membership(uow, m, at=at, tracker=tracker)
         for m in sorted(wanted - current):
-            add_membership(uow, m, at=at)
+            add_membership(uow, m, at=at, tracker=tracker)
+        tracker.flush(at=at)
 
     def _membership(
         self, uow: UnitOfWork, client: str, group_id: str, member: dict[str, Any]

@@ -60,7 +60,12 @@ def ldap_cmd(full: bool, username: str | None) -> None:
     actor = f"admin:{getpass.getuser()}"
     try:
         if username is not None:
-            found = LdapSync(settings, st.core.storage, actor=actor).find_users(username)
+            found = LdapSync(
+                settings,
+                st.core.storage,
+                actor=actor,
+                source_of_truth=st.core.directory.source_of_truth,
+            ).find_users(username)
             for user in found:
                 state = "DISABLED" if user.disabled else "active"
                 console.print(f"{escape(user.username)}  {user.id}  {escape(user.dn)}  {state}")
@@ -77,7 +82,13 @@ def ldap_cmd(full: bool, username: str | None) -> None:
                 if total is not None:
                     progress.update(tasks[phase], total=total)
 
-            sync = LdapSync(settings, st.core.storage, progress=report, actor=actor)
+            sync = LdapSync(
+                settings,
+                st.core.storage,
+                progress=report,
+                actor=actor,
+                source_of_truth=st.core.directory.source_of_truth,
+            )
             result = sync.run(full=full)
             for task in tasks.values():
                 progress.update(task, completed=progress.tasks[task].total or 0)

@@ -32,7 +32,9 @@ def init_ldap_schedule(app: Flask, *, force: bool = False) -> LdapScheduler | No
         return None
     if not force and os.environ.get(SERVE_WORKER_ENV) != "1":
         return None
-    scheduler = LdapScheduler(ldap, st.core.storage)
+    scheduler = LdapScheduler(
+        ldap, st.core.storage, source_of_truth=st.core.directory.source_of_truth
+    )
     app.extensions["posture_ldap_schedule"] = scheduler
     scheduler.start()
     atexit.register(scheduler.stop)

@@ -141,3 +141,43 @@ def test_service_writes_mirror_events_and_audit(storage: SqlStorage) -> None:
         ("scim:okta", "scim.user.delete"),
         ("scim:okta", "credentials.revoked"),
     } <= actions
+
+
+def test_a_scim_group_change_is_a_user_groups_changed_event(storage: SqlStorage) -> None:
+    """Membership pushed by SCIM reaches the access read model and device convergence the way
+    every other source's does: one ``directory.user_groups_changed`` per affected user."""
+    service = ScimService(storage, "https://gw.example/scim/v2", clock=lambda: T0)
+    user = service.create(USER_KIND, "entra", {"schemas": [USER], "userName": "bo@example.com"})
+    group = service.create(
+        GROUP_KIND, "entra", {"schemas": [GROUP_KIND.core.id], "displayName": "Marketing"}
+    )
+
+    def changes() -> list[dict[str, object]]:
+        with storage.unit_of_work() as uow:
+            return [
+                e.event.payload
+                for e in uow.outbox.fetch_unpublished(100)
+                if e.event.type == EventType.USER_GROUPS_CHANGED
+            ]
+
+    assert changes() == []
+    service.patch(
+        GROUP_KIND,
+        "entra",
+        group["id"],
+        _patch({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
+        None,
+    )
+    [added] = changes()
+    assert added["user_id"] == user["id"] and added["added"] == ["Marketing"]
+    assert added["cause"] == "scim:entra"
+    service.patch(  # Entra's remove by filter path
+        GROUP_KIND,
+        "entra",
+        group["id"],
+        _patch({"op": "remove", "path": f'members[value eq "{user["id"]}"]'}),
+        None,
+    )
+    assert len(changes()) == 2 and changes()[-1]["removed"] == ["Marketing"]
+    service.delete(GROUP_KIND, "entra", group["id"], None)
+    assert len(changes()) == 2  # the group was already empty: nobody's groups changed

@@ -23,6 +23,8 @@ sys.path.insert(0, str(BENCH))
 import _harness as h  # noqa: E402
 
 SCRIPTS = ["bench_policy.py", "bench_checkin.py", "bench_decision.py", "bench_oidc_flow.py"]
+#: Every other bench script: each at least starts (its imports hold) and answers --help.
+OTHER_SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py") if p.name not in SCRIPTS)
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -117,3 +119,18 @@ def test_each_bench_script_parses_help_with_quick_and_relaxed(script: str) -> No
     )
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "--relaxed" in done.stdout
+
+
+@pytest.mark.parametrize("script", OTHER_SCRIPTS)
+def test_every_other_bench_script_starts(script: str) -> None:
+    """A bench that imports a helper that moved fails here, not on the night it is run."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout.lower()

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from idp_connectors.ldap import LdapSync
 from mdm_core.bus.events import EventType
 from mdm_core.directory.mirror import effective_group_names, user_context
+from mdm_core.directory.precedence import SourceOfTruth
+from mdm_core.directory.sync import SourceUser, sync_source
 from mdm_core.storage.sql.uow import SqlStorage
 from tests.helpers.ldap_data import DEPTH, TRICKY_NAMES, DirectoryData, Writer
 from tests.integration.ldap.conftest import BIG_GROUPS, BIG_USERS, settings_for
@@ -159,3 +161,30 @@ def test_the_stored_cursor_survives_a_new_process(
     assert stored is not None and stored.cursor == first.cursor and stored.last_full_at
     second = make_sync(small).run()
     assert second.mode == "incremental" and second.cursor == first.cursor
+
+
+def test_the_ldap_sync_follows_the_configured_source_of_truth(
+    slapd: PrivateSlapd, storage: SqlStorage, small: DirectoryData
+) -> None:
+    """With ``directory.source_of_truth`` set, an LDAP sync is one source among several: the
+    groups another source outranks it for are kept, and the sync says what it was refused."""
+    truth = SourceOfTruth.parse({"groups": ["hr", "ldap"]})
+    LdapSync(settings_for(slapd, small), storage, source_of_truth=truth).run(full=True)
+    person = next(p for p in small.people[len(TRICKY_NAMES) :] if not p.disabled)
+    user_id = str(person.guid)
+    with storage.unit_of_work() as uow:
+        user = uow.directory_users.get(user_id)
+    assert user is not None
+    hr = sync_source(
+        storage,
+        "hr",
+        [SourceUser(id=user_id, username=user.username, groups=("hr-chosen",))],
+        source_of_truth=truth,
+    )
+    assert [o.winner for o in hr.overrode if o.attribute == "groups"] == ["hr"]
+    with storage.unit_of_work() as uow:
+        assert effective_group_names(uow, user_id) == {"hr-chosen"}
+    again = LdapSync(settings_for(slapd, small), storage, source_of_truth=truth).run(full=True)
+    with storage.unit_of_work() as uow:
+        assert effective_group_names(uow, user_id) == {"hr-chosen"}  # hr outranks ldap
+    assert user_id not in again.deleted and user_id not in again.disabled
