@@ -107,8 +107,9 @@ def test_the_seeded_group_structure_is_nested_three_deep() -> None:
     assert division not in parent  # team -> department -> division: three levels
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_each_bench_script_parses_help_with_quick_and_relaxed(script: str) -> None:
+def _help(script: str) -> str:
+    """``bench/SCRIPT --help`` (fails the test when the script does not even start: a bench
+    that imports a helper that moved fails here, not on the night it is run)."""
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--help"],
         capture_output=True,
@@ -118,19 +119,15 @@ def test_each_bench_script_parses_help_with_quick_and_relaxed(script: str) -> No
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "--quick" in done.stdout and "--relaxed" in done.stdout
+    return done.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_bench_script_parses_help_with_quick_and_relaxed(script: str) -> None:
+    out = _help(script)
+    assert "--quick" in out and "--relaxed" in out
 
 
 @pytest.mark.parametrize("script", OTHER_SCRIPTS)
 def test_every_other_bench_script_starts(script: str) -> None:
-    """A bench that imports a helper that moved fails here, not on the night it is run."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH / script), "--help"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "usage" in done.stdout.lower()
+    assert "usage" in _help(script).lower()
