@@ -17,19 +17,19 @@ the OpenID provider asks a :class:`DeviceBinding`:
 Machine tokens (the posture API's client-credentials grant, ``GrantSubject.machine``) have no
 device and skip :meth:`still_bound`; every other token without a device is inactive.
 
-Until the real binding (:class:`posture_gateway.access.device_gate.PolicyDeviceBinding`) is wired,
-:class:`UnconfiguredDeviceBinding` refuses every refresh and every user token (fail closed).
+The implementation is :class:`posture_gateway.access.device_gate.PolicyDeviceBinding` (on the
+one access evaluator), given to the provider when it is built: there is no placeholder.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from mdm_core.access.decision import Decision, block
+from mdm_core.access.decision import Decision
 from mdm_core.access.request import Channel
 from posture_gateway.oidc.grants import GrantSubject
 
-__all__ = ["DeviceBinding", "UnconfiguredDeviceBinding", "REFRESH_CHANNEL"]
+__all__ = ["DeviceBinding", "REFRESH_CHANNEL"]
 
 #: The audit channel of the refresh decision.
 REFRESH_CHANNEL: Channel = "oidc_refresh"
@@ -53,18 +53,3 @@ class DeviceBinding(Protocol):
         (``False`` when it names none), the device exists, is the subject's, is ``active``;
         the user exists and is active. Raises on a storage error (the caller fails closed)."""
         ...
-
-
-class UnconfiguredDeviceBinding:
-    """No device plane wired: every refresh is refused and no user token is active."""
-
-    def recheck(
-        self, *, subject: GrantSubject, client_id: str, requested_scopes: frozenset[str]
-    ) -> Decision:
-        return block(
-            "device_gate_not_configured",
-            "This gateway cannot check devices, so the session cannot be renewed.",
-        )
-
-    def still_bound(self, subject: GrantSubject) -> bool:
-        return False

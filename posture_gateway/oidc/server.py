@@ -59,7 +59,7 @@ from mdm_core.access.evaluator import AccessDecisions
 from posture_gateway.access.nonces import NonceStore
 from posture_gateway.login.device_check import decision_claims, granted_scopes
 from posture_gateway.oidc.authn import Authenticator
-from posture_gateway.oidc.binding import DeviceBinding, UnconfiguredDeviceBinding
+from posture_gateway.oidc.binding import DeviceBinding
 from posture_gateway.oidc.claims import SUPPORTED_SCOPES, GroupsReader, token_claims
 from posture_gateway.oidc.clients import Client, ClientRegistry
 from posture_gateway.oidc.grants import (
@@ -461,10 +461,10 @@ class OIDCProvider:
     device_nonce_ttl: timedelta
     agent_port: int
     secure_cookies: bool
+    binding: DeviceBinding  # refresh decisions and token lookups on the bound device
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     device_cert_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     device_cert_header: str = "X-Client-Cert"
-    binding: DeviceBinding = field(default_factory=UnconfiguredDeviceBinding)
     clock: Clock = field(default=lambda: datetime.now(UTC))
     # The ``groups`` claim: the user's directory groups (unwired: an empty list).
     groups_of: GroupsReader | None = None

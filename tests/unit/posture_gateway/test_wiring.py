@@ -19,7 +19,6 @@ from posture_gateway.app import create_app
 from posture_gateway.integrations.state import integrations
 from posture_gateway.login.transactions import EXTENSION_KEY as TX_KEY
 from posture_gateway.login.transactions import SqlLoginTransactionStore, login_transactions
-from posture_gateway.oidc.binding import UnconfiguredDeviceBinding
 from posture_gateway.oidc.login import complete_authentication
 from posture_gateway.oidc.server import EXTENSION_KEY as OIDC_KEY
 from posture_gateway.oidc.server import OIDCProvider
@@ -53,7 +52,6 @@ def test_every_service_is_the_real_one_from_the_start(app: Flask) -> None:
     assert isinstance(provider, OIDCProvider)
     assert isinstance(provider.gate, AccessEvaluator)
     assert isinstance(provider.binding, PolicyDeviceBinding)
-    assert not isinstance(provider.binding, UnconfiguredDeviceBinding)
     st = integrations(app)
     assert st.evaluator is provider.gate  # one evaluator for every front end
     assert evaluator(app) is provider.gate  # what-if asks the same one
