@@ -17,7 +17,33 @@ from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.storage.directory import MemberKind
 from mdm_core.storage.uow import UnitOfWork
 
-__all__ = ["disable_account", "delete_account"]
+__all__ = ["account_event", "disable_account", "delete_account"]
+
+
+def account_event(
+    kind: str,
+    user_id: str,
+    *,
+    username: str | None,
+    source: str,
+    actor: str,
+    reason: str,
+    at: datetime,
+) -> DomainEvent:
+    """THE ``directory.account_disabled`` / ``directory.account_deleted`` event (one payload
+    for every source: the offboarding job reads these fields and no others)."""
+    return DomainEvent(
+        type=kind,
+        subject=user_id,
+        payload={
+            "user_id": user_id,
+            "username": username,
+            "source": source,
+            "actor": actor,
+            "reason": reason,
+        },
+        occurred_at=at,
+    )
 
 
 def disable_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, source: str) -> int:
@@ -26,15 +52,19 @@ def disable_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, 
 
     Raises :class:`mdm_core.domain.errors.NotFound` for an unknown user.
     """
+    user = uow.directory_users.get(user_id)
     uow.directory_users.set_active(user_id, False, at=at)
     revoked = end_user_access(uow, user_id, reason="user_disabled", at=at, actor=actor)
     uow.outbox.add(
         [
-            DomainEvent(
-                type=EventType.ACCOUNT_DISABLED,
-                subject=user_id,
-                payload={"user_id": user_id, "source": source, "actor": actor},
-                occurred_at=at,
+            account_event(
+                EventType.ACCOUNT_DISABLED,
+                user_id,
+                username=user.username if user is not None else None,
+                source=source,
+                actor=actor,
+                reason="disabled_in_source",
+                at=at,
             )
         ]
     )
@@ -54,16 +84,14 @@ def delete_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, s
     uow.directory_users.delete(user_id)
     uow.outbox.add(
         [
-            DomainEvent(
-                type=EventType.ACCOUNT_DELETED,
-                subject=user_id,
-                payload={
-                    "user_id": user_id,
-                    "username": user.username,
-                    "source": source,
-                    "actor": actor,
-                },
-                occurred_at=at,
+            account_event(
+                EventType.ACCOUNT_DELETED,
+                user_id,
+                username=user.username,
+                source=source,
+                actor=actor,
+                reason="deleted_in_source",
+                at=at,
             )
         ]
     )

@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.bus.events import EventType
+from mdm_core.directory.accounts import account_event
 from mdm_core.directory.mirror import GroupChangeTracker, add_membership, remove_membership
 from mdm_core.directory.precedence import Override, SourceOfTruth
 from mdm_core.domain.device_lifecycle import end_user_access
@@ -152,6 +153,7 @@ class _Sync:
         self.uow, self.source, self.takes_over, self.at = uow, source, takes_over, at
         self.summary = summary
         self.skip_conflicts = False
+        self.actor = "system"  # who runs the sync (audit, account events)
         self.group_ids: dict[str, str] = {}  # name -> id
         self.tracker = GroupChangeTracker(uow, cause=f"directory.sync:{source}")
 
@@ -214,14 +216,16 @@ class _Sync:
     def account_gone(self, user: DirectoryUser, event: str, reason: str) -> None:
         """The account stopped being usable: credentials revoked, offboarding event written."""
         end_user_access(self.uow, user.id, reason="user_disabled", at=self.at)
-        payload = {"user_id": user.id, "username": user.username, "source": self.source}
         self.uow.outbox.add(
             [
-                DomainEvent(
-                    type=event,
-                    subject=user.id,
-                    payload={**payload, "reason": reason},
-                    occurred_at=self.at,
+                account_event(
+                    event,
+                    user.id,
+                    username=user.username,
+                    source=self.source,
+                    actor=self.actor,
+                    reason=reason,
+                    at=self.at,
                 )
             ]
         )
@@ -393,6 +397,7 @@ def sync_source(
     with storage.unit_of_work() as uow:
         sync = _Sync(uow, source, takes_over, at, summary)
         sync.skip_conflicts = skip_conflicts
+        sync.actor = actor
         for group in groups:
             sync.group(group)
         truth = source_of_truth if source_of_truth and source_of_truth.configured else None
