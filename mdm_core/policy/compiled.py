@@ -2,6 +2,12 @@
 
 Built once per (re)load by :mod:`mdm_core.policy.compiler`; shared read-only by every request
 thread, swapped atomically by :class:`~mdm_core.policy.repository.PolicyRepository`.
+
+Besides the policies as written, a set carries its evaluation tables (built by
+:mod:`mdm_core.policy.index`): per (platform, ownership) a :class:`ScopeTable` of the
+compliance policies that can apply there, each as a :class:`ScopedPolicy` (its fused scanner
+and, per rule, the :class:`RuleFacts` a failure needs), indexed by assigned group so that a
+decision finds its policies with a set intersection (:meth:`ScopeTable.plan`).
 """
 
 from __future__ import annotations
@@ -10,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from mdm_core.policy.checks import Check, RuleEnv
-from mdm_core.policy.model import Outcome, Severity
+from mdm_core.policy.model import Outcome, RuleKey, Severity
 from mdm_core.posture.model import Ownership, Platform, Posture
 
 __all__ = [
@@ -25,8 +32,16 @@ __all__ = [
     "OffboardingAction",
     "OffboardingPolicy",
     "PrivacyProfileDoc",
+    "RuleFacts",
+    "ScopedPolicy",
+    "Plan",
+    "ScopeTable",
+    "PLAN_MEMO_SIZE",
     "CompiledPolicySet",
 ]
+
+#: Applicable-policy plans remembered per scope (by group mask) before the memo is cleared.
+PLAN_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +126,6 @@ class CompliancePolicy:
     by_scope: Mapping[tuple[Platform, Ownership], tuple[CompiledRule, ...]] = field(
         default_factory=dict
     )
-    #: per scope, a fused function returning the indexes (into by_scope[scope]) that fail
-    scanners: Mapping[tuple[Platform, Ownership], Callable[[Posture, RuleEnv], list[int]]] = field(
-        default_factory=dict
-    )
 
 
 class AppAccess(StrEnum):
@@ -175,6 +186,109 @@ class PrivacyProfileDoc:
     line: int
 
 
+class RuleFacts(NamedTuple):
+    """What the engine needs when one rule fails, computed once at compile time (a tuple:
+    the engine unpacks it in one step)."""
+
+    rule: CompiledRule
+    key: RuleKey
+    critical: bool
+    is_cel: bool
+    fields: tuple[str, ...]
+    #: the one posture field a typed check reads (``None``: several, or a CEL condition)
+    one_field: str | None
+    message: str
+    #: ``message`` plus the "did not report" sentence for ``one_field``
+    message_unreported: str
+    #: the outcome at elapsed zero (no recorded first failure, or one in the future) and
+    #: when, counted from the first failure, that stage escalates
+    stage0: Outcome
+    following0: timedelta | None
+    grace: tuple[tuple[timedelta, Outcome], ...]
+    #: the engine's sort key of this rule's reason, by outcome rank (allow .. block)
+    order: tuple[tuple[int, int, str, str, str], ...]
+    policy_id: str
+    rule_id: str
+    severity: Severity
+    remediation: str
+
+
+class ScopedPolicy(NamedTuple):
+    """One compliance policy as evaluated in one (platform, ownership) scope."""
+
+    policy: CompliancePolicy
+    id: str
+    enforce: bool
+    max_posture_age: timedelta
+    #: the fused scanner of ``policy.by_scope[scope]`` (``None``: no rule applies here); it
+    #: returns indexes into ``facts``
+    scanner: Callable[[Posture, RuleEnv], list[int]] | None
+    facts: tuple[RuleFacts, ...]
+    #: a CEL condition of this scope reads ``now`` (the decision cache never caches it)
+    reads_now: bool
+    #: a ``min_security_patch_level`` of this scope is an age (valid until midnight)
+    by_date: bool
+
+
+class Plan(NamedTuple):
+    """The compliance policies that apply to one decision, in set order, and what follows
+    from them alone."""
+
+    policies: tuple[ScopedPolicy, ...]
+    compliance: tuple[CompliancePolicy, ...]
+    ids: tuple[str, ...]
+    any_enforced: bool
+    #: the smallest ``max_posture_age`` (``None``: no policy applies)
+    min_age: timedelta | None
+    reads_now: bool
+    by_date: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeTable:
+    """The compliance policies of one (platform, ownership), indexed by assigned group.
+
+    Bit ``i`` of a mask stands for ``candidates[i]``; ``always`` has the bits of the
+    policies assigned to everyone, ``group_bits[g]`` those of the policies assigning group
+    ``g``. A decision's mask is ``always`` or-ed with the bits of the user's groups that any
+    policy names (one set intersection), and its :class:`Plan` is remembered by mask.
+    """
+
+    candidates: tuple[ScopedPolicy, ...]
+    always: int
+    group_bits: Mapping[str, int]
+    group_names: frozenset[str]
+    plans: dict[int, Plan] = field(default_factory=dict, compare=False, repr=False)
+
+    def plan(self, groups: frozenset[str]) -> Plan:
+        """The policies assigned to a user in ``groups`` (set order)."""
+        mask = self.always
+        if self.group_names:
+            bits = self.group_bits
+            for name in groups & self.group_names:
+                mask |= bits[name]
+        plans = self.plans
+        found = plans.get(mask)
+        if found is None:
+            found = self._build(mask)
+            if len(plans) >= PLAN_MEMO_SIZE:
+                plans.clear()
+            plans[mask] = found
+        return found
+
+    def _build(self, mask: int) -> Plan:
+        chosen = tuple(sp for i, sp in enumerate(self.candidates) if mask >> i & 1)
+        return Plan(
+            policies=chosen,
+            compliance=tuple(sp.policy for sp in chosen),
+            ids=tuple(sp.id for sp in chosen),
+            any_enforced=any(sp.enforce for sp in chosen),
+            min_age=min((sp.max_posture_age for sp in chosen), default=None),
+            reads_now=any(sp.reads_now for sp in chosen),
+            by_date=any(sp.by_date for sp in chosen),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledPolicySet:
     """Everything loaded from one policy directory, validated and compiled."""
@@ -188,23 +302,18 @@ class CompiledPolicySet:
     fingerprint: str  # sha256 over the files' bytes: what exactly is in force
     files: tuple[str, ...]
     loaded_at: datetime
-    #: compliance policies pre-filtered by (platform, ownership); groups are checked per user
-    compliance_by_scope: Mapping[tuple[Platform, Ownership], tuple[CompliancePolicy, ...]] = field(
-        default_factory=dict
-    )
+    #: the evaluation tables, one per (platform, ownership) (see :class:`ScopeTable`);
+    #: empty only in a set with no compliance policy
+    scopes: Mapping[tuple[Platform, Ownership], ScopeTable] = field(default_factory=dict)
 
     def compliance_for(
         self, groups: frozenset[str], platform: Platform, ownership: Ownership
     ) -> list[CompliancePolicy]:
         """The compliance policies (enforced and report-only) assigned to this user/device."""
-        candidates = self.compliance_by_scope.get((platform, ownership))
-        if candidates is None:  # a set built without the index
+        table = self.scopes.get((platform, ownership))
+        if table is None:  # a set built without the tables
             return [p for p in self.compliance if p.assign.matches(groups, platform, ownership)]
-        return [
-            p
-            for p in candidates
-            if p.assign.groups is None or not p.assign.groups.isdisjoint(groups)
-        ]
+        return list(table.plan(groups).compliance)
 
     @property
     def policy_ids(self) -> tuple[str, ...]:

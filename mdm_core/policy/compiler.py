@@ -33,8 +33,8 @@ from mdm_core.policy.compiled import (
 )
 from mdm_core.policy.durations import parse_duration
 from mdm_core.policy.errors import Problem
+from mdm_core.policy.index import build_tables
 from mdm_core.policy.model import Outcome, Severity
-from mdm_core.policy.scan import build_scanner
 from mdm_core.policy.schema import CHECK_KEYS, schema_problems
 from mdm_core.policy.source import PathKey, SourceDocument
 from mdm_core.posture.model import Ownership, Platform
@@ -115,16 +115,7 @@ def compile_documents(
         fingerprint=fingerprint,
         files=files,
         loaded_at=now,
-        compliance_by_scope={
-            (platform, ownership): tuple(
-                p
-                for _, p in compliance
-                if (p.assign.platforms is None or platform in p.assign.platforms)
-                and (p.assign.ownership is None or ownership in p.assign.ownership)
-            )
-            for platform in Platform
-            for ownership in Ownership
-        },
+        scopes=build_tables([p for _, p in compliance]),
     )
     return compiled, []
 
@@ -199,7 +190,6 @@ def _compliance(ctx: _Ctx, doc: SourceDocument, data: dict[str, Any]) -> Complia
         file=doc.file,
         line=doc.line,
         by_scope=by_scope,
-        scanners={scope: build_scanner(scoped) for scope, scoped in by_scope.items()},
     )
 
 

@@ -17,12 +17,20 @@ gives the same :class:`~mdm_core.policy.model.Decision`. The rules of DESIGN.md 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.cel import CelEvaluationError
 from mdm_core.policy.checks import RuleEnv
-from mdm_core.policy.compiled import AccessPolicy, AppAccess, CompiledPolicySet, CompliancePolicy
+from mdm_core.policy.compiled import (
+    AccessPolicy,
+    AppAccess,
+    CompiledPolicySet,
+    CompliancePolicy,
+    Plan,
+)
+from mdm_core.policy.index import OUTCOME_RANKS, SEVERITY_RANK, build_tables
 from mdm_core.policy.model import (
     Decision,
     EvaluationInput,
@@ -31,11 +39,10 @@ from mdm_core.policy.model import (
     ReasonCode,
     Restrictions,
     RuleKey,
-    Severity,
 )
 from mdm_core.posture.model import Ownership, Platform
 
-__all__ = ["evaluate", "MAX_CLOCK_SKEW", "UNLISTED_APP_SENSITIVITY"]
+__all__ = ["evaluate", "plan_for", "MAX_CLOCK_SKEW", "UNLISTED_APP_SENSITIVITY"]
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +51,62 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 #: Apps no access policy names are treated like this tier: warn allowed, restrict denied.
 UNLISTED_APP_SENSITIVITY = "medium"
 
-_DEVICE_STATUS_REASONS: dict[DeviceStatus, tuple[ReasonCode, str]] = {
-    DeviceStatus.QUARANTINED: (
-        ReasonCode.DEVICE_QUARANTINED,
-        "This device is quarantined after a critical compliance failure.",
-    ),
-    DeviceStatus.PENDING_VERIFICATION: (
-        ReasonCode.DEVICE_PENDING_VERIFICATION,
-        "This device re-enrolled after quarantine and has not yet passed a check-in.",
-    ),
-    DeviceStatus.RETIRED: (ReasonCode.DEVICE_RETIRED, "This device is retired."),
-    DeviceStatus.WIPED: (ReasonCode.DEVICE_WIPED, "This device was wiped."),
-}
 _REMEDIATION_REENROLL = (
     "Fix the problem, then ask your IT administrator to release the device (or to give you "
     "a new enrollment token to re-enroll it) and let it check in; access returns once the "
     "check-in passes."
 )
+# Enum members bound once: ``Outcome.BLOCK`` is a class attribute lookup through the enum
+# metaclass, several times slower than a module global, on a path run per failing rule.
+_ALLOW, _WARN, _RESTRICT, _BLOCK = OUTCOME_RANKS
+_RANK = {outcome: rank for rank, outcome in enumerate(OUTCOME_RANKS)}
+_ALLOW_RANK, _BLOCK_RANK = _RANK[_ALLOW], _RANK[_BLOCK]
+_RULE_FAILED = ReasonCode.RULE_FAILED
+_USER_UNKNOWN, _USER_INACTIVE = ReasonCode.USER_UNKNOWN, ReasonCode.USER_INACTIVE
+_DEVICE_UNKNOWN, _DEVICE_NOT_OWNED = ReasonCode.DEVICE_UNKNOWN, ReasonCode.DEVICE_NOT_OWNED
 _NO_RESTRICTIONS = Restrictions()
 _EMPTY: frozenset[RuleKey] = frozenset()
+_NO_GROUPS: frozenset[str] = frozenset()
+_ZERO = timedelta(0)
 _PLATFORM_NAMES = {p: p.value for p in Platform}
 _OWNERSHIP_NAMES = {o: o.value for o in Ownership}
-_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.HIGH: 1, Severity.MEDIUM: 2, Severity.LOW: 3}
+_SEVERITY_RANK = SEVERITY_RANK
+_Order = tuple[int, int, str, str, str]
+
+
+def _block(code: ReasonCode, message: str, remediation: str | None = None) -> Reason:
+    return Reason(code=code, message=message, outcome=_BLOCK, remediation=remediation)
+
+
+#: The reasons that depend on nothing but their cause (immutable: shared by decisions).
+_DEVICE_STATUS_REASONS: dict[DeviceStatus, Reason] = {
+    DeviceStatus.QUARANTINED: _block(
+        ReasonCode.DEVICE_QUARANTINED,
+        "This device is quarantined after a critical compliance failure.",
+        _REMEDIATION_REENROLL,
+    ),
+    DeviceStatus.PENDING_VERIFICATION: _block(
+        ReasonCode.DEVICE_PENDING_VERIFICATION,
+        "This device re-enrolled after quarantine and has not yet passed a check-in.",
+        _REMEDIATION_REENROLL,
+    ),
+    DeviceStatus.RETIRED: _block(ReasonCode.DEVICE_RETIRED, "This device is retired."),
+    DeviceStatus.WIPED: _block(ReasonCode.DEVICE_WIPED, "This device was wiped."),
+}
+_NO_POLICY_REASON = _block(
+    ReasonCode.NO_COMPLIANCE_POLICY,
+    "No compliance policy applies to this device, so it cannot be compliant.",
+    "Ask your administrator to assign a compliance policy.",
+)
+_POSTURE_MISSING_REASON = _block(
+    ReasonCode.POSTURE_MISSING,
+    "The device has not reported its posture.",
+    "Open the agent and let the device check in.",
+)
+_PLATFORM_MISMATCH_REASON = _block(
+    ReasonCode.POSTURE_STALE,
+    "The posture report is for another platform than the enrolled device.",
+)
 
 
 def evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision:
@@ -82,8 +123,16 @@ def evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision:
         return _decision(request, Outcome.BLOCK, [reason], quarantine=False)
 
 
-def _block(code: ReasonCode, message: str, remediation: str | None = None) -> Reason:
-    return Reason(code=code, message=message, outcome=Outcome.BLOCK, remediation=remediation)
+def plan_for(
+    policies: CompiledPolicySet, groups: frozenset[str], platform: Platform, ownership: Ownership
+) -> Plan:
+    """The compliance policies that apply to a user in ``groups`` on a device of this
+    platform and ownership (see :class:`~mdm_core.policy.compiled.ScopeTable`)."""
+    table = policies.scopes.get((platform, ownership))
+    if table is None:
+        # A set built without its tables (only an empty one is, in this code): build them.
+        table = build_tables(policies.compliance)[(platform, ownership)]
+    return table.plan(groups)
 
 
 def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision:
@@ -92,133 +141,155 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
     quarantine = False
     user = request.user
     if user is None:
-        reasons.append(_block(ReasonCode.USER_UNKNOWN, "The user is not in the directory."))
+        reasons.append(_block(_USER_UNKNOWN, "The user is not in the directory."))
     elif not user.active:
-        reasons.append(_block(ReasonCode.USER_INACTIVE, "The user account is disabled."))
+        reasons.append(_block(_USER_INACTIVE, "The user account is disabled."))
     device = request.device
     if device is None:
         reasons.append(
             _block(
-                ReasonCode.DEVICE_UNKNOWN,
+                _DEVICE_UNKNOWN,
                 "The device is unknown or not enrolled.",
                 "Enroll this device, or sign in from an enrolled device.",
             )
         )
-        return _decision(request, Outcome.BLOCK, reasons, quarantine=False)
+        return _decision(request, _BLOCK, reasons, quarantine=False)
     if user is not None and device.user_id != user.id:
-        reasons.append(
-            _block(ReasonCode.DEVICE_NOT_OWNED, "The device is enrolled to another user.")
-        )
+        reasons.append(_block(_DEVICE_NOT_OWNED, "The device is enrolled to another user."))
     status_reason = _DEVICE_STATUS_REASONS.get(device.status)
     if status_reason is not None:
-        code, message = status_reason
-        remediation = (
-            _REMEDIATION_REENROLL
-            if device.status in (DeviceStatus.QUARANTINED, DeviceStatus.PENDING_VERIFICATION)
-            else None
-        )
-        reasons.append(_block(code, message, remediation))
+        reasons.append(status_reason)
         quarantine = device.status is DeviceStatus.QUARANTINED
 
-    groups = user.groups if user is not None else frozenset()
+    groups = user.groups if user is not None else _NO_GROUPS
     platform, ownership = device.platform, device.ownership
-    applicable = policies.compliance_for(groups, platform, ownership)
-    enforced = [p for p in applicable if p.enforce]
+    plan = plan_for(policies, groups, platform, ownership)
     report_only: list[Reason] = []
-    if not enforced:
-        reasons.append(
-            _block(
-                ReasonCode.NO_COMPLIANCE_POLICY,
-                "No compliance policy applies to this device, so it cannot be compliant.",
-                "Ask your administrator to assign a compliance policy.",
-            )
-        )
+    if not plan.any_enforced:
+        reasons.append(_NO_POLICY_REASON)
 
     posture = request.posture
     age: timedelta | None = None
     failing: set[RuleKey] = set()
+    # sort keys of ``reasons`` / ``report_only``, kept from the first rule reason on
+    orders: list[_Order] | None = None
+    report_orders: list[_Order] | None = None
     if posture is None:
-        reasons.append(
-            _block(
-                ReasonCode.POSTURE_MISSING,
-                "The device has not reported its posture.",
-                "Open the agent and let the device check in.",
-            )
-        )
+        reasons.append(_POSTURE_MISSING_REASON)
+        worst = _BLOCK_RANK
     else:
-        age = request.posture_age if request.posture_age is not None else now - posture.collected_at
-        _staleness(age, applicable, reasons, report_only)
+        age = request.posture_age
+        if age is None:
+            age = now - posture.collected_at
+        min_age = plan.min_age
+        if age < _ZERO or (min_age is not None and age > min_age):
+            _staleness(age, plan.compliance, reasons, report_only)
         if posture.platform != platform:
-            reasons.append(
-                _block(
-                    ReasonCode.POSTURE_STALE,
-                    "The posture report is for another platform than the enrolled device.",
-                )
-            )
-        env = RuleEnv(
-            platform=_PLATFORM_NAMES[platform],
-            ownership=_OWNERSHIP_NAMES[ownership],
-            user_id=user.id if user is not None else "",
-            groups=groups,
-            now=now,
+            reasons.append(_PLATFORM_MISMATCH_REASON)
+        worst = _BLOCK_RANK if reasons else _ALLOW_RANK
+        env = tuple.__new__(
+            RuleEnv,
+            (
+                _PLATFORM_NAMES[platform],
+                _OWNERSHIP_NAMES[ownership],
+                user.id if user is not None else "",
+                groups,
+                now,
+            ),
         )
-        scope = (platform, ownership)
         failures = request.rule_failures
-        for policy in applicable:
-            failed_at = policy.scanners[scope](posture, env)
+        for scoped in plan.policies:
+            scanner = scoped.scanner
+            if scanner is None:
+                continue
+            failed_at = scanner(posture, env)
             if not failed_at:
                 continue
-            enforce = policy.enforce
-            scoped = policy.by_scope[scope]
+            enforce = scoped.enforce
+            facts = scoped.facts
             for index in failed_at:
-                rule = scoped[index]
-                detail = ""
-                if rule.check_key == "cel":
+                (
+                    rule,
+                    key,
+                    critical,
+                    is_cel,
+                    fields,
+                    one_field,
+                    message,
+                    message_unreported,
+                    outcome,
+                    following,
+                    grace,
+                    order,
+                    policy_id,
+                    rule_id,
+                    severity,
+                    remediation,
+                ) = facts[index]
+                if is_cel:
                     try:
                         rule.check(posture, env)
                     except CelEvaluationError as exc:
-                        detail = f" (condition could not be evaluated: {exc})"
+                        message = f"{message} (condition could not be evaluated: {exc})"
+                    reported = critical and enforce and _reported(posture, fields)
+                elif one_field is not None:
+                    reported = getattr(posture, one_field, None) is not None
+                    if not reported:
+                        message = message_unreported
                 else:
-                    detail = _unreported(posture, rule.fields)
-                key = rule.key
-                first = failures.get(key, now)
-                if rule.critical:
-                    outcome, escalates_at = Outcome.BLOCK, None
-                else:
-                    elapsed = max(now - first, timedelta(0))
-                    outcome, following = rule.stage(elapsed)
-                    escalates_at = first + following if following is not None else None
-                reason = Reason(
-                    code=ReasonCode.RULE_FAILED,
-                    message=rule.message + detail,
-                    outcome=outcome,
-                    policy_id=policy.id,
-                    rule_id=rule.id,
-                    severity=rule.severity,
-                    remediation=rule.remediation,
-                    first_failed_at=first,
-                    escalates_at=escalates_at,
+                    message += _unreported(posture, fields)
+                    reported = critical and enforce and _reported(posture, fields)
+                first = failures.get(key)
+                if first is None:
+                    first = now
+                elif not critical and first < now:
+                    outcome, following = _stage(grace, now - first)
+                rank = _RANK[outcome]
+                reason = tuple.__new__(
+                    Reason,
+                    (
+                        _RULE_FAILED,
+                        message,
+                        outcome,
+                        policy_id,
+                        rule_id,
+                        severity,
+                        remediation,
+                        first,
+                        None if following is None else first + following,
+                    ),
                 )
                 if enforce:
+                    if orders is None:
+                        orders = [_reason_order(r) for r in reasons]
                     reasons.append(reason)
+                    orders.append(order[rank])
+                    if rank > worst:
+                        worst = rank
                     failing.add(key)
                     # Quarantine needs evidence: a critical rule whose fields the device
                     # REPORTED failing (jailbroken: true, encryption: false) quarantines; one
                     # that fails because a field was not reported (an Apple MDM answer has no
                     # jailbreak signal until the companion app reports) blocks all the same,
                     # without the quarantine that only re-enrollment lifts.
-                    quarantine = quarantine or (rule.critical and _reported(posture, rule.fields))
+                    if critical and reported:
+                        quarantine = True
                 else:
+                    if report_orders is None:
+                        report_orders = [_reason_order(r) for r in report_only]
                     report_only.append(reason)
+                    report_orders.append(order[rank])
 
-    outcome = Outcome.worst(*(r.outcome for r in reasons)) if reasons else Outcome.ALLOW
+    outcome = OUTCOME_RANKS[worst]
     restrictions = _NO_RESTRICTIONS
-    if request.app is not None and outcome in (Outcome.WARN, Outcome.RESTRICT):
+    if request.app is not None and (outcome is _WARN or outcome is _RESTRICT):
         outcome, restrictions, app_reason = _apply_app(
             policies.access.get(request.app), request.app, outcome
         )
         if app_reason is not None:
             reasons.append(app_reason)
+            if orders is not None:
+                orders.append(_reason_order(app_reason))
     return _decision(
         request,
         outcome,
@@ -227,9 +298,25 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
         age=age,
         restrictions=restrictions,
         report_only=report_only,
-        evaluated=[p.id for p in applicable],  # (ids in set order: deterministic)
+        evaluated=plan.ids,  # (ids in set order: deterministic)
         failing=failing,
+        orders=orders,
+        report_orders=report_orders,
     )
+
+
+def _stage(
+    grace: tuple[tuple[timedelta, Outcome], ...], elapsed: timedelta
+) -> tuple[Outcome, timedelta | None]:
+    """:meth:`CompiledRule.stage` (outcome after failing for ``elapsed``, and when it
+    escalates), inlined for the hot path."""
+    current = _BLOCK
+    for threshold, outcome in grace:
+        if elapsed >= threshold:
+            current = outcome
+        else:
+            return current, threshold
+    return current, None
 
 
 def _unreported(posture: object, fields: tuple[str, ...]) -> str:
@@ -247,7 +334,7 @@ def _reported(posture: object, fields: tuple[str, ...]) -> bool:
 
 def _staleness(
     age: timedelta,
-    applicable: list[CompliancePolicy],
+    applicable: Sequence[CompliancePolicy],
     reasons: list[Reason],
     report_only: list[Reason],
 ) -> None:
@@ -329,24 +416,40 @@ def _decision(
     age: timedelta | None = None,
     restrictions: Restrictions | None = None,
     report_only: list[Reason] | None = None,
-    evaluated: list[str] | None = None,
+    evaluated: tuple[str, ...] = (),
     failing: set[RuleKey] | None = None,
+    orders: list[_Order] | None = None,
+    report_orders: list[_Order] | None = None,
 ) -> Decision:
+    """The decision; ``orders``/``report_orders`` (when given) are the sort keys of
+    ``reasons``/``report_only``, index for index (:func:`_reason_order`)."""
     if reasons:
-        ordered = tuple(sorted(reasons, key=_reason_order))
-        fired = tuple(sorted({r.policy_id for r in ordered if r.policy_id is not None}))
+        ordered = _sorted(reasons, orders)
+        policy_ids = tuple(sorted({r.policy_id for r in ordered if r.policy_id is not None}))
     else:
-        ordered, fired = (), ()
-    return Decision(
-        outcome,
-        ordered,
-        fired,
-        tuple(evaluated) if evaluated else (),
-        age,
-        quarantine,
-        restrictions or _NO_RESTRICTIONS,
-        tuple(sorted(report_only, key=_reason_order)) if report_only else (),
-        frozenset(failing) if failing else _EMPTY,
-        request.now,
-        request.app,
+        ordered, policy_ids = (), ()
+    return tuple.__new__(
+        Decision,
+        (
+            outcome,
+            ordered,
+            policy_ids,
+            evaluated,
+            age,
+            quarantine,
+            restrictions or _NO_RESTRICTIONS,
+            _sorted(report_only, report_orders) if report_only else (),
+            frozenset(failing) if failing else _EMPTY,
+            request.now,
+            request.app,
+        ),
     )
+
+
+def _sorted(reasons: list[Reason], orders: list[_Order] | None) -> tuple[Reason, ...]:
+    """``reasons`` in the engine's order (stable: equal keys keep their order)."""
+    if len(reasons) == 1:
+        return (reasons[0],)
+    if orders is None:
+        return tuple(sorted(reasons, key=_reason_order))
+    return tuple(map(reasons.__getitem__, sorted(range(len(reasons)), key=orders.__getitem__)))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from mdm_core.policy.cel import CelEvaluationError
 from mdm_core.policy.checks import RuleEnv
 from mdm_core.policy.compiled import CompiledRule
-from mdm_core.posture.model import POSTURE_FIELDS, Posture
+from mdm_core.posture.model import POSTURE_FIELDS, Ownership, Platform, Posture
 
 __all__ = ["Scanner", "FLAG_CHECKS", "build_scanner"]
 
@@ -34,8 +34,13 @@ FLAG_CHECKS: dict[str, tuple[str, bool]] = {
 }
 
 
-def build_scanner(rules: Sequence[CompiledRule]) -> Scanner:
-    """A function returning the indexes (into ``rules``) of the rules that fail."""
+def build_scanner(
+    rules: Sequence[CompiledRule], scope: tuple[Platform, Ownership] | None = None
+) -> Scanner:
+    """A function returning the indexes (into ``rules``) of the rules that fail.
+
+    ``scope``: the (platform, ownership) every posture it is given comes with (the enrolled
+    device's), so that checks specialise on it."""
     lines = ["def scan(posture, env):", "    failed = []"]
     namespace: dict[str, object] = {"CelEvaluationError": CelEvaluationError}
     for index, rule in enumerate(rules):
