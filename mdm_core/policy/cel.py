@@ -14,8 +14,10 @@ instance comparing a ``null`` field) makes the rule fail: not reported never pas
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from operator import attrgetter
 from typing import Any
 
 import cel
@@ -58,6 +60,14 @@ class CelCondition:
     memo: dict[tuple[object, ...], bool | str] = field(
         default_factory=dict, compare=False, repr=False
     )
+    #: reads ``posture_fields`` off a posture in one C call (one field: the bare value)
+    _getter: Callable[[Posture], Any] | None = field(
+        init=False, default=None, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.posture_fields:
+            object.__setattr__(self, "_getter", attrgetter(*self.posture_fields))
 
     def evaluate(
         self,
@@ -76,16 +86,25 @@ class CelCondition:
         distinct value combinations, and a hit costs a dict lookup instead of a CEL call.
         Expressions reading ``now`` are not memoised. The memo is bounded (cleared when full).
         """
-        raw = tuple(getattr(posture, f) for f in self.posture_fields)
+        getter = self._getter
+        if getter is None:
+            raw: tuple[Any, ...] = ()
+        elif len(self.posture_fields) == 1:
+            raw = (getter(posture),)
+        else:
+            raw = getter(posture)
         key: tuple[object, ...] | None = None
         if not self.uses_now:
-            key = (
-                raw,
-                platform if self.uses_device else None,
-                ownership if self.uses_device else None,
-                user_id if self.uses_user else None,
-                groups if self.uses_user else None,
-            )
+            if self.uses_device or self.uses_user:
+                key = (
+                    raw,
+                    platform if self.uses_device else None,
+                    ownership if self.uses_device else None,
+                    user_id if self.uses_user else None,
+                    groups if self.uses_user else None,
+                )
+            else:
+                key = raw  # the fields alone (one key shape per condition)
             try:
                 hit = self.memo.get(key)
             except TypeError:  # an unhashable value: evaluate without the memo

@@ -208,6 +208,9 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
             enforce = scoped.enforce
             facts = scoped.facts
             for index in failed_at:
+                cel_error = index < 0  # a CEL condition raised (see scan.build_scanner)
+                if cel_error:
+                    index = -1 - index
                 (
                     rule,
                     key,
@@ -227,10 +230,11 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
                     remediation,
                 ) = facts[index]
                 if is_cel:
-                    try:
-                        rule.check(posture, env)
-                    except CelEvaluationError as exc:
-                        message = f"{message} (condition could not be evaluated: {exc})"
+                    if cel_error:  # ask again for the error's text (CEL is pure)
+                        try:
+                            rule.check(posture, env)
+                        except CelEvaluationError as exc:
+                            message = f"{message} (condition could not be evaluated: {exc})"
                     reported = critical and enforce and _reported(posture, fields)
                 elif one_field is not None:
                     reported = getattr(posture, one_field, None) is not None
