@@ -45,7 +45,6 @@ and :meth:`DecisionCache.clear` (policy reload) are what the event wiring calls.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -53,9 +52,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from mdm_core.domain.model import DeviceRecord
-from mdm_core.policy.cel import CelCondition
-from mdm_core.policy.compiled import CompiledPolicySet, CompliancePolicy
-from mdm_core.policy.engine import evaluate
+from mdm_core.policy.compiled import CompiledPolicySet, Plan
+from mdm_core.policy.engine import evaluate, plan_for
 from mdm_core.policy.model import (
     Decision,
     EvaluationInput,
@@ -64,7 +62,7 @@ from mdm_core.policy.model import (
     RuleKey,
     UserContext,
 )
-from mdm_core.posture.model import Ownership, Platform, Posture
+from mdm_core.posture.model import Posture
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "CacheStats", "DecisionCache", "validity_end"]
 
@@ -75,9 +73,15 @@ _TICK = timedelta(microseconds=1)
 # _restamped rebuilds reasons by position: refuse to run if Reason's fields move.
 if Reason._fields[7:] != ("first_failed_at", "escalates_at"):  # pragma: no cover
     raise ImportError("decision_cache: Reason fields changed; update _restamped")
+if (Decision._fields[1], Decision._fields[4], Decision._fields[7], Decision._fields[9]) != (
+    "reasons",
+    "posture_age",
+    "report_only",
+    "evaluated_at",
+) or len(Decision._fields) != 11:  # pragma: no cover
+    raise ImportError("decision_cache: Decision fields changed; update _restamped")
 _UNCACHEABLE_CODES = frozenset({ReasonCode.POSTURE_STALE, ReasonCode.EVALUATION_ERROR})
-
-_Scope = tuple[Platform, Ownership]
+_RULE_FAILED = ReasonCode.RULE_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +113,6 @@ class _Entry:
     restamp: tuple[tuple[bool, int, timedelta | None], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _ScopeClock:
-    """How the applicable rules of one scope depend on the clock."""
-
-    reads_now: bool  # a CEL condition reads ``now``: never cache
-    by_date: bool  # a patch level checked by age: valid until the next UTC midnight
-
-
 class DecisionCache:
     """Memoised :func:`~mdm_core.policy.engine.evaluate`; see the module docstring."""
 
@@ -127,8 +123,6 @@ class DecisionCache:
         self._entries: OrderedDict[tuple[str, str | None], _Entry] = OrderedDict()
         self._by_user: dict[str, set[tuple[str, str | None]]] = {}
         self._lock = threading.Lock()
-        self._clocks: dict[tuple[int, tuple[str, ...], _Scope], _ScopeClock] = {}
-        self._clocks_for: CompiledPolicySet | None = None
         self._hits = self._misses = self._uncacheable = 0
 
     # --- the read path --------------------------------------------------------------------
@@ -159,7 +153,8 @@ class DecisionCache:
                     age = now - request.posture.collected_at
             return _restamped(hit, now, age, restamp)
         decision = evaluate(request, policies)
-        cacheable, valid_until, restamp = self._validity(request, policies, decision)
+        plan = _plan(request, policies)
+        cacheable, valid_until, restamp = _validity(request, plan, decision)
         if not cacheable or (valid_until is not None and valid_until <= now):
             with self._lock:
                 self._uncacheable += 1
@@ -173,7 +168,7 @@ class DecisionCache:
                 posture=request.posture,
                 posture_age=request.posture_age,
                 age_anchor=_age_anchor(request),
-                anchor_fresh_until=self._anchor_fresh_until(request, policies),
+                anchor_fresh_until=_anchor_fresh_until(request, plan),
                 rule_failures=dict(request.rule_failures),
                 computed_at=now,
                 valid_until=valid_until,
@@ -208,30 +203,12 @@ class DecisionCache:
         with self._lock:
             self._entries.clear()
             self._by_user.clear()
-            self._clocks.clear()
-            self._clocks_for = None
 
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(self._hits, self._misses, self._uncacheable, len(self._entries))
 
     # --- internals -----------------------------------------------------------------------
-
-    @staticmethod
-    def _anchor_fresh_until(
-        request: EvaluationInput, policies: CompiledPolicySet
-    ) -> datetime | None:
-        """When a request with this request's age anchor stops being fresh (the anchor plus
-        the smallest ``max_posture_age`` of the applicable policies); ``None``: the request
-        gave no age or no policy applies (such entries hit only on an equal age)."""
-        anchor, device, posture = _age_anchor(request), request.device, request.posture
-        if anchor is None or device is None or posture is None:
-            return None
-        groups = request.user.groups if request.user is not None else frozenset()
-        applicable = policies.compliance_for(groups, device.platform, device.ownership)
-        if not applicable:
-            return None
-        return anchor + min(p.max_posture_age for p in applicable)
 
     def _store(self, key: tuple[str, str | None], entry: _Entry) -> None:
         with self._lock:
@@ -250,84 +227,62 @@ class DecisionCache:
             if not keys:
                 del self._by_user[entry.device.user_id]
 
-    def _validity(
-        self, request: EvaluationInput, policies: CompiledPolicySet, decision: Decision
-    ) -> tuple[bool, datetime | None, tuple[tuple[bool, int, timedelta | None], ...]]:
-        """``(cacheable, valid_until, restamp)`` for ``decision``: the end of the window in
-        which it holds (``None``: no clock dependency) and the reasons stamped with the
-        clock (see :class:`_Entry`)."""
-        now = request.now
-        until: datetime | None = None
-        failures = request.rule_failures
-        restamp: list[tuple[bool, int, timedelta | None]] = []
-        for report_only, reasons in ((False, decision.reasons), (True, decision.report_only)):
-            for index, reason in enumerate(reasons):
-                if reason.code in _UNCACHEABLE_CODES:
-                    return False, None, ()
-                if reason.code is not ReasonCode.RULE_FAILED:
-                    continue
-                if (reason.policy_id, reason.rule_id) not in failures:
-                    # Fails "now": first failure = the clock, elapsed 0, a constant stage.
-                    offset = None if reason.escalates_at is None else reason.escalates_at - now
-                    restamp.append((report_only, index, offset))
-                else:
-                    until = _earlier(until, reason.escalates_at)
-        stamps = tuple(restamp)
-        device, posture = request.device, request.posture
-        assert device is not None
-        if posture is None:
-            return True, until, stamps
-        groups = request.user.groups if request.user is not None else frozenset()
-        scope = (device.platform, device.ownership)
-        applicable = policies.compliance_for(groups, *scope)
-        if not applicable:
-            return True, until, stamps
-        if request.posture_age is None:
-            fresh_until = posture.collected_at + min(p.max_posture_age for p in applicable)
-            until = _earlier(until, fresh_until + _TICK)
-        clock = self._scope_clock(policies, applicable, scope)
-        if clock.reads_now:
-            return False, None, ()
-        if clock.by_date:
-            midnight = datetime.combine(now.date() + timedelta(days=1), time(), now.tzinfo)
-            until = _earlier(until, midnight)
-        return True, until, stamps
 
-    def _scope_clock(
-        self, policies: CompiledPolicySet, applicable: list[CompliancePolicy], scope: _Scope
-    ) -> _ScopeClock:
-        ids = tuple(p.id for p in applicable)
-        key = (id(policies), ids, scope)
-        with self._lock:
-            if self._clocks_for is not policies:
-                self._clocks.clear()
-                self._clocks_for = policies
-            known = self._clocks.get(key)
-        if known is not None:
-            return known
-        reads_now = by_date = False
-        for policy in policies.compliance:
-            if policy.id not in ids:
+def _plan(request: EvaluationInput, policies: CompiledPolicySet) -> Plan | None:
+    """The applicable policies of ``request`` as the engine found them (``None``: no device
+    or no posture, so nothing depends on them)."""
+    device, posture = request.device, request.posture
+    if device is None or posture is None:
+        return None
+    groups = request.user.groups if request.user is not None else frozenset()
+    return plan_for(policies, groups, device.platform, device.ownership)
+
+
+def _anchor_fresh_until(request: EvaluationInput, plan: Plan | None) -> datetime | None:
+    """When a request with this request's age anchor stops being fresh (the anchor plus
+    the smallest ``max_posture_age`` of the applicable policies); ``None``: the request
+    gave no age or no policy applies (such entries hit only on an equal age)."""
+    anchor = _age_anchor(request)
+    if anchor is None or plan is None or plan.min_age is None:
+        return None
+    return anchor + plan.min_age
+
+
+def _validity(
+    request: EvaluationInput, plan: Plan | None, decision: Decision
+) -> tuple[bool, datetime | None, tuple[tuple[bool, int, timedelta | None], ...]]:
+    """``(cacheable, valid_until, restamp)`` for ``decision``: the end of the window in
+    which it holds (``None``: no clock dependency) and the reasons stamped with the
+    clock (see :class:`_Entry`). ``plan``: :func:`_plan` of the request."""
+    now = request.now
+    until: datetime | None = None
+    failures = request.rule_failures
+    restamp: list[tuple[bool, int, timedelta | None]] = []
+    for report_only, reasons in ((False, decision.reasons), (True, decision.report_only)):
+        for index, reason in enumerate(reasons):
+            code = reason.code
+            if code in _UNCACHEABLE_CODES:
+                return False, None, ()
+            if code is not _RULE_FAILED:
                 continue
-            for rule in policy.by_scope.get(scope, policy.rules):
-                if rule.check_key == "cel":
-                    args = rule.check_args
-                    reads_now = reads_now or not isinstance(args, CelCondition) or args.uses_now
-                elif rule.check_key == "min_security_patch_level":
-                    by_date = by_date or not _is_date(rule.check_args)
-        clock = _ScopeClock(reads_now=reads_now, by_date=by_date)
-        with self._lock:
-            if self._clocks_for is policies:
-                self._clocks[key] = clock
-        return clock
-
-
-_DATE_SPEC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def _is_date(spec: object) -> bool:
-    """A ``min_security_patch_level`` given as a date (not as an age: no clock)."""
-    return isinstance(spec, str) and _DATE_SPEC.fullmatch(spec) is not None
+            if (reason.policy_id, reason.rule_id) not in failures:
+                # Fails "now": first failure = the clock, elapsed 0, a constant stage.
+                offset = None if reason.escalates_at is None else reason.escalates_at - now
+                restamp.append((report_only, index, offset))
+            else:
+                until = _earlier(until, reason.escalates_at)
+    stamps = tuple(restamp)
+    posture = request.posture
+    if posture is None or plan is None or plan.min_age is None:
+        return True, until, stamps  # no posture, or no applicable policy
+    if request.posture_age is None:
+        until = _earlier(until, posture.collected_at + plan.min_age + _TICK)
+    if plan.reads_now:  # a CEL condition of an applicable rule reads ``now``
+        return False, None, ()
+    if plan.by_date:  # a patch level checked by age: the answer may change at midnight
+        midnight = datetime.combine(now.date() + timedelta(days=1), time(), now.tzinfo)
+        until = _earlier(until, midnight)
+    return True, until, stamps
 
 
 def _restamped(
@@ -336,21 +291,21 @@ def _restamped(
     age: timedelta | None,
     restamp: tuple[tuple[bool, int, timedelta | None], ...],
 ) -> Decision:
-    """``decision`` as the engine would stamp it at ``now``."""
-    if not restamp:
-        return decision._replace(evaluated_at=now, posture_age=age)
-    reasons, report_only = list(decision.reasons), list(decision.report_only)
-    for in_report_only, index, offset in restamp:
-        target = report_only if in_report_only else reasons
-        old = target[index]  # fields 0-6 as computed; 7-8: first_failed_at, escalates_at
-        target[index] = tuple.__new__(
-            Reason, (*old[:7], now, None if offset is None else now + offset)
-        )
-    return decision._replace(
-        evaluated_at=now,
-        posture_age=age,
-        reasons=tuple(reasons),
-        report_only=tuple(report_only),
+    """``decision`` as the engine would stamp it at ``now`` (rebuilt by position: a
+    NamedTuple's ``_replace`` costs several times more)."""
+    reasons, report_only = decision[1], decision[7]
+    if restamp:
+        reason_list, report_list = list(reasons), list(report_only)
+        for in_report_only, index, offset in restamp:
+            target = report_list if in_report_only else reason_list
+            old = target[index]  # fields 0-6 as computed; 7-8: first_failed_at, escalates_at
+            target[index] = tuple.__new__(
+                Reason, (*old[:7], now, None if offset is None else now + offset)
+            )
+        reasons, report_only = tuple(reason_list), tuple(report_list)
+    d = decision
+    return tuple.__new__(
+        Decision, (d[0], reasons, d[2], d[3], age, d[5], d[6], report_only, d[8], now, d[10])
     )
 
 
@@ -397,5 +352,6 @@ def validity_end(
     """``(cacheable, valid_until)`` of the decision for ``request``, as :class:`DecisionCache`
     would store it (``valid_until`` ``None``: no clock dependency). For tests and
     diagnostics."""
-    cacheable, until, _ = cache._validity(request, policies, evaluate(request, policies))
+    decision = evaluate(request, policies)
+    cacheable, until, _ = _validity(request, _plan(request, policies), decision)
     return cacheable, until
