@@ -277,15 +277,26 @@ class ScopeTable:
         return found
 
     def _build(self, mask: int) -> Plan:
-        chosen = tuple(sp for i, sp in enumerate(self.candidates) if mask >> i & 1)
+        candidates = self.candidates
+        chosen: list[ScopedPolicy] = []
+        while mask:  # lowest bit first: set order
+            low = mask & -mask
+            chosen.append(candidates[low.bit_length() - 1])
+            mask ^= low
+        ids: list[str] = []
+        compliance: list[CompliancePolicy] = []
+        any_enforced = reads_now = by_date = False
+        min_age: timedelta | None = None
+        for scoped in chosen:
+            ids.append(scoped.id)
+            compliance.append(scoped.policy)
+            any_enforced = any_enforced or scoped.enforce
+            reads_now = reads_now or scoped.reads_now
+            by_date = by_date or scoped.by_date
+            if min_age is None or scoped.max_posture_age < min_age:
+                min_age = scoped.max_posture_age
         return Plan(
-            policies=chosen,
-            compliance=tuple(sp.policy for sp in chosen),
-            ids=tuple(sp.id for sp in chosen),
-            any_enforced=any(sp.enforce for sp in chosen),
-            min_age=min((sp.max_posture_age for sp in chosen), default=None),
-            reads_now=any(sp.reads_now for sp in chosen),
-            by_date=any(sp.by_date for sp in chosen),
+            tuple(chosen), tuple(compliance), tuple(ids), any_enforced, min_age, reads_now, by_date
         )
 
 

@@ -42,7 +42,13 @@ from mdm_core.policy.model import (
 )
 from mdm_core.posture.model import Ownership, Platform
 
-__all__ = ["evaluate", "plan_for", "MAX_CLOCK_SKEW", "UNLISTED_APP_SENSITIVITY"]
+__all__ = [
+    "evaluate",
+    "evaluate_with_plan",
+    "plan_for",
+    "MAX_CLOCK_SKEW",
+    "UNLISTED_APP_SENSITIVITY",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +118,32 @@ _PLATFORM_MISMATCH_REASON = _block(
 def evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision:
     """Decide access for ``request`` under ``policies``. Never raises: errors block."""
     try:
-        return _evaluate(request, policies)
+        return _evaluate(request, policies, None)
     except Exception as exc:  # fail closed on anything unexpected
-        log.exception("policy evaluation failed; blocking")
-        reason = Reason(
-            code=ReasonCode.EVALUATION_ERROR,
-            message=f"The access decision could not be computed ({type(exc).__name__}).",
-            outcome=Outcome.BLOCK,
-        )
-        return _decision(request, Outcome.BLOCK, [reason], quarantine=False)
+        return _error_decision(request, exc)
+
+
+def evaluate_with_plan(
+    request: EvaluationInput, policies: CompiledPolicySet
+) -> tuple[Decision, Plan | None]:
+    """:func:`evaluate`, and the plan it evaluated (``None``: no device or no posture, or
+    an error), for the decision cache's validity window."""
+    trace: list[Plan] = []
+    try:
+        decision = _evaluate(request, policies, trace)
+    except Exception as exc:  # fail closed on anything unexpected
+        return _error_decision(request, exc), None
+    return decision, trace[0] if trace else None
+
+
+def _error_decision(request: EvaluationInput, exc: Exception) -> Decision:
+    log.exception("policy evaluation failed; blocking")
+    reason = Reason(
+        code=ReasonCode.EVALUATION_ERROR,
+        message=f"The access decision could not be computed ({type(exc).__name__}).",
+        outcome=Outcome.BLOCK,
+    )
+    return _decision(request, Outcome.BLOCK, [reason], quarantine=False)
 
 
 def plan_for(
@@ -135,7 +158,9 @@ def plan_for(
     return table.plan(groups)
 
 
-def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision:
+def _evaluate(
+    request: EvaluationInput, policies: CompiledPolicySet, trace: list[Plan] | None
+) -> Decision:
     now = request.now
     reasons: list[Reason] = []
     quarantine = False
@@ -187,6 +212,8 @@ def _evaluate(request: EvaluationInput, policies: CompiledPolicySet) -> Decision
         if posture.platform != platform:
             reasons.append(_PLATFORM_MISMATCH_REASON)
         worst = _BLOCK_RANK if reasons else _ALLOW_RANK
+        if trace is not None:
+            trace.append(plan)
         env = tuple.__new__(
             RuleEnv,
             (
