@@ -4,9 +4,9 @@ The rules of a scope become one function that tests the typed checks inline and 
 positions of the rules that failed. Inline: the boolean flags (``posture.storage_encrypted is
 not True``), and, specialised on the scope's platform, the minimum OS version (a rule with no
 minimum for the platform passes, so it is left out), passcode length, screen lock, patch
-level and vulnerable builds, with the parameters the closures of
+level, vulnerable builds and a single required app, with the parameters the closures of
 :mod:`~mdm_core.policy.checks` would capture (the engine-equivalence test holds the two to
-the same answers). The app checks call their closures; a CEL condition is asked through
+the same answers). The other app checks call their closures; a CEL condition is asked through
 ``CelCondition.evaluate`` (looked up at call time). A CEL error counts as a failure and is
 returned as ``-1 - index``, so the engine asks the rule again for the error text only then.
 Only names of our own posture fields (constant tables, never text from a policy file) and
@@ -101,6 +101,20 @@ def build_scanner(
             else:
                 namespace[a] = parse_duration(value)
                 _fails(lines, index, f"level is None or not (env.now.date() - level) <= {a}")
+        elif key == "required_apps" and isinstance(value, list | tuple) and len(value) == 1:
+            # one app (the usual case): look for it, managed apps first, without a set
+            namespace[a] = value[0]
+            lines += [
+                "    for app in posture.managed_apps:",
+                f"        if app.app_id == {a}:",
+                "            break",
+                "    else:",
+                "        for app in posture.installed_apps:",
+                f"            if app.app_id == {a}:",
+                "                break",
+                "        else:",
+                f"            failed.append({index})",
+            ]
         elif key == "cel" and isinstance(value, CelCondition):
             namespace[a] = value
             lines += [
