@@ -24,6 +24,7 @@ to the server's argv to compare server settings, ``--profile DIR`` writes py-spy
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -137,6 +138,19 @@ def _workers(server: h.Server) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _server_argv(server: str, port: int, factory: str) -> list[str]:
+    """The argv ``posture serve --server SERVER`` builds (default workers and threads), with
+    ``factory`` instead of the app's."""
+    from posture_gateway.cli import serve
+
+    _, workers, threads = h._serve_defaults()
+    argv = serve._argv(server, "127.0.0.1", port, workers, threads)
+    plain = serve.APP_FACTORY.removesuffix("()")
+    return [
+        factory if a == plain else factory + "()" if a == serve.APP_FACTORY else a for a in argv
+    ]
+
+
 def measure(
     server: h.Server, route: str, url: str, args: Any, script: Path | None, label: str
 ) -> dict[str, Any]:
@@ -221,10 +235,23 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
         bare = h.Server.same_server(
             bare_env, config, bare_port, wd, "overhead_wsgi:create_bare", "bare"
         )
-        extra = shlex.split(args.server_args)
-        real.argv += extra
-        bare.argv += extra
-        with real, bare:
+        if args.server:
+            real.argv = _server_argv(args.server, port, "overhead_wsgi:create_real")
+            bare.argv = _server_argv(args.server, bare_port, "overhead_wsgi:create_bare")
+        servers = {"real": real, "bare": bare}
+        if args.compare:  # the real app of another checkout (main: the figures before)
+            other = h.Server.same_server(
+                {**env, "PYTHONPATH": os.pathsep.join([args.compare, str(h.BENCH)])},
+                config, h.free_port(), wd, "overhead_wsgi:create_real", "compare",
+            )  # fmt: skip
+            if args.server:
+                other.argv = _server_argv(args.server, other.port, "overhead_wsgi:create_real")
+            servers["compare"] = other
+        for server in servers.values():
+            server.argv += shlex.split(args.server_args)
+        with contextlib.ExitStack() as running:
+            for server in servers.values():
+                running.enter_context(server)
             got = httpx.post(
                 url + "/oauth/token",
                 auth=(bench_decision.CALLER, bench_decision.CALLER_SECRET),
@@ -240,9 +267,9 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
             body = json.dumps({"device_proof": proof, "user": "u", "client_id": "c"})
             scripts = {
                 "real": _post_script(wd / "real.lua", body, token),
+                "compare": _post_script(wd / "real.lua", body, token),
                 "bare": _post_script(wd / "bare.lua", body, None),
             }
-            servers = {"real": real, "bare": bare}
             for name, server in servers.items():  # warm-up, and every route answers 200
                 for route in ("/healthz", "/bench/bare-verify"):
                     script = scripts[name] if route != "/healthz" else None
@@ -251,7 +278,7 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
                         raise RuntimeError(f"{name} {route}: {warm[2]} non-2xx answers")
             runs: list[dict[str, Any]] = []
             for r in range(args.rounds):
-                order = ["real", "bare"] if r % 2 == 0 else ["bare", "real"]
+                order = list(servers) if r % 2 == 0 else list(servers)[::-1]
                 for route in ("/healthz", "/bench/bare-verify"):
                     for name in order:
                         print(f"  round {r + 1}/{args.rounds}: {name} {route} ...", flush=True)
@@ -290,6 +317,15 @@ def report(
 
     real_h, bare_h = cpu("real", "/healthz"), cpu("bare", "/healthz")
     real_v, bare_v = cpu("real", "/bench/bare-verify"), cpu("bare", "/bench/bare-verify")
+    compared: dict[str, Any] = {}
+    if args.compare:
+        compared = {
+            "compare_root": args.compare,
+            "healthz_cpu_ms_compare": cpu("compare", "/healthz"),
+            "bare_verify_cpu_ms_compare": cpu("compare", "/bench/bare-verify"),
+            "healthz_per_s_compare": rate("compare", "/healthz"),
+            "bare_verify_per_s_compare": rate("compare", "/bench/bare-verify"),
+        }
     return {
         "postgres": label,
         "healthz_cpu_ms_real": real_h,
@@ -305,8 +341,13 @@ def report(
         "healthz_per_s_bare": rate("bare", "/healthz"),
         "bare_verify_per_s_real": rate("real", "/bench/bare-verify"),
         "bare_verify_per_s_bare": rate("bare", "/bench/bare-verify"),
+        **compared,
         "non_2xx": sum(x["non_2xx"] for x in runs),
-        "server": real.description + (f" + {args.server_args}" if args.server_args else ""),
+        "server": (
+            (f"--server {args.server}: " if args.server else "")
+            + real.description
+            + (f" + {args.server_args}" if args.server_args else "")
+        ),
         "client": f"wrk -t{args.wrk_threads} -c{args.connections}",
         "rounds": args.rounds,
         "seconds_per_run": args.seconds,
@@ -322,7 +363,16 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--inproc", type=int, default=20_000, help="in-process iterations")
     parser.add_argument("--server-args", default="", help="options appended to the server argv")
+    parser.add_argument(
+        "--server", choices=["granian", "gunicorn"], default="", help="posture serve --server"
+    )
     parser.add_argument("--profile", default="", help="directory for py-spy --gil profiles")
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="root of another checkout (e.g. /work/main): its real app is served and measured "
+        "too, in the same rounds (before/after figures paired on the same machine state)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.inproc = 2, 3.0, 3_000
