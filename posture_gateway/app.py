@@ -23,6 +23,7 @@ from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.access.device_gate import install as install_evaluator
 from posture_gateway.api.admin import bp as admin_api_bp
 from posture_gateway.api.health import bp as health_bp
+from posture_gateway.cookie_session import install as install_cookie_session
 from posture_gateway.directory.ldap_schedule import init_ldap_schedule
 from posture_gateway.directory.local_users import sync_users_file
 from posture_gateway.integrations.setup import register as register_integrations
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # included), so a configuration mistake leaves nothing behind.
     core = build_core(core_config(settings), bus=_event_bus(settings))
     app.config["SECRET_KEY"] = _secret_key(settings)
+    install_cookie_session(app)  # the signed cookie session, without its per-request cost
     # Every gateway service next, each with its real collaborators (no placeholder swapped
     # later); then the app state, then the blueprints.
     services = build_services(settings, core)

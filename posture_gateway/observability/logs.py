@@ -17,7 +17,8 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+import threading
+import time
 from typing import Any, Literal, TextIO
 
 from flask import g, has_request_context
@@ -30,6 +31,7 @@ __all__ = [
     "log_format_option_callback",
     "JsonFormatter",
     "TextFormatter",
+    "timestamp",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -52,7 +54,26 @@ class _RequestIdFilter(logging.Filter):
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = getattr(record, "fields", None)
-    return dict(fields) if isinstance(fields, dict) else {}
+    return fields if isinstance(fields, dict) else {}
+
+
+#: The second the last timestamp fell in, and its text up to the seconds (one per thread).
+_second = threading.local()
+
+
+def timestamp(created: float) -> str:
+    """``created`` (epoch seconds) as ``2026-01-01T10:00:00.123+00:00``: what
+    ``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")`` writes, with
+    the text up to the seconds made once per second (a line per request pays ~0.5 us, not 4)."""
+    seconds = int(created)
+    micros = round((created - seconds) * 1e6)  # fromtimestamp rounds to the microsecond
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    cached = getattr(_second, "value", None)
+    if cached is None or cached[0] != seconds:
+        cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        _second.value = cached
+    return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,7 +81,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -80,11 +101,12 @@ class TextFormatter(logging.Formatter):
     """``2026-01-01T10:00:00.000+00:00 INFO logger: message key=value ... [rid]``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        line = f"{ts} {record.levelname} {record.name}: {record.getMessage()}"
+        line = (
+            f"{timestamp(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        )
         fields = _fields(record)
         if fields:
-            line += " " + " ".join(f"{k}={_text(v)}" for k, v in fields.items())
+            line += " " + " ".join([f"{k}={_text(v)}" for k, v in fields.items()])
         request_id = getattr(record, "request_id", None)
         if request_id:
             line += f" request_id={request_id}"
@@ -94,6 +116,8 @@ class TextFormatter(logging.Formatter):
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "-"
     return "-" if value is None else str(value)

@@ -22,11 +22,12 @@ __all__ = ["init_app", "REQUEST_ID_HEADER", "access_log"]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"
 access_log = logging.getLogger("posture.access")
 
 
 def _begin() -> None:
-    presented = request.headers.get(REQUEST_ID_HEADER, "")
+    presented = request.environ.get(_REQUEST_ID_ENVIRON, "")  # the header, as WSGI has it
     g.request_id = presented if _SANE.match(presented) else secrets.token_hex(16)
     g.request_started = time.perf_counter()
 
@@ -37,22 +38,26 @@ def _end(response: Response) -> Response:
         _begin()
         request_id = g.request_id
     response.headers[REQUEST_ID_HEADER] = request_id
-    latency_ms = (time.perf_counter() - float(g.get("request_started", time.perf_counter()))) * 1e3
+    started = g.get("request_started")
+    latency_ms = (time.perf_counter() - started) * 1e3 if isinstance(started, float) else 0.0
+    environ = request.environ
+    method, path, status = environ.get("REQUEST_METHOD"), request.path, response.status_code
     access_log.info(
         "%s %s %s",
-        request.method,
-        request.path,
-        response.status_code,
+        method,
+        path,
+        status,
         extra={
+            "request_id": request_id,  # so the log filter need not look it up again
             "fields": {
                 "event": "request",
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
+                "method": method,
+                "path": path,
+                "status": status,
                 "latency_ms": round(latency_ms, 2),
                 "bytes": response.content_length,
-                "remote": request.remote_addr,
-            }
+                "remote": environ.get("REMOTE_ADDR"),  # what request.remote_addr reads
+            },
         },
     )
     return response
