@@ -1,8 +1,9 @@
 """SQL implementation of the OpenID provider's grant stores (SQLite and PostgreSQL).
 
 Single use is enforced by conditional UPDATEs (``... WHERE used_at IS NULL`` /
-``revoked_at IS NULL``) whose row count says who won; each method runs in its own
-transaction on the shared :class:`mdm_core.storage.sql.database.Database`, except
+``revoked_at IS NULL``) whose row count (for codes: the row they return) says who won; each
+method runs in its own transaction on the shared :class:`mdm_core.storage.sql.database.Database`
+(or joins the request's one: ``Database.shared_transaction``), except
 :class:`ConnectionTokenRevoker`, which works on the connection of an MDM unit of work so that
 tokens are revoked in the same transaction as the quarantine, revocation, retirement, wipe or
 account disable that ends them.
@@ -84,7 +85,8 @@ class SqlCodeStore:
 
     def consume(self, code_hash: str, *, now: datetime) -> CodeRecord | None:
         with self._db.transaction() as conn:
-            won = conn.execute(
+            # One statement for the winner: the conditional UPDATE returns the row it spent.
+            row = conn.execute(
                 update(oidc_codes)
                 .where(
                     and_(
@@ -94,15 +96,15 @@ class SqlCodeStore:
                     )
                 )
                 .values(used_at=now)
-            ).rowcount
-            row = conn.execute(
-                select(oidc_codes).where(oidc_codes.c.code_hash == code_hash)
+                .returning(*oidc_codes.c)
             ).first()
             if row is None:
-                return None
-            if won != 1:
-                if row.used_at is not None:
-                    # Replayed code: revoke everything issued from it.
+                # Unknown, expired or already used; a used one is a replay: revoke
+                # everything issued from it.
+                used = conn.execute(
+                    select(oidc_codes.c.used_at).where(oidc_codes.c.code_hash == code_hash)
+                ).first()
+                if used is not None and used.used_at is not None:
                     _revoke_where(conn, oidc_tokens.c.code_hash == code_hash, "code_reuse", now)
                 return None
             return CodeRecord(
