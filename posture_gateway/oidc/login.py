@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mdm_core.access.decision import Decision
 from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
+from posture_gateway.access.read_model import one_transaction
 from posture_gateway.login.device_check import (
     acr_of,
     amr_of,
@@ -553,6 +554,7 @@ def _issue_code(
     return security_headers(_with_iss(response, provider.issuer.issuer))
 
 
+@one_transaction
 def _authorization_response(
     provider: OIDCProvider, oauth_request: StoredAuthorizeRequest, grant_user: LoginSubject
 ) -> Response:
@@ -561,7 +563,8 @@ def _authorization_response(
 
     What authlib's ``get_consent_grant`` + ``create_authorization_response`` do, with one
     validation instead of two (each asks the code store whether the nonce was used): an
-    invalid request raises :class:`OAuth2Error` (state attached) and issues nothing.
+    invalid request raises :class:`OAuth2Error` (state attached) and issues nothing. On
+    PostgreSQL the nonce lookup and the stored code share one transaction.
     """
     server = provider.server
     oauth_request.user = grant_user

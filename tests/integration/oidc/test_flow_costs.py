@@ -48,15 +48,15 @@ class Counter:
         event.listen(engine, "begin", self._begin)
         event.listen(engine, "before_cursor_execute", self._statement)
 
+        self.events: list[str] = []  # "BEGIN" and statements, in order
+
     def _begin(self, _conn: Any) -> None:
         self.begins += 1
+        self.events.append("BEGIN")
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.statements.append(" ".join(statement.split()[:3]))
-
-    def reset(self) -> None:
-        self.begins = 0
-        self.statements.clear()
+        self.events.append(self.statements[-1])
 
 
 def _db(app: Flask) -> Database:
@@ -92,6 +92,25 @@ def test_the_request_is_validated_once_at_authorize_and_once_at_issue(
     assert len(nonce_checks) == 2  # the check right before the code is stored
     assert response.headers["Location"].startswith("https://app.example/cb?code=")
     assert "iss=" in response.headers["Location"]
+
+
+def test_the_code_is_stored_in_the_transaction_of_its_nonce_check_on_postgres(
+    app: Flask, browser: Browser, gate: StubGate
+) -> None:
+    assert browser.authorize().status_code == 303
+    assert browser.login().status_code == 303
+    csrf, nonce = browser.device_page()
+    counter = Counter(_db(app))
+    response = browser.client.post(
+        "/login/device", data={"csrf_token": csrf, "nonce": nonce, "proof": "proof-jwt"}
+    )
+    assert response.status_code == 302
+    codes = [e for e in counter.events if e == "BEGIN" or "oidc_codes" in e]
+    start = codes.index("SELECT oidc_codes.code_hash FROM")
+    between = codes[start:]
+    assert between[-1] == "INSERT INTO oidc_codes"
+    assert between.count("SELECT oidc_codes.code_hash FROM") == 1
+    assert ("BEGIN" in between) is (not _db(app).is_postgres)
 
 
 def test_the_password_step_reads_its_login_transaction_once(
