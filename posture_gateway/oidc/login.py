@@ -34,13 +34,14 @@ from typing import Any
 from urllib.parse import unquote, urlencode
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, Response, abort, redirect, request, session, url_for
+from flask import Blueprint, Response, abort, g, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from mdm_core.access.decision import Decision
 from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
+from posture_gateway.access.read_model import one_transaction
 from posture_gateway.login.device_check import (
     acr_of,
     amr_of,
@@ -109,16 +110,29 @@ def _with_iss(response: Response, issuer: str) -> Response:
     return response
 
 
+#: Where a request keeps the transaction it read (``(tx_id, tx)``): a second ``_tx()`` in the
+#: same request (the password view, then complete_authentication) reads the store once.
+_TX_MEMO = "posture_oidc_login_tx"
+
+
 def _tx() -> dict[str, Any] | None:
     """The current login transaction, or None if absent or expired (the session cookie holds
-    only its id; the transaction is in the shared store)."""
+    only its id; the transaction is in the shared store, read once per request: every write
+    goes back to the store with :func:`_save`, which refuses a transaction that ended)."""
     tx_id = session.get(TX_KEY)
     if not isinstance(tx_id, str) or not tx_id:
         return None
-    tx = login_transactions().get(tx_id)
+    memo: tuple[str, dict[str, Any] | None] | None = g.get(_TX_MEMO)
+    tx: dict[str, Any] | None
+    if memo is not None and memo[0] == tx_id:
+        tx = memo[1]
+    else:
+        tx = login_transactions().get(tx_id)
+        setattr(g, _TX_MEMO, (tx_id, tx))
     provider = current_provider()
     if tx is None or time.time() - float(tx.get("created", 0)) > provider.login_ttl.total_seconds():
         session.pop(TX_KEY, None)
+        g.pop(_TX_MEMO, None)
         return None
     return tx
 
@@ -128,7 +142,9 @@ def _save(tx: dict[str, Any]) -> None:
     tx_id = session.get(TX_KEY)
     if not isinstance(tx_id, str) or not login_transactions().put(tx_id, tx):
         session.pop(TX_KEY, None)
+        g.pop(_TX_MEMO, None)
         abort(_no_login())
+    setattr(g, _TX_MEMO, (tx_id, tx))
 
 
 def _start(tx: dict[str, Any], ttl: timedelta) -> None:
@@ -138,6 +154,7 @@ def _start(tx: dict[str, Any], ttl: timedelta) -> None:
 def _finish() -> bool:
     """End the current transaction (single use: of two concurrent finishes one wins)."""
     tx_id = session.pop(TX_KEY, None)
+    g.pop(_TX_MEMO, None)
     return isinstance(tx_id, str) and login_transactions().take(tx_id) is not None
 
 
@@ -529,13 +546,36 @@ def _issue_code(
     if not _finish():
         return _no_login()  # finished concurrently (a double submit) or expired
     try:
-        grant = provider.server.get_consent_grant(oauth_request, end_user=grant_user)
+        response = _authorization_response(provider, oauth_request, grant_user)
     except OAuth2Error as error:
         return _oauth_error_response(provider, error)
-    try:
-        response: Response = provider.server.create_authorization_response(
-            oauth_request, grant_user=grant_user, grant=grant
-        )
     except Exception:  # storage failed: no code (fail closed), tell the user plainly
         return _error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
     return security_headers(_with_iss(response, provider.issuer.issuer))
+
+
+@one_transaction
+def _authorization_response(
+    provider: OIDCProvider, oauth_request: StoredAuthorizeRequest, grant_user: LoginSubject
+) -> Response:
+    """Validate the stored authorization request ONCE more (client, exact redirect URI,
+    response type, scope, PKCE S256, nonce not yet used, prompt) and issue the code.
+
+    What authlib's ``get_consent_grant`` + ``create_authorization_response`` do, with one
+    validation instead of two (each asks the code store whether the nonce was used): an
+    invalid request raises :class:`OAuth2Error` (state attached) and issues nothing. On
+    PostgreSQL the nonce lookup and the stored code share one transaction.
+    """
+    server = provider.server
+    oauth_request.user = grant_user
+    try:
+        grant = server.get_authorization_grant(oauth_request)
+        grant.validate_no_multiple_request_parameter(oauth_request)
+        grant.validate_consent_request()  # hooked: PKCE, nonce, prompt
+        args = grant.create_authorization_response(grant.redirect_uri, grant_user)
+    except OAuth2Error as error:
+        error.state = oauth_request.payload.state
+        raise
+    response: Response = server.handle_response(*args)
+    grant.execute_hook("after_authorization_response", response)
+    return response

@@ -9,7 +9,8 @@
 - ``GET|POST /oauth/end_session`` — RP-initiated logout; ``post_logout_redirect_uri`` must
   be registered for the client EXACTLY, else no redirect happens (no open redirect).
 
-A storage failure answers ``503 {"error": "temporarily_unavailable"}``: nothing is issued.
+A storage failure answers ``503 {"error": "temporarily_unavailable"}``: nothing is issued. The
+token endpoint runs in one database transaction on PostgreSQL (``one_transaction``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flask import Blueprint, Response, jsonify, redirect, request, session
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
+from posture_gateway.access.read_model import one_transaction
 from posture_gateway.oidc.claims import SUPPORTED_SCOPES, claims_supported, token_claims
 from posture_gateway.oidc.login import TX_KEY
 from posture_gateway.oidc.server import current_provider
@@ -119,7 +121,13 @@ def jwks() -> ResponseReturnValue:
 
 @bp.post("/oauth/token")
 @_fail_closed
+@one_transaction
 def token() -> ResponseReturnValue:
+    """One database transaction on PostgreSQL for the whole exchange (spend the code, check
+    the device and user, record the issuance): one BEGIN/COMMIT instead of four. An error
+    rolls it all back: no token is issued and the code is not spent; a refused exchange
+    (replay, unbound device, bad verifier) is an answer, not an error, and commits what it
+    did (the spent code, the revocation of a replay)."""
     response: Response = current_provider().server.create_token_response()
     return _no_store(response)
 

@@ -27,6 +27,8 @@ logic stays out of views.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -148,6 +150,17 @@ class S256Required(CodeChallenge):  # type: ignore[misc]
         if not grant.request.form.get("code_verifier"):
             raise InvalidRequestError("PKCE is required: missing 'code_verifier'.")
         super().validate_code_verifier(grant, result)
+
+
+def _own_payload(token: str) -> dict[str, Any]:
+    """The claims of a JWT this process signed a moment ago (never of one we were shown:
+    nothing is verified). pyjwt's unverified decode checks the base64 alphabet character by
+    character in Python, ~10x this."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
 
 
 class _Code:
@@ -560,7 +573,7 @@ class OIDCProvider:
 
     def _save_token(self, token: Mapping[str, Any], request: OAuth2Request) -> None:
         # We minted this access token a moment ago; read its jti/iat/exp back unverified.
-        claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+        claims = _own_payload(token["access_token"])
         issued_at = datetime.fromtimestamp(claims["iat"], UTC)
         refresh = token.get("refresh_token")
         if request.authorization_code is not None:

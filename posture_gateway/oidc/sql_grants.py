@@ -1,8 +1,9 @@
 """SQL implementation of the OpenID provider's grant stores (SQLite and PostgreSQL).
 
 Single use is enforced by conditional UPDATEs (``... WHERE used_at IS NULL`` /
-``revoked_at IS NULL``) whose row count says who won; each method runs in its own
-transaction on the shared :class:`mdm_core.storage.sql.database.Database`, except
+``revoked_at IS NULL``) whose row count (for codes: the row they return) says who won; each
+method runs in its own transaction on the shared :class:`mdm_core.storage.sql.database.Database`
+(or joins the request's one: ``Database.shared_transaction``), except
 :class:`ConnectionTokenRevoker`, which works on the connection of an MDM unit of work so that
 tokens are revoked in the same transaction as the quarantine, revocation, retirement, wipe or
 account disable that ends them.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.encoding import as_utc
@@ -56,6 +57,38 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The statements of a login, built once: a statement object reused keeps its memoised cache
+# key, so each execution skips building the expression and keying SQLAlchemy's compiled cache
+# (~0.25 ms of a ~0.6 ms single-statement transaction, measured). Values are bound per call.
+_INSERT_CODE = insert(oidc_codes)
+_SPEND_CODE = (
+    update(oidc_codes)
+    .where(
+        and_(
+            oidc_codes.c.code_hash == bindparam("b_code_hash"),
+            oidc_codes.c.used_at.is_(None),
+            oidc_codes.c.expires_at > bindparam("b_now"),
+        )
+    )
+    .values(used_at=bindparam("b_used_at"))
+    .returning(*oidc_codes.c)
+)
+_CODE_USED_AT = select(oidc_codes.c.used_at).where(
+    oidc_codes.c.code_hash == bindparam("b_code_hash")
+)
+_NONCE_SEEN = (
+    select(oidc_codes.c.code_hash)
+    .where(
+        and_(
+            oidc_codes.c.client_id == bindparam("b_client_id"),
+            oidc_codes.c.nonce == bindparam("b_nonce"),
+        )
+    )
+    .limit(1)
+)
+_INSERT_TOKEN = insert(oidc_tokens)
+
+
 class SqlCodeStore:
     """:class:`~posture_gateway.oidc.grants.CodeStore` on SQL."""
 
@@ -67,42 +100,33 @@ class SqlCodeStore:
     def save(self, record: CodeRecord) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                insert(oidc_codes).values(
-                    code_hash=record.code_hash,
-                    client_id=record.client_id,
-                    user_id=record.subject.user_id,
-                    redirect_uri=record.redirect_uri,
-                    scope=record.scope,
-                    nonce=record.nonce,
-                    code_challenge=record.code_challenge,
-                    code_challenge_method=record.code_challenge_method,
-                    subject=record.subject.to_json(),
-                    created_at=record.created_at,
-                    expires_at=record.expires_at,
-                )
+                _INSERT_CODE,
+                {
+                    "code_hash": record.code_hash,
+                    "client_id": record.client_id,
+                    "user_id": record.subject.user_id,
+                    "redirect_uri": record.redirect_uri,
+                    "scope": record.scope,
+                    "nonce": record.nonce,
+                    "code_challenge": record.code_challenge,
+                    "code_challenge_method": record.code_challenge_method,
+                    "subject": record.subject.to_json(),
+                    "created_at": record.created_at,
+                    "expires_at": record.expires_at,
+                },
             )
 
     def consume(self, code_hash: str, *, now: datetime) -> CodeRecord | None:
         with self._db.transaction() as conn:
-            won = conn.execute(
-                update(oidc_codes)
-                .where(
-                    and_(
-                        oidc_codes.c.code_hash == code_hash,
-                        oidc_codes.c.used_at.is_(None),
-                        oidc_codes.c.expires_at > now,
-                    )
-                )
-                .values(used_at=now)
-            ).rowcount
+            # One statement for the winner: the conditional UPDATE returns the row it spent.
             row = conn.execute(
-                select(oidc_codes).where(oidc_codes.c.code_hash == code_hash)
+                _SPEND_CODE, {"b_code_hash": code_hash, "b_now": now, "b_used_at": now}
             ).first()
             if row is None:
-                return None
-            if won != 1:
-                if row.used_at is not None:
-                    # Replayed code: revoke everything issued from it.
+                # Unknown, expired or already used; a used one is a replay: revoke
+                # everything issued from it.
+                used = conn.execute(_CODE_USED_AT, {"b_code_hash": code_hash}).first()
+                if used is not None and used.used_at is not None:
                     _revoke_where(conn, oidc_tokens.c.code_hash == code_hash, "code_reuse", now)
                 return None
             return CodeRecord(
@@ -120,11 +144,7 @@ class SqlCodeStore:
 
     def nonce_seen(self, client_id: str, nonce: str) -> bool:
         with self._db.transaction() as conn:
-            row = conn.execute(
-                select(oidc_codes.c.code_hash)
-                .where(and_(oidc_codes.c.client_id == client_id, oidc_codes.c.nonce == nonce))
-                .limit(1)
-            ).first()
+            row = conn.execute(_NONCE_SEEN, {"b_client_id": client_id, "b_nonce": nonce}).first()
         return row is not None
 
 
@@ -139,21 +159,22 @@ class SqlTokenStore:
     def save(self, record: TokenRecord) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                insert(oidc_tokens).values(
-                    id=record.id,
-                    client_id=record.client_id,
-                    user_id=record.subject.user_id,
-                    device_id=record.subject.device_id,
-                    scope=record.scope,
-                    subject=record.subject.to_json(),
-                    refresh_token_hash=record.refresh_token_hash,
-                    family_id=record.family_id,
-                    code_hash=record.code_hash,
-                    issued_at=record.issued_at,
-                    access_expires_at=record.access_expires_at,
-                    refresh_expires_at=record.refresh_expires_at,
-                    revoked_at=record.revoked_at,
-                )
+                _INSERT_TOKEN,
+                {
+                    "id": record.id,
+                    "client_id": record.client_id,
+                    "user_id": record.subject.user_id,
+                    "device_id": record.subject.device_id,
+                    "scope": record.scope,
+                    "subject": record.subject.to_json(),
+                    "refresh_token_hash": record.refresh_token_hash,
+                    "family_id": record.family_id,
+                    "code_hash": record.code_hash,
+                    "issued_at": record.issued_at,
+                    "access_expires_at": record.access_expires_at,
+                    "refresh_expires_at": record.refresh_expires_at,
+                    "revoked_at": record.revoked_at,
+                },
             )
 
     def get(self, token_id: str) -> TokenRecord | None:
