@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 from urllib.parse import urlsplit
 
 import jwt
@@ -229,6 +229,26 @@ class VerifiedLoginProof:
     issued_at: datetime
 
 
+class _AfterOnly:
+    """What :meth:`DeviceProofVerifier._run` needs of a unit of work when the proof touches
+    no SQL: ``call_after`` (the refusal record), run by :meth:`run` once it is over."""
+
+    __slots__ = ("_after",)
+
+    def __init__(self) -> None:
+        self._after: list[Callable[[], object]] = []
+
+    def call_after(self, callback: Callable[[], object]) -> None:
+        self._after.append(callback)
+
+    def run(self) -> None:
+        for callback in self._after:
+            try:
+                callback()
+            except Exception:  # a refusal that cannot be recorded does not change the answer
+                log.exception("recording a proof refusal failed")
+
+
 class _KeyCache:
     """Parsed public keys keyed by (device id, key thumbprint), bounded, thread-safe.
 
@@ -281,6 +301,7 @@ class DeviceProofVerifier:
         self._max_age = max_age.total_seconds()
         self._leeway = leeway.total_seconds()
         self._replay = replay
+        self._joint_replay = callable(getattr(replay, "remember_spending", None))
         self._clock = clock
         self._keys = _KeyCache(key_cache_size)
         self._purge_interval = purge_interval
@@ -331,9 +352,10 @@ class DeviceProofVerifier:
         """
         if not audience or not nonce:
             raise ValueError("audience and nonce are required")
+        # Duck-typed (a runtime_checkable isinstance costs more than the round trip it saves).
         joint = (
-            nonce
-            if isinstance(nonce, RedisSpendable) and isinstance(self._replay, JointReplayStore)
+            cast(RedisSpendable, nonce)
+            if self._joint_replay and callable(getattr(nonce, "redis_key", None))
             else None
         )
         check = partial(self._check_login_claims, nonce=None if joint is not None else nonce)
@@ -361,6 +383,23 @@ class DeviceProofVerifier:
         identities: IdentitySource | None = None,
         joint: RedisSpendable | None = None,
     ) -> tuple[AuthenticatedDevice, dict[str, Any]]:
+        if uow is None and identities is not None and self._replay is not None:
+            # Nothing to read or write in SQL (identity from the read model, replay on Redis):
+            # no unit of work; a refusal is still recorded once the verification is over.
+            after = _AfterOnly()
+            try:
+                return self._run(
+                    kind,
+                    token,
+                    cast(UnitOfWork, after),
+                    check,
+                    body=body,
+                    audience=audience,
+                    identities=identities,
+                    joint=joint,
+                )
+            finally:
+                after.run()
         if uow is None:
             with self._storage.unit_of_work() as own:
                 return self._run(
@@ -498,8 +537,7 @@ class DeviceProofVerifier:
         """Spend the proof's nonce and remember its jti in one round trip; raises
         :class:`NonceMismatch` when the nonce was not live (the jti is remembered anyway: a
         refused proof stays refused)."""
-        replay = self._replay
-        assert isinstance(replay, JointReplayStore)  # checked by verify_login_proof
+        replay = cast(JointReplayStore, self._replay)  # checked by verify_login_proof
         key = joint.redis_key(claimed)
         if key is None:  # not a key of the replay store's server: spend it by calling
             if not joint(claimed):

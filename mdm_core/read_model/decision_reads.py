@@ -18,7 +18,8 @@ the record without a proof (token refresh binding).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -32,7 +33,7 @@ from mdm_core.read_model.scope import VersionReader
 from mdm_core.read_model.versions import DIRECTORY, device_key
 from mdm_core.storage.identity import DeviceIdentity
 from mdm_core.storage.posture import StoredPosture
-from mdm_core.storage.sql.uow import SqlStorage
+from mdm_core.storage.sql.uow import SqlStorage, SqlUnitOfWork
 
 __all__ = [
     "DecisionState",
@@ -104,6 +105,19 @@ class CachedDecisionReads:
         self.cache: VersionedCache[object] = cache if cache is not None else VersionedCache()
         self._versions = VersionReader(storage)
 
+    @contextmanager
+    def _reading(self) -> Iterator[SqlUnitOfWork]:
+        """The stores for a miss (reads only): on PostgreSQL on an autocommit connection (no
+        BEGIN/COMMIT round trips; READ COMMITTED gives each statement a fresh snapshot in a
+        transaction too), on SQLite a unit of work."""
+        database = self._storage.database
+        if not database.is_postgres:
+            with self._storage.unit_of_work() as uow:
+                yield uow
+            return
+        with database.autocommit_connection() as conn:
+            yield SqlUnitOfWork(conn, database.dialect)
+
     def decision_state(self, user_id: str, device_id: str | None) -> DecisionState:
         keys = (DIRECTORY, device_key(device_id)) if device_id else (DIRECTORY,)
         seen = self._versions.versions(keys)
@@ -115,7 +129,7 @@ class CachedDecisionReads:
             device_v = (seen[device_key(device_id)],)
             state = self.cache.get(("device_state", device_id), device_v)
         if user is MISS or (device_id is not None and state is MISS):
-            with self._storage.unit_of_work() as uow:  # read after the versions
+            with self._reading() as uow:  # read after the versions
                 if user is MISS:
                     user = user_context(uow, user_id)
                     self.cache.put(("user", user_id), directory_v, user)
@@ -139,7 +153,7 @@ class CachedDecisionReads:
         version = (self._versions.versions((key,))[key],)
         record = self.cache.get(("device", device_id), version)
         if record is MISS:
-            with self._storage.unit_of_work() as uow:
+            with self._reading() as uow:
                 record = uow.devices.get(device_id)
             self.cache.put(("device", device_id), version, record)
         return record  # type: ignore[return-value]
@@ -152,7 +166,7 @@ class CachedDecisionReads:
         found = self.cache.get(("identity", device_id), version)
         if isinstance(found, DeviceIdentity):
             return found
-        with self._storage.unit_of_work() as uow:
+        with self._reading() as uow:
             identity = uow.identities.lookup(device_id)
         if identity is not None:
             self.cache.put(("identity", device_id), version, identity)

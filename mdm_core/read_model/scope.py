@@ -13,9 +13,11 @@ guard, so a write landing later makes a copy cached during the request look olde
 (a check-in that degraded the device) is in the read.
 
 On PostgreSQL the read is one autocommit ``SELECT`` (one round trip: no BEGIN, no COMMIT) on
-a pooled connection of its own, also inside a request's shared transaction: a pure read needs
-no transaction, and the shared one (READ COMMITTED) would see exactly the same rows. On SQLite
-it is a unit of work as before (in-process, no round trip).
+a connection of the database's autocommit pool
+(:meth:`~mdm_core.storage.sql.database.Database.autocommit_cursor`), also inside a request's
+shared transaction: a pure read needs no transaction, and the shared one (READ COMMITTED)
+would see exactly the same committed rows. On SQLite it is a unit of work as before
+(in-process, no round trip).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from mdm_core.read_model.versions import SqlVersionStore
+from mdm_core.read_model.versions import SqlVersionStore, read_versions_autocommit
 from mdm_core.storage.sql.uow import SqlStorage
 
-__all__ = ["VersionReader", "version_scope", "want_versions"]
+__all__ = ["VersionReader", "scope_statements", "version_scope", "want_versions"]
 
 
 @dataclass(slots=True)
@@ -72,12 +74,7 @@ class VersionReader:
         if storage is None:
             raise ValueError("VersionReader needs the storage")
         self._storage = storage
-        database = storage.database
-        self._autocommit = (
-            database.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if database.is_postgres
-            else None
-        )
+        self._database = storage.database
 
     def versions(self, keys: Iterable[str]) -> Mapping[str, int]:
         """The current version of each of ``keys`` (read once per scope)."""
@@ -95,9 +92,8 @@ class VersionReader:
     def _read(self, keys: list[str]) -> Mapping[str, int]:
         if not keys:
             return {}
-        if self._autocommit is not None:
-            with self._autocommit.connect() as conn:
-                return SqlVersionStore(conn).versions(keys)
+        if self._database.is_postgres:
+            return read_versions_autocommit(self._database, keys)
         with self._storage.unit_of_work() as uow:
             return SqlVersionStore(uow.conn).versions(keys)
 

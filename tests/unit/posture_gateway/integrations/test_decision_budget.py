@@ -87,8 +87,11 @@ class _Trace:
     """Statements, round trips and transactions run on THIS thread while the block runs."""
 
     def __init__(self, app: Flask) -> None:
-        self.engine = app.extensions["posture"].core.database.engine
-        self.postgres = app.extensions["posture"].core.database.is_postgres
+        database = app.extensions["posture"].core.database
+        self.engine = database.engine
+        self.postgres = database.is_postgres
+        # The version read runs on the driver, in the autocommit pool: one checkout, one read.
+        self.autocommit = database.autocommit_engine if database.is_postgres else None
         self.thread = threading.get_ident()
         self.statements: list[str] = []
         self.round_trips = 0  # PostgreSQL only (SQLite has none)
@@ -109,6 +112,11 @@ class _Trace:
             idle, autocommit = self._idle(conn)
             self.round_trips += 1 + (1 if idle and not autocommit else 0)  # + psycopg's BEGIN
 
+    def _autocommit_read(self, *_: Any) -> None:
+        if threading.get_ident() == self.thread:
+            self.statements.append("SELECT version (autocommit)")
+            self.round_trips += 1
+
     def _begin(self, _c: Any) -> None:
         if threading.get_ident() == self.thread and not self.postgres:
             self.transactions += 1
@@ -125,6 +133,8 @@ class _Trace:
         event.listen(self.engine, "before_cursor_execute", self._stmt)
         event.listen(self.engine, "begin", self._begin)
         event.listen(self.engine, "commit", self._commit)
+        if self.autocommit is not None:
+            event.listen(self.autocommit, "checkout", self._autocommit_read)
         trace, send = self, self._send
 
         def counted(conn: Any, command: Any, check_health: bool = True) -> None:
@@ -140,6 +150,8 @@ class _Trace:
         event.remove(self.engine, "before_cursor_execute", self._stmt)
         event.remove(self.engine, "begin", self._begin)
         event.remove(self.engine, "commit", self._commit)
+        if self.autocommit is not None:
+            event.remove(self.autocommit, "checkout", self._autocommit_read)
 
     def within(self, budget: dict[str, int]) -> None:
         got = {
