@@ -31,7 +31,11 @@ from idp_connectors.http import make_client
 from mdm_core.access.evaluator import AccessEvaluator
 from mdm_core.access.wiring import evaluator_for
 from mdm_core.policy.decision_cache import DecisionCache
-from mdm_core.read_model.evaluator_ports import CachedAccessState, GroupCommitDecisionAudit
+from mdm_core.read_model.evaluator_ports import (
+    CachedAccessState,
+    CachedLoginProofs,
+    GroupCommitDecisionAudit,
+)
 from mdm_core.read_model.wiring import read_model_of
 from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import MdmCore
@@ -89,6 +93,7 @@ def build_services(
         audit=GroupCommitDecisionAudit(model.audit),
         observers=(log_observer,),
         cache=DecisionCache(),  # per process; an entry is used only when every input is equal
+        proofs=CachedLoginProofs(core.proofs, model.reads),  # identities version-checked
     )
     binding = PolicyDeviceBinding(access, core.storage)  # refresh + token lookups
     directory = CachedUserDirectory(

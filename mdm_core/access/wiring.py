@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from mdm_core.access.audit import DecisionAudit, SqlDecisionAudit
-from mdm_core.access.evaluator import AccessEvaluator, DecisionObserver
+from mdm_core.access.evaluator import AccessEvaluator, DecisionObserver, LoginProofs
 from mdm_core.access.state import AccessStateReader, SqlAccessState
 from mdm_core.device.checkin import CheckinService, report_envelope
 from mdm_core.domain.model import DeviceRecord
@@ -51,14 +51,16 @@ def evaluator_for(
     audit: DecisionAudit | None = None,
     observers: Sequence[DecisionObserver] = (),
     cache: DecisionCache | None = None,
+    proofs: LoginProofs | None = None,
 ) -> AccessEvaluator:
     """The evaluator of ``core``; ``state`` replaces the SQL access state and ``audit`` the
     one-transaction-per-record audit (the read model and its group-commit writer); ``cache``
     puts a decision cache in front of the policy engine (a hit needs every input equal, so
-    it can only be stale by freeing memory late, never by answering wrong)."""
+    it can only be stale by freeing memory late, never by answering wrong); ``proofs``
+    replaces the core's verifier for login proofs (the read model's cached identities)."""
     return AccessEvaluator(
         state=state or SqlAccessState(core.storage),
-        proofs=core.proofs,
+        proofs=proofs or core.proofs,
         certificates=core.ca,
         snapshots=CheckinSnapshots(core.checkin, core.privacy),
         policies=core.policies,

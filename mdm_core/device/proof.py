@@ -30,7 +30,11 @@ Every refusal is counted in ``posture_device_proof_refusals_total{kind,reason}``
 the caller's unit of work ends, so the refusal is recorded even though the caller rolls back.
 
 The hot path is one query (device + current certificate), a cached public-key object, one
-ES256 verification and one replay insert in the caller's unit of work.
+ES256 verification and one replay insert in the caller's unit of work. A login proof may take
+its device identity from a version-checked read model instead of the query (``identities``),
+and, when its nonce lives on the Redis server of the replay store (:class:`RedisSpendable`),
+its nonce is spent and its ``jti`` remembered in ONE round trip, still only once the signature
+and the claims hold.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 from urllib.parse import urlsplit
 
 import jwt
@@ -84,9 +88,13 @@ __all__ = [
     "REQUEST_PROOF_TYP",
     "AuthenticatedDevice",
     "DeviceProofVerifier",
+    "IdentitySource",
+    "JointReplayStore",
+    "RedisSpendable",
     "VerifiedLoginProof",
     "body_hash",
     "normalise_htu",
+    "proof_kid",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,34 @@ VERIFIED = Counter("posture_device_proofs_verified", "Device proofs accepted.", 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: Where a login proof's device identity comes from instead of the SQL lookup (the read
+#: model: version-checked, so a revocation or a wipe is seen by the next proof).
+IdentitySource = Callable[[str], DeviceIdentity | None]
+
+
+@runtime_checkable
+class RedisSpendable(Protocol):
+    """A login proof's nonce spend (``__call__``) whose nonce is one Redis key, so the
+    verifier can delete it in the replay record's round trip."""
+
+    def __call__(self, nonce: str) -> bool: ...
+
+    def redis_key(self, nonce: str) -> str | None:
+        """The key to delete to spend ``nonce`` (``None``: spend it by calling)."""
+        ...
+
+
+@runtime_checkable
+class JointReplayStore(Protocol):
+    """A replay store on the Redis server that also holds the nonces."""
+
+    def remember_spending(
+        self, jti: str, expires_at: datetime, single_use_key: str
+    ) -> tuple[bool, bool]:
+        """Delete ``single_use_key`` and remember ``jti`` in one round trip: (deleted, new)."""
+        ...
 
 
 def body_hash(body: bytes) -> str:
@@ -159,6 +195,18 @@ def _unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+def proof_kid(token: object) -> str | None:
+    """The device id a login proof names (its unverified ``kid``), or ``None`` when it names
+    none readable. For routing reads only (the version of that device): nothing is trusted."""
+    if not isinstance(token, str) or not token or len(token) > MAX_LOGIN_PROOF_BYTES:
+        return None
+    try:
+        kid = _unverified_header(token).get("kid")
+    except MalformedProof:
+        return None
+    return kid if isinstance(kid, str) and _KID.fullmatch(kid) else None
+
+
 @dataclass(frozen=True, slots=True)
 class AuthenticatedDevice:
     """A device whose proof verified. ``device.status`` may be quarantined or
@@ -179,6 +227,26 @@ class VerifiedLoginProof:
     device: AuthenticatedDevice
     posture: dict[str, Any] | None
     issued_at: datetime
+
+
+class _AfterOnly:
+    """What :meth:`DeviceProofVerifier._run` needs of a unit of work when the proof touches
+    no SQL: ``call_after`` (the refusal record), run by :meth:`run` once it is over."""
+
+    __slots__ = ("_after",)
+
+    def __init__(self) -> None:
+        self._after: list[Callable[[], object]] = []
+
+    def call_after(self, callback: Callable[[], object]) -> None:
+        self._after.append(callback)
+
+    def run(self) -> None:
+        for callback in self._after:
+            try:
+                callback()
+            except Exception:  # a refusal that cannot be recorded does not change the answer
+                log.exception("recording a proof refusal failed")
 
 
 class _KeyCache:
@@ -233,6 +301,7 @@ class DeviceProofVerifier:
         self._max_age = max_age.total_seconds()
         self._leeway = leeway.total_seconds()
         self._replay = replay
+        self._joint_replay = callable(getattr(replay, "remember_spending", None))
         self._clock = clock
         self._keys = _KeyCache(key_cache_size)
         self._purge_interval = purge_interval
@@ -266,6 +335,7 @@ class DeviceProofVerifier:
         audience: str,
         nonce: str | Callable[[str], bool],
         uow: UnitOfWork | None = None,
+        identities: IdentitySource | None = None,
     ) -> VerifiedLoginProof:
         """Verify a login proof for ``audience`` bound to ``nonce``.
 
@@ -274,12 +344,24 @@ class DeviceProofVerifier:
         after this call). A callable is the caller's nonce store instead: once the signature
         holds, it is called with the proof's own nonce claim and must spend it (``True``) or
         refuse it (``False``: :class:`NonceMismatch`); the token is parsed once either way.
-        The proof's ``jti`` is remembered like a request proof's.
+        The proof's ``jti`` is remembered like a request proof's. When the callable is a
+        :class:`RedisSpendable` and the replay store a :class:`JointReplayStore`, the spend
+        and the replay record share one round trip (after the signature and the claims hold,
+        as above; a refused nonce is a :class:`NonceMismatch` before any state check).
+        ``identities`` replaces the SQL lookup of the device (the read model).
         """
         if not audience or not nonce:
             raise ValueError("audience and nonce are required")
-        check = partial(self._check_login_claims, nonce=nonce)
-        device, claims = self._run("login", token, uow, check, audience=audience)
+        # Duck-typed (a runtime_checkable isinstance costs more than the round trip it saves).
+        joint = (
+            cast(RedisSpendable, nonce)
+            if self._joint_replay and callable(getattr(nonce, "redis_key", None))
+            else None
+        )
+        check = partial(self._check_login_claims, nonce=None if joint is not None else nonce)
+        device, claims = self._run(
+            "login", token, uow, check, audience=audience, identities=identities, joint=joint
+        )
         posture = claims.get("posture")
         return VerifiedLoginProof(
             device=device,
@@ -298,10 +380,38 @@ class DeviceProofVerifier:
         *,
         body: bytes = b"",
         audience: str | None = None,
+        identities: IdentitySource | None = None,
+        joint: RedisSpendable | None = None,
     ) -> tuple[AuthenticatedDevice, dict[str, Any]]:
+        if uow is None and identities is not None and self._replay is not None:
+            # Nothing to read or write in SQL (identity from the read model, replay on Redis):
+            # no unit of work; a refusal is still recorded once the verification is over.
+            after = _AfterOnly()
+            try:
+                return self._run(
+                    kind,
+                    token,
+                    cast(UnitOfWork, after),
+                    check,
+                    body=body,
+                    audience=audience,
+                    identities=identities,
+                    joint=joint,
+                )
+            finally:
+                after.run()
         if uow is None:
             with self._storage.unit_of_work() as own:
-                return self._run(kind, token, own, check, body=body, audience=audience)
+                return self._run(
+                    kind,
+                    token,
+                    own,
+                    check,
+                    body=body,
+                    audience=audience,
+                    identities=identities,
+                    joint=joint,
+                )
         kid: str | None = None
         known = False
         remembered: tuple[str, datetime, bool] | None = None
@@ -310,7 +420,7 @@ class DeviceProofVerifier:
             kid = header["kid"]
             replay = self._replay_record(kind, kid, token) if self._replay is None else None
             if replay is None:
-                identity = uow.identities.lookup(kid)
+                identity = identities(kid) if identities else uow.identities.lookup(kid)
             else:  # one round trip: the jti is written now, checked after the signature
                 identity, fresh = uow.identities.lookup_and_remember(kid, *replay)
                 remembered = (*replay, fresh)
@@ -318,7 +428,7 @@ class DeviceProofVerifier:
                 raise UnknownDevice("no device with this kid")
             known = True
             result = self._verify_known(
-                kind, token, identity, uow, check, body, audience, remembered
+                kind, token, identity, uow, check, body, audience, remembered, joint
             )
         except ProofError as err:
             REFUSALS.labels(kind=kind, reason=err.reason).inc()
@@ -380,6 +490,7 @@ class DeviceProofVerifier:
         body: bytes,
         audience: str | None,
         remembered: tuple[str, datetime, bool] | None = None,
+        joint: RedisSpendable | None = None,
     ) -> tuple[AuthenticatedDevice, dict[str, Any]]:
         device = identity.device
         if identity.public_key is None or not device.key_thumbprint or not device.cert_serial:
@@ -393,6 +504,12 @@ class DeviceProofVerifier:
         now = self._clock().timestamp()
         iat = self._check_time(claims, now)
         check(claims, body=body)
+        jti = claims["jti"]
+        replay_key = hashlib.sha256(f"{kind}|{device.id}|{jti}".encode()).hexdigest()
+        # Remember the jti until the proof would be refused as too old anyway.
+        expires = datetime.fromtimestamp(iat + self._max_age + self._leeway, UTC)
+        if joint is not None:  # the signature and the claims hold: spend the nonce now
+            remembered = self._spend_jointly(joint, claims["nonce"], replay_key, expires)
         # State checks come after the signature, so nobody without the key learns the state.
         if identity.cert_not_after is None or identity.cert_revoked_at is not None:
             raise RevokedCertificate("the device certificate is revoked")
@@ -400,10 +517,6 @@ class DeviceProofVerifier:
             raise ExpiredCertificate("the device certificate has expired; renew or re-enroll")
         if device.status in _INACTIVE:
             raise DeviceNotActive(f"device is {device.status.value}")
-        jti = claims["jti"]
-        replay_key = hashlib.sha256(f"{kind}|{device.id}|{jti}".encode()).hexdigest()
-        # Remember the jti until the proof would be refused as too old anyway.
-        expires = datetime.fromtimestamp(iat + self._max_age + self._leeway, UTC)
         if remembered is not None and remembered[:2] == (replay_key, expires):
             fresh = remembered[2]  # written with the lookup, from these same claims
         else:
@@ -417,6 +530,24 @@ class DeviceProofVerifier:
             cert_not_after=identity.cert_not_after,
         )
         return authenticated, claims
+
+    def _spend_jointly(
+        self, joint: RedisSpendable, claimed: str, replay_key: str, expires: datetime
+    ) -> tuple[str, datetime, bool]:
+        """Spend the proof's nonce and remember its jti in one round trip; raises
+        :class:`NonceMismatch` when the nonce was not live (the jti is remembered anyway: a
+        refused proof stays refused)."""
+        replay = cast(JointReplayStore, self._replay)  # checked by verify_login_proof
+        key = joint.redis_key(claimed)
+        if key is None:  # not a key of the replay store's server: spend it by calling
+            if not joint(claimed):
+                raise NonceMismatch("the proof is not bound to a live nonce from this gateway")
+            assert self._replay is not None
+            return replay_key, expires, self._replay.remember(replay_key, expires)
+        spent, fresh = replay.remember_spending(replay_key, expires, key)
+        if not spent:
+            raise NonceMismatch("the proof is not bound to a live nonce from this gateway")
+        return replay_key, expires, fresh
 
     # --- one decode function per token kind, every option spelled out ---------------------
 
@@ -520,12 +651,14 @@ class DeviceProofVerifier:
 
     @staticmethod
     def _check_login_claims(
-        claims: dict[str, Any], *, nonce: str | Callable[[str], bool], body: bytes
+        claims: dict[str, Any], *, nonce: str | Callable[[str], bool] | None, body: bytes
     ) -> None:
         claimed = claims.get("nonce")
         if not isinstance(claimed, str):
             raise NonceMismatch("the proof is bound to another nonce")
-        if callable(nonce):
+        if nonce is None:
+            pass  # spent with the replay record (_spend_jointly), right after these checks
+        elif callable(nonce):
             if not nonce(claimed):  # spent now: a replay of this proof finds it gone
                 raise NonceMismatch("the proof is not bound to a live nonce from this gateway")
         elif not hmac.compare_digest(claimed.encode(), nonce.encode()):

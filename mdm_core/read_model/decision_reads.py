@@ -5,12 +5,15 @@ the user as the directory mirror knows them (effective groups, active), the devi
 stored posture and its rules' first-failure times. :class:`StoreDecisionReads` reads them from
 the stores (today's reads, one unit of work); :class:`CachedDecisionReads` decorates the same
 store reads with the process's :class:`~mdm_core.read_model.cache.VersionedCache`: ONE
-statement reads the versions of ``device:<id>`` and ``directory`` and only what changed since
-it was cached is refetched, in the same transaction, after the versions were read.
+statement reads the versions of ``device:<id>`` and ``directory`` (once per request inside a
+:func:`~mdm_core.read_model.scope.version_scope`) and only what changed since it was cached is
+refetched, after the versions were read.
 
-The device record itself (status, keys) is read by the proof verifier in its own transaction
-with the proof's replay record; :meth:`CachedDecisionReads.device` serves the lookups that do
-not need it fresh from a proof (token refresh binding) the same way.
+:meth:`CachedDecisionReads.identity` serves the login-proof verifier the device's identity
+(status, public key, current certificate's validity and revocation) under the same
+``device:<id>`` version (the ``certificates`` table bumps it too, migration
+``0007_perf_decision_certs``), and :meth:`CachedDecisionReads.device` the lookups that need
+the record without a proof (token refresh binding).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from mdm_core.directory.mirror import user_context
 from mdm_core.domain.model import DeviceRecord
 from mdm_core.policy.model import UserContext
 from mdm_core.read_model.cache import MISS, VersionedCache
-from mdm_core.read_model.versions import DIRECTORY, SqlVersionStore, device_key
+from mdm_core.read_model.scope import VersionReader
+from mdm_core.read_model.versions import DIRECTORY, device_key
+from mdm_core.storage.identity import DeviceIdentity
 from mdm_core.storage.posture import StoredPosture
 from mdm_core.storage.sql.uow import SqlStorage, SqlUnitOfWork
 
@@ -98,30 +103,44 @@ class CachedDecisionReads:
             raise ValueError("CachedDecisionReads needs the storage")
         self._storage = storage
         self.cache: VersionedCache[object] = cache if cache is not None else VersionedCache()
+        self._versions = VersionReader(storage)
 
     @contextmanager
-    def _versions(self, *keys: str) -> Iterator[tuple[SqlUnitOfWork, Mapping[str, int]]]:
-        with self._storage.unit_of_work() as uow:
-            yield uow, SqlVersionStore(uow.conn).versions(keys)
+    def _reading(self) -> Iterator[SqlUnitOfWork]:
+        """The stores for a miss (reads only): on PostgreSQL on an autocommit connection (no
+        BEGIN/COMMIT round trips; READ COMMITTED gives each statement a fresh snapshot in a
+        transaction too), on SQLite a unit of work."""
+        database = self._storage.database
+        if not database.is_postgres:
+            with self._storage.unit_of_work() as uow:
+                yield uow
+            return
+        with database.autocommit_connection() as conn:
+            yield SqlUnitOfWork(conn, database.dialect)
 
     def decision_state(self, user_id: str, device_id: str | None) -> DecisionState:
         keys = (DIRECTORY, device_key(device_id)) if device_id else (DIRECTORY,)
-        with self._versions(*keys) as (uow, seen):
-            directory_v = (seen[DIRECTORY],)
-            user = self.cache.get(("user", user_id), directory_v)
-            if user is MISS:
-                user = user_context(uow, user_id)
-                self.cache.put(("user", user_id), directory_v, user)
-            if device_id is None:
-                return DecisionState(user=user)  # type: ignore[arg-type]
+        seen = self._versions.versions(keys)
+        directory_v = (seen[DIRECTORY],)
+        user = self.cache.get(("user", user_id), directory_v)
+        state: object = MISS
+        device_v: tuple[int, ...] = ()
+        if device_id is not None:
             device_v = (seen[device_key(device_id)],)
             state = self.cache.get(("device_state", device_id), device_v)
-            if state is MISS:
-                state = _DeviceState(
-                    posture=uow.posture.latest(device_id),
-                    failures=MappingProxyType(dict(uow.compliance.rule_failures(device_id))),
-                )
-                self.cache.put(("device_state", device_id), device_v, state)
+        if user is MISS or (device_id is not None and state is MISS):
+            with self._reading() as uow:  # read after the versions
+                if user is MISS:
+                    user = user_context(uow, user_id)
+                    self.cache.put(("user", user_id), directory_v, user)
+                if device_id is not None and state is MISS:
+                    state = _DeviceState(
+                        posture=uow.posture.latest(device_id),
+                        failures=MappingProxyType(dict(uow.compliance.rule_failures(device_id))),
+                    )
+                    self.cache.put(("device_state", device_id), device_v, state)
+        if device_id is None:
+            return DecisionState(user=user)  # type: ignore[arg-type]
         assert isinstance(state, _DeviceState)
         return DecisionState(
             user=user,  # type: ignore[arg-type]
@@ -131,10 +150,24 @@ class CachedDecisionReads:
 
     def device(self, device_id: str) -> DeviceRecord | None:
         key = device_key(device_id)
-        with self._versions(key) as (uow, seen):
-            version = (seen[key],)
-            record = self.cache.get(("device", device_id), version)
-            if record is MISS:
+        version = (self._versions.versions((key,))[key],)
+        record = self.cache.get(("device", device_id), version)
+        if record is MISS:
+            with self._reading() as uow:
                 record = uow.devices.get(device_id)
-                self.cache.put(("device", device_id), version, record)
+            self.cache.put(("device", device_id), version, record)
         return record  # type: ignore[return-value]
+
+    def identity(self, device_id: str) -> DeviceIdentity | None:
+        """The device and its current certificate as the proof verifier checks them (``None``
+        for an unknown id, which is not cached: random ids cannot fill the cache)."""
+        key = device_key(device_id)
+        version = (self._versions.versions((key,))[key],)
+        found = self.cache.get(("identity", device_id), version)
+        if isinstance(found, DeviceIdentity):
+            return found
+        with self._reading() as uow:
+            identity = uow.identities.lookup(device_id)
+        if identity is not None:
+            self.cache.put(("identity", device_id), version, identity)
+        return identity

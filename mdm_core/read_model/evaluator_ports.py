@@ -6,20 +6,25 @@ decision reads its state in one statement). :class:`GroupCommitDecisionAudit` is
 :class:`~mdm_core.access.audit.DecisionAudit` on an
 :class:`~mdm_core.read_model.wiring.AuditRecorder` (the group-commit writer): the decision
 still waits until its own record is durable, and a record that is not durable raises, so the
-evaluator answers ``block`` (no audit, no access).
+evaluator answers ``block`` (no audit, no access). :class:`CachedLoginProofs` is its
+:class:`~mdm_core.access.evaluator.LoginProofs`: the device proof verifier with the device's
+identity served by the read model (``device:<id>`` guards it) instead of a query per proof.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from mdm_core.access.audit import audit_detail
 from mdm_core.access.decision import Decision
 from mdm_core.access.request import AccessRequest
 from mdm_core.access.state import AccessState
+from mdm_core.device.proof import DeviceProofVerifier, VerifiedLoginProof
 from mdm_core.domain.model import DeviceRecord
-from mdm_core.read_model.decision_reads import DecisionReads
+from mdm_core.read_model.decision_reads import CachedDecisionReads, DecisionReads
 from mdm_core.read_model.wiring import AuditRecorder
 
-__all__ = ["CachedAccessState", "GroupCommitDecisionAudit"]
+__all__ = ["CachedAccessState", "CachedLoginProofs", "GroupCommitDecisionAudit"]
 
 
 class CachedAccessState:
@@ -62,4 +67,25 @@ class GroupCommitDecisionAudit:
             decision.device_id or actor,
             decision.outcome,
             audit_detail(request, decision),
+        )
+
+
+class CachedLoginProofs:
+    """:class:`~mdm_core.access.evaluator.LoginProofs` on the verifier, identities cached.
+
+    Everything else is the verifier's own (signature, claims, nonce, time, certificate
+    validity and revocation, device status, replay): only where the identity is read from
+    changes, and that read is version-checked like every read of the decision."""
+
+    def __init__(self, verifier: DeviceProofVerifier, reads: CachedDecisionReads) -> None:
+        if verifier is None or reads is None:
+            raise ValueError("CachedLoginProofs needs the verifier and the cached reads")
+        self._verifier = verifier
+        self._reads = reads
+
+    def verify_login_proof(
+        self, token: str, *, audience: str, nonce: str | Callable[[str], bool]
+    ) -> VerifiedLoginProof:
+        return self._verifier.verify_login_proof(
+            token, audience=audience, nonce=nonce, identities=self._reads.identity
         )

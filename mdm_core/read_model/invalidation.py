@@ -39,6 +39,7 @@ def attach_invalidation(bus: EventBus, cache: VersionedCache[object]) -> Callabl
             subject = event.subject
             cache.drop(("device_state", subject))
             cache.drop(("device", subject))
+            cache.drop(("identity", subject))
         elif event.type.startswith(("directory.", "user.")):
             cache.drop_matching(lambda n: _kind(n) in USER_ENTRY_KINDS)
 

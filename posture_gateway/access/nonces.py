@@ -23,7 +23,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
 
-__all__ = ["NonceStore", "InProcessNonceStore", "NonceKind", "nonce_purpose"]
+__all__ = ["BoundNonce", "NonceStore", "InProcessNonceStore", "NonceKind", "nonce_purpose"]
 
 
 class NonceKind(StrEnum):
@@ -73,6 +73,28 @@ class NonceStore(Protocol):
         that as False).
         """
         ...
+
+
+class BoundNonce:
+    """The spend a login proof's verifier calls once its signature holds: ``store.consume``
+    for one ``purpose``. Over a store that names its Redis key (``redis_key``), it is a
+    :class:`mdm_core.device.proof.RedisSpendable`: the verifier deletes the key in the round
+    trip of the proof's replay record instead of calling."""
+
+    __slots__ = ("_store", "_purpose")
+
+    def __init__(self, store: NonceStore, purpose: str) -> None:
+        if not purpose:
+            raise ValueError("a nonce is consumed for a purpose")
+        self._store = store
+        self._purpose = purpose
+
+    def __call__(self, nonce: str) -> bool:
+        return self._store.consume(nonce, purpose=self._purpose)
+
+    def redis_key(self, nonce: str) -> str | None:
+        key_of = getattr(self._store, "redis_key", None)
+        return key_of(nonce, purpose=self._purpose) if callable(key_of) else None
 
 
 class InProcessNonceStore:

@@ -12,10 +12,12 @@ against the rows they depend on (:mod:`mdm_core.read_model.versions`):
 - :class:`CachedUserDirectory`: a resolved (already linked, active) user; ``directory``
   guards it. Unresolved identities are not cached (the resolver audits their refusals).
 
-:func:`one_transaction` makes the posture API's requests one database transaction on PostgreSQL.
-Versions read during one request are remembered for that request (``flask.g``): the token
-check reads ``tokens`` and ``directory`` in one statement and the user lookup reuses them.
-:func:`init_app` installs the ``oidc_tokens`` trigger and plugs both into the integrations.
+:func:`one_transaction` makes each of the posture API's requests one database transaction on
+PostgreSQL and one :func:`~mdm_core.read_model.scope.version_scope`: the versions of every key
+the request needs (``tokens``, ``directory``, the proof's ``device:<kid>``, named up front by
+the view with :func:`~mdm_core.read_model.scope.want_versions`) are read ONCE, in one
+autocommit statement, by the first reader (the token check); the user lookup, the proof's
+device identity and the decision's state reuse them.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from flask import current_app, g, has_request_context
+from flask import current_app
 
 from idp_connectors.identity import ExternalIdentity, UserDirectory
-from mdm_core.read_model import DIRECTORY, TOKENS, SqlVersionStore, device_key
+from mdm_core.read_model import DIRECTORY, TOKENS, device_key
 from mdm_core.read_model.cache import MISS, VersionedCache
+from mdm_core.read_model.scope import VersionReader, version_scope
 from mdm_core.storage.sql.uow import SqlStorage
 from mdm_core.storage.sql.version_triggers import GATEWAY_WATCHES
 from posture_gateway.oidc.server import OIDCProvider
@@ -41,7 +44,6 @@ __all__ = [
     "CachedUserDirectory",
     "TOKEN_WATCH",
     "one_transaction",
-    "request_versions",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,23 +53,6 @@ R = TypeVar("R")
 
 #: Revocation, rotation or purge of an issued token bumps ``tokens`` (issuing does not).
 TOKEN_WATCH = GATEWAY_WATCHES[0]  # created by migration 0006_readmodel
-
-_G_KEY = "_read_model_versions"
-
-
-def request_versions(storage: SqlStorage, keys: Iterable[str]) -> Mapping[str, int]:
-    """The versions of ``keys``: read once per request (one statement for what is missing)."""
-    wanted = list(keys)
-    memo: dict[str, int] | None = None
-    if has_request_context():
-        memo = g.setdefault(_G_KEY, {})
-        if all(k in memo for k in wanted):
-            return {k: memo[k] for k in wanted}
-    with storage.unit_of_work() as uow:
-        read = dict(SqlVersionStore(uow.conn).versions(wanted))
-    if memo is not None:
-        memo.update(read)
-    return read
 
 
 class CachedBearerTokens:
@@ -81,6 +66,7 @@ class CachedBearerTokens:
         self._provider = provider
         self._storage = storage
         self._cache = cache
+        self._versions = VersionReader(storage)
         self._device_of: dict[str, str | None] = {}  # token digest -> bound device (or none)
 
     def verify_access_token(self, token: str) -> dict[str, Any]:
@@ -88,7 +74,7 @@ class CachedBearerTokens:
         known = digest in self._device_of
         device = self._device_of.get(digest)
         keys = [TOKENS, DIRECTORY] + ([device_key(device)] if device else [])
-        seen = request_versions(self._storage, keys)
+        seen = self._versions.versions(keys)
         versions = tuple(seen[k] for k in keys)
         found = self._cache.get(("token", digest), versions)
         if found is not MISS:
@@ -120,9 +106,10 @@ class CachedUserDirectory:
         self._inner = inner
         self._storage = storage
         self._cache = cache
+        self._versions = VersionReader(storage)
 
     def resolve(self, identity: ExternalIdentity) -> str | None:
-        versions = (request_versions(self._storage, [DIRECTORY])[DIRECTORY],)
+        versions = (self._versions.versions((DIRECTORY,))[DIRECTORY],)
         found = self._cache.get(("resolve", identity), versions)
         if isinstance(found, str):
             return found
@@ -136,17 +123,20 @@ class CachedUserDirectory:
 
 
 def one_transaction(view: Callable[P, R]) -> Callable[P, R]:
-    """Run ``view`` in ONE database transaction on PostgreSQL (token check, nonce, proof
-    replay record and version reads share a BEGIN/COMMIT). On SQLite each step keeps its own
-    short transaction: a shared one would hold the file's write lock while the request waits
-    for its audit record, which the group-commit writer needs."""
+    """Run ``view`` in one version scope (``tokens`` and ``directory`` wanted) and, on
+    PostgreSQL, in ONE database transaction for its writes (SQL nonce, proof replay record):
+    psycopg opens it at the first statement, so a request with no write (Redis nonces and
+    replay) has no BEGIN/COMMIT at all, and the version read is autocommit. On SQLite each
+    step keeps its own short transaction: a shared one would hold the file's write lock while
+    the request waits for its audit record, which the group-commit writer needs."""
 
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         database = current_app.extensions["posture"].core.database
-        if not database.is_postgres:
-            return view(*args, **kwargs)
-        with database.shared_transaction():
-            return view(*args, **kwargs)
+        with version_scope(TOKENS, DIRECTORY):
+            if not database.is_postgres:
+                return view(*args, **kwargs)
+            with database.shared_transaction():
+                return view(*args, **kwargs)
 
     return wrapper

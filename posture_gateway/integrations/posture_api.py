@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import logging
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from ipaddress import ip_address
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -42,8 +41,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from idp_connectors.identity import ExternalIdentity
 from mdm_core.access.decision import Decision, block
 from mdm_core.access.request import AccessRequest
+from mdm_core.device.proof import proof_kid
+from mdm_core.read_model import device_key
+from mdm_core.read_model.scope import want_versions
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
-from posture_gateway.access.nonces import NonceKind, NonceStore, nonce_purpose
+from posture_gateway.access.nonces import BoundNonce, NonceKind, nonce_purpose
 from posture_gateway.access.read_model import one_transaction
 from posture_gateway.integrations.state import IntegrationsState, integrations
 
@@ -301,14 +303,24 @@ def issue_nonce() -> Response:
 @one_transaction
 def decide() -> Response:
     st = integrations()
+    payload: Any = None
+    bad_json: JsonInputError | None = None
+    try:  # the one bounded JSON parser (depth, size, encoding): bad JSON is a 400, never a 500
+        payload = loads_bounded(request.get_data(cache=False)) if request.is_json else None
+    except JsonInputError as exc:
+        bad_json = exc
+    if isinstance(payload, dict):
+        # The device whose version the request reads with tokens and directory, in ONE
+        # statement: the proof's kid (unverified: reading a version reveals nothing).
+        kid = proof_kid(payload.get("device_proof"))
+        if kid is not None:
+            want_versions(device_key(kid))
     try:
         caller = authenticate_caller(st)
     except _AuthFailure as failure:
         return _auth_refusal(failure)
-    try:  # the one bounded JSON parser (depth, size, encoding): bad JSON is a 400, never a 500
-        payload = loads_bounded(request.get_data(cache=False)) if request.is_json else None
-    except JsonInputError as exc:
-        return _refuse(400, "invalid_request", f"body: {exc.message}")
+    if bad_json is not None:
+        return _refuse(400, "invalid_request", f"body: {bad_json.message}")
     if not isinstance(payload, dict):
         return _refuse(400, "invalid_request", "body must be a JSON object")
     try:
@@ -344,7 +356,7 @@ def decide() -> Response:
         proof_audience=audience,
         # The proof's nonce must be one this API issued to this caller (POST /api/v1/nonce):
         # spent once the proof's signature holds; a browser-login nonce is unknown here.
-        spend_nonce=partial(_spend_nonce, st.nonce_store(), purpose),
+        spend_nonce=BoundNonce(st.nonce_store(), purpose),
     )
     answer: Decision | None = None
     try:
@@ -354,10 +366,6 @@ def decide() -> Response:
     if answer is None or answer.unavailable:
         return _refuse(503, "decision_unavailable", "cannot decide now; treat as block")
     return _decision_response(answer)
-
-
-def _spend_nonce(nonces: NonceStore, purpose: str, nonce: str) -> bool:
-    return nonces.consume(nonce, purpose=purpose)
 
 
 def _decision_response(decision: Decision) -> Response:

@@ -8,6 +8,8 @@ unknown and stays live.
 
 - ``issue``: ``SET key "" NX PX <ttl>``: Redis forgets it at expiry by itself.
 - ``consume``: ``DEL key``: the reply (1 or 0) says who won, atomically across processes.
+- ``redis_key``: that key, so a login proof's verifier can send the ``DEL`` in the round trip
+  of its replay record (:class:`mdm_core.device.proof.RedisSpendable`).
 
 Fails closed: a Redis failure raises :class:`mdm_core.domain.infra_errors.InfraError` (no
 nonce is issued; a consume that cannot be done is no consume). The client must be built
@@ -50,6 +52,12 @@ class RedisNonceStore:
                 if self._redis.set(key, b"", nx=True, px=px):
                     return nonce
         raise RuntimeError("could not issue a fresh nonce")
+
+    def redis_key(self, nonce: str, *, purpose: str) -> str | None:
+        """The key whose ``DEL`` spends ``nonce`` for ``purpose`` (``None`` for no nonce)."""
+        if not purpose:
+            raise ValueError("a nonce is consumed for a purpose")
+        return self._prefix + nonce_digest(purpose, nonce) if nonce else None
 
     def consume(self, nonce: str, *, purpose: str) -> bool:
         if not purpose:

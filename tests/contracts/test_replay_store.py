@@ -137,3 +137,29 @@ def test_redis_store_needs_timeouts_and_fails_closed(redis_url: str) -> None:
     dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, retries=0)
     with pytest.raises(InfraUnavailable):
         RedisReplayStore(dead).remember("jti", _future())
+
+
+def test_redis_remember_spending_is_one_round_trip_with_both_answers(redis_url: str) -> None:
+    client = connect_redis(redis_url)
+    try:
+        store = RedisReplayStore(client, prefix="s:")
+        nonce_key = "n:" + uuid.uuid4().hex
+        client.set(nonce_key, b"", px=60_000)
+        jti = uuid.uuid4().hex
+        assert store.remember_spending(jti, _future(), nonce_key) == (True, True)
+        # spent and remembered: a second try finds neither the nonce nor a fresh jti
+        assert store.remember_spending(jti, _future(), nonce_key) == (False, False)
+        assert client.exists(nonce_key) == 0
+        assert store.remember(jti, _future()) is False  # the jti is remembered like remember()
+        other = uuid.uuid4().hex  # an unknown key spends nothing, the jti is still recorded
+        assert store.remember_spending(other, _future(), "n:unknown") == (False, True)
+    finally:
+        client.close()
+
+
+def test_redis_remember_spending_fails_closed(redis_url: str) -> None:
+    from tests.services import free_port
+
+    dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, retries=0)
+    with pytest.raises(InfraUnavailable):
+        RedisReplayStore(dead).remember_spending("jti", _future(), "n:x")

@@ -6,13 +6,20 @@ and handing out connections in a transaction. PostgreSQL connections are not pin
 checkout (a round trip per transaction); only ones idle for ``IDLE_PING_AFTER_S`` are, and a
 connection that still fails mid-request is discarded by SQLAlchemy's disconnect handling (the
 request fails once, the device retries).
+
+:meth:`Database.autocommit_cursor` serves single-statement reads of the hot path (the read
+model's version read) on PostgreSQL: a pool of its own whose connections are always in
+autocommit mode, one round trip per read, no BEGIN/COMMIT and no SQLAlchemy execution layer.
+:meth:`Database.shared_transaction` opens its transaction at the first step that needs one,
+so a request with no SQL step costs no connection.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -28,10 +35,26 @@ __all__ = ["IDLE_PING_AFTER_S", "POOL_RECYCLE_S", "Database", "normalise_url"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
-#: The shared transaction of this context (thread / request), if any: (engine, connection).
-_SHARED: ContextVar[tuple[Engine, Connection] | None] = ContextVar(
-    "posture_shared_transaction", default=None
-)
+
+class _Shared:
+    """A shared transaction of one context, opened by its first step (``conn`` until then
+    ``None``)."""
+
+    __slots__ = ("engine", "conn", "stack")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+        self.stack = ExitStack()
+
+    def connection(self) -> Connection:
+        if self.conn is None:
+            self.conn = self.stack.enter_context(self.engine.begin())
+        return self.conn
+
+
+#: The shared transaction of this context (thread / request), if any.
+_SHARED: ContextVar[_Shared | None] = ContextVar("posture_shared_transaction", default=None)
 
 
 def normalise_url(url: str) -> str:
@@ -85,6 +108,10 @@ class Database:
         self.url = normalise_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
+        self._pool_size = pool_size
+        self._echo = echo
+        self._autocommit_engine: Engine | None = None
+        self._autocommit_lock = threading.Lock()
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
@@ -122,8 +149,8 @@ class Database:
         transaction's connection: committed with it, not on this block's exit.
         """
         shared = _SHARED.get()
-        if shared is not None and shared[0] is self.engine:
-            yield shared[1]
+        if shared is not None and shared.engine is self.engine:
+            yield shared.connection()
             return
         with self.engine.begin() as conn:
             yield conn
@@ -141,12 +168,66 @@ class Database:
         if _SHARED.get() is not None:
             yield
             return
-        with self.engine.begin() as conn:
-            token = _SHARED.set((self.engine, conn))
-            try:
+        shared = _Shared(self.engine)
+        token = _SHARED.set(shared)
+        try:
+            with shared.stack:  # commits (or rolls back) what the first step opened, if any
                 yield
+        finally:
+            _SHARED.reset(token)
+
+    @contextmanager
+    def autocommit_cursor(self) -> Iterator[Any]:
+        """A DBAPI cursor on a PostgreSQL connection in autocommit mode, for ONE read
+        statement (``%s`` parameters): one round trip, no transaction. Its pool is separate,
+        so no connection of the main pool ever changes mode. PostgreSQL only."""
+        conn = self._autocommit().raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                yield cursor
             finally:
-                _SHARED.reset(token)
+                cursor.close()
+        except Exception:
+            conn.invalidate()  # a failed read leaves nothing worth reusing
+            raise
+        else:
+            conn.close()
+
+    @contextmanager
+    def autocommit_connection(self) -> Iterator[Connection]:
+        """A connection of the autocommit pool (PostgreSQL): read-only steps of one or more
+        statements, each its own round trip, no BEGIN/COMMIT. Under READ COMMITTED every
+        statement of a transaction sees a fresh snapshot anyway, so a read made of several
+        statements sees what it would see in one."""
+        with self._autocommit().connect() as conn:
+            yield conn
+
+    def _autocommit(self) -> Engine:
+        if not self.is_postgres:
+            raise ConfigurationError("the autocommit pool is for PostgreSQL")
+        engine = self._autocommit_engine
+        if engine is None:
+            with self._autocommit_lock:
+                engine = self._autocommit_engine
+                if engine is None:
+                    engine = create_engine(
+                        self.url,
+                        echo=self._echo,
+                        isolation_level="AUTOCOMMIT",
+                        pool_size=self._pool_size,
+                        max_overflow=self._pool_size,
+                        pool_recycle=POOL_RECYCLE_S,
+                    )
+                    event.listen(engine, "checkin", _stamp_idle)
+                    event.listen(engine, "checkout", _ping_if_idle)
+                    self._autocommit_engine = engine
+        return engine
+
+    @property
+    def autocommit_engine(self) -> Engine | None:
+        """The engine behind :meth:`autocommit_cursor` once used (tests count its reads)."""
+        return self._autocommit_engine
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
@@ -164,3 +245,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._autocommit_engine is not None:
+            self._autocommit_engine.dispose()

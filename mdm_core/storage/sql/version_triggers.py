@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = [
     "VersionWatch",
     "CORE_WATCHES",
+    "CERTIFICATE_WATCHES",
     "create_statements",
     "drop_statements",
     "ensure_statements",
@@ -49,6 +50,13 @@ CORE_WATCHES: tuple[VersionWatch, ...] = (
     VersionWatch("directory_groups", "directory"),
     VersionWatch("directory_memberships", "directory"),
     VersionWatch("identity_links", "directory"),
+)
+
+#: A device's certificates (issue, renewal, revocation) bump ``device:<id>`` too: the login
+#: proof's device identity (key, current certificate's validity and revocation) is cached
+#: under it. Created by migration 0007_perf_decision_certs.
+CERTIFICATE_WATCHES: tuple[VersionWatch, ...] = (
+    VersionWatch("certificates", "device:", "device_id"),
 )
 
 #: The gateway's issued tokens (``oidc_tokens``, created by migration 0006_frontends): a
