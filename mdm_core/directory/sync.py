@@ -43,7 +43,7 @@ same unit of work: device convergence and access re-evaluation follow it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +57,14 @@ from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.uow import Storage, UnitOfWork
 
-__all__ = ["SourceUser", "SourceGroup", "SyncSummary", "sync_source"]
+__all__ = [
+    "SourceUser",
+    "SourceGroup",
+    "SyncSummary",
+    "sync_source",
+    "write_resolved",
+    "record_claims",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,15 +298,7 @@ class _Sync:
             self.summary.unchanged.append(user.id)
 
     def record_claims(self, record: DirectoryUser) -> dict[str, Any]:
-        direct = self.uow.memberships.parents(MemberKind.USER, [record.id])
-        names = self.uow.directory_groups.names([m.group_id for m in direct])
-        return {
-            "username": record.username,
-            "email": record.email,
-            "display_name": record.display_name,
-            "active": record.active,
-            "groups": sorted(names.values()),
-        }
+        return record_claims(self.uow, record)
 
     def apply(
         self,
@@ -309,26 +308,23 @@ class _Sync:
         truth: SourceOfTruth,
     ) -> bool:
         """Write the record resolved from ``claims``; ``True`` if anything changed."""
-        resolved, overrides = truth.resolve(user_id, claims, self.source)
-        self.summary.overrides.extend(overrides)
         owner = self.source
         if existing is not None and not _owned(existing.source, self.source, self.takes_over):
             owner = existing.source  # the record keeps its creator; attributes are resolved
-        record = DirectoryUser(
-            id=user_id,
-            username=str(resolved["username"]),
-            active=bool(resolved.get("active", True)),
-            source=owner,
-            updated_at=self.at,
-            email=resolved.get("email"),
-            display_name=resolved.get("display_name"),
-            external_id=existing.external_id if existing is not None else None,
+        changed, overrides = write_resolved(
+            self.uow,
+            user_id,
+            existing,
+            claims,
+            truth,
+            writer=self.source,
+            owner=owner,
+            actor=self.actor,
+            at=self.at,
+            set_groups=lambda uid, names: self.memberships(MemberKind.USER, uid, names),
         )
-        changed = self.uow.directory_users.upsert(record)  # Conflict: username elsewhere
-        if existing is not None and existing.active and not record.active:
-            end_user_access(self.uow, user_id, reason="user_disabled", at=self.at)
-        groups = self.memberships(MemberKind.USER, user_id, tuple(resolved.get("groups", ())))
-        return changed or groups
+        self.summary.overrides.extend(overrides)
+        return changed
 
     def withdraw(self, listed: Collection[str], truth: SourceOfTruth) -> None:
         """``prune`` with a source of truth: forget this source's claims about the users it
@@ -348,6 +344,73 @@ class _Sync:
                 self.uow.directory_users.set_active(user_id, False, at=self.at)
                 end_user_access(self.uow, user_id, reason="user_disabled", at=self.at)
                 self.summary.disabled.append(user_id)
+
+
+def record_claims(uow: UnitOfWork, record: DirectoryUser) -> dict[str, Any]:
+    """A mirror record's values as its source's claims (a record written before claims were
+    kept: its values stand as its creator's)."""
+    direct = uow.memberships.parents(MemberKind.USER, [record.id])
+    names = uow.directory_groups.names([m.group_id for m in direct])
+    return {
+        "username": record.username,
+        "email": record.email,
+        "display_name": record.display_name,
+        "active": record.active,
+        "groups": sorted(names.values()),
+    }
+
+
+def write_resolved(
+    uow: UnitOfWork,
+    user_id: str,
+    existing: DirectoryUser | None,
+    claims: Mapping[str, Mapping[str, Any]],
+    truth: SourceOfTruth,
+    *,
+    writer: str,
+    owner: str,
+    actor: str,
+    at: datetime,
+    set_groups: Callable[[str, Sequence[str]], bool],
+) -> tuple[bool, list[Override]]:
+    """Write the mirror record resolved from every source's ``claims`` (the one precedence
+    step of every source: a sync, a SCIM write); ``(changed, overrides)``.
+
+    ``writer`` is the source writing now (it wins among unlisted sources), ``owner`` the
+    record's ``source`` column (its creator), ``set_groups(user_id, names)`` makes the user's
+    direct groups exactly ``names``. An account that the resolution turns from active to
+    inactive loses its credentials and writes ``directory.account_disabled`` (source
+    ``writer``), in ``uow``. Raises :class:`Conflict` when the username belongs to another
+    user."""
+    resolved, overrides = truth.resolve(user_id, claims, writer)
+    record = DirectoryUser(
+        id=user_id,
+        username=str(resolved["username"]),
+        active=bool(resolved.get("active", True)),
+        source=owner,
+        updated_at=at,
+        email=resolved.get("email"),
+        display_name=resolved.get("display_name"),
+        external_id=existing.external_id if existing is not None else None,
+    )
+    changed = uow.directory_users.upsert(record)  # Conflict: username elsewhere
+    if existing is not None and existing.active and not record.active:
+        end_user_access(uow, user_id, reason="user_disabled", at=at, actor=actor)
+        uow.outbox.add(
+            [
+                account_event(
+                    EventType.ACCOUNT_DISABLED,
+                    user_id,
+                    username=record.username,
+                    source=writer,
+                    actor=actor,
+                    reason="disabled_in_source",
+                    at=at,
+                )
+            ]
+        )
+    groups = set_groups(user_id, tuple(resolved.get("groups", ())))
+    return changed or groups, overrides
 
 
 def _claims_of(user: SourceUser) -> dict[str, Any]:
