@@ -48,14 +48,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mdm_core.bus.events import EventType
+from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.directory.accounts import account_event
-from mdm_core.directory.mirror import GroupChangeTracker, add_membership, remove_membership
+from mdm_core.directory.mirror import (
+    MAX_NESTING,
+    GroupChangeTracker,
+    add_membership,
+    remove_membership,
+)
 from mdm_core.directory.precedence import Override, SourceOfTruth
 from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.uow import Storage, UnitOfWork
+
+#: New users, new groups and their memberships are written in batches (``False``: every
+#: record on the row path, which the batches must equal event for event; the contract test
+#: compares the two).
+BULK_WRITES = True
 
 __all__ = [
     "SourceUser",
@@ -220,6 +230,20 @@ class _Sync:
         elif changed or nested:
             self.summary.groups_changed.append(group.name)
 
+    def groups(self, groups: Sequence[SourceGroup]) -> None:
+        """Every group of the source, as :meth:`group` one after the other would (same
+        records, memberships, events and summary), the reads done once and the new records
+        and memberships written in batches."""
+        if not BULK_WRITES:
+            for group in groups:
+                self.group(group)
+            return
+        if groups:
+            batch = _GroupBatch(self)
+            for group in groups:
+                batch.group(group)
+            batch.flush()
+
     def account_gone(self, user: DirectoryUser, event: str, reason: str) -> None:
         """The account stopped being usable: credentials revoked, offboarding event written."""
         end_user_access(self.uow, user.id, reason="user_disabled", at=self.at)
@@ -268,6 +292,68 @@ class _Sync:
             self.summary.changed.append(user.id)
         else:
             self.summary.unchanged.append(user.id)
+
+    # --- new users in bulk (a first sync) ------------------------------------------------
+
+    def fresh(self, users: Sequence[SourceUser]) -> set[str]:
+        """Ids of ``users`` that are new to the mirror with a username nobody holds: they
+        take the bulk path (any doubt leaves a user on the row path)."""
+        if not users:
+            return set()
+        taken = self.uow.directory_users.taken([u.id for u in users], [u.username for u in users])
+        return {u.id for u in users if u.id not in taken and u.username not in taken}
+
+    def insert_fresh(self, users: Sequence[SourceUser]) -> dict[str, list[DomainEvent]]:
+        """Insert new users and their memberships in a few statements; returns each user's
+        ``directory.membership_changed`` events (the row path's, in its order) and settles
+        its effective groups with the tracker (none before: it is new)."""
+        if not users:
+            return {}
+        self.uow.directory_users.insert_new(
+            [
+                DirectoryUser(
+                    id=u.id,
+                    username=u.username,
+                    active=u.active,
+                    source=self.source,
+                    updated_at=self.at,
+                    email=u.email,
+                    display_name=u.display_name,
+                )
+                for u in users
+            ]
+        )
+        wanted = {
+            u.id: sorted({Membership(self.group_id(n), u.id, MemberKind.USER) for n in u.groups})
+            for u in users
+        }
+        added = [m for ms in wanted.values() for m in ms]
+        self.uow.memberships.add_new(added)
+        self.summary.memberships_added += len(added)
+        names = self.uow.directory_groups.names()
+        nesting = _Nesting(self.uow, names)
+        events: dict[str, list[DomainEvent]] = {}
+        for user_id, memberships in wanted.items():
+            events[user_id] = [
+                DomainEvent(
+                    type=EventType.GROUP_MEMBERSHIP_CHANGED,
+                    subject=m.group_id,
+                    payload={
+                        "change": "added",
+                        "group_id": m.group_id,
+                        "group_name": names.get(m.group_id),
+                        "member_id": m.member_id,
+                        "member_kind": m.member_kind.value,
+                        "affected_users": [m.member_id],
+                    },
+                    occurred_at=self.at,
+                )
+                for m in memberships
+            ]
+            self.tracker.settle(
+                user_id, frozenset(), nesting.names({m.group_id for m in memberships})
+            )
+        return events
 
     # --- with a per-attribute source of truth ----------------------------------------------
 
@@ -413,6 +499,192 @@ def write_resolved(
     return changed or groups, overrides
 
 
+class _GroupBatch:
+    """:meth:`_Sync.group` for many groups: the mirror's groups and nesting read once and
+    kept in memory, new groups, memberships and their events written in batches. Pending
+    writes are flushed before anything reads the database (a user's effective groups before
+    a change, an update of an existing record), so every read sees what the row path would."""
+
+    def __init__(self, sync: _Sync) -> None:
+        self.sync = sync
+        uow = sync.uow
+        records = uow.directory_groups.list()
+        self.by_name = {g.name: g for g in records}
+        self.by_id = {g.id: g for g in records}
+        self.parents: dict[str, set[Membership]] = {}
+        for m in uow.memberships.parents(MemberKind.GROUP, list(self.by_id)):
+            self.parents.setdefault(m.member_id, set()).add(m)
+        self.graph: dict[str, set[tuple[str, MemberKind]]] | None = None  # members, lazily
+        self.new_groups: list[DirectoryGroup] = []
+        self.new_memberships: list[Membership] = []
+        self.events: list[DomainEvent] = []
+
+    def flush(self) -> None:
+        uow = self.sync.uow
+        uow.directory_groups.insert_new(self.new_groups)
+        uow.memberships.add_new(self.new_memberships)
+        uow.outbox.add(self.events)
+        self.new_groups, self.new_memberships, self.events = [], [], []
+
+    def create(self, record: DirectoryGroup) -> None:
+        self.new_groups.append(record)
+        self.by_name[record.name] = record
+        self.by_id[record.id] = record
+
+    def free_id(self, wanted: str) -> str:
+        for candidate in (wanted, f"{self.sync.source}:{wanted}"):
+            if candidate not in self.by_id:
+                return candidate
+        raise Conflict(f"group id {wanted!r} belongs to another group")
+
+    def group_id(self, name: str) -> str:
+        sync = self.sync
+        if name in sync.group_ids:
+            return sync.group_ids[name]
+        existing = self.by_name.get(name)
+        if existing is None:
+            gid = self.free_id(name)
+            self.create(DirectoryGroup(id=gid, name=name, source=sync.source, updated_at=sync.at))
+            sync.summary.groups_added.append(name)
+        else:
+            gid = existing.id
+        sync.group_ids[name] = gid
+        return gid
+
+    def group(self, group: SourceGroup) -> None:
+        sync = self.sync
+        existing = self.by_name.get(group.name)
+        if existing is not None and not _owned(existing.source, sync.source, sync.takes_over):
+            sync.summary.skipped.append(f"group {group.name} (owned by {existing.source})")
+            sync.group_ids[group.name] = existing.id
+            return
+        gid = existing.id if existing is not None else self.free_id(group.id or group.name)
+        record = DirectoryGroup(id=gid, name=group.name, source=sync.source, updated_at=sync.at)
+        if existing is None:
+            self.create(record)
+            changed = True
+        elif (existing.name, existing.source, existing.external_id) != (
+            record.name,
+            record.source,
+            record.external_id,
+        ):
+            self.flush()
+            changed = sync.uow.directory_groups.upsert(record)
+            self.by_name[record.name] = self.by_id[gid] = record
+        else:
+            changed = False
+        sync.group_ids[group.name] = gid
+        nested = self.nesting(gid, group.groups)
+        if existing is None:
+            sync.summary.groups_added.append(group.name)
+        elif changed or nested:
+            sync.summary.groups_changed.append(group.name)
+
+    def nesting(self, gid: str, names: Sequence[str]) -> bool:
+        sync = self.sync
+        wanted = {Membership(self.group_id(n), gid, MemberKind.GROUP) for n in names}
+        current = set(self.parents.get(gid, ()))
+        removed = sorted(current - wanted)
+        added = sorted(wanted - current)
+        for m in removed:
+            affected = self.affected(m.member_id)
+            event = self.event(m, "removed", affected)
+            self.watch(affected)
+            self.flush()
+            if sync.uow.memberships.remove(m):
+                self.events.append(event)
+            self.parents[gid].discard(m)
+            if self.graph is not None:
+                self.graph.get(m.group_id, set()).discard((m.member_id, m.member_kind))
+        for m in added:
+            affected = self.affected(m.member_id)
+            self.watch(affected)
+            self.new_memberships.append(m)
+            self.events.append(self.event(m, "added", affected))
+            self.parents.setdefault(gid, set()).add(m)
+            if self.graph is not None:
+                self.graph.setdefault(m.group_id, set()).add((m.member_id, m.member_kind))
+        sync.summary.memberships_added += len(added)
+        sync.summary.memberships_removed += len(removed)
+        return bool(added or removed)
+
+    def watch(self, users: list[str]) -> None:
+        tracker = self.sync.tracker
+        if any(u not in tracker.before for u in users):
+            self.flush()  # their groups before this change are read from the database
+        tracker.watch(users)
+
+    def affected(self, group_id: str) -> list[str]:
+        """:func:`mdm_core.directory.mirror.transitive_user_members`, over the graph kept in
+        memory (read once, at the first nesting change)."""
+        if self.graph is None:
+            self.flush()
+            graph: dict[str, set[tuple[str, MemberKind]]] = {}
+            for m in self.sync.uow.memberships.members(list(self.by_id)):
+                graph.setdefault(m.group_id, set()).add((m.member_id, m.member_kind))
+            self.graph = graph
+        users: set[str] = set()
+        seen = {group_id}
+        frontier = {group_id}
+        for _ in range(MAX_NESTING):
+            if not frontier:
+                break
+            below: set[str] = set()
+            for g in frontier:
+                for member_id, kind in self.graph.get(g, ()):
+                    if kind is MemberKind.USER:
+                        users.add(member_id)
+                    else:
+                        below.add(member_id)
+            frontier = below - seen
+            seen |= frontier
+        return sorted(users)
+
+    def event(self, m: Membership, change: str, affected: list[str]) -> DomainEvent:
+        group = self.by_id.get(m.group_id)
+        return DomainEvent(
+            type=EventType.GROUP_MEMBERSHIP_CHANGED,
+            subject=m.group_id,
+            payload={
+                "change": change,
+                "group_id": m.group_id,
+                "group_name": group.name if group is not None else None,
+                "member_id": m.member_id,
+                "member_kind": m.member_kind.value,
+                "affected_users": affected,
+            },
+            occurred_at=self.sync.at,
+        )
+
+
+class _Nesting:
+    """Effective group names of a set of direct groups, from the nesting read once (what
+    :func:`mdm_core.directory.mirror.effective_group_ids` walks, cycle safe, as deep)."""
+
+    def __init__(self, uow: UnitOfWork, names: dict[str, str]) -> None:
+        self.group_names = names
+        self.parents: dict[str, set[str]] = {}
+        for m in uow.memberships.parents(MemberKind.GROUP, list(names)):
+            self.parents.setdefault(m.member_id, set()).add(m.group_id)
+        self.memo: dict[frozenset[str], frozenset[str]] = {}
+
+    def names(self, direct: Collection[str]) -> frozenset[str]:
+        key = frozenset(direct)
+        found = self.memo.get(key)
+        if found is None:
+            seen = set(key)
+            frontier = set(key)
+            for _ in range(MAX_NESTING):
+                if not frontier:
+                    break
+                up = {p for g in frontier for p in self.parents.get(g, ())}
+                frontier = up - seen
+                seen |= frontier
+            found = frozenset(self.group_names[g] for g in seen if g in self.group_names)
+            self.memo[key] = found
+        return found
+
+
 def _claims_of(user: SourceUser) -> dict[str, Any]:
     return {
         "username": user.username,
@@ -461,13 +733,23 @@ def sync_source(
         sync = _Sync(uow, source, takes_over, at, summary)
         sync.skip_conflicts = skip_conflicts
         sync.actor = actor
-        for group in groups:
-            sync.group(group)
+        sync.groups(groups)
         truth = source_of_truth if source_of_truth and source_of_truth.configured else None
-        for user in users:
-            if truth is None:
+        if truth is None:
+            fresh = sync.fresh(users) if BULK_WRITES else set()
+            events = sync.insert_fresh([u for u in users if u.id in fresh])
+            pending: list[DomainEvent] = []
+            for user in users:
+                if user.id in fresh:
+                    pending += events[user.id]
+                    summary.added.append(user.id)
+                    continue
+                uow.outbox.add(pending)  # the row path's order of events
+                pending = []
                 sync.user(user)
-            else:
+            uow.outbox.add(pending)
+        else:
+            for user in users:
                 sync.claimed_user(user, truth)
         if prune and truth is not None:
             sync.withdraw({u.id for u in users}, truth)
