@@ -172,12 +172,19 @@ class _Sync:
         self.skip_conflicts = False
         self.actor = "system"  # who runs the sync (audit, account events)
         self.group_ids: dict[str, str] = {}  # name -> id
+        self.known_groups: dict[str, str] | None = None  # name -> id in the mirror, lazily
         self.tracker = GroupChangeTracker(uow, cause=f"directory.sync:{source}")
 
     def group_id(self, name: str, wanted_id: str | None = None) -> str:
         """The id of the group called ``name``, created for this source when unknown."""
         if name in self.group_ids:
             return self.group_ids[name]
+        if self.known_groups is None:  # every group's id by name, read once
+            self.known_groups = {n: i for i, n in self.uow.directory_groups.names().items()}
+        known = self.known_groups.get(name)
+        if known is not None:
+            self.group_ids[name] = known
+            return known
         existing = self.uow.directory_groups.find_by_name(name)
         if existing is None:
             gid = self.free_group_id(wanted_id or name)

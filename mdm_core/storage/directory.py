@@ -158,6 +158,11 @@ class MembershipStore(Protocol):
         """
         ...
 
+    def pairs(self, kind: MemberKind) -> list[tuple[str, str]]:
+        """Every direct membership of members of ``kind``, as ``(member_id, group_id)``, in no
+        order (a full sync's diff reads them all at once)."""
+        ...
+
     def add_new(self, memberships: Sequence[Membership]) -> None:
         """Add memberships the caller knows are new, of groups that exist, in one statement
         (a first sync's members: their member records were inserted in the same unit of

@@ -346,6 +346,14 @@ class SqlMembershipStore:
         )
         return True
 
+    def pairs(self, kind: MemberKind) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            select(directory_memberships.c.member_id, directory_memberships.c.group_id).where(
+                directory_memberships.c.member_kind == kind.value
+            )
+        )
+        return [(r[0], r[1]) for r in rows]
+
     def add_new(self, memberships: Sequence[Membership]) -> None:
         if not memberships:
             return
