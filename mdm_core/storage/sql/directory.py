@@ -6,7 +6,19 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.domain.errors import Conflict, NotFound
@@ -292,6 +304,11 @@ _EFFECTIVE_GROUP_NAMES = text(
     + EFFECTIVE_GROUPS_CTE.format(user=":user_id")
     + "SELECT name FROM directory_groups WHERE id IN (SELECT id FROM grp)"
 )
+_PARENTS_OF_ONE = select(directory_memberships).where(
+    directory_memberships.c.member_kind == bindparam("kind"),
+    directory_memberships.c.member_id == bindparam("member"),
+)
+
 #: Nested groups are followed this deep (as :data:`mdm_core.directory.mirror.MAX_NESTING`).
 MAX_NESTING = 64
 
@@ -392,6 +409,10 @@ class SqlMembershipStore:
         return sorted(out)
 
     def parents(self, kind: MemberKind, member_ids: Collection[str]) -> list[Membership]:
+        if len(member_ids) == 1:  # one user (a SCIM answer, a check-in): the prebuilt statement
+            (only,) = member_ids
+            rows = self.conn.execute(_PARENTS_OF_ONE, {"kind": kind.value, "member": only})
+            return sorted(Membership(r.group_id, r.member_id, kind) for r in rows)
         out: list[Membership] = []
         for chunk in _chunks(member_ids):
             rows = self.conn.execute(
