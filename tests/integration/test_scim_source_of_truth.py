@@ -24,6 +24,7 @@ from mdm_core.access.whatif import what_if
 from mdm_core.bus.events import EventType
 from mdm_core.directory.sync import SourceUser, sync_source
 from mdm_core.runtime import MdmCore
+from mdm_core.storage.sql.database import Database
 from posture_gateway.access.device_gate import evaluator
 from posture_gateway.app import create_app
 from posture_gateway.settings import Settings
@@ -45,11 +46,13 @@ TRUTH = {
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
+def app(tmp_path: Path, database: Database) -> Iterator[Flask]:
+    """The gateway on SQLite and on PostgreSQL."""
     app = create_app(
         Settings.model_validate(
             {
                 "data_dir": tmp_path / "data",
+                "database_url": database.url,
                 "dev_mode": True,
                 "public_url": PUBLIC_URL,
                 "policy_dir": POLICY_DIR,
