@@ -534,9 +534,14 @@ class ScimService:
     ) -> str | None:
         """With a source of truth, a new SCIM user whose userName names a user another
         source (users file, import, LDAP) already holds becomes that user (its id), so the
-        precedence decides between them; ``None``: a new user."""
+        precedence decides between them; ``None``: a new user. Only when the configuration
+        lists ``scim`` (or this client's source) for some attribute: a source of truth that
+        names no SCIM source gives SCIM no claim on another source's users."""
         if self.truth is None or kind is not USER_KIND:
             return None
+        source = f"scim:{client}"
+        if not any("scim" in sources or source in sources for sources in self.truth.order.values()):
+            return None  # the configuration gives SCIM no say: 409 as before
         holder = uow.directory_users.find_by_username(str(doc.get("userName", "")))
         if holder is None or holder.source.startswith("scim:"):
             return None

@@ -20,11 +20,16 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from idp_connectors.scim.errors import Uniqueness
+from idp_connectors.scim.resources import ScimService
+from idp_connectors.scim.schemas import USER_KIND
 from mdm_core.access.whatif import what_if
 from mdm_core.bus.events import EventType
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.directory.sync import SourceUser, sync_source
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql.database import Database
+from mdm_core.storage.sql.uow import SqlStorage
 from posture_gateway.access.device_gate import evaluator
 from posture_gateway.app import create_app
 from posture_gateway.settings import Settings
@@ -231,6 +236,19 @@ def test_a_scim_only_user_keeps_the_direct_path(app: Flask, okta: Scim) -> None:
     assert [e["subject"] for e in _events(app, EventType.ACCOUNT_DISABLED)] == [carol["id"]]
 
 
+def test_a_deleted_user_leaves_the_member_list_the_group_keeps(okta: Scim) -> None:
+    carol = okta.user("carol")
+    group = okta.call(
+        "POST",
+        "/Groups",
+        {"schemas": [GROUP], "displayName": "team", "members": [{"value": carol["id"]}]},
+    ).json
+    assert [m["value"] for m in group["members"]] == [carol["id"]]
+    assert okta.call("DELETE", f"/Users/{carol['id']}").status_code == 204
+    after = okta.call("GET", f"/Groups/{group['id']}").json
+    assert "members" not in after and after["meta"]["version"] != group["meta"]["version"]
+
+
 def test_without_a_source_of_truth_a_taken_username_is_still_409(tmp_path: Path) -> None:
     app = create_app(
         Settings.model_validate(
@@ -250,3 +268,15 @@ def test_without_a_source_of_truth_a_taken_username_is_still_409(tmp_path: Path)
         assert r.status_code == 409
     finally:
         app.extensions["posture"].core.close()
+
+
+def test_a_source_of_truth_without_scim_does_not_link(database: Database) -> None:
+    storage = SqlStorage(database)
+    sync_source(storage, "ldap", [SourceUser(id="u-bob", username="bob")])
+    service = ScimService(
+        storage,
+        "https://gw.example/scim/v2",
+        source_of_truth=SourceOfTruth.parse({"email": ["ldap", "users_file"]}),
+    )
+    with pytest.raises(Uniqueness):
+        service.create(USER_KIND, "okta", {"schemas": [USER], "userName": "bob"})
