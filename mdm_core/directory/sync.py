@@ -742,22 +742,28 @@ def sync_source(
         sync.actor = actor
         sync.groups(groups)
         truth = source_of_truth if source_of_truth and source_of_truth.configured else None
-        if truth is None:
-            fresh = sync.fresh(users) if BULK_WRITES else set()
-            events = sync.insert_fresh([u for u in users if u.id in fresh])
-            pending: list[DomainEvent] = []
-            for user in users:
-                if user.id in fresh:
-                    pending += events[user.id]
-                    summary.added.append(user.id)
-                    continue
-                uow.outbox.add(pending)  # the row path's order of events
-                pending = []
+        fresh = sync.fresh(users) if BULK_WRITES else set()
+        if truth is not None:
+            # A new user no source has claims about resolves to its own claims: the same
+            # batches, plus this source's claims in one statement.
+            fresh -= uow.source_claims.claimed(fresh)
+            uow.source_claims.put_new(
+                source, {u.id: _claims_of(u) for u in users if u.id in fresh}, at=at
+            )
+        events = sync.insert_fresh([u for u in users if u.id in fresh])
+        pending: list[DomainEvent] = []
+        for user in users:
+            if user.id in fresh:
+                pending += events[user.id]
+                summary.added.append(user.id)
+                continue
+            uow.outbox.add(pending)  # the row path's order of events
+            pending = []
+            if truth is None:
                 sync.user(user)
-            uow.outbox.add(pending)
-        else:
-            for user in users:
+            else:
                 sync.claimed_user(user, truth)
+        uow.outbox.add(pending)
         if prune and truth is not None:
             sync.withdraw({u.id for u in users}, truth)
         else:

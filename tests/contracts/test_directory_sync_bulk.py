@@ -15,6 +15,7 @@ from sqlalchemy import event
 
 import mdm_core.directory.sync as sync_module
 from mdm_core.directory.mirror import effective_group_names
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.directory.sync import SourceGroup, SourceUser, sync_source
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.database import Database
@@ -63,9 +64,12 @@ def row_database(tmp_path: Path) -> Iterator[Database]:
         db.dispose()
 
 
-def _run(storage: SqlStorage) -> tuple[Any, ...]:
+TRUTH = SourceOfTruth.parse({"groups": ["ldap", "import"], "email": ["import", "ldap"]})
+
+
+def _run(storage: SqlStorage, truth: SourceOfTruth | None) -> tuple[Any, ...]:
     # Set-up: some users already there, one of another source, one username taken.
-    sync_source(storage, "import", _users(6)[:3], GROUPS, clock=lambda: T0)
+    sync_source(storage, "import", _users(6)[:3], GROUPS, clock=lambda: T0, source_of_truth=truth)
     with storage.unit_of_work() as uow:
         uow.directory_users.upsert(
             DirectoryUser(
@@ -82,7 +86,14 @@ def _run(storage: SqlStorage) -> tuple[Any, ...]:
     users = _users(30)
     users[1] = SourceUser(id="u-001", username="user001", groups=("g-d",))  # changed
     summary = sync_source(
-        storage, "import", users, GROUPS2, clock=lambda: T0, skip_conflicts=True, actor="admin:x"
+        storage,
+        "import",
+        users,
+        GROUPS2,
+        clock=lambda: T0,
+        skip_conflicts=True,
+        actor="admin:x",
+        source_of_truth=truth,
     )
     with storage.unit_of_work() as uow:
         events = [
@@ -95,21 +106,28 @@ def _run(storage: SqlStorage) -> tuple[Any, ...]:
             for u in uow.directory_users.list()
         )
         groups = {u: effective_group_names(uow, u) for u, *_ in mirror}
-    return summary, events, audit, mirror, groups
+        claims = {u: uow.source_claims.for_user(u) for u, *_ in mirror}
+    return summary, events, audit, mirror, groups, claims
 
 
+@pytest.mark.parametrize("truth", [None, TRUTH], ids=["owners", "source_of_truth"])
 def test_the_bulk_path_equals_the_row_path(
-    database: Database, row_database: Database, monkeypatch: pytest.MonkeyPatch
+    database: Database,
+    row_database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    truth: SourceOfTruth | None,
 ) -> None:
-    bulk = _run(SqlStorage(database))
+    bulk = _run(SqlStorage(database), truth)
     monkeypatch.setattr(sync_module, "BULK_WRITES", False)
-    row = _run(SqlStorage(row_database))
-    summary, events, audit, mirror, groups = bulk
+    row = _run(SqlStorage(row_database), truth)
+    summary, events, audit, mirror, groups, claims = bulk
+    assert claims == row[5]
     assert summary == row[0]
     assert events == row[1]
     assert audit == row[2]
     assert mirror == row[3] and groups == row[4]
-    assert len(summary.added) == 25 and summary.skipped and summary.groups_changed_users
+    assert len(summary.added) == 25
+    assert summary.skipped and summary.groups_changed_users
     assert groups["u-011"] == {"g-a", "g-b", "g-d"}
     assert summary.groups_added == ["g-parent", "g-e"] and summary.memberships_removed == 2
 
