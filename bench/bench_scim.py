@@ -45,7 +45,7 @@ import _harness as h  # noqa: E402
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-from tests.services import PrivatePostgres, free_port  # noqa: E402
+from tests.services import PrivatePostgres, PrivateRedis, free_port  # noqa: E402
 
 TARGET_RATE = 200.0
 LUA = BENCH / "scim_patch.lua"
@@ -210,12 +210,22 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--record", action="store_true", help="append to docs/performance.md")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="with a private Redis (redis_url set: the Redis rate limiter, replay store, bus)",
+    )
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
     if shutil.which("wrk") is None:
         print("wrk not found: run `make system-deps` (apt-get install wrk)", file=sys.stderr)
         return 2
     pg: PrivatePostgres | None = None
+    rd: PrivateRedis | None = None
+    redis_url: str | None = None
+    if args.redis:
+        rd = PrivateRedis()
+        redis_url = rd.start()
     server_url = os.environ.get("POSTURE_BENCH_DATABASE_URL")
     if not server_url:
         pg = PrivatePostgres()
@@ -231,7 +241,7 @@ def main() -> int:
         config.write_text(
             yaml.safe_dump({"scim": {"clients": [{"id": "bench", "token_sha256": digest}]}})
         )
-        env = h.server_env(db_url, workdir / "data", url, None)
+        env = h.server_env(db_url, workdir / "data", url, redis_url)
         env["POSTURE_CONFIG"] = str(config)
         env["PYTHONPATH"] = str(ROOT)
         cmd = [str(VENV_BIN / "posture"), "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -272,6 +282,7 @@ def main() -> int:
             # the rate that leaves for the machine's cores if the server had them to itself
             "server_cpu_ms_per_patch": round(cpu_ms, 2),
             "cpu_bound_patches_per_s": round((os.cpu_count() or 1) * 1000 / max(cpu_ms, 1e-6)),
+            "redis": redis_url is not None,
         }
         # wrk counts the requests answered in the window; up to one per connection was still
         # in flight when it stopped (written by the server, not counted by wrk)
@@ -299,6 +310,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         if pg is not None:
             pg.stop()
+        if rd is not None:
+            rd.stop()
 
 
 if __name__ == "__main__":

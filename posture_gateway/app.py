@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         storage=core.storage,
         limiter=core.rate_limiter,
         public_url=settings.public_url,
+        source_of_truth=core.directory.source_of_truth,
     )  # /scim/v2
     app.after_request(baseline_headers)  # one set of security headers for every response
 

@@ -221,7 +221,19 @@ def _first(raw: Raw, name: str) -> bytes | None:
     return values[0] if values else None
 
 
+class _Lowered(dict[str, Sequence[bytes]]):
+    """An entry's attributes under lower-case names (read once per entry: ldap3's
+    case-insensitive dictionary costs a normalisation, and a missing attribute an exception,
+    on every look-up)."""
+
+
+def _lowered(raw: Raw) -> _Lowered:
+    return raw if isinstance(raw, _Lowered) else _Lowered((k.lower(), v) for k, v in raw.items())
+
+
 def _get(raw: Raw, name: str) -> Sequence[bytes]:
+    if isinstance(raw, _Lowered):
+        return raw.get(name.lower(), ())
     values = raw.get(name)
     if values is None:  # servers may answer in another case than asked
         lowered = name.lower()
@@ -275,6 +287,7 @@ class Mapper:
         return False
 
     def user(self, dn: str, raw: Raw) -> LdapUser:
+        raw = _lowered(raw)
         username = _text(raw, self.schema.username)
         if not username:
             raise EntryError(f"no {self.schema.username}")
@@ -289,6 +302,7 @@ class Mapper:
         )
 
     def group(self, dn: str, raw: Raw) -> LdapGroup:
+        raw = _lowered(raw)
         name = _text(raw, self.schema.group_name)
         if not name:
             raise EntryError(f"no {self.schema.group_name}")

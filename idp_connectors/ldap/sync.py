@@ -289,7 +289,8 @@ class LdapSync:
         total = len(users)
         self.progress("write", 0, total)
         with self.storage.unit_of_work() as uow:
-            new = [g for g in groups if uow.directory_groups.find_by_name(g.name) is None]
+            known = set(uow.directory_groups.names().values())
+            new = [g for g in groups if g.name not in known]
         if new:  # created first, each under its own stable id, before any nesting names it
             bare = [SourceGroup(name=g.name, id=g.id) for g in new]
             result.absorb(
@@ -426,12 +427,14 @@ class _MirrorView:
         groups = uow.directory_groups.list(source)
         names = uow.directory_groups.names()
         user_groups: dict[str, set[str]] = defaultdict(set)
-        for m in uow.memberships.parents(MemberKind.USER, list(users)):
-            user_groups[m.member_id].add(names.get(m.group_id, m.group_id))
+        for member_id, group_id in uow.memberships.pairs(MemberKind.USER):  # one statement
+            if member_id in users:
+                user_groups[member_id].add(names.get(group_id, group_id))
         by_id = {g.id: g for g in groups}
         group_parents: dict[str, set[str]] = defaultdict(set)
-        for m in uow.memberships.parents(MemberKind.GROUP, list(by_id)):
-            group_parents[by_id[m.member_id].name].add(names.get(m.group_id, m.group_id))
+        for member_id, group_id in uow.memberships.pairs(MemberKind.GROUP):
+            if member_id in by_id:
+                group_parents[by_id[member_id].name].add(names.get(group_id, group_id))
         return cls(
             users=users,
             user_groups={k: frozenset(v) for k, v in user_groups.items()},

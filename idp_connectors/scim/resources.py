@@ -15,9 +15,10 @@ A client sees only the resources it created (another client's id is ``404``); na
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +31,16 @@ from idp_connectors.scim.schemas import GROUP_KIND, USER_KIND, ResourceKind
 from idp_connectors.scim.validate import check_immutable, check_required, normalize
 from mdm_core.directory.accounts import delete_account, disable_account
 from mdm_core.directory.mirror import GroupChangeTracker, add_membership, remove_membership
+from mdm_core.directory.precedence import Override, SourceOfTruth
+from mdm_core.directory.sync import record_claims, write_resolved
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.scim import ScimResource
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = ["ScimService", "Query", "Page", "MAX_RESULTS", "MAX_NAME"]
+
+log = logging.getLogger(__name__)
 
 #: The most resources one list answer holds (``ServiceProviderConfig.filter.maxResults``).
 MAX_RESULTS = 200
@@ -72,12 +77,16 @@ class ScimService:
         base_url: str,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        source_of_truth: SourceOfTruth | None = None,
     ) -> None:
         if storage is None:
             raise ValueError("ScimService needs a storage")
         self.storage = storage
         self.base_url = base_url.rstrip("/")
         self.clock = clock
+        #: ``directory.source_of_truth`` when configured: a user another source also holds
+        #: (a *shared* user) is written through the precedence (module docstring).
+        self.truth = source_of_truth if source_of_truth and source_of_truth.configured else None
 
     # --- representation ---------------------------------------------------------------
 
@@ -86,15 +95,17 @@ class ScimService:
         if record.external_id is not None:
             doc["externalId"] = record.external_id
         if kind is GROUP_KIND:
-            members = [
-                {
-                    "value": m.member_id,
-                    "type": "User" if m.member_kind is MemberKind.USER else "Group",
-                }
-                for m in uow.memberships.members([record.id])
-            ]
+            members = doc.pop("members", None)
+            if members is None:  # written before the document kept the client's members
+                members = [
+                    {
+                        "value": m.member_id,
+                        "type": "User" if m.member_kind is MemberKind.USER else "Group",
+                    }
+                    for m in uow.memberships.members([record.id])
+                ]
             if members:
-                doc["members"] = members
+                doc["members"] = list(members)
         return doc
 
     def _render(
@@ -103,7 +114,7 @@ class ScimService:
         doc = (
             self._working(uow, kind, record)
             if related or kind is USER_KIND
-            else dict(record.document)
+            else {k: v for k, v in record.document.items() if k != "members"}
         )
         if not related and record.external_id is not None:
             doc["externalId"] = record.external_id
@@ -134,8 +145,8 @@ class ScimService:
 
     def _groups(self, uow: UnitOfWork, record: ScimResource) -> list[dict[str, Any]]:
         out = []
-        for m in uow.memberships.parents(MemberKind.USER, [record.id]):
-            group = uow.scim_resources.get("Group", m.group_id)
+        for group_id in self._scim_groups_of(uow, record):
+            group = uow.scim_resources.get("Group", group_id)
             if group is None or group.client != record.client:
                 continue
             out.append(
@@ -147,6 +158,16 @@ class ScimService:
                 }
             )
         return out
+
+    def _scim_groups_of(self, uow: UnitOfWork, record: ScimResource) -> list[str]:
+        """Ids of the groups the user is directly in, as its SCIM client wrote them: the
+        mirror's memberships, or, for a shared user, the client's own claims."""
+        source = f"scim:{record.client}"
+        if self.truth is not None and self._shared(uow.directory_users.get(record.id), source):
+            names = uow.source_claims.for_user(record.id).get(source, {}).get("groups", [])
+            found = [uow.scim_resources.find_by_name("Group", str(n).lower()) for n in names]
+            return sorted(g.id for g in found if g is not None)
+        return [m.group_id for m in uow.memberships.parents(MemberKind.USER, [record.id])]
 
     # --- reads ------------------------------------------------------------------------
 
@@ -210,17 +231,22 @@ class ScimService:
         at = self.clock()
         record_id = str(uuid.uuid4())
         with self.storage.unit_of_work() as uow:
+            linked = self._link(uow, kind, client, doc)
+            record_id = linked or record_id
             record = self._record(kind, client, record_id, doc, version=1, created=at, at=at)
             if uow.scim_resources.find_by_name(kind.name, record.name_key) is not None:
                 raise Uniqueness(f"{kind.name_attr} is already taken")
-            self._mirror(uow, kind, client, record, doc, before=None, at=at)
+            record, overrides = self._mirror(uow, kind, client, record, doc, before=None, at=at)
             self._store(uow, record, expected=None)
+            detail: dict[str, Any] = {"version": 1}
+            if linked is not None:
+                detail["linked"] = linked
             uow.audit.record(
                 f"scim:{client}",
                 f"scim.{kind.name.lower()}.create",
                 _subject(kind, record_id),
                 "ok",
-                {"version": 1},
+                _with_overrides(detail, overrides),
                 at=at,
             )
             return self._render(uow, kind, record)
@@ -283,15 +309,21 @@ class ScimService:
                 holder = uow.scim_resources.find_by_name(kind.name, record.name_key)
                 if holder is not None and holder.id != resource_id:
                     raise Uniqueness(f"{kind.name_attr} is already taken")
+            overrides: list[Override] = []
             if _mirrored(kind, old) != _mirrored(kind, new):  # else the mirror is unchanged
-                self._mirror(uow, kind, client, record, new, before=old, at=at)
+                record, overrides = self._mirror(uow, kind, client, record, new, before=old, at=at)
+            elif kind is GROUP_KIND:
+                record = _with_members(record, old.get("members", []))
             self._store(uow, record, expected=before.version)
             uow.audit.record(
                 f"scim:{client}",
                 f"scim.{kind.name.lower()}.{action}",
                 _subject(kind, resource_id),
                 "ok",
-                {"version": record.version, "attributes": sorted(_changed(old, new))},
+                _with_overrides(
+                    {"version": record.version, "attributes": sorted(_changed(old, new))},
+                    overrides,
+                ),
                 at=at,
             )
             return self._render(uow, kind, record)
@@ -305,12 +337,34 @@ class ScimService:
             record = self._owned(uow, kind, client, resource_id)
             if if_match is not None and not header_matches(if_match, record.version):
                 raise PreconditionFailed(f"the {kind.name} is at {etag(record.version)}")
+            overrides: list[Override] = []
             if kind is USER_KIND:
-                delete_account(uow, resource_id, at=at, actor=actor, source=f"scim:{client}")
+                self._forget_member(uow, client, resource_id, at=at)
+                existing = uow.directory_users.get(resource_id)
+                if self._shared(existing, actor):
+                    assert existing is not None
+                    overrides = self._withdraw(uow, client, existing, at=at)
+                else:
+                    delete_account(uow, resource_id, at=at, actor=actor, source=actor)
             else:
                 # Members lose the group (and what it nests in): one user_groups_changed event
                 # per user whose effective groups change, so their devices converge.
                 tracker = GroupChangeTracker(uow, cause=actor)
+                name = str(record.document.get("displayName", ""))
+                shared = self._shared_members(
+                    uow,
+                    actor,
+                    {m.member_id for m in uow.memberships.members([resource_id])}
+                    | {
+                        str(m.get("value"))
+                        for m in self._working(uow, kind, record).get("members", [])
+                        if m.get("type") == "User"
+                    },
+                )
+                for user_id in sorted(shared):
+                    overrides += self._claim_groups(
+                        uow, client, user_id, drop=name, add=None, at=at, tracker=tracker
+                    )
                 for m in uow.memberships.members([resource_id]):
                     remove_membership(uow, m, at=at, tracker=tracker)
                 for m in uow.memberships.parents(MemberKind.GROUP, [resource_id]):
@@ -323,7 +377,7 @@ class ScimService:
                 f"scim.{kind.name.lower()}.delete",
                 _subject(kind, resource_id),
                 "ok",
-                {},
+                _with_overrides({}, overrides),
                 at=at,
             )
 
@@ -381,11 +435,16 @@ class ScimService:
         *,
         before: dict[str, Any] | None,
         at: datetime,
-    ) -> None:
+    ) -> tuple[ScimResource, list[Override]]:
+        """Write what the mirror holds of ``doc``; the record to store (a group's keeps the
+        client's members) and what the precedence overrode."""
         source = f"scim:{client}"
         if kind is USER_KIND:
             active = doc.get("active", True) is not False
             existing = uow.directory_users.get(record.id)
+            if self._shared(existing, source):
+                assert existing is not None
+                return record, self._write_shared(uow, client, existing, doc, at=at)
             disabling = existing is not None and existing.active and not active
             try:
                 uow.directory_users.upsert(
@@ -404,7 +463,7 @@ class ScimService:
                 raise Uniqueness("userName is already taken") from exc
             if disabling:
                 disable_account(uow, record.id, at=at, actor=source, source=source)
-            return
+            return record, []
         try:
             uow.directory_groups.upsert(
                 DirectoryGroup(
@@ -421,12 +480,225 @@ class ScimService:
         current = set(uow.memberships.members([record.id])) if before is not None else set()
         # One user_groups_changed event per user whose effective groups change (the access
         # read model and device convergence follow it).
-        tracker = GroupChangeTracker(uow, cause=f"scim:{client}")
-        for m in sorted(current - wanted):
+        tracker = GroupChangeTracker(uow, cause=source)
+        overrides: list[Override] = []
+        if self.truth is not None:
+            # A shared user's groups are its SCIM claims, resolved with the other sources'.
+            old_name = before.get("displayName") if before is not None else None
+            was = {
+                str(m.get("value"))
+                for m in (before or {}).get("members", [])
+                if m.get("type") == "User"
+            }
+            now = {m.member_id for m in wanted if m.member_kind is MemberKind.USER}
+            renamed = old_name is not None and old_name != doc["displayName"]
+            candidates = {m.member_id for m in current ^ wanted if m.member_kind is MemberKind.USER}
+            candidates |= was ^ now
+            if renamed:
+                candidates |= was | now
+            shared = self._shared_members(uow, source, candidates)
+            for user_id in sorted(shared):
+                if user_id in now or user_id in was:
+                    overrides += self._claim_groups(
+                        uow,
+                        client,
+                        user_id,
+                        drop=old_name if isinstance(old_name, str) else None,
+                        add=doc["displayName"] if user_id in now else None,
+                        at=at,
+                        tracker=tracker,
+                    )
+            current = {m for m in current if m.member_id not in shared}
+            wanted_mirror = {m for m in wanted if m.member_id not in shared}
+        else:
+            wanted_mirror = wanted
+        for m in sorted(current - wanted_mirror):
             remove_membership(uow, m, at=at, tracker=tracker)
-        for m in sorted(wanted - current):
+        for m in sorted(wanted_mirror - current):
             add_membership(uow, m, at=at, tracker=tracker)
         tracker.flush(at=at)
+        return _with_members(record, _member_list(wanted)), overrides
+
+    # --- the source of truth (shared users) ---------------------------------------------
+
+    def _shared(self, existing: DirectoryUser | None, source: str) -> bool:
+        """A user another source holds too: its record was created by another source (a
+        SCIM client's own users keep the direct path)."""
+        return self.truth is not None and existing is not None and existing.source != source
+
+    def _shared_members(self, uow: UnitOfWork, source: str, user_ids: Collection[str]) -> set[str]:
+        return {u for u in user_ids if self._shared(uow.directory_users.get(u), source)}
+
+    def _link(
+        self, uow: UnitOfWork, kind: ResourceKind, client: str, doc: dict[str, Any]
+    ) -> str | None:
+        """With a source of truth, a new SCIM user whose userName names a user another
+        source (users file, import, LDAP) already holds becomes that user (its id), so the
+        precedence decides between them; ``None``: a new user. Only when the configuration
+        lists ``scim`` (or this client's source) for some attribute: a source of truth that
+        names no SCIM source gives SCIM no claim on another source's users."""
+        if self.truth is None or kind is not USER_KIND:
+            return None
+        source = f"scim:{client}"
+        if not any("scim" in sources or source in sources for sources in self.truth.order.values()):
+            return None  # the configuration gives SCIM no say: 409 as before
+        holder = uow.directory_users.find_by_username(str(doc.get("userName", "")))
+        if holder is None or holder.source.startswith("scim:"):
+            return None
+        if uow.scim_resources.get(USER_KIND.name, holder.id) is not None:
+            return None  # another client holds it already: 409 as before
+        return holder.id
+
+    def _claims(self, uow: UnitOfWork, existing: DirectoryUser) -> dict[str, dict[str, Any]]:
+        claims = uow.source_claims.for_user(existing.id)
+        if existing.source not in claims:  # written before claims were kept
+            claims[existing.source] = record_claims(uow, existing)
+        return claims
+
+    def _resolve(
+        self,
+        uow: UnitOfWork,
+        client: str,
+        existing: DirectoryUser,
+        claims: dict[str, dict[str, Any]],
+        *,
+        at: datetime,
+        tracker: GroupChangeTracker,
+    ) -> list[Override]:
+        source = f"scim:{client}"
+        assert self.truth is not None
+        try:
+            _, overrides = write_resolved(
+                uow,
+                existing.id,
+                existing,
+                claims,
+                self.truth,
+                writer=source,
+                owner=existing.source,
+                actor=source,
+                at=at,
+                set_groups=lambda uid, names: self._set_groups(
+                    uow, source, uid, names, at, tracker
+                ),
+            )
+        except Conflict as exc:
+            raise Uniqueness("userName is already taken") from exc
+        if overrides:
+            log.info("scim %s: source of truth: %s", source, "; ".join(map(str, overrides)))
+        return overrides
+
+    def _write_shared(
+        self,
+        uow: UnitOfWork,
+        client: str,
+        existing: DirectoryUser,
+        doc: dict[str, Any],
+        *,
+        at: datetime,
+    ) -> list[Override]:
+        """Record what the client says about a shared user, then resolve the record."""
+        source = f"scim:{client}"
+        claims = self._claims(uow, existing)
+        mine = dict(claims.get(source, {}))
+        mine.update(
+            username=doc["userName"],
+            email=_email(doc),
+            display_name=_display(doc),
+            active=doc.get("active", True) is not False,
+        )
+        uow.source_claims.put(existing.id, source, mine, at=at)
+        claims[source] = mine
+        tracker = GroupChangeTracker(uow, cause=source)
+        overrides = self._resolve(uow, client, existing, claims, at=at, tracker=tracker)
+        tracker.flush(at=at)
+        return overrides
+
+    def _claim_groups(
+        self,
+        uow: UnitOfWork,
+        client: str,
+        user_id: str,
+        *,
+        drop: str | None,
+        add: str | None,
+        at: datetime,
+        tracker: GroupChangeTracker,
+    ) -> list[Override]:
+        """A SCIM group of the client gained (``add``) or lost (``drop``) a shared user."""
+        source = f"scim:{client}"
+        existing = uow.directory_users.get(user_id)
+        if existing is None:
+            return []
+        claims = self._claims(uow, existing)
+        mine = claims.get(source)
+        if mine is None:  # a shared user its SCIM record never described (should not be)
+            return []
+        groups = {str(g) for g in mine.get("groups", [])} - ({drop} if drop else set())
+        if add:
+            groups.add(add)
+        mine = {**mine, "groups": sorted(groups)}
+        uow.source_claims.put(user_id, source, mine, at=at)
+        claims[source] = mine
+        return self._resolve(uow, client, existing, claims, at=at, tracker=tracker)
+
+    def _withdraw(
+        self, uow: UnitOfWork, client: str, existing: DirectoryUser, *, at: datetime
+    ) -> list[Override]:
+        """DELETE of a shared user: the client's claims go, the other sources' stand."""
+        source = f"scim:{client}"
+        uow.source_claims.remove(existing.id, source)
+        claims = self._claims(uow, existing)
+        claims.pop(source, None)
+        tracker = GroupChangeTracker(uow, cause=source)
+        overrides = self._resolve(uow, client, existing, claims, at=at, tracker=tracker)
+        tracker.flush(at=at)
+        return overrides
+
+    def _set_groups(
+        self,
+        uow: UnitOfWork,
+        source: str,
+        user_id: str,
+        names: Sequence[str],
+        at: datetime,
+        tracker: GroupChangeTracker,
+    ) -> bool:
+        """Make the user's direct groups exactly ``names`` (an unknown name is created, owned
+        by ``source``, as a sync does: a missing group could drop a stricter policy)."""
+        wanted = set()
+        for name in names:
+            group = uow.directory_groups.find_by_name(name)
+            if group is None:
+                gid = name if uow.directory_groups.get(name) is None else f"{source}:{name}"
+                uow.directory_groups.upsert(
+                    DirectoryGroup(id=gid, name=name, source=source, updated_at=at)
+                )
+            else:
+                gid = group.id
+            wanted.add(Membership(gid, user_id, MemberKind.USER))
+        current = set(uow.memberships.parents(MemberKind.USER, [user_id]))
+        removed = [
+            remove_membership(uow, m, at=at, tracker=tracker) for m in sorted(current - wanted)
+        ]
+        added = [add_membership(uow, m, at=at, tracker=tracker) for m in sorted(wanted - current)]
+        return any(removed) or any(added)
+
+    def _forget_member(self, uow: UnitOfWork, client: str, user_id: str, *, at: datetime) -> None:
+        """A deleted user leaves the member lists the client's groups keep (their version
+        moves on: the representation changed)."""
+        for group in uow.scim_resources.list(GROUP_KIND.name, client):
+            members = group.document.get("members")
+            if not members or not any(m.get("value") == user_id for m in members):
+                continue
+            kept = [m for m in members if m.get("value") != user_id]
+            updated = replace(
+                group,
+                version=group.version + 1,
+                last_modified=at,
+                document={**group.document, "members": kept},
+            )
+            self._store(uow, updated, expected=group.version)
 
     def _membership(
         self, uow: UnitOfWork, client: str, group_id: str, member: dict[str, Any]
@@ -445,6 +717,25 @@ class ScimService:
                 member_kind = MemberKind.USER if kind is USER_KIND else MemberKind.GROUP
                 return Membership(group_id, value, member_kind)
         raise BadRequest(f"member {value} is not a known User or Group", "invalidValue")
+
+
+def _member_list(members: Collection[Membership]) -> list[dict[str, str]]:
+    return [
+        {"value": m.member_id, "type": "User" if m.member_kind is MemberKind.USER else "Group"}
+        for m in sorted(members)
+    ]
+
+
+def _with_members(record: ScimResource, members: Sequence[dict[str, Any]]) -> ScimResource:
+    """The group record keeping the client's members in its document (what it answers)."""
+    kept = [{"value": m["value"], "type": m["type"]} for m in members]
+    return replace(record, document={**record.document, "members": kept})
+
+
+def _with_overrides(detail: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
+    if overrides:
+        detail["overridden"] = [o.to_json() for o in overrides]
+    return detail
 
 
 def _mirrored(kind: ResourceKind, doc: dict[str, Any]) -> tuple[Any, ...]:

@@ -51,6 +51,7 @@ from idp_connectors.scim.schemas import (
     ResourceKind,
     schema_document,
 )
+from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.errors import LimiterUnavailable, RateLimited
 from mdm_core.ratelimit.guard import RateGuard
 from mdm_core.ratelimit.limiter import RateLimiter
@@ -86,14 +87,21 @@ class ScimState:
 
 
 def init_app(
-    app: Flask, settings: ScimSettings, *, storage: Storage, limiter: RateLimiter, public_url: str
+    app: Flask,
+    settings: ScimSettings,
+    *,
+    storage: Storage,
+    limiter: RateLimiter,
+    public_url: str,
+    source_of_truth: SourceOfTruth | None = None,
 ) -> ScimState:
-    """Keep the SCIM state in ``app.extensions["scim"]`` and register :data:`bp`."""
+    """Keep the SCIM state in ``app.extensions["scim"]`` and register :data:`bp`;
+    ``source_of_truth`` (``directory.source_of_truth``) governs users other sources hold."""
     base = public_url.rstrip("/") + PREFIX
     st = ScimState(
         settings=settings,
         digests=ClientDigests.load(settings),
-        service=ScimService(storage, base),
+        service=ScimService(storage, base, source_of_truth=source_of_truth),
         guard=RateGuard(limiter, storage),
         base_url=base,
     )

@@ -126,12 +126,21 @@ class GroupChangeTracker:
         self.uow = uow
         self.cause = cause
         self.before: dict[str, frozenset[str]] = {}
+        self.after: dict[str, frozenset[str]] = {}  # known final groups (see settle)
 
     def watch(self, user_ids: Collection[str]) -> None:
         """Remember the current effective groups of ``user_ids`` (the first time only)."""
         for user_id in user_ids:
+            self.after.pop(user_id, None)  # about to change again: read it at flush
             if user_id not in self.before:
                 self.before[user_id] = effective_group_names(self.uow, user_id)
+
+    def settle(self, user_id: str, before: frozenset[str], after: frozenset[str]) -> None:
+        """A bulk writer's user whose groups it computed itself (a new user: none before,
+        ``after`` from the nesting it wrote): flushed like a watched one, without reading
+        them back. A later :meth:`watch` of the user drops ``after`` (read at flush)."""
+        self.before.setdefault(user_id, before)
+        self.after[user_id] = after
 
     def flush(self, *, at: datetime) -> list[DomainEvent]:
         """Write one ``directory.user_groups_changed`` event per user whose effective groups
@@ -139,7 +148,9 @@ class GroupChangeTracker:
         events = []
         for user_id in sorted(self.before):
             before = self.before[user_id]
-            after = effective_group_names(self.uow, user_id)
+            after = self.after.get(user_id)
+            if after is None:
+                after = effective_group_names(self.uow, user_id)
             if after == before:
                 continue
             events.append(
@@ -158,6 +169,7 @@ class GroupChangeTracker:
                 )
             )
         self.before.clear()
+        self.after.clear()
         if events:
             self.uow.outbox.add(events)
         return events

@@ -107,10 +107,16 @@ class SourceOfTruth:
         return bool(self.order)
 
     def rank(self, attribute: str, source: str, writer: str) -> tuple[int, int, str]:
-        """Sort key: listed sources by position, then the writer, then the rest by name."""
+        """Sort key: listed sources by position, then the writer, then the rest by name.
+
+        A source ``<family>:<name>`` (``scim:okta``) ranks as its family (``scim``) unless it
+        is listed itself; two sources of one family rank by the writer, then by name."""
         listed = self.order.get(attribute, ())
+        family = source.split(":", 1)[0]
         if source in listed:
             return (0, listed.index(source), "")
+        if family in listed:
+            return (0, listed.index(family), "" if source == writer else source)
         return (1, 0 if source == writer else 1, source)
 
     def resolve(

@@ -43,21 +43,38 @@ same unit of work: device convergence and access re-evaluation follow it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mdm_core.bus.events import EventType
+from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.directory.accounts import account_event
-from mdm_core.directory.mirror import GroupChangeTracker, add_membership, remove_membership
+from mdm_core.directory.mirror import (
+    MAX_NESTING,
+    GroupChangeTracker,
+    add_membership,
+    remove_membership,
+)
 from mdm_core.directory.precedence import Override, SourceOfTruth
 from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.domain.errors import Conflict
 from mdm_core.storage.directory import DirectoryGroup, DirectoryUser, MemberKind, Membership
 from mdm_core.storage.uow import Storage, UnitOfWork
 
-__all__ = ["SourceUser", "SourceGroup", "SyncSummary", "sync_source"]
+#: New users, new groups and their memberships are written in batches (``False``: every
+#: record on the row path, which the batches must equal event for event; the contract test
+#: compares the two).
+BULK_WRITES = True
+
+__all__ = [
+    "SourceUser",
+    "SourceGroup",
+    "SyncSummary",
+    "sync_source",
+    "write_resolved",
+    "record_claims",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +172,19 @@ class _Sync:
         self.skip_conflicts = False
         self.actor = "system"  # who runs the sync (audit, account events)
         self.group_ids: dict[str, str] = {}  # name -> id
+        self.known_groups: dict[str, str] | None = None  # name -> id in the mirror, lazily
         self.tracker = GroupChangeTracker(uow, cause=f"directory.sync:{source}")
 
     def group_id(self, name: str, wanted_id: str | None = None) -> str:
         """The id of the group called ``name``, created for this source when unknown."""
         if name in self.group_ids:
             return self.group_ids[name]
+        if self.known_groups is None:  # every group's id by name, read once
+            self.known_groups = {n: i for i, n in self.uow.directory_groups.names().items()}
+        known = self.known_groups.get(name)
+        if known is not None:
+            self.group_ids[name] = known
+            return known
         existing = self.uow.directory_groups.find_by_name(name)
         if existing is None:
             gid = self.free_group_id(wanted_id or name)
@@ -213,6 +237,20 @@ class _Sync:
         elif changed or nested:
             self.summary.groups_changed.append(group.name)
 
+    def groups(self, groups: Sequence[SourceGroup]) -> None:
+        """Every group of the source, as :meth:`group` one after the other would (same
+        records, memberships, events and summary), the reads done once and the new records
+        and memberships written in batches."""
+        if not BULK_WRITES:
+            for group in groups:
+                self.group(group)
+            return
+        if groups:
+            batch = _GroupBatch(self)
+            for group in groups:
+                batch.group(group)
+            batch.flush()
+
     def account_gone(self, user: DirectoryUser, event: str, reason: str) -> None:
         """The account stopped being usable: credentials revoked, offboarding event written."""
         end_user_access(self.uow, user.id, reason="user_disabled", at=self.at)
@@ -262,6 +300,68 @@ class _Sync:
         else:
             self.summary.unchanged.append(user.id)
 
+    # --- new users in bulk (a first sync) ------------------------------------------------
+
+    def fresh(self, users: Sequence[SourceUser]) -> set[str]:
+        """Ids of ``users`` that are new to the mirror with a username nobody holds: they
+        take the bulk path (any doubt leaves a user on the row path)."""
+        if not users:
+            return set()
+        taken = self.uow.directory_users.taken([u.id for u in users], [u.username for u in users])
+        return {u.id for u in users if u.id not in taken and u.username not in taken}
+
+    def insert_fresh(self, users: Sequence[SourceUser]) -> dict[str, list[DomainEvent]]:
+        """Insert new users and their memberships in a few statements; returns each user's
+        ``directory.membership_changed`` events (the row path's, in its order) and settles
+        its effective groups with the tracker (none before: it is new)."""
+        if not users:
+            return {}
+        self.uow.directory_users.insert_new(
+            [
+                DirectoryUser(
+                    id=u.id,
+                    username=u.username,
+                    active=u.active,
+                    source=self.source,
+                    updated_at=self.at,
+                    email=u.email,
+                    display_name=u.display_name,
+                )
+                for u in users
+            ]
+        )
+        wanted = {
+            u.id: sorted({Membership(self.group_id(n), u.id, MemberKind.USER) for n in u.groups})
+            for u in users
+        }
+        added = [m for ms in wanted.values() for m in ms]
+        self.uow.memberships.add_new(added)
+        self.summary.memberships_added += len(added)
+        names = self.uow.directory_groups.names()
+        nesting = _Nesting(self.uow, names)
+        events: dict[str, list[DomainEvent]] = {}
+        for user_id, memberships in wanted.items():
+            events[user_id] = [
+                DomainEvent(
+                    type=EventType.GROUP_MEMBERSHIP_CHANGED,
+                    subject=m.group_id,
+                    payload={
+                        "change": "added",
+                        "group_id": m.group_id,
+                        "group_name": names.get(m.group_id),
+                        "member_id": m.member_id,
+                        "member_kind": m.member_kind.value,
+                        "affected_users": [m.member_id],
+                    },
+                    occurred_at=self.at,
+                )
+                for m in memberships
+            ]
+            self.tracker.settle(
+                user_id, frozenset(), nesting.names({m.group_id for m in memberships})
+            )
+        return events
+
     # --- with a per-attribute source of truth ----------------------------------------------
 
     def claimed_user(self, user: SourceUser, truth: SourceOfTruth) -> None:
@@ -291,15 +391,7 @@ class _Sync:
             self.summary.unchanged.append(user.id)
 
     def record_claims(self, record: DirectoryUser) -> dict[str, Any]:
-        direct = self.uow.memberships.parents(MemberKind.USER, [record.id])
-        names = self.uow.directory_groups.names([m.group_id for m in direct])
-        return {
-            "username": record.username,
-            "email": record.email,
-            "display_name": record.display_name,
-            "active": record.active,
-            "groups": sorted(names.values()),
-        }
+        return record_claims(self.uow, record)
 
     def apply(
         self,
@@ -309,26 +401,23 @@ class _Sync:
         truth: SourceOfTruth,
     ) -> bool:
         """Write the record resolved from ``claims``; ``True`` if anything changed."""
-        resolved, overrides = truth.resolve(user_id, claims, self.source)
-        self.summary.overrides.extend(overrides)
         owner = self.source
         if existing is not None and not _owned(existing.source, self.source, self.takes_over):
             owner = existing.source  # the record keeps its creator; attributes are resolved
-        record = DirectoryUser(
-            id=user_id,
-            username=str(resolved["username"]),
-            active=bool(resolved.get("active", True)),
-            source=owner,
-            updated_at=self.at,
-            email=resolved.get("email"),
-            display_name=resolved.get("display_name"),
-            external_id=existing.external_id if existing is not None else None,
+        changed, overrides = write_resolved(
+            self.uow,
+            user_id,
+            existing,
+            claims,
+            truth,
+            writer=self.source,
+            owner=owner,
+            actor=self.actor,
+            at=self.at,
+            set_groups=lambda uid, names: self.memberships(MemberKind.USER, uid, names),
         )
-        changed = self.uow.directory_users.upsert(record)  # Conflict: username elsewhere
-        if existing is not None and existing.active and not record.active:
-            end_user_access(self.uow, user_id, reason="user_disabled", at=self.at)
-        groups = self.memberships(MemberKind.USER, user_id, tuple(resolved.get("groups", ())))
-        return changed or groups
+        self.summary.overrides.extend(overrides)
+        return changed
 
     def withdraw(self, listed: Collection[str], truth: SourceOfTruth) -> None:
         """``prune`` with a source of truth: forget this source's claims about the users it
@@ -348,6 +437,259 @@ class _Sync:
                 self.uow.directory_users.set_active(user_id, False, at=self.at)
                 end_user_access(self.uow, user_id, reason="user_disabled", at=self.at)
                 self.summary.disabled.append(user_id)
+
+
+def record_claims(uow: UnitOfWork, record: DirectoryUser) -> dict[str, Any]:
+    """A mirror record's values as its source's claims (a record written before claims were
+    kept: its values stand as its creator's)."""
+    direct = uow.memberships.parents(MemberKind.USER, [record.id])
+    names = uow.directory_groups.names([m.group_id for m in direct])
+    return {
+        "username": record.username,
+        "email": record.email,
+        "display_name": record.display_name,
+        "active": record.active,
+        "groups": sorted(names.values()),
+    }
+
+
+def write_resolved(
+    uow: UnitOfWork,
+    user_id: str,
+    existing: DirectoryUser | None,
+    claims: Mapping[str, Mapping[str, Any]],
+    truth: SourceOfTruth,
+    *,
+    writer: str,
+    owner: str,
+    actor: str,
+    at: datetime,
+    set_groups: Callable[[str, Sequence[str]], bool],
+) -> tuple[bool, list[Override]]:
+    """Write the mirror record resolved from every source's ``claims`` (the one precedence
+    step of every source: a sync, a SCIM write); ``(changed, overrides)``.
+
+    ``writer`` is the source writing now (it wins among unlisted sources), ``owner`` the
+    record's ``source`` column (its creator), ``set_groups(user_id, names)`` makes the user's
+    direct groups exactly ``names``. An account that the resolution turns from active to
+    inactive loses its credentials and writes ``directory.account_disabled`` (source
+    ``writer``), in ``uow``. Raises :class:`Conflict` when the username belongs to another
+    user."""
+    resolved, overrides = truth.resolve(user_id, claims, writer)
+    record = DirectoryUser(
+        id=user_id,
+        username=str(resolved["username"]),
+        active=bool(resolved.get("active", True)),
+        source=owner,
+        updated_at=at,
+        email=resolved.get("email"),
+        display_name=resolved.get("display_name"),
+        external_id=existing.external_id if existing is not None else None,
+    )
+    changed = uow.directory_users.upsert(record)  # Conflict: username elsewhere
+    if existing is not None and existing.active and not record.active:
+        end_user_access(uow, user_id, reason="user_disabled", at=at, actor=actor)
+        uow.outbox.add(
+            [
+                account_event(
+                    EventType.ACCOUNT_DISABLED,
+                    user_id,
+                    username=record.username,
+                    source=writer,
+                    actor=actor,
+                    reason="disabled_in_source",
+                    at=at,
+                )
+            ]
+        )
+    groups = set_groups(user_id, tuple(resolved.get("groups", ())))
+    return changed or groups, overrides
+
+
+class _GroupBatch:
+    """:meth:`_Sync.group` for many groups: the mirror's groups and nesting read once and
+    kept in memory, new groups, memberships and their events written in batches. Pending
+    writes are flushed before anything reads the database (a user's effective groups before
+    a change, an update of an existing record), so every read sees what the row path would."""
+
+    def __init__(self, sync: _Sync) -> None:
+        self.sync = sync
+        uow = sync.uow
+        records = uow.directory_groups.list()
+        self.by_name = {g.name: g for g in records}
+        self.by_id = {g.id: g for g in records}
+        self.parents: dict[str, set[Membership]] = {}
+        for m in uow.memberships.parents(MemberKind.GROUP, list(self.by_id)):
+            self.parents.setdefault(m.member_id, set()).add(m)
+        self.graph: dict[str, set[tuple[str, MemberKind]]] | None = None  # members, lazily
+        self.new_groups: list[DirectoryGroup] = []
+        self.new_memberships: list[Membership] = []
+        self.events: list[DomainEvent] = []
+
+    def flush(self) -> None:
+        uow = self.sync.uow
+        uow.directory_groups.insert_new(self.new_groups)
+        uow.memberships.add_new(self.new_memberships)
+        uow.outbox.add(self.events)
+        self.new_groups, self.new_memberships, self.events = [], [], []
+
+    def create(self, record: DirectoryGroup) -> None:
+        self.new_groups.append(record)
+        self.by_name[record.name] = record
+        self.by_id[record.id] = record
+
+    def free_id(self, wanted: str) -> str:
+        for candidate in (wanted, f"{self.sync.source}:{wanted}"):
+            if candidate not in self.by_id:
+                return candidate
+        raise Conflict(f"group id {wanted!r} belongs to another group")
+
+    def group_id(self, name: str) -> str:
+        sync = self.sync
+        if name in sync.group_ids:
+            return sync.group_ids[name]
+        existing = self.by_name.get(name)
+        if existing is None:
+            gid = self.free_id(name)
+            self.create(DirectoryGroup(id=gid, name=name, source=sync.source, updated_at=sync.at))
+            sync.summary.groups_added.append(name)
+        else:
+            gid = existing.id
+        sync.group_ids[name] = gid
+        return gid
+
+    def group(self, group: SourceGroup) -> None:
+        sync = self.sync
+        existing = self.by_name.get(group.name)
+        if existing is not None and not _owned(existing.source, sync.source, sync.takes_over):
+            sync.summary.skipped.append(f"group {group.name} (owned by {existing.source})")
+            sync.group_ids[group.name] = existing.id
+            return
+        gid = existing.id if existing is not None else self.free_id(group.id or group.name)
+        record = DirectoryGroup(id=gid, name=group.name, source=sync.source, updated_at=sync.at)
+        if existing is None:
+            self.create(record)
+            changed = True
+        elif (existing.name, existing.source, existing.external_id) != (
+            record.name,
+            record.source,
+            record.external_id,
+        ):
+            self.flush()
+            changed = sync.uow.directory_groups.upsert(record)
+            self.by_name[record.name] = self.by_id[gid] = record
+        else:
+            changed = False
+        sync.group_ids[group.name] = gid
+        nested = self.nesting(gid, group.groups)
+        if existing is None:
+            sync.summary.groups_added.append(group.name)
+        elif changed or nested:
+            sync.summary.groups_changed.append(group.name)
+
+    def nesting(self, gid: str, names: Sequence[str]) -> bool:
+        sync = self.sync
+        wanted = {Membership(self.group_id(n), gid, MemberKind.GROUP) for n in names}
+        current = set(self.parents.get(gid, ()))
+        removed = sorted(current - wanted)
+        added = sorted(wanted - current)
+        for m in removed:
+            affected = self.affected(m.member_id)
+            event = self.event(m, "removed", affected)
+            self.watch(affected)
+            self.flush()
+            if sync.uow.memberships.remove(m):
+                self.events.append(event)
+            self.parents[gid].discard(m)
+            if self.graph is not None:
+                self.graph.get(m.group_id, set()).discard((m.member_id, m.member_kind))
+        for m in added:
+            affected = self.affected(m.member_id)
+            self.watch(affected)
+            self.new_memberships.append(m)
+            self.events.append(self.event(m, "added", affected))
+            self.parents.setdefault(gid, set()).add(m)
+            if self.graph is not None:
+                self.graph.setdefault(m.group_id, set()).add((m.member_id, m.member_kind))
+        sync.summary.memberships_added += len(added)
+        sync.summary.memberships_removed += len(removed)
+        return bool(added or removed)
+
+    def watch(self, users: list[str]) -> None:
+        tracker = self.sync.tracker
+        if any(u not in tracker.before for u in users):
+            self.flush()  # their groups before this change are read from the database
+        tracker.watch(users)
+
+    def affected(self, group_id: str) -> list[str]:
+        """:func:`mdm_core.directory.mirror.transitive_user_members`, over the graph kept in
+        memory (read once, at the first nesting change)."""
+        if self.graph is None:
+            self.flush()
+            graph: dict[str, set[tuple[str, MemberKind]]] = {}
+            for m in self.sync.uow.memberships.members(list(self.by_id)):
+                graph.setdefault(m.group_id, set()).add((m.member_id, m.member_kind))
+            self.graph = graph
+        users: set[str] = set()
+        seen = {group_id}
+        frontier = {group_id}
+        for _ in range(MAX_NESTING):
+            if not frontier:
+                break
+            below: set[str] = set()
+            for g in frontier:
+                for member_id, kind in self.graph.get(g, ()):
+                    if kind is MemberKind.USER:
+                        users.add(member_id)
+                    else:
+                        below.add(member_id)
+            frontier = below - seen
+            seen |= frontier
+        return sorted(users)
+
+    def event(self, m: Membership, change: str, affected: list[str]) -> DomainEvent:
+        group = self.by_id.get(m.group_id)
+        return DomainEvent(
+            type=EventType.GROUP_MEMBERSHIP_CHANGED,
+            subject=m.group_id,
+            payload={
+                "change": change,
+                "group_id": m.group_id,
+                "group_name": group.name if group is not None else None,
+                "member_id": m.member_id,
+                "member_kind": m.member_kind.value,
+                "affected_users": affected,
+            },
+            occurred_at=self.sync.at,
+        )
+
+
+class _Nesting:
+    """Effective group names of a set of direct groups, from the nesting read once (what
+    :func:`mdm_core.directory.mirror.effective_group_ids` walks, cycle safe, as deep)."""
+
+    def __init__(self, uow: UnitOfWork, names: dict[str, str]) -> None:
+        self.group_names = names
+        self.parents: dict[str, set[str]] = {}
+        for m in uow.memberships.parents(MemberKind.GROUP, list(names)):
+            self.parents.setdefault(m.member_id, set()).add(m.group_id)
+        self.memo: dict[frozenset[str], frozenset[str]] = {}
+
+    def names(self, direct: Collection[str]) -> frozenset[str]:
+        key = frozenset(direct)
+        found = self.memo.get(key)
+        if found is None:
+            seen = set(key)
+            frontier = set(key)
+            for _ in range(MAX_NESTING):
+                if not frontier:
+                    break
+                up = {p for g in frontier for p in self.parents.get(g, ())}
+                frontier = up - seen
+                seen |= frontier
+            found = frozenset(self.group_names[g] for g in seen if g in self.group_names)
+            self.memo[key] = found
+        return found
 
 
 def _claims_of(user: SourceUser) -> dict[str, Any]:
@@ -398,14 +740,30 @@ def sync_source(
         sync = _Sync(uow, source, takes_over, at, summary)
         sync.skip_conflicts = skip_conflicts
         sync.actor = actor
-        for group in groups:
-            sync.group(group)
+        sync.groups(groups)
         truth = source_of_truth if source_of_truth and source_of_truth.configured else None
+        fresh = sync.fresh(users) if BULK_WRITES else set()
+        if truth is not None:
+            # A new user no source has claims about resolves to its own claims: the same
+            # batches, plus this source's claims in one statement.
+            fresh -= uow.source_claims.claimed(fresh)
+            uow.source_claims.put_new(
+                source, {u.id: _claims_of(u) for u in users if u.id in fresh}, at=at
+            )
+        events = sync.insert_fresh([u for u in users if u.id in fresh])
+        pending: list[DomainEvent] = []
         for user in users:
+            if user.id in fresh:
+                pending += events[user.id]
+                summary.added.append(user.id)
+                continue
+            uow.outbox.add(pending)  # the row path's order of events
+            pending = []
             if truth is None:
                 sync.user(user)
             else:
                 sync.claimed_user(user, truth)
+        uow.outbox.add(pending)
         if prune and truth is not None:
             sync.withdraw({u.id for u in users}, truth)
         else:

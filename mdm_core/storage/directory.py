@@ -7,7 +7,7 @@ them) and are made harmless by the resolution in :mod:`mdm_core.directory.mirror
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -75,6 +75,19 @@ class DirectoryUserStore(Protocol):
         """The user with exactly this username, or ``None``."""
         ...
 
+    def taken(self, ids: Collection[str], usernames: Collection[str]) -> dict[str, str]:
+        """Which of ``ids`` and ``usernames`` the mirror already holds, in bulk: a map of
+        each held id to itself and each held username to its user's id."""
+        ...
+
+    def insert_new(self, users: Sequence[DirectoryUser]) -> None:
+        """Insert users the caller checked are new (:meth:`taken`), in one statement.
+
+        Raises :class:`mdm_core.domain.errors.Conflict` when an id or username is taken after
+        all (a concurrent writer); nothing is then inserted.
+        """
+        ...
+
     def find_by_email(self, email: str) -> list[DirectoryUser]:
         """Users whose email equals ``email`` ignoring case, sorted by id; ``[]`` when none
         (emails are not unique in a directory: callers decide what several matches mean)."""
@@ -118,6 +131,14 @@ class DirectoryGroupStore(Protocol):
         """The group with exactly this name, or ``None``."""
         ...
 
+    def insert_new(self, groups: Sequence[DirectoryGroup]) -> None:
+        """Insert groups the caller checked are new (id and name free), in one statement.
+
+        Raises :class:`mdm_core.domain.errors.Conflict` when an id or name is taken after
+        all (a concurrent writer); nothing is then inserted.
+        """
+        ...
+
     def delete(self, group_id: str) -> bool:
         """Remove the group, its memberships and every membership naming it as a member;
         ``False`` for an unknown id."""
@@ -135,6 +156,17 @@ class MembershipStore(Protocol):
         Raises :class:`mdm_core.domain.errors.NotFound` when the group is unknown (a user or group
         member need not exist yet: directories sync members before their records).
         """
+        ...
+
+    def pairs(self, kind: MemberKind) -> list[tuple[str, str]]:
+        """Every direct membership of members of ``kind``, as ``(member_id, group_id)``, in no
+        order (a full sync's diff reads them all at once)."""
+        ...
+
+    def add_new(self, memberships: Sequence[Membership]) -> None:
+        """Add memberships the caller knows are new, of groups that exist, in one statement
+        (a first sync's members: their member records were inserted in the same unit of
+        work). No event: the caller writes them."""
         ...
 
     def remove(self, membership: Membership) -> bool:

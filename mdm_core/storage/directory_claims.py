@@ -9,7 +9,7 @@ attribute by attribute, so a lower-priority source never overwrites a higher one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,6 +20,17 @@ class SourceClaimStore(Protocol):
     def put(self, user_id: str, source: str, claims: Mapping[str, Any], *, at: datetime) -> bool:
         """Record ``source``'s claims about ``user_id`` (replacing its previous ones);
         ``True`` if anything changed (new, or different claims), ``False`` when identical."""
+        ...
+
+    def claimed(self, user_ids: Collection[str]) -> set[str]:
+        """Which of ``user_ids`` any source has claims about (one read for many users)."""
+        ...
+
+    def put_new(
+        self, source: str, claims: Mapping[str, Mapping[str, Any]], *, at: datetime
+    ) -> None:
+        """Insert ``source``'s claims about users nobody has claims about yet (checked with
+        :meth:`claimed`), ``user_id -> claims``, in one statement."""
         ...
 
     def for_user(self, user_id: str) -> dict[str, dict[str, Any]]:

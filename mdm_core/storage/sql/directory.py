@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.domain.errors import Conflict, NotFound
@@ -96,6 +108,43 @@ class SqlDirectoryUserStore:
             select(directory_users).where(directory_users.c.username == username)
         ).one_or_none()
         return _user(row) if row is not None else None
+
+    def taken(self, ids: Collection[str], usernames: Collection[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            rows = self.conn.execute(
+                select(directory_users.c.id).where(directory_users.c.id.in_(chunk))
+            )
+            out.update((r.id, r.id) for r in rows)
+        for chunk in _chunks(usernames):
+            rows = self.conn.execute(
+                select(directory_users.c.id, directory_users.c.username).where(
+                    directory_users.c.username.in_(chunk)
+                )
+            )
+            out.update((r.username, r.id) for r in rows)
+        return out
+
+    def insert_new(self, users: Sequence[DirectoryUser]) -> None:
+        if not users:
+            return
+        rows = [
+            {
+                "id": u.id,
+                "username": u.username,
+                "email": u.email,
+                "display_name": u.display_name,
+                "active": u.active,
+                "source": u.source,
+                "external_id": u.external_id,
+                "updated_at": as_utc(u.updated_at),
+            }
+            for u in users
+        ]
+        try:
+            self.conn.execute(insert(directory_users), rows)
+        except IntegrityError as exc:  # a concurrent writer took an id or username
+            raise Conflict("a new user's id or username belongs to another user") from exc
 
     def find_by_email(self, email: str) -> list[DirectoryUser]:
         if not email:
@@ -207,6 +256,24 @@ class SqlDirectoryGroupStore:
         ).one_or_none()
         return _group(row) if row is not None else None
 
+    def insert_new(self, groups: Sequence[DirectoryGroup]) -> None:
+        if not groups:
+            return
+        rows = [
+            {
+                "id": g.id,
+                "name": g.name,
+                "source": g.source,
+                "external_id": g.external_id,
+                "updated_at": as_utc(g.updated_at),
+            }
+            for g in groups
+        ]
+        try:
+            self.conn.execute(insert(directory_groups), rows)
+        except IntegrityError as exc:  # a concurrent writer took an id or name
+            raise Conflict("a new group's id or name belongs to another group") from exc
+
     def delete(self, group_id: str) -> bool:
         self.conn.execute(
             delete(directory_memberships).where(
@@ -237,6 +304,11 @@ _EFFECTIVE_GROUP_NAMES = text(
     + EFFECTIVE_GROUPS_CTE.format(user=":user_id")
     + "SELECT name FROM directory_groups WHERE id IN (SELECT id FROM grp)"
 )
+_PARENTS_OF_ONE = select(directory_memberships).where(
+    directory_memberships.c.member_kind == bindparam("kind"),
+    directory_memberships.c.member_id == bindparam("member"),
+)
+
 #: Nested groups are followed this deep (as :data:`mdm_core.directory.mirror.MAX_NESTING`).
 MAX_NESTING = 64
 
@@ -291,6 +363,31 @@ class SqlMembershipStore:
         )
         return True
 
+    def pairs(self, kind: MemberKind) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            select(directory_memberships.c.member_id, directory_memberships.c.group_id).where(
+                directory_memberships.c.member_kind == kind.value
+            )
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def add_new(self, memberships: Sequence[Membership]) -> None:
+        if not memberships:
+            return
+        for m in memberships:
+            self._forget_read_ahead(m)
+        self.conn.execute(
+            insert(directory_memberships),
+            [
+                {
+                    "group_id": m.group_id,
+                    "member_id": m.member_id,
+                    "member_kind": m.member_kind.value,
+                }
+                for m in memberships
+            ],
+        )
+
     def remove(self, membership: Membership) -> bool:
         self._forget_read_ahead(membership)
         result = self.conn.execute(
@@ -312,6 +409,10 @@ class SqlMembershipStore:
         return sorted(out)
 
     def parents(self, kind: MemberKind, member_ids: Collection[str]) -> list[Membership]:
+        if len(member_ids) == 1:  # one user (a SCIM answer, a check-in): the prebuilt statement
+            (only,) = member_ids
+            rows = self.conn.execute(_PARENTS_OF_ONE, {"kind": kind.value, "member": only})
+            return sorted(Membership(r.group_id, r.member_id, kind) for r in rows)
         out: list[Membership] = []
         for chunk in _chunks(member_ids):
             rows = self.conn.execute(

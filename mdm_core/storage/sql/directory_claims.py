@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,29 @@ class SqlSourceClaimStore:
                 .values(**values)
             )
         return True
+
+    def claimed(self, user_ids: Collection[str]) -> set[str]:
+        ids = sorted(set(user_ids))
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            rows = self.conn.execute(
+                select(claims_table.c.user_id).where(claims_table.c.user_id.in_(ids[i : i + 500]))
+            )
+            out.update(r.user_id for r in rows)
+        return out
+
+    def put_new(
+        self, source: str, claims: Mapping[str, Mapping[str, Any]], *, at: datetime
+    ) -> None:
+        if not claims:
+            return
+        self.conn.execute(
+            insert(claims_table),
+            [
+                {"user_id": u, "source": source, "claims": dict(c), "updated_at": as_utc(at)}
+                for u, c in claims.items()
+            ],
+        )
 
     def for_user(self, user_id: str) -> dict[str, dict[str, Any]]:
         rows = self.conn.execute(
