@@ -36,6 +36,9 @@ from tests.helpers.enrolled import PUBLIC_URL, EnrolledDevice, enroll_device, ma
 #: Steady-state budget per check-in: (statements, transactions). PostgreSQL: identity+replay,
 #: posture+groups+compliance state, outbox insert.
 BUDGET = {"postgresql": (3, 1), "sqlite": (10, 1)}
+#: PostgreSQL round trips of a steady check-in: BEGIN, identity+replay, posture, then the
+#: outbox insert pipelined with the COMMIT.
+PG_ROUND_TRIPS = 4
 
 REPORT: dict[str, Any] = {
     "os_version": "6.8",
@@ -51,12 +54,18 @@ REPORT: dict[str, Any] = {
 @dataclass
 class Counter:
     statements: list[str] = field(default_factory=list)
+    pipelined: int = 0  # statements sent in psycopg pipeline mode (they ride the next sync)
     begins: int = 0
     commits: int = 0
 
     def reset(self) -> None:
         self.statements.clear()
-        self.begins = self.commits = 0
+        self.begins = self.commits = self.pipelined = 0
+
+    @property
+    def round_trips(self) -> int:
+        """BEGIN, each statement not pipelined, COMMIT (carrying the pipelined ones)."""
+        return self.begins + len(self.statements) - self.pipelined + self.commits
 
 
 @pytest.fixture
@@ -76,6 +85,9 @@ def counter(core: MdmCore) -> Iterator[Counter]:
 
     def on_execute(*args: Any) -> None:
         seen.statements.append(" ".join(str(args[2]).split()[:3]))
+        pgconn = getattr(args[0].connection.driver_connection, "pgconn", None)
+        if pgconn is not None and pgconn.pipeline_status:  # psycopg: ON / ABORTED
+            seen.pipelined += 1
 
     def on_begin(_conn: Any) -> None:
         seen.begins += 1
@@ -139,6 +151,9 @@ def test_a_steady_checkin_stays_within_its_sql_budget(
     statements, transactions = BUDGET[core.database.dialect]
     assert counter.begins == transactions and counter.commits == transactions
     assert len(counter.statements) <= statements, counter.statements
+    if core.database.dialect == "postgresql":
+        assert counter.round_trips <= PG_ROUND_TRIPS, (counter.statements, counter.pipelined)
+        assert counter.pipelined == 1  # the outbox insert, with the COMMIT
 
 
 def test_a_replayed_proof_is_refused_and_changes_nothing(core: MdmCore) -> None:

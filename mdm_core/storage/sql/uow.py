@@ -71,6 +71,21 @@ class SqlUnitOfWork:
         """Run ``callback`` once this unit of work has ended (committed or rolled back)."""
         self._after.append(callback)
 
+    def _commit(self, database: Database) -> None:
+        """End of a successful block: the outbox rows kept for the commit go with it (one
+        round trip on PostgreSQL when this unit of work commits its own transaction), or
+        are inserted now (SQLite; a shared transaction that commits later)."""
+        store = self.__dict__.get("outbox")  # only when the block used the outbox
+        if store is None or not store.at_commit:
+            return
+        if self.dialect == "postgresql" and database.owns_transaction(self.conn):
+            from mdm_core.storage.sql.outbox import OUTBOX_INSERT_PG
+
+            rows, store.at_commit = store.at_commit, []
+            database.commit_pipelined(self.conn, OUTBOX_INSERT_PG, rows)
+            return
+        store.flush()
+
     def _run_after(self) -> None:
         for callback in self._after:
             try:
@@ -233,6 +248,7 @@ class SqlStorage:
             with self.database.transaction() as conn:
                 uow = SqlUnitOfWork(conn, self.database.dialect, self._revokers)
                 yield uow
+                uow._commit(self.database)
         finally:
             if uow is not None:
                 uow._run_after()
