@@ -205,8 +205,13 @@ class CheckinService:
         )
         if merged is not posture:
             posture = profile.apply(merged)  # carried fields obey today's profile too
-            uow.posture.replace_latest(
-                record.id, recorded.seq, posture, sources, history_length=self.history_length
+            uow.posture.replace_latest(  # PostgreSQL: sent with the COMMIT (nothing reads it)
+                record.id,
+                recorded.seq,
+                posture,
+                sources,
+                history_length=self.history_length,
+                at_commit=True,
             )
         summary = None
         if self.compliance is not None:

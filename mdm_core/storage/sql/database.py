@@ -136,13 +136,13 @@ class Database:
 
     @staticmethod
     def commit_pipelined(
-        conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]
+        conn: Connection, statements: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
     ) -> None:
-        """Run ``statement`` (driver SQL, psycopg parameters) for each of ``rows``, then
-        COMMIT ``conn``'s transaction: one round trip (psycopg pipeline mode).
+        """Run each ``(statement, rows)`` (driver SQL with psycopg parameters, once per row),
+        then COMMIT ``conn``'s transaction: one round trip (psycopg pipeline mode).
 
         Both go through SQLAlchemy (``exec_driver_sql``, ``Connection.commit``), so its
-        error translation and disconnect handling apply; an error of the statement surfaces
+        error translation and disconnect handling apply; an error of a statement surfaces
         from the commit (a duplicate key as ``IntegrityError``) and nothing is committed.
         The connection is then discarded (invalidated): the aborted pipeline leaves its
         transaction open behind SQLAlchemy's back, and the pool must not hand it out.
@@ -150,7 +150,8 @@ class Database:
         driver = conn.connection.driver_connection
         try:
             with driver.pipeline():  # type: ignore[union-attr]
-                conn.exec_driver_sql(statement, list(rows))
+                for statement, rows in statements:
+                    conn.exec_driver_sql(statement, list(rows))
                 conn.commit()
         except BaseException:
             conn.invalidate()

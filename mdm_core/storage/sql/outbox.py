@@ -51,12 +51,19 @@ def _rows(events: Sequence[DomainEvent]) -> list[dict[str, Any]]:
 
 
 class SqlOutboxStore:
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        dialect: str,
+        at_commit: list[tuple[str, list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
         self._insert = _INSERT[dialect]
-        #: Rows of ``add_at_commit`` not written yet, in order.
-        self.at_commit: list[dict[str, Any]] = []
+        # PostgreSQL: the unit of work's list of writes sent with its COMMIT.
+        self._at_commit = at_commit if dialect == "postgresql" else None
+        #: Rows of ``add_at_commit`` not written yet (SQLite, or no unit-of-work list).
+        self.kept: list[dict[str, Any]] = []
 
     def add(self, events: Sequence[DomainEvent]) -> None:
         if not events:
@@ -64,12 +71,17 @@ class SqlOutboxStore:
         self.conn.execute(self._insert, _rows(events))
 
     def add_at_commit(self, events: Sequence[DomainEvent]) -> None:
-        self.at_commit.extend(_rows(events))
+        if not events:
+            return
+        if self._at_commit is not None:
+            self._at_commit.append((OUTBOX_INSERT_PG, _rows(events)))
+        else:
+            self.kept.extend(_rows(events))
 
     def flush(self) -> None:
-        """Insert the rows ``add_at_commit`` kept, now (a commit the unit of work does not
-        send itself)."""
-        rows, self.at_commit = self.at_commit, []
+        """Insert the rows ``add_at_commit`` kept here, now (the unit of work calls this
+        before it commits)."""
+        rows, self.kept = self.kept, []
         if rows:
             self.conn.execute(self._insert, rows)
 
