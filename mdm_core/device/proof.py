@@ -278,8 +278,11 @@ class _KeyCache:
 class DeviceProofVerifier:
     """Verifies request and login proofs against the enrolled device keys.
 
-    ``replay`` is a shared replay store (Redis); ``None`` uses the SQL store of the unit of
-    work the proof is verified in (the caller's, so the check-in is one transaction).
+    ``replay`` is a shared replay store (Redis) for login proofs; ``None`` uses the SQL store
+    of the unit of work the proof is verified in. Request proofs are always remembered in SQL,
+    in the unit of work they are verified in (the caller's: a check-in stays one transaction),
+    by the same statement that reads the device: a Redis store would cost a round trip of its
+    own on every device request.
     """
 
     def __init__(
@@ -418,7 +421,7 @@ class DeviceProofVerifier:
         try:
             header = self._header(kind, token)
             kid = header["kid"]
-            replay = self._replay_record(kind, kid, token) if self._replay is None else None
+            replay = self._replay_record(kind, kid, token)
             if replay is None:
                 identity = identities(kid) if identities else uow.identities.lookup(kid)
             else:  # one round trip: the jti is written now, checked after the signature
@@ -438,12 +441,19 @@ class DeviceProofVerifier:
         self._maybe_schedule_purge(uow)
         return result
 
+    def _replay_store(self, kind: Kind, uow: UnitOfWork) -> ReplayStore:
+        """Where a proof of ``kind`` is remembered: request proofs in SQL (``uow``), login
+        proofs in the shared store when there is one."""
+        if kind == "request" or self._replay is None:
+            return uow.replay
+        return self._replay
+
     def _replay_record(self, kind: Kind, kid: str, token: str) -> tuple[str, datetime] | None:
         """The replay key and expiry :meth:`_verify_known` will remember, read from the
         unverified claims so the SQL store can write them with the device lookup. Only for
-        request proofs (their callers roll the unit of work back on any refusal, so a refused
-        proof's jti is never kept); ``None`` when the claims do not parse (the normal path
-        then refuses them)."""
+        request proofs (always remembered in SQL; their callers roll the unit of work back on
+        any refusal, so a refused proof's jti is never kept); ``None`` when the claims do not
+        parse (the normal path then refuses them)."""
         if kind != "request":
             return None
         segment = token.split(".")[1]
@@ -520,7 +530,7 @@ class DeviceProofVerifier:
         if remembered is not None and remembered[:2] == (replay_key, expires):
             fresh = remembered[2]  # written with the lookup, from these same claims
         else:
-            fresh = (self._replay or uow.replay).remember(replay_key, expires)
+            fresh = self._replay_store(kind, uow).remember(replay_key, expires)
         if not fresh:
             raise ReplayedProof("this proof was already used")
         authenticated = AuthenticatedDevice(
@@ -692,7 +702,7 @@ class DeviceProofVerifier:
                 )
 
     def _maybe_schedule_purge(self, uow: UnitOfWork) -> None:
-        if self._replay is not None or self._clock() < self._next_purge:
+        if self._clock() < self._next_purge:  # request proofs are in SQL even with Redis
             return
         if not self._purge_lock.acquire(blocking=False):
             return
@@ -707,5 +717,6 @@ class DeviceProofVerifier:
     def purge_expired(self) -> int:
         """Forget remembered jtis past their expiry (runs about once per purge interval)."""
         with self._storage.unit_of_work() as uow:
-            store = self._replay or uow.replay
-            return store.purge_expired(self._clock())
+            # Request proofs (and login proofs without a shared store) are in SQL.
+            purged = uow.replay.purge_expired(self._clock())
+        return purged + (0 if self._replay is None else self._replay.purge_expired(self._clock()))

@@ -77,3 +77,51 @@ def test_duplicate_event_id_is_refused(database: Database) -> None:
         uow.outbox.add([event])
     with pytest.raises(sqlalchemy.exc.IntegrityError), storage.unit_of_work() as uow:
         uow.outbox.add([event])
+
+
+def test_add_at_commit_commits_with_the_unit_in_order(database: Database) -> None:
+    storage = SqlStorage(database)
+    events = [_event(n) for n in range(4)]
+    with storage.unit_of_work() as uow:
+        uow.outbox.add_at_commit(events[2:])
+        uow.outbox.add_at_commit([])
+        uow.outbox.add(events[:2])  # written at once: before the rows kept for the commit
+    with storage.unit_of_work() as uow:
+        assert [e.event for e in uow.outbox.fetch_unpublished(10)] == events
+
+
+def test_add_at_commit_in_a_rolled_back_unit_leaves_no_event(database: Database) -> None:
+    storage = SqlStorage(database)
+    with pytest.raises(RuntimeError), storage.unit_of_work() as uow:
+        uow.outbox.add_at_commit([_event(1)])
+        raise RuntimeError("boom")
+    with storage.unit_of_work() as uow:
+        assert uow.outbox.fetch_unpublished(10) == []
+
+
+def test_add_at_commit_duplicate_fails_the_commit_and_keeps_nothing(database: Database) -> None:
+    storage = SqlStorage(database)
+    event = _event(1)
+    with storage.unit_of_work() as uow:
+        uow.outbox.add([event])
+    with pytest.raises(sqlalchemy.exc.IntegrityError), storage.unit_of_work() as uow:
+        uow.outbox.add([_event(2)])  # the unit's other writes go too
+        uow.outbox.add_at_commit([_event(3), event])
+    for _ in range(3):  # the pool hands out healthy connections afterwards
+        with storage.unit_of_work() as uow:
+            assert [e.event for e in uow.outbox.fetch_unpublished(10)] == [event]
+
+
+def test_add_at_commit_inside_a_shared_transaction_commits_with_it(database: Database) -> None:
+    storage = SqlStorage(database)
+    with pytest.raises(RuntimeError), database.shared_transaction():
+        with storage.unit_of_work() as uow:
+            uow.outbox.add_at_commit([_event(1)])
+        raise RuntimeError("the shared transaction rolls back")
+    with database.shared_transaction():
+        with storage.unit_of_work() as uow:
+            uow.outbox.add_at_commit([_event(2)])
+        with storage.unit_of_work() as uow:  # the same transaction sees it
+            assert [e.event.payload["n"] for e in uow.outbox.fetch_unpublished(10)] == [2]
+    with storage.unit_of_work() as uow:
+        assert [e.event.payload["n"] for e in uow.outbox.fetch_unpublished(10)] == [2]

@@ -405,20 +405,32 @@ def test_key_cache_is_bounded_and_keeps_working(core: MdmCore) -> None:
     assert len(verifier._keys._keys) == 1
 
 
-def test_redis_replay_store_when_redis_is_configured(
+def test_with_redis_request_proofs_stay_in_sql_and_login_proofs_go_to_redis(
     sqlite_database: Database, tmp_path: Path, redis_url: str
 ) -> None:
+    """Request proofs are remembered in the unit of work that verifies them (one statement
+    with the device read on PostgreSQL, no Redis round trip); login proofs in Redis."""
+    from sqlalchemy import func, select
+
+    from mdm_core.storage.sql.tables import used_proofs
+
     core = make_core(sqlite_database, tmp_path, redis_url=redis_url)
+
+    def in_sql() -> int:
+        with core.database.transaction() as conn:
+            return int(conn.execute(select(func.count()).select_from(used_proofs)).scalar_one())
+
     try:
         dev = enroll_device(core, "alice")
         proof = dev.request_proof("POST", URL, BODY)
         core.proofs.verify(proof, method="POST", url=URL, body=BODY)
         _refused(core, proof, ReplayedProof)
-        from sqlalchemy import func, select
-
-        from mdm_core.storage.sql.tables import used_proofs
-
-        with core.database.transaction() as conn:  # remembered in Redis, not in SQL
-            assert conn.execute(select(func.count()).select_from(used_proofs)).scalar_one() == 0
+        assert in_sql() == 1
+        login = dev.login_proof(audience=AUD, nonce="n-redis")
+        core.proofs.verify_login_proof(login, audience=AUD, nonce="n-redis")
+        with pytest.raises(ReplayedProof):
+            core.proofs.verify_login_proof(login, audience=AUD, nonce="n-redis")
+        assert in_sql() == 1  # the login proof's jti is in Redis
+        assert core.proofs.purge_expired() == 0  # nothing expired yet, both stores asked
     finally:
         core.close()
