@@ -17,7 +17,7 @@ import mdm_core.directory.sync as sync_module
 from mdm_core.directory.mirror import effective_group_names
 from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.directory.sync import SourceGroup, SourceUser, sync_source
-from mdm_core.storage.directory import DirectoryUser
+from mdm_core.storage.directory import DirectoryGroup, DirectoryUser
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
 
@@ -37,6 +37,7 @@ GROUPS2 = [
     SourceGroup(name="g-c", groups=("g-a",)),
     SourceGroup(name="g-d"),
     SourceGroup(name="g-parent", id="gp"),
+    SourceGroup(name="g-foreign", groups=("g-a",)),  # another source's: skipped
 ]
 
 
@@ -76,6 +77,9 @@ def _run(storage: SqlStorage, truth: SourceOfTruth | None) -> tuple[Any, ...]:
                 id="u-other", username="user010", active=True, source="scim:x", updated_at=T0
             )
         )
+        uow.directory_groups.upsert(
+            DirectoryGroup(id="g-foreign", name="g-foreign", source="ldap", updated_at=T0)
+        )
         uow.directory_users.upsert(
             DirectoryUser(
                 id="u-004", username="owned-elsewhere", active=True, source="ldap", updated_at=T0
@@ -85,6 +89,7 @@ def _run(storage: SqlStorage, truth: SourceOfTruth | None) -> tuple[Any, ...]:
         uow.outbox.mark_published([e.id for e in first], at=T0)
     users = _users(30)
     users[1] = SourceUser(id="u-001", username="user001", groups=("g-d",))  # changed
+    users[12] = SourceUser(id="u-012", username="user012", groups=("g-foreign", "g-e"))
     summary = sync_source(
         storage,
         "import",
@@ -128,6 +133,8 @@ def test_the_bulk_path_equals_the_row_path(
     assert mirror == row[3] and groups == row[4]
     assert len(summary.added) == 25
     assert summary.skipped and summary.groups_changed_users
+    assert "group g-foreign (owned by ldap)" in summary.skipped
+    assert groups["u-012"] == {"g-foreign", "g-e", "g-parent"}
     assert groups["u-011"] == {"g-a", "g-b", "g-d"}
     assert summary.groups_added == ["g-parent", "g-e"] and summary.memberships_removed == 2
 
