@@ -159,7 +159,7 @@ class Database:
         """Whether ``conn`` (from :meth:`transaction`) is committed when that block exits,
         not later by an enclosing :meth:`shared_transaction`."""
         shared = _SHARED.get()
-        return shared is None or shared[1] is not conn
+        return shared is None or shared.conn is not conn
 
     @staticmethod
     def commit_pipelined(
