@@ -15,6 +15,11 @@ source that claims it wins. A source not listed for an attribute ranks below eve
 one; among unlisted sources the one syncing now wins (the last writer, which is also what an
 attribute nobody configured does). A lower-priority source's value therefore never overwrites
 a higher one's, and each conflict is reported as an :class:`Override`.
+
+One exception fails closed: ``active`` decided among unlisted sources (no listed source claims
+it) is ``False`` when any of them says ``False``. Without a configured order, a source that
+disabled an account is never outvoted by another that still lists it as active (a SCIM client
+linked to an LDAP user must not re-enable what LDAP disabled, whoever wrote last).
 """
 
 from __future__ import annotations
@@ -136,6 +141,10 @@ class SourceOfTruth:
             if not claimants:
                 continue
             winner = claimants[0]
+            if attribute == "active" and self.rank(attribute, winner, writer)[0] == 1:
+                winner = next((s for s in claimants if claims[s][attribute] is False), winner)
+                claimants.remove(winner)
+                claimants.insert(0, winner)
             value = claims[winner][attribute]
             resolved[attribute] = value
             for loser in claimants[1:]:

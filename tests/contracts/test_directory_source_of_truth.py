@@ -107,6 +107,32 @@ def test_active_follows_its_own_order(storage: SqlStorage) -> None:
     assert user is not None and user.active  # ldap before scim for active
 
 
+@pytest.mark.parametrize("order", [("ldap", "scim"), ("scim", "ldap")])
+def test_an_unlisted_active_fails_closed_whoever_writes_last(
+    storage: SqlStorage, order: tuple[str, str]
+) -> None:
+    """No order for ``active``: the disabling source wins in both orders of arrival."""
+    truth = SourceOfTruth.parse({"groups": ["ldap", "scim"]})
+    first, second = order
+    values = {"ldap": False, "scim": True}
+    _sync(storage, first, [_bob(active=values[first])], source_of_truth=truth)
+    summary = _sync(storage, second, [_bob(active=values[second])], source_of_truth=truth)
+    user, _, _ = _record(storage)
+    assert user is not None and not user.active
+    won = [o for o in summary.overrides if o.attribute == "active"]
+    assert [(o.winner, o.winner_value, o.loser_value) for o in won] == [("ldap", False, True)]
+
+
+def test_the_fail_closed_rule_leaves_a_configured_active_order_alone() -> None:
+    truth = SourceOfTruth.parse({"active": ["scim", "ldap"]})
+    claims = {"ldap": {"active": False}, "scim": {"active": True}}
+    resolved, overrides = truth.resolve("u-bob", claims, writer="ldap")
+    assert resolved["active"] is True and [o.winner for o in overrides] == ["scim"]
+    unlisted = SourceOfTruth.parse({"groups": ["ldap"]})
+    resolved, overrides = unlisted.resolve("u-bob", claims, writer="scim")
+    assert resolved["active"] is False and [o.loser for o in overrides] == ["scim"]
+
+
 def test_a_record_written_before_claims_keeps_its_values_as_its_source(
     storage: SqlStorage,
 ) -> None:
