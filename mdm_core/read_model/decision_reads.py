@@ -160,14 +160,40 @@ class CachedDecisionReads:
 
     def identity(self, device_id: str) -> DeviceIdentity | None:
         """The device and its current certificate as the proof verifier checks them (``None``
-        for an unknown id, which is not cached: random ids cannot fill the cache)."""
+        for an unknown id, which is not cached: random ids cannot fill the cache).
+
+        A miss reads ahead, on the same connection, what the decision reads next when it is
+        not cached either: the device's state and its owner's user context (a device seen
+        for the first time by this process costs one connection, not two)."""
         key = device_key(device_id)
         version = (self._versions.versions((key,))[key],)
         found = self.cache.get(("identity", device_id), version)
         if isinstance(found, DeviceIdentity):
             return found
+        directory_v = (self._versions.versions((DIRECTORY,))[DIRECTORY],)  # before the data
         with self._reading() as uow:
             identity = uow.identities.lookup(device_id)
+            if identity is not None:
+                self._read_ahead(uow, identity.device, version, directory_v)
         if identity is not None:
             self.cache.put(("identity", device_id), version, identity)
         return identity
+
+    def _read_ahead(
+        self,
+        uow: SqlUnitOfWork,
+        device: DeviceRecord,
+        version: tuple[int],
+        directory_v: tuple[int],
+    ) -> None:
+        if self.cache.get(("device_state", device.id), version) is MISS:
+            state = _DeviceState(
+                posture=uow.posture.latest(device.id),
+                failures=MappingProxyType(dict(uow.compliance.rule_failures(device.id))),
+            )
+            self.cache.put(("device_state", device.id), version, state)
+        if device.user_id:
+            if self.cache.get(("user", device.user_id), directory_v) is MISS:
+                self.cache.put(
+                    ("user", device.user_id), directory_v, user_context(uow, device.user_id)
+                )

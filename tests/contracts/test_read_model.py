@@ -213,3 +213,27 @@ def test_the_cache_is_bounded_and_clear_drops_everything(database: Database) -> 
     assert len(cache) == 2
     cache.clear()
     assert len(cache) == 0
+
+
+def test_an_identity_miss_reads_ahead_the_state_and_the_owner(database: Database) -> None:
+    storage = SqlStorage(database)
+    directory = DirectoryService(storage)
+    directory.upsert_user(
+        DirectoryUser(id="u-d1", username="dee", active=True, source="local", updated_at=T0)
+    )
+    add_device(database, "d1")
+    with storage.unit_of_work() as uow:
+        uow.posture.record("d1", _posture(0), received_at=T0, history_length=3)
+    cached = CachedDecisionReads(storage)
+    identity = cached.identity("d1")
+    assert identity is not None and identity.device.id == "d1"
+    assert cached.identity("nope") is None
+    with _Statements(database) as seen:  # state and owner were read with the identity
+        state = cached.decision_state("u-d1", "d1")
+    assert seen.count == 1  # the version read only
+    assert state == StoreDecisionReads(storage).decision_state("u-d1", "d1")
+    # A write to the device (any watched table) is seen by the next identity read.
+    with database.transaction() as conn:
+        conn.execute(update(devices).where(devices.c.id == "d1").values(status="wiped"))
+    again = cached.identity("d1")
+    assert again is not None and again.device.status.value == "wiped"
