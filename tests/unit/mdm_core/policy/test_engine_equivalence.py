@@ -315,3 +315,22 @@ DEFAULT_SET = load_policy_directory(REPO_POLICIES, now=NOW)
 def test_shipped_policies_equal_the_reference(asks: list[EvaluationInput]) -> None:
     for request in asks:
         _same(evaluate(request, DEFAULT_SET), reference_evaluate(request, DEFAULT_SET))
+
+
+@EQUIVALENCE
+@given(
+    policy_sets(),
+    st.frozensets(st.sampled_from([*GROUPS, "other"])),
+    st.sampled_from(list(Platform)),
+    st.sampled_from(list(Ownership)),
+)
+def test_compliance_for_is_the_assignment_filter(
+    policies: CompiledPolicySet, groups: frozenset[str], platform: Platform, ownership: Ownership
+) -> None:
+    """The group-mask index finds exactly the policies whose assignment matches, in order,
+    also once its plan memo has been cleared."""
+    want = [p for p in policies.compliance if p.assign.matches(groups, platform, ownership)]
+    assert policies.compliance_for(groups, platform, ownership) == want
+    policies.scopes[(platform, ownership)].plans.clear()
+    assert policies.compliance_for(groups, platform, ownership) == want
+    assert policies.compliance_for(groups, platform, ownership) == want  # from the memo
