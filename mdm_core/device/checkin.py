@@ -11,7 +11,7 @@
    (:mod:`mdm_core.posture.merge`);
 3. run the compliance hook (the policy engine) on the new and previous posture;
 4. write ``posture.reported`` and, when a security-relevant field changed,
-   ``posture.changed`` to the outbox (last: on PostgreSQL the rows travel with the COMMIT);
+   ``posture.changed`` to the outbox;
 5. pick the commands to deliver (new, unanswered, NotNow-deferred; by priority) and mark them
    delivered, with their transitions and events.
 
@@ -205,13 +205,8 @@ class CheckinService:
         )
         if merged is not posture:
             posture = profile.apply(merged)  # carried fields obey today's profile too
-            uow.posture.replace_latest(  # PostgreSQL: sent with the COMMIT (nothing reads it)
-                record.id,
-                recorded.seq,
-                posture,
-                sources,
-                history_length=self.history_length,
-                at_commit=True,
+            uow.posture.replace_latest(
+                record.id, recorded.seq, posture, sources, history_length=self.history_length
             )
         summary = None
         if self.compliance is not None:
@@ -247,7 +242,7 @@ class CheckinService:
             delivered = self.commands.deliver(
                 uow, record.id, now=now, limit=self.max_commands, events=events
             )
-        uow.outbox.add_at_commit(events)  # PostgreSQL: sent with the COMMIT, one round trip
+        uow.outbox.add(events)
         if self._kick is not None:
             uow.call_after(self._kick)
         return CheckinResult(

@@ -34,15 +34,6 @@ class OutboxStore(Protocol):
         """
         ...
 
-    def add_at_commit(self, events: Sequence[DomainEvent]) -> None:
-        """Like :meth:`add`, but the rows may be written as late as the commit of this unit of
-        work (on PostgreSQL they travel with the COMMIT: one round trip less). They still
-        commit with the unit of work or not at all; a duplicate event id then fails the
-        commit (the unit of work raises, nothing of it is kept) instead of this call. For a
-        hot path whose events are added last; nothing in the unit of work may read them back.
-        """
-        ...
-
     def fetch_unpublished(self, limit: int) -> list[OutboxEntry]:
         """Up to ``limit`` unpublished rows, lowest id first; ``[]`` when none.
 

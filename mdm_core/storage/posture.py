@@ -63,14 +63,9 @@ class PostureStore(Protocol):
         sources: PostureSources,
         *,
         history_length: int,
-        at_commit: bool = False,
     ) -> None:
         """Overwrite report ``seq`` (latest and its history slot) with ``posture`` (a merge of
-        several sources), if ``seq`` is still the latest; otherwise do nothing.
-
-        ``at_commit``: the write may be sent as late as the commit of this unit of work (on
-        PostgreSQL with the COMMIT, one round trip less); it commits with the unit of work or
-        not at all, and nothing in the unit of work may read this posture back after."""
+        several sources), if ``seq`` is still the latest; otherwise do nothing."""
         ...
 
     def latest(self, device_id: str) -> StoredPosture | None:

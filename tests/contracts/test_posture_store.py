@@ -138,27 +138,3 @@ def test_sources_round_trip_and_replace_latest(database: Database) -> None:
         assert uow.posture.history("d1")[1].posture == _posture(0)
         third = uow.posture.record("d1", _posture(2), received_at=T0, history_length=3)
         assert third.previous_sources == src
-
-
-def test_replace_latest_at_commit_commits_with_the_unit_or_not_at_all(database: Database) -> None:
-    from mdm_core.posture.merge import PostureSources
-
-    add_device(database, "d1")
-    storage = SqlStorage(database)
-    src = PostureSources({"os_version": "apple"}, {"apple": T0})
-    merged = _posture(1).model_copy(update={"jailbroken": True})
-    with storage.unit_of_work() as uow:
-        uow.posture.record("d1", _posture(0), received_at=T0, history_length=3, sources=src)
-    with pytest.raises(RuntimeError), storage.unit_of_work() as uow:
-        second = uow.posture.record("d1", _posture(1), received_at=T0, history_length=3)
-        uow.posture.replace_latest("d1", second.seq, merged, src, history_length=3, at_commit=True)
-        raise RuntimeError("rolled back")
-    with storage.unit_of_work() as uow:
-        latest = uow.posture.latest("d1")
-        assert latest is not None and latest.seq == 1 and latest.posture == _posture(0)
-        second = uow.posture.record("d1", _posture(1), received_at=T0, history_length=3)
-        uow.posture.replace_latest("d1", second.seq, merged, src, history_length=3, at_commit=True)
-    with storage.unit_of_work() as uow:
-        latest = uow.posture.latest("d1")
-        assert latest is not None and latest.seq == 2 and latest.posture.jailbroken is True
-        assert uow.posture.history("d1")[0].posture.jailbroken is True

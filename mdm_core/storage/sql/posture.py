@@ -14,8 +14,7 @@ statement updates, so it is not used: two check-ins of one device at the same in
 compare against the same previous posture, which only affects change detection.)
 SQLite (embedded, in-process) runs the same steps as separate statements in one transaction.
 Replacing the latest posture with a merged one (two reporting channels) is one statement on
-PostgreSQL too; the check-in keeps it for the COMMIT (``at_commit=True``: sent in the same
-round trip, :meth:`mdm_core.storage.sql.database.Database.commit_pipelined`).
+PostgreSQL too.
 """
 
 from __future__ import annotations
@@ -100,17 +99,17 @@ FROM latest
 )
 
 # Replacing the latest posture with a merged one: both rows in one round trip.
-#: Replacing the latest posture (and its history slot) with a merged one: driver SQL (psycopg
-#: parameters), run at once or kept for the COMMIT (``replace_latest(at_commit=True)``).
-_PG_REPLACE = """
+_PG_REPLACE = text(
+    """
 WITH latest AS (
-    UPDATE posture_latest SET posture = CAST(%(posture)s AS JSON),
-                              sources = CAST(%(sources)s AS JSON), collected_at = %(collected_at)s
-    WHERE device_id = %(device_id)s AND seq = %(seq)s
+    UPDATE posture_latest SET posture = CAST(:posture AS JSON),
+                              sources = CAST(:sources AS JSON), collected_at = :collected_at
+    WHERE device_id = :device_id AND seq = :seq
 )
-UPDATE posture_history SET posture = CAST(%(posture)s AS JSON), collected_at = %(collected_at)s
-WHERE device_id = %(device_id)s AND slot = %(slot)s AND seq = %(seq)s
+UPDATE posture_history SET posture = CAST(:posture AS JSON), collected_at = :collected_at
+WHERE device_id = :device_id AND slot = :slot AND seq = :seq
 """
+)
 
 
 def _posture(value: Any) -> Posture:
@@ -118,18 +117,10 @@ def _posture(value: Any) -> Posture:
 
 
 class SqlPostureStore:
-    def __init__(
-        self,
-        conn: Connection,
-        dialect: str,
-        read_ahead: ReadAhead | None = None,
-        at_commit: list[tuple[str, list[dict[str, Any]]]] | None = None,
-    ) -> None:
+    def __init__(self, conn: Connection, dialect: str, read_ahead: ReadAhead | None = None) -> None:
         self.conn = conn
         self.dialect = dialect
         self.read_ahead = read_ahead
-        # PostgreSQL: the unit of work's list of writes sent with its COMMIT.
-        self._at_commit = at_commit
 
     def record(
         self,
@@ -232,22 +223,20 @@ class SqlPostureStore:
         sources: PostureSources,
         *,
         history_length: int,
-        at_commit: bool = False,
     ) -> None:
         encoded = posture.model_dump_json(exclude_defaults=True)
         params = {"posture": encoded, "sources": json.dumps(sources.to_json())}
         if self.dialect == "postgresql":
-            pg_params = {
-                **params,
-                "collected_at": posture.collected_at,
-                "device_id": device_id,
-                "seq": seq,
-                "slot": seq % history_length,
-            }
-            if at_commit and self._at_commit is not None:
-                self._at_commit.append((_PG_REPLACE, [pg_params]))
-            else:
-                self.conn.exec_driver_sql(_PG_REPLACE, pg_params)
+            self.conn.execute(
+                _PG_REPLACE,
+                {
+                    **params,
+                    "collected_at": posture.collected_at,
+                    "device_id": device_id,
+                    "seq": seq,
+                    "slot": seq % history_length,
+                },
+            )
             return
         param = json_param("posture", self.dialect)
         self.conn.execute(

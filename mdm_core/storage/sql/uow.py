@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
@@ -66,29 +66,10 @@ class SqlUnitOfWork:
         self._revokers = tuple(revokers)
         # Rows one statement read for a later store call of this unit of work (check-ins).
         self.read_ahead = ReadAhead()
-        # PostgreSQL writes kept for the commit (driver SQL, rows): sent with the COMMIT.
-        self.at_commit: list[tuple[str, list[dict[str, Any]]]] = []
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once this unit of work has ended (committed or rolled back)."""
         self._after.append(callback)
-
-    def _commit(self, database: Database) -> None:
-        """End of a successful block: the writes kept for the commit go with it (one round
-        trip on PostgreSQL when this unit of work commits its own transaction), or are sent
-        now (SQLite; a shared transaction that commits later)."""
-        store = self.__dict__.get("outbox")  # only when the block used the outbox
-        if store is not None:
-            store.flush()  # SQLite's kept rows (PostgreSQL's are in at_commit)
-        if not self.at_commit:
-            return
-        pending = list(self.at_commit)  # the stores hold this list: emptied, not replaced
-        self.at_commit.clear()
-        if database.owns_transaction(self.conn):
-            database.commit_pipelined(self.conn, pending)
-            return
-        for statement, rows in pending:
-            self.conn.exec_driver_sql(statement, rows)
 
     def _run_after(self) -> None:
         for callback in self._after:
@@ -150,13 +131,13 @@ class SqlUnitOfWork:
     def outbox(self) -> SqlOutboxStore:
         from mdm_core.storage.sql.outbox import SqlOutboxStore
 
-        return SqlOutboxStore(self.conn, self.dialect, self.at_commit)
+        return SqlOutboxStore(self.conn, self.dialect)
 
     @cached_property
     def posture(self) -> SqlPostureStore:
         from mdm_core.storage.sql.posture import SqlPostureStore
 
-        return SqlPostureStore(self.conn, self.dialect, self.read_ahead, self.at_commit)
+        return SqlPostureStore(self.conn, self.dialect, self.read_ahead)
 
     @cached_property
     def commands(self) -> SqlCommandStore:
@@ -252,7 +233,6 @@ class SqlStorage:
             with self.database.transaction() as conn:
                 uow = SqlUnitOfWork(conn, self.database.dialect, self._revokers)
                 yield uow
-                uow._commit(self.database)
         finally:
             if uow is not None:
                 uow._run_after()
