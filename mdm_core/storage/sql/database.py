@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -156,35 +154,6 @@ class Database:
             return
         with self.engine.begin() as conn:
             yield conn
-
-    def owns_transaction(self, conn: Connection) -> bool:
-        """Whether ``conn`` (from :meth:`transaction`) is committed when that block exits,
-        not later by an enclosing :meth:`shared_transaction`."""
-        shared = _SHARED.get()
-        return shared is None or shared.conn is not conn
-
-    @staticmethod
-    def commit_pipelined(
-        conn: Connection, statements: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
-    ) -> None:
-        """Run each ``(statement, rows)`` (driver SQL with psycopg parameters, once per row),
-        then COMMIT ``conn``'s transaction: one round trip (psycopg pipeline mode).
-
-        Both go through SQLAlchemy (``exec_driver_sql``, ``Connection.commit``), so its
-        error translation and disconnect handling apply; an error of a statement surfaces
-        from the commit (a duplicate key as ``IntegrityError``) and nothing is committed.
-        The connection is then discarded (invalidated): the aborted pipeline leaves its
-        transaction open behind SQLAlchemy's back, and the pool must not hand it out.
-        """
-        driver = conn.connection.driver_connection
-        try:
-            with driver.pipeline():  # type: ignore[union-attr]
-                for statement, rows in statements:
-                    conn.exec_driver_sql(statement, list(rows))
-                conn.commit()
-        except BaseException:
-            conn.invalidate()
-            raise
 
     @contextmanager
     def shared_transaction(self) -> Iterator[None]:
