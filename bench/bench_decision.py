@@ -14,6 +14,13 @@ is complete decisions/s (two requests each) over bare verifies/s (one request ea
 
 Then an open-loop load at ``--rate`` decisions/s (default 500) for the p99.
 
+The server warms its read model as a served worker does in production
+(posture_gateway/access/warm_start.py: each worker bulk-reads the decision state of the
+``read_model.warm_devices`` most recently checked-in devices and their owners at start); the
+bench waits for every worker's "read model warm" log line before it measures, so the figures
+are those of a warmed worker (every entry is still version-checked by each decision). After
+the load it prints each worker's read-model cache hit rate (``GET /bench/read-model``).
+
 Server: ``posture serve``'s own argv and defaults, serving decision_wsgi:create_app; on a
 private PostgreSQL (fsync + synchronous_commit on; ``--relaxed`` adds a labelled pass with
 them off) and Redis. Data: 20,000 devices, 10,000 users, groups nested three deep.
@@ -168,8 +175,14 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
             )
         (wd / "public_keys.json").write_text(json.dumps(public), encoding="utf-8")
         env["BENCH_DEVICE_KEYS"] = str(wd / "public_keys.json")
+        # What `posture serve` tells its workers (worker_environment): background jobs, the
+        # read-model warm-up among them, start in served workers.
+        env["POSTURE_SERVE_WORKER"] = "1"
+        if args.cold:  # the A/B: workers that fill their read model on misses only
+            env["POSTURE_READ_MODEL__WARM_DEVICES"] = "0"
         server = h.Server.same_server(env, config, port, wd, "decision_wsgi:create_app", "ours")
         with server:
+            _wait_warm(server)
             got = httpx.post(
                 url + "/oauth/token",
                 auth=(CALLER, CALLER_SECRET),
@@ -203,7 +216,52 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
             fixed = h.run_load(
                 "decision", decision_op, params, seconds=args.open_seconds, rate=args.rate, **common
             )
-    return report(args, services.label, fleet, server, loads, fixed)
+            hit_rates = _read_model_counters(url)
+    return {**report(args, services.label, fleet, server, loads, fixed), **hit_rates}
+
+
+WARM_TIMEOUT_S = 300.0
+
+
+def _wait_warm(server: h.Server) -> None:
+    """Until every worker logged its read model warm (or failed to: then it serves cold)."""
+    import time
+
+    from posture_gateway.access.warm_start import WARM_LOG
+
+    if server.env.get("POSTURE_READ_MODEL__WARM_DEVICES") == "0":
+        print("  read model warm-up off (POSTURE_READ_MODEL__WARM_DEVICES=0)", flush=True)
+        return
+    workers = h._serve_defaults()[1]
+    deadline = time.monotonic() + WARM_TIMEOUT_S
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        text = (server.workdir / f"{server.name}.log").read_text(errors="replace")
+        done = [ln for ln in text.splitlines() if WARM_LOG in ln]
+        if len(done) >= workers:
+            print(f"  read model warm in {time.monotonic() - started:.1f} s:", flush=True)
+            for line in done:
+                print("    " + line.strip(), flush=True)
+            return
+        time.sleep(0.5)
+    print(f"  WARNING: not every worker warm after {WARM_TIMEOUT_S:g} s", flush=True)
+
+
+def _read_model_counters(url: str) -> dict[str, Any]:
+    """Each worker's read-model cache counters (a few GETs land on every worker)."""
+    import httpx
+
+    seen: dict[int, dict[str, Any]] = {}
+    for _ in range(20):
+        got = httpx.get(url + "/bench/read-model", timeout=5.0).json()
+        seen[int(got["pid"])] = got
+    rates = {}
+    for pid, c in sorted(seen.items()):
+        total = c["hits"] + c["misses"]
+        rate = c["hits"] / total if total else 0.0
+        rates[pid] = rate
+        print(f"  read model pid {pid}: {c['entries']} entries, hit rate {rate:.3f} ({total} gets)")
+    return {"read_model_hit_rate": min(rates.values()) if rates else float("nan")}
 
 
 def report(
@@ -290,6 +348,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop decisions/s")
     parser.add_argument("--open-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--cold", action="store_true", help="workers do not warm their read model (A/B)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.devices, args.users, args.rounds, args.seconds = 600, 300, 2, 2.0

@@ -9,6 +9,9 @@ proof with pyjwt ES256 (audience and required claims) against the device's publi
 dict loaded once at start (``BENCH_DEVICE_KEYS``: JSON ``{device_id: public key PEM}``). No
 nonce, no directory, no posture, no policy, no audit. Served by the same server processes as
 the gateway, so both endpoints run under identical conditions.
+
+``GET /bench/read-model`` answers the serving worker's read-model cache counters (pid,
+entries, hits, misses): the bench prints them after its load (observability only).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = ["create_app"]
 
 
 def create_app() -> Flask:
+    from mdm_core.read_model.wiring import read_model_of
     from mdm_core.support.json_input import JsonInputError, loads_bounded
     from posture_gateway.app import create_app as create_gateway
     from posture_gateway.integrations.posture_api import authenticate_caller, proof_audience
@@ -73,4 +77,10 @@ def create_app() -> Flask:
         return jsonify(ok=True, device_id=kid, nonce_len=len(claims["nonce"]))
 
     app.add_url_rule("/bench/bare-verify", "bench_bare_verify", bare_verify, methods=["POST"])
+
+    def read_model_counters() -> Response:
+        cache = read_model_of(app.extensions["posture"].core).cache
+        return jsonify(pid=os.getpid(), entries=len(cache), hits=cache.hits, misses=cache.misses)
+
+    app.add_url_rule("/bench/read-model", "bench_read_model", read_model_counters)
     return app

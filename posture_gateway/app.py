@@ -21,6 +21,7 @@ from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import CoreConfig, build_core
 from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.access.device_gate import install as install_evaluator
+from posture_gateway.access.warm_start import init_read_model_warm
 from posture_gateway.api.admin import bp as admin_api_bp
 from posture_gateway.api.health import bp as health_bp
 from posture_gateway.cookie_session import install as install_cookie_session
@@ -139,4 +140,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen
     app.register_blueprint(landing_bp)  # /, /privacy, /help/sign-in, /enroll (HTML pages)
     init_ldap_schedule(app)  # the scheduled LDAP sync, in served workers, one at a time by lease
+    init_read_model_warm(app)  # served workers read their read model in (daemon thread)
     return app

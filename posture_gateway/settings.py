@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
 from idp_connectors.ldap.config import LdapSettings
 from idp_connectors.scim.config import ScimSettings
+from mdm_core.read_model.warm import DEFAULT_WARM_DEVICES
 from mdm_core.support.durations import DurationsModel
 from posture_gateway.directory.settings import DirectorySettings
 from posture_gateway.integrations.settings import IntegrationSettings
@@ -85,6 +86,12 @@ class LongPollSettings(_Strict):
     max_wait_s: int = Field(default=25, ge=1, le=60)
 
 
+class ReadModelSettings(_Strict):
+    # Devices (most recently checked in first) whose decision state, and their owners', each
+    # served worker reads into its read model at start (0: none; the cache fills on misses).
+    warm_devices: int = Field(default=DEFAULT_WARM_DEVICES, ge=0, le=1_000_000)
+
+
 class Settings(_Strict):
     """Everything the server needs to start. Tests pass ``Settings(...)`` directly."""
 
@@ -108,6 +115,7 @@ class Settings(_Strict):
     # SCIM 2.0 server at /scim/v2: provisioning clients and their tokens (docs/scim.md).
     scim: ScimSettings = Field(default_factory=ScimSettings)
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
+    read_model: ReadModelSettings = Field(default_factory=ReadModelSettings)
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent

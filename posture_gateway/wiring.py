@@ -36,6 +36,7 @@ from mdm_core.read_model.evaluator_ports import (
     CachedLoginProofs,
     GroupCommitDecisionAudit,
 )
+from mdm_core.read_model.warm import cache_entries_for
 from mdm_core.read_model.wiring import read_model_of
 from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import MdmCore
@@ -86,7 +87,8 @@ def build_services(
 
     # The read model: the decision's state served from a version-checked in-process cache
     # (one statement when warm), its audit by group commit (still durable before the answer).
-    model = read_model_of(core)
+    # Sized to hold the devices each served worker warms at start (access/warm_start.py).
+    model = read_model_of(core, max_entries=cache_entries_for(settings.read_model.warm_devices))
     access = evaluator_for(
         core,
         state=CachedAccessState(model.reads),

@@ -16,6 +16,7 @@ connection drops the whole cache.
 - :mod:`.cache`: the bounded, thread-safe versioned cache.
 - :mod:`.decision_reads`: the decision's reads (store-backed and cached) behind one small
   protocol, :class:`DecisionReads`.
+- :mod:`.warm`: the bulk reads that fill the cache at worker start (versions first).
 - :mod:`.invalidation`: bus events -> early drops; gap or reconnect -> resync (clear).
 - :mod:`.wiring`: one read model per core (cache, cached reads, group-commit audit writer).
 """

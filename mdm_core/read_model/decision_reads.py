@@ -14,6 +14,10 @@ refetched, after the versions were read.
 ``device:<id>`` version (the ``certificates`` table bumps it too, migration
 ``0007_perf_decision_certs``), and :meth:`CachedDecisionReads.device` the lookups that need
 the record without a proof (token refresh binding).
+
+:meth:`CachedDecisionReads.warm` fills the cache in bulk (worker start): every version first,
+then the state of the most recently checked-in devices and their owners
+(:mod:`mdm_core.read_model.warm`), each put under the version read first.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from mdm_core.policy.model import UserContext
 from mdm_core.read_model.cache import MISS, VersionedCache
 from mdm_core.read_model.scope import VersionReader
 from mdm_core.read_model.versions import DIRECTORY, device_key
+from mdm_core.read_model.warm import read_all_versions, read_fleet
 from mdm_core.storage.identity import DeviceIdentity
 from mdm_core.storage.posture import StoredPosture
 from mdm_core.storage.sql.uow import SqlStorage, SqlUnitOfWork
 
 __all__ = [
+    "WarmReport",
     "DecisionState",
     "DecisionReads",
     "StoreDecisionReads",
@@ -89,6 +95,15 @@ class StoreDecisionReads:
 class _DeviceState:
     posture: StoredPosture | None
     failures: Mapping[tuple[str, str], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmReport:
+    """What :meth:`CachedDecisionReads.warm` cached."""
+
+    devices: int  # identities (and records) cached
+    device_states: int  # postures + rule failures cached
+    users: int  # owners' user contexts cached
 
 
 class CachedDecisionReads:
@@ -197,3 +212,38 @@ class CachedDecisionReads:
                 self.cache.put(
                     ("user", device.user_id), directory_v, user_context(uow, device.user_id)
                 )
+
+    def warm(self, limit: int) -> WarmReport:
+        """Cache the decision state of the ``limit`` most recently checked-in devices and of
+        their owners, in a few statements (not one per device). Raises when the store cannot
+        be read; what was not cached is read on the normal miss path.
+
+        ORDER MATTERS: every version is read BEFORE the data it guards, and each entry is put
+        under the version read first. A write committed between the two (a check-in, a
+        revocation) makes the entry look older than its data: the next decision reads the new
+        version, misses and refetches. Never the other way round (an entry newer-looking than
+        its data would serve stale state)."""
+        with self._reading() as uow:
+            versions = read_all_versions(uow.conn)  # FIRST: the versions
+            fleet = read_fleet(uow.conn, limit)  # THEN: the data they guard
+        directory_v = (versions.get(DIRECTORY, 0),)
+        for user in fleet.users.values():
+            self.cache.put(("user", user.id), directory_v, user)
+        states = 0
+        # Oldest first: the cache evicts the oldest insertions, so the most recently
+        # checked-in devices stay when the cache is too small for the limit.
+        for identity in reversed(fleet.identities):
+            device_id = identity.device.id
+            version = (versions.get(device_key(device_id), 0),)
+            self.cache.put(("identity", device_id), version, identity)
+            self.cache.put(("device", device_id), version, identity.device)
+            failures = fleet.failures.get(device_id)
+            if device_id in fleet.postures and failures is not None:
+                state = _DeviceState(
+                    posture=fleet.postures[device_id], failures=MappingProxyType(failures)
+                )
+                self.cache.put(("device_state", device_id), version, state)
+                states += 1
+        return WarmReport(
+            devices=len(fleet.identities), device_states=states, users=len(fleet.users)
+        )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from mdm_core.read_model.cache import VersionedCache
 from mdm_core.read_model.decision_reads import CachedDecisionReads
 from mdm_core.read_model.invalidation import attach_invalidation
+from mdm_core.read_model.warm import MIN_CACHE_ENTRIES
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql.audit_batch import GroupCommitAuditWriter
 
@@ -48,12 +49,13 @@ class ReadModel:
         self.cache.clear()
 
 
-def read_model_of(core: MdmCore) -> ReadModel:
-    """The read model of ``core`` (built once per core)."""
+def read_model_of(core: MdmCore, *, max_entries: int = MIN_CACHE_ENTRIES) -> ReadModel:
+    """The read model of ``core`` (built once per core; ``max_entries`` sizes its cache when
+    it is built: :func:`~mdm_core.read_model.warm.cache_entries_for` the devices warmed)."""
     found = core.extras.get(READ_MODEL_KEY)
     if isinstance(found, ReadModel):
         return found
-    cache: VersionedCache[object] = VersionedCache()
+    cache: VersionedCache[object] = VersionedCache(max_entries=max_entries)
     model = ReadModel(
         cache=cache,
         reads=CachedDecisionReads(core.storage, cache),

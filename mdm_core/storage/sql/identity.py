@@ -20,22 +20,24 @@ from mdm_core.storage.sql.encoding import as_utc
 from mdm_core.storage.sql.replay import SqlReplayStore
 from mdm_core.storage.sql.tables import certificates, devices, used_proofs
 
-__all__ = ["SqlDeviceIdentityStore"]
+__all__ = ["SqlDeviceIdentityStore", "IDENTITY_COLUMNS", "IDENTITY_JOIN", "identity_from_row"]
+
+#: The columns :func:`identity_from_row` reads (devices LEFT JOIN its current certificate).
+IDENTITY_COLUMNS = (
+    *DEVICE_COLUMNS,
+    devices.c.public_key,
+    certificates.c.not_after.label("cert_not_after"),
+    certificates.c.revoked_at.label("cert_revoked_at"),
+)
+#: The join behind :data:`IDENTITY_COLUMNS`.
+IDENTITY_JOIN = devices.outerjoin(
+    certificates,
+    (certificates.c.serial == devices.c.cert_serial) & (certificates.c.device_id == devices.c.id),
+)
 
 _LOOKUP = (
-    select(
-        *DEVICE_COLUMNS,
-        devices.c.public_key,
-        certificates.c.not_after.label("cert_not_after"),
-        certificates.c.revoked_at.label("cert_revoked_at"),
-    )
-    .select_from(
-        devices.outerjoin(
-            certificates,
-            (certificates.c.serial == devices.c.cert_serial)
-            & (certificates.c.device_id == devices.c.id),
-        )
-    )
+    select(*IDENTITY_COLUMNS)
+    .select_from(IDENTITY_JOIN)
     .where(devices.c.id == bindparam("device_id"))
 )
 
@@ -56,7 +58,7 @@ class SqlDeviceIdentityStore:
 
     def lookup(self, device_id: str) -> DeviceIdentity | None:
         row = self.conn.execute(_LOOKUP, {"device_id": device_id}).one_or_none()
-        return None if row is None else _identity(row)
+        return None if row is None else identity_from_row(row)
 
     def lookup_and_remember(
         self, device_id: str, replay_key: str, expires_at: datetime
@@ -70,10 +72,11 @@ class SqlDeviceIdentityStore:
         row = self.conn.execute(_LOOKUP_AND_REMEMBER_PG, params).one_or_none()
         if row is None:
             return None, True  # no device row, no result row: the refusal rolls back
-        return _identity(row), bool(row.fresh)
+        return identity_from_row(row), bool(row.fresh)
 
 
-def _identity(row: Row[*tuple[Any, ...]]) -> DeviceIdentity:
+def identity_from_row(row: Row[*tuple[Any, ...]]) -> DeviceIdentity:
+    """Build a :class:`DeviceIdentity` from a row selected with :data:`IDENTITY_COLUMNS`."""
     return DeviceIdentity(
         device=device_from_row(row),
         public_key=bytes(row.public_key) if row.public_key is not None else None,

@@ -36,8 +36,15 @@ def test_limit_settings_reach_the_core_and_agent_variables_are_not_settings() ->
         ("POSTURE_ENROLL__LIMIT_PER_SOURCE", "0", "enroll.limit_per_source"),
         ("POSTURE_TRUSTED_PROXY_HOPS", "-1", "trusted_proxy_hops"),
         ("POSTURE_OIDC__MAX_FAILED_LOGINS", "0", "oidc.max_failed_logins"),
+        ("POSTURE_READ_MODEL__WARM_DEVICES", "-1", "read_model.warm_devices"),
     ],
 )
 def test_bad_limits_are_refused_naming_the_key(key: str, value: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(environ={key: value})
+
+
+def test_the_read_model_warm_up_setting_defaults_to_50000_devices() -> None:
+    assert load_settings(environ={}).read_model.warm_devices == 50_000
+    got = load_settings(environ={"POSTURE_READ_MODEL__WARM_DEVICES": "0"})
+    assert got.read_model.warm_devices == 0

@@ -17,6 +17,7 @@ next request), a forged proof spends no nonce, and an audit that cannot be writt
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ import pytest
 import redis
 from flask import Flask
 from sqlalchemy import event, update
+from sqlalchemy.exc import OperationalError
 
 from mdm_core.agent.keys import DeviceKey
 from mdm_core.domain.errors import BadSignature, DeviceNotActive, RevokedCertificate, UnknownDevice
@@ -35,6 +37,8 @@ from mdm_core.read_model.wiring import read_model_of
 from mdm_core.simulator.reports import DeviceTraits
 from mdm_core.storage.directory import DirectoryUser
 from mdm_core.storage.sql.tables import certificates, devices
+from posture_gateway.access.warm_start import init_read_model_warm
+from posture_gateway.directory.ldap_schedule import SERVE_WORKER_ENV
 from posture_gateway.oidc.tables import oidc_tokens
 from tests.conftest import _fresh_postgres_db
 from tests.helpers.enrolled import EnrolledDevice
@@ -314,3 +318,55 @@ def test_an_unknown_kid_is_refused_and_not_cached(app: Flask) -> None:
     cache = read_model_of(app.extensions["posture"].core).cache
     assert cache.get(("identity", "dev-ghost"), (0,)) is MISS
     assert dev.device_id  # the real device is untouched
+
+
+def test_after_the_worker_start_warm_up_a_first_decision_stays_within_the_budget(
+    app: Flask, stores: str
+) -> None:
+    # The served worker's warm-up (posture_gateway/access/warm_start.py), forced here: the
+    # device's identity, record, state and its owner come from the bulk read, so the first
+    # decision this process makes for the device costs only the version read.
+    dev = _device(app, Platform.LINUX, DeviceTraits())
+    token = issue(app)
+    for _ in range(2):  # the first links the identity (a directory write), then all cached
+        assert _decide(app, dev, token).json["outcome"] != "block"
+    cache = read_model_of(app.extensions["posture"].core).cache
+    for kind in ("identity", "device", "device_state"):
+        cache.drop((kind, dev.device_id))
+    cache.drop_matching(lambda name: isinstance(name, tuple) and name[0] == "user")
+    thread = init_read_model_warm(app, force=True)
+    assert thread is not None
+    thread.join(30)
+    nonce = api_nonce(app, token)["nonce"]
+    body = {
+        "user": "alice",
+        "client_id": "payroll",
+        "device_id": dev.device_id,
+        "device_proof": dev.login_proof(audience=AUDIENCE, nonce=nonce),
+    }
+    with _Trace(app) as trace:
+        answer = app.test_client().post(URL, json=body, headers=bearer(token))
+    assert answer.get_json()["outcome"] != "block"
+    trace.within(BUDGET["decision"][stores])
+
+
+def test_the_warm_up_runs_only_in_served_workers_and_a_failure_is_not_fatal(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(SERVE_WORKER_ENV, raising=False)
+    assert init_read_model_warm(app) is None  # tests, CLI commands: never
+    dev = _device(app, Platform.LINUX, DeviceTraits())
+    token = issue(app)
+    reads = read_model_of(app.extensions["posture"].core).reads
+
+    def broken(limit: int) -> None:
+        raise OperationalError("SELECT ...", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(reads, "warm", broken)
+    monkeypatch.setenv(SERVE_WORKER_ENV, "1")
+    with caplog.at_level(logging.ERROR, logger="posture_gateway.access.warm_start"):
+        thread = init_read_model_warm(app)
+        assert thread is not None
+        thread.join(30)
+    assert "read model warm-up failed" in caplog.text
+    assert _decide(app, dev, token).json["outcome"] != "block"  # the miss path, as before
