@@ -16,33 +16,22 @@ entries, hits, misses): the bench prints them after its load (observability only
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from flask import Flask, Response, jsonify, request
+from bare_verify import device_keys, refuse, verify_body
+from flask import Flask, Response, jsonify
 
 __all__ = ["create_app"]
 
 
 def create_app() -> Flask:
     from mdm_core.read_model.wiring import read_model_of
-    from mdm_core.support.json_input import JsonInputError, loads_bounded
     from posture_gateway.app import create_app as create_gateway
     from posture_gateway.integrations.posture_api import authenticate_caller, proof_audience
     from posture_gateway.integrations.state import integrations
 
     app = create_gateway()
-    raw = json.loads(Path(os.environ["BENCH_DEVICE_KEYS"]).read_text(encoding="utf-8"))
-    keys: dict[str, Any] = {kid: load_pem_public_key(pem.encode()) for kid, pem in raw.items()}
-
-    def refuse(status: int, error: str) -> Response:
-        response = jsonify(error=error)
-        response.status_code = status
-        return response
+    keys = device_keys()
 
     def bare_verify() -> Response:
         st = integrations()
@@ -50,31 +39,7 @@ def create_app() -> Flask:
             authenticate_caller(st)  # the decision endpoint's own bearer check
         except Exception:  # noqa: BLE001 - _AuthFailure is private: any refusal is a 401
             return refuse(401, "invalid_token")
-        try:
-            body = loads_bounded(request.get_data(cache=False))
-        except JsonInputError:
-            return refuse(400, "invalid_request")
-        if not isinstance(body, dict) or not isinstance(body.get("device_proof"), str):
-            return refuse(400, "invalid_request")
-        proof = body["device_proof"]
-        try:
-            kid = jwt.get_unverified_header(proof).get("kid")
-        except jwt.PyJWTError:
-            return refuse(401, "invalid_proof")
-        key = keys.get(kid) if isinstance(kid, str) else None
-        if key is None:
-            return refuse(401, "unknown_device")
-        try:
-            claims = jwt.decode(
-                proof,
-                key,
-                algorithms=["ES256"],
-                audience=proof_audience(st),
-                options={"require": ["aud", "iat", "nonce", "jti"]},
-            )
-        except jwt.PyJWTError:
-            return refuse(401, "invalid_proof")
-        return jsonify(ok=True, device_id=kid, nonce_len=len(claims["nonce"]))
+        return verify_body(keys, proof_audience(st))
 
     app.add_url_rule("/bench/bare-verify", "bench_bare_verify", bare_verify, methods=["POST"])
 
