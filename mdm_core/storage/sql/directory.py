@@ -65,6 +65,29 @@ def _chunks(ids: Collection[str]) -> list[list[str]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
+def _user_values(user: DirectoryUser) -> dict[str, object]:
+    """The ``directory_users`` columns of ``user`` but its id (one mapping for every write)."""
+    return {
+        "username": user.username,
+        "email": user.email,
+        "display_name": user.display_name,
+        "active": user.active,
+        "source": user.source,
+        "external_id": user.external_id,
+        "updated_at": as_utc(user.updated_at),
+    }
+
+
+def _group_values(group: DirectoryGroup) -> dict[str, object]:
+    """The ``directory_groups`` columns of ``group`` but its id."""
+    return {
+        "name": group.name,
+        "source": group.source,
+        "external_id": group.external_id,
+        "updated_at": as_utc(group.updated_at),
+    }
+
+
 class SqlDirectoryUserStore:
     def __init__(self, conn: Connection, dialect: str) -> None:
         self.conn = conn
@@ -72,15 +95,7 @@ class SqlDirectoryUserStore:
 
     def upsert(self, user: DirectoryUser) -> bool:
         existing = self.get(user.id)
-        values = {
-            "username": user.username,
-            "email": user.email,
-            "display_name": user.display_name,
-            "active": user.active,
-            "source": user.source,
-            "external_id": user.external_id,
-            "updated_at": as_utc(user.updated_at),
-        }
+        values = _user_values(user)
         if existing is not None and _same_user(existing, user):
             return False
         other = self.find_by_username(user.username)
@@ -128,19 +143,7 @@ class SqlDirectoryUserStore:
     def insert_new(self, users: Sequence[DirectoryUser]) -> None:
         if not users:
             return
-        rows = [
-            {
-                "id": u.id,
-                "username": u.username,
-                "email": u.email,
-                "display_name": u.display_name,
-                "active": u.active,
-                "source": u.source,
-                "external_id": u.external_id,
-                "updated_at": as_utc(u.updated_at),
-            }
-            for u in users
-        ]
+        rows = [{"id": u.id, **_user_values(u)} for u in users]
         try:
             self.conn.execute(insert(directory_users), rows)
         except IntegrityError as exc:  # a concurrent writer took an id or username
@@ -206,12 +209,7 @@ class SqlDirectoryGroupStore:
 
     def upsert(self, group: DirectoryGroup) -> bool:
         existing = self.get(group.id)
-        values = {
-            "name": group.name,
-            "source": group.source,
-            "external_id": group.external_id,
-            "updated_at": as_utc(group.updated_at),
-        }
+        values = _group_values(group)
         if existing is not None and (existing.name, existing.source, existing.external_id) == (
             group.name,
             group.source,
@@ -259,16 +257,7 @@ class SqlDirectoryGroupStore:
     def insert_new(self, groups: Sequence[DirectoryGroup]) -> None:
         if not groups:
             return
-        rows = [
-            {
-                "id": g.id,
-                "name": g.name,
-                "source": g.source,
-                "external_id": g.external_id,
-                "updated_at": as_utc(g.updated_at),
-            }
-            for g in groups
-        ]
+        rows = [{"id": g.id, **_group_values(g)} for g in groups]
         try:
             self.conn.execute(insert(directory_groups), rows)
         except IntegrityError as exc:  # a concurrent writer took an id or name
