@@ -64,6 +64,8 @@ __all__ = [
     "BENCH",
     "percentile",
     "summarize",
+    "mean",
+    "durable_then_relaxed",
     "check_targets",
     "result_line",
     "emit",
@@ -107,6 +109,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
+
+
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean (NaN for no values)."""
+    return sum(values) / len(values) if values else float("nan")
+
+
+def durable_then_relaxed(
+    one_pass: Callable[[Any, bool], dict[str, Any]], args: Any
+) -> dict[str, Any]:
+    """``one_pass(args, durable=True)``'s metrics; with ``args.relaxed`` also a second pass
+    with fsync off, its numeric figures under ``metrics["relaxed"]`` (labelled, never mixed)."""
+    metrics = one_pass(args, True)
+    if getattr(args, "relaxed", False):
+        relaxed = one_pass(args, False)
+        metrics["relaxed"] = {k: v for k, v in relaxed.items() if isinstance(v, int | float)}
+    return metrics
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:

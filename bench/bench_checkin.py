@@ -132,10 +132,7 @@ def main() -> int:
     if args.quick:
         args.devices, args.users, args.seconds, args.warmup = 600, 300, 3.0, 1.0
     print(h.machine_line())
-    metrics = one_pass(args, durable=True)
-    if args.relaxed:
-        relaxed = one_pass(args, durable=False)
-        metrics["relaxed"] = {k: v for k, v in relaxed.items() if isinstance(v, int | float)}
+    metrics = h.durable_then_relaxed(one_pass, args)
     return h.emit(BENCH, metrics, TARGETS)
 
 

@@ -312,14 +312,14 @@ def report(
         "errors": dec_err + bare_err + fixed.errors,
         "client_bound": dec_cb or bare_cb or fixed.client_bound,
         "client_cpu_pct_max": max(max(x.client_cpu_pct) for x in [*loads, fixed]),
-        "server_cpu_pct_decision": _mean(
+        "server_cpu_pct_decision": h.mean(
             [x.server_cpu_pct for x in loads if x.label == "decision"]
         ),
-        "machine_busy_pct": _mean([x.machine_busy_pct for x in loads]),
-        "server_cpu_ms_per_decision": _mean(
+        "machine_busy_pct": h.mean([x.machine_busy_pct for x in loads]),
+        "server_cpu_ms_per_decision": h.mean(
             [x.server_cpu_ms_per_op for x in loads if x.label == "decision"]
         ),
-        "server_cpu_ms_per_bare_verify": _mean(
+        "server_cpu_ms_per_bare_verify": h.mean(
             [x.server_cpu_ms_per_op for x in loads if x.label == "bare"]
         ),
         "outcomes": outcomes,
@@ -330,10 +330,6 @@ def report(
         "rounds": args.rounds,
         "seconds_per_round": args.seconds,
     }
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 def main() -> int:
@@ -356,10 +352,7 @@ def main() -> int:
         args.devices, args.users, args.rounds, args.seconds = 600, 300, 2, 2.0
         args.warmup, args.open_seconds, args.rate = 1.0, 3.0, min(args.rate, 100.0)
     print(h.machine_line())
-    metrics = one_pass(args, durable=True)
-    if args.relaxed:
-        relaxed = one_pass(args, durable=False)
-        metrics["relaxed"] = {k: v for k, v in relaxed.items() if isinstance(v, int | float)}
+    metrics = h.durable_then_relaxed(one_pass, args)
     return h.emit(BENCH, metrics, TARGETS)
 
 

@@ -369,15 +369,15 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
         "errors": ours_err + peer_err,
         "client_bound": any(x.client_bound for x in loads),
         "client_cpu_pct_max": max(max(x.client_cpu_pct) for x in loads),
-        "ours_server_cpu_pct": _mean([x.server_cpu_pct for x in loads if x.label == "ours"]),
-        "oidc_provider_cpu_pct": _mean(
+        "ours_server_cpu_pct": h.mean([x.server_cpu_pct for x in loads if x.label == "ours"]),
+        "oidc_provider_cpu_pct": h.mean(
             [x.server_cpu_pct for x in loads if x.label == "oidc-provider"]
         ),
-        "machine_busy_pct": _mean([x.machine_busy_pct for x in loads]),
-        "ours_server_cpu_ms_per_flow": _mean(
+        "machine_busy_pct": h.mean([x.machine_busy_pct for x in loads]),
+        "ours_server_cpu_ms_per_flow": h.mean(
             [x.server_cpu_ms_per_op for x in loads if x.label == "ours"]
         ),
-        "oidc_provider_cpu_ms_per_flow": _mean(
+        "oidc_provider_cpu_ms_per_flow": h.mean(
             [x.server_cpu_ms_per_op for x in loads if x.label == "oidc-provider"]
         ),
         "server_settle_s": settle_s,
@@ -391,10 +391,6 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
         "rounds": args.rounds,
         "seconds_per_round": args.seconds,
     }
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 def main() -> int:
@@ -418,10 +414,7 @@ def main() -> int:
     if args.quick:
         args.devices, args.users, args.rounds, args.seconds, args.warmup = 600, 300, 2, 2.0, 1.0
     print(h.machine_line())
-    metrics = one_pass(args, durable=True)
-    if args.relaxed:
-        relaxed = one_pass(args, durable=False)
-        metrics["relaxed"] = {k: v for k, v in relaxed.items() if isinstance(v, int | float)}
+    metrics = h.durable_then_relaxed(one_pass, args)
     return h.emit(BENCH, metrics, TARGETS)
 
 

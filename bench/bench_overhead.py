@@ -382,10 +382,7 @@ def main() -> int:
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     print(h.machine_line())
-    metrics = one_pass(args, durable=True)
-    if args.relaxed:
-        relaxed = one_pass(args, durable=False)
-        metrics["relaxed"] = {k: v for k, v in relaxed.items() if isinstance(v, int | float)}
+    metrics = h.durable_then_relaxed(one_pass, args)
     return h.emit(BENCH, metrics, TARGETS)
 
 
