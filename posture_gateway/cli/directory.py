@@ -31,6 +31,7 @@ from rich.table import Table
 from mdm_core.directory.mirror import effective_group_names
 from mdm_core.directory.sync import SyncSummary, sync_source
 from mdm_core.storage.directory import MemberKind
+from posture_gateway.cli.tables import count_table
 from posture_gateway.directory.file import load_directory_file
 from posture_gateway.directory.local_users import USERS_FILE_SOURCE
 from posture_gateway.state import state
@@ -149,21 +150,19 @@ def import_cmd(file: Path, prune: bool) -> None:
 
 
 def render_summary(console: Console, summary: SyncSummary, file: Path | None = None) -> None:
-    table = Table(title=f"directory import{f' of {file}' if file else ''}", title_justify="left")
-    table.add_column("")
-    table.add_column("count", justify="right")
-    table.add_column("which", overflow="fold")
-    for label, items in (
-        ("added", summary.added),
-        ("changed", summary.changed),
-        ("unchanged", summary.unchanged),
-        ("disabled", summary.disabled),
-        ("skipped (other source)", summary.skipped),
-        ("groups added", summary.groups_added),
-        ("groups changed", summary.groups_changed),
-    ):
-        shown = ", ".join(items[:20]) + (f" (+{len(items) - 20})" if len(items) > 20 else "")
-        table.add_row(label, str(len(items)), escape(shown))
+    table = count_table(
+        f"directory import{f' of {file}' if file else ''}",
+        (
+            ("added", summary.added),
+            ("changed", summary.changed),
+            ("unchanged", summary.unchanged),
+            ("disabled", summary.disabled),
+            ("skipped (other source)", summary.skipped),
+            ("groups added", summary.groups_added),
+            ("groups changed", summary.groups_changed),
+        ),
+        shown=20,
+    )
     table.caption = f"memberships +{summary.memberships_added} / -{summary.memberships_removed}"
     console.print(table)
     if summary.overrides:

@@ -26,10 +26,10 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from idp_connectors.ldap import LdapError, LdapSync, LdapSyncResult
 from posture_gateway.cli.base import ConfigProblem, RuntimeProblem
+from posture_gateway.cli.tables import count_table
 from posture_gateway.state import state
 
 __all__ = ["sync_group", "render_ldap_summary"]
@@ -110,22 +110,17 @@ def _progress(console: Console) -> Progress:
 
 
 def render_ldap_summary(console: Console, result: LdapSyncResult) -> None:
-    table = Table(
-        title=f"LDAP {result.mode} sync of {result.source} in {result.seconds:.1f}s",
-        title_justify="left",
+    table = count_table(
+        f"LDAP {result.mode} sync of {result.source} in {result.seconds:.1f}s",
+        (
+            ("added", result.added),
+            ("changed", result.changed),
+            ("disabled", result.disabled),
+            ("deleted", result.deleted),
+            ("skipped", result.skipped),
+        ),
+        shown=10,
     )
-    table.add_column("")
-    table.add_column("count", justify="right")
-    table.add_column("which", overflow="fold")
-    for label, items in (
-        ("added", result.added),
-        ("changed", result.changed),
-        ("disabled", result.disabled),
-        ("deleted", result.deleted),
-        ("skipped", result.skipped),
-    ):
-        shown = ", ".join(items[:10]) + (f" (+{len(items) - 10})" if len(items) > 10 else "")
-        table.add_row(label, str(len(items)), escape(shown))
     table.add_row(
         "groups",
         str(result.groups_added + result.groups_changed + result.groups_deleted),
