@@ -166,14 +166,16 @@ class LdapSync:
     def _users(self, session: LdapSession, flt: str, skipped: list[str]) -> list[LdapUser]:
         out: list[LdapUser] = []
         base = self.settings.user_base or self.settings.base_dn
+        read = 0
         for dn, raw in session.paged(base, flt, self.schema.user_attributes()):
+            read += 1
             try:
                 out.append(self.mapper.user(dn, raw))
             except (EntryError, UnicodeDecodeError) as exc:
                 skipped.append(f"{dn} ({exc})")
-            if len(out) % 1000 == 0:
+            if read % 1000 == 0:  # entries read, mapped or skipped: each counted once
                 self.progress("users", 1000, None)
-        self.progress("users", len(out) % 1000, len(out))
+        self.progress("users", read % 1000, read)
         return out
 
     def _groups(self, session: LdapSession, flt: str, skipped: list[str]) -> list[LdapGroup]:
