@@ -52,6 +52,13 @@ class EventType:
     ACCOUNT_DELETED = "directory.account_deleted"
     #: One user's effective groups changed (subject: the user; payload: before / after).
     USER_GROUPS_CHANGED = "directory.user_groups_changed"
+    #: Credentials the access plane issued (tokens, SSO sessions) were revoked, written in
+    #: the unit of work that revoked them (:mod:`mdm_core.domain.device_lifecycle`), only
+    #: when at least one was live. Subject: the device id (scope ``device``) or the user id
+    #: (scope ``user``). Payload: scope, user_id (the device's owner for scope device),
+    #: device_id (None for scope user), reason, count (live credentials revoked), sessions
+    #: (how many of them were SSO sessions).
+    ACCESS_REVOKED = "access.revoked"
 
 
 @dataclass(frozen=True, slots=True)

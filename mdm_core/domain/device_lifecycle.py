@@ -8,14 +8,20 @@ same transaction**: if the revocation fails the status change rolls back, and th
 A test (``tests/unit/mdm_core/test_device_lifecycle.py``) makes sure no other module calls
 ``uow.devices.update_status``.
 
-Each revocation is audited (``credentials.revoked``) in the same unit of work.
+Each revocation is audited (``credentials.revoked``) in the same unit of work, and one that
+ended at least one live credential writes ONE ``access.revoked`` event to the outbox in that
+same unit of work (:data:`mdm_core.bus.events.EventType.ACCESS_REVOKED`): the gateway
+instances, the signals transmitter and anything else that must react to the end of access
+learn it through the outbox relay, so a crash after the commit loses nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
+from mdm_core.storage.credentials import SESSIONS, Revoked
 from mdm_core.storage.uow import UnitOfWork
 
 __all__ = ["ACCESS_ENDING", "change_status", "end_device_access", "end_user_access"]
@@ -47,24 +53,82 @@ def end_device_access(
     uow: UnitOfWork, device_id: str, *, reason: str, at: datetime, actor: str = "system"
 ) -> int:
     """Revoke every credential obtained from ``device_id``; returns how many were live."""
-    count = uow.credentials.revoke_for_device(device_id, reason=reason, at=at)
+    revoked = uow.credentials.device(device_id, reason=reason, at=at)
     uow.audit.record(
-        actor, "credentials.revoked", device_id, "ok", {"reason": reason, "count": count}, at=at
+        actor,
+        "credentials.revoked",
+        device_id,
+        "ok",
+        {"reason": reason, "count": revoked.count},
+        at=at,
     )
-    return count
+    if revoked.count:
+        device = uow.devices.get(device_id)
+        _access_revoked(
+            uow,
+            subject=device_id,
+            scope="device",
+            user_id=device.user_id if device is not None else "",
+            device_id=device_id,
+            reason=reason,
+            revoked=revoked,
+            at=at,
+        )
+    return revoked.count
 
 
 def end_user_access(
     uow: UnitOfWork, user_id: str, *, reason: str, at: datetime, actor: str = "system"
 ) -> int:
     """Revoke every credential of ``user_id`` (all devices); returns how many were live."""
-    count = uow.credentials.revoke_for_user(user_id, reason=reason, at=at)
+    revoked = uow.credentials.user(user_id, reason=reason, at=at)
     uow.audit.record(
         actor,
         "credentials.revoked",
         f"user:{user_id}",
         "ok",
-        {"reason": reason, "count": count},
+        {"reason": reason, "count": revoked.count},
         at=at,
     )
-    return count
+    if revoked.count:
+        _access_revoked(
+            uow,
+            subject=user_id,
+            scope="user",
+            user_id=user_id,
+            device_id=None,
+            reason=reason,
+            revoked=revoked,
+            at=at,
+        )
+    return revoked.count
+
+
+def _access_revoked(
+    uow: UnitOfWork,
+    *,
+    subject: str,
+    scope: str,
+    user_id: str,
+    device_id: str | None,
+    reason: str,
+    revoked: Revoked,
+    at: datetime,
+) -> None:
+    uow.outbox.add(
+        [
+            DomainEvent(
+                type=EventType.ACCESS_REVOKED,
+                subject=subject,
+                payload={
+                    "scope": scope,
+                    "user_id": user_id,
+                    "device_id": device_id,
+                    "reason": reason,
+                    "count": revoked.count,
+                    "sessions": revoked.of(SESSIONS),
+                },
+                occurred_at=at,
+            )
+        ]
+    )

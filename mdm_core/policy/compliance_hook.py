@@ -11,6 +11,10 @@ work it evaluates the new posture against the policy set in force, then:
   device stays quarantined whatever it reports (an admin release or a re-enrollment with a
   fresh user-bound token must let it out, :mod:`mdm_core.domain.quarantine`); quarantine revokes the
   device's access credentials in the same unit of work (:mod:`mdm_core.domain.device_lifecycle`);
+- revokes the device's access credentials in the same unit of work when the outcome becomes
+  ``block`` without quarantine (a non-critical rule past its grace reaching ``block``, or any
+  other blocking reason): reason ``posture_block``; a quarantine revokes through the status
+  change instead, and a device already blocked holds nothing to revoke (no login succeeds);
 - records the compliance state and writes ``compliance.changed`` to the outbox when the
   state, outcome or set of failing rules changed.
 
@@ -34,7 +38,7 @@ from mdm_core.access.state import AccessState
 from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.device.compliance_hook import ComplianceSummary
 from mdm_core.directory.mirror import effective_group_names
-from mdm_core.domain.device_lifecycle import change_status
+from mdm_core.domain.device_lifecycle import change_status, end_device_access
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
 from mdm_core.policy.errors import PolicySetUnavailable
@@ -129,6 +133,13 @@ class PolicyComplianceHook:
         )
         if _verdict_changed(before, record):
             uow.compliance.put_state(record)
+        if (
+            outcome is Outcome.BLOCK
+            and status is not DeviceStatus.QUARANTINED
+            and (before is None or before.outcome != Outcome.BLOCK.value)
+        ):
+            # Blocking posture ends the device's sessions and tokens now, in this transaction.
+            end_device_access(uow, device.id, reason="posture_block", at=now)
         if _changed(before, record):
             uow.outbox.add(
                 [

@@ -9,6 +9,9 @@ its own tables **on the unit of work's connection**, so the revocation commits o
 together with the status change that caused it (an outbox consumer would not: it runs after
 the commit, and a crash in between would leave a quarantined device holding live tokens).
 
+Each revoker is registered with a *kind* (:data:`TOKENS`, :data:`SESSIONS`): the
+``access.revoked`` event reports how many of the revoked credentials were SSO sessions.
+
 With no implementation registered (an MDM-only process, the simulator) there is nothing to
 revoke (:class:`AllCredentials` of none). Call it through
 :mod:`mdm_core.domain.device_lifecycle`, never directly from services.
@@ -16,11 +19,16 @@ revoke (:class:`AllCredentials` of none). Call it through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["CredentialRevoker", "AllCredentials"]
+__all__ = ["CredentialRevoker", "AllCredentials", "Revoked", "TOKENS", "SESSIONS"]
+
+#: Kinds of credentials a revoker handles (the keys of :attr:`Revoked.by_kind`).
+TOKENS = "tokens"
+SESSIONS = "sessions"
 
 
 class CredentialRevoker(Protocol):
@@ -38,14 +46,44 @@ class CredentialRevoker(Protocol):
         ...
 
 
-class AllCredentials:
-    """Every registered revoker, in order; the total count. The first error propagates."""
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """What one revocation ended: the total and the count per kind of credential."""
 
-    def __init__(self, revokers: Sequence[CredentialRevoker]) -> None:
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_kind.values())
+
+    def of(self, kind: str) -> int:
+        return self.by_kind.get(kind, 0)
+
+
+class AllCredentials:
+    """Every registered revoker, in order, with its kind; counts per kind.
+
+    The first error propagates (the caller's unit of work rolls back)."""
+
+    def __init__(self, revokers: Sequence[tuple[str, CredentialRevoker]]) -> None:
         self._revokers = tuple(revokers)
 
+    def _each(self, call: Callable[[CredentialRevoker], int]) -> Revoked:
+        by_kind: dict[str, int] = {}
+        for kind, revoker in self._revokers:
+            by_kind[kind] = by_kind.get(kind, 0) + call(revoker)
+        return Revoked(by_kind)
+
+    def device(self, device_id: str, *, reason: str, at: datetime) -> Revoked:
+        """Revoke every live credential obtained from ``device_id``, counted per kind."""
+        return self._each(lambda r: r.revoke_for_device(device_id, reason=reason, at=at))
+
+    def user(self, user_id: str, *, reason: str, at: datetime) -> Revoked:
+        """Revoke every live credential of ``user_id``, counted per kind."""
+        return self._each(lambda r: r.revoke_for_user(user_id, reason=reason, at=at))
+
     def revoke_for_device(self, device_id: str, *, reason: str, at: datetime) -> int:
-        return sum(r.revoke_for_device(device_id, reason=reason, at=at) for r in self._revokers)
+        return self.device(device_id, reason=reason, at=at).count
 
     def revoke_for_user(self, user_id: str, *, reason: str, at: datetime) -> int:
-        return sum(r.revoke_for_user(user_id, reason=reason, at=at) for r in self._revokers)
+        return self.user(user_id, reason=reason, at=at).count

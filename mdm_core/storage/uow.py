@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.audit import AuditStore
     from mdm_core.storage.certauth import CaKeyStore, CertificateStore
     from mdm_core.storage.compliance import ComplianceStore
-    from mdm_core.storage.credentials import CredentialRevoker
+    from mdm_core.storage.credentials import AllCredentials
     from mdm_core.storage.devices import DeviceStore
     from mdm_core.storage.directory import (
         DirectoryGroupStore,
@@ -76,7 +76,7 @@ class UnitOfWork(Protocol):
     @property
     def compliance(self) -> ComplianceStore: ...
     @property
-    def credentials(self) -> CredentialRevoker: ...
+    def credentials(self) -> AllCredentials: ...
     @property
     def identity_links(self) -> IdentityLinkStore: ...
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -158,3 +158,57 @@ def test_retired_device_status_is_never_changed(storage, hook) -> None:
 def test_hook_refuses_to_be_built_without_a_repository() -> None:
     with pytest.raises(ValueError):
         PolicyComplianceHook(None)  # type: ignore[arg-type]
+
+
+class CountingRevoker:
+    """A revoker that reports one live credential per call (what was asked is recorded)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def revoke_for_device(self, device_id: str, *, reason: str, at: datetime) -> int:
+        self.calls.append((device_id, reason))
+        return 1
+
+    def revoke_for_user(self, user_id: str, *, reason: str, at: datetime) -> int:
+        self.calls.append((user_id, reason))
+        return 1
+
+
+def test_posture_reaching_block_without_quarantine_revokes_once(storage, hook) -> None:
+    revoker = CountingRevoker()
+    storage.add_credential_revoker(lambda _conn: revoker)
+    old = healthy_posture(os_version="17.1")
+    assert check_in(storage, hook, old).outcome == "warn"  # type: ignore[union-attr]
+    assert check_in(storage, hook, old, NOW + timedelta(days=4)).outcome == "restrict"  # type: ignore[union-attr]
+    assert revoker.calls == []  # warn and restrict keep access
+    blocked = check_in(storage, hook, old, NOW + timedelta(days=8))
+    assert blocked is not None and blocked.outcome == "block"
+    assert status(storage) is DeviceStatus.ACTIVE  # not quarantined: a grace timeline
+    assert revoker.calls == [("dev-1", "posture_block")]
+    check_in(storage, hook, old, NOW + timedelta(days=8, minutes=15))  # still blocked
+    assert revoker.calls == [("dev-1", "posture_block")]  # nothing new could have been issued
+    with storage.unit_of_work() as uow:
+        revoked = [
+            e.event.payload
+            for e in uow.outbox.fetch_unpublished(100)
+            if e.event.type == EventType.ACCESS_REVOKED
+        ]
+    assert revoked == [
+        {
+            "scope": "device",
+            "user_id": "alice",
+            "device_id": "dev-1",
+            "reason": "posture_block",
+            "count": 1,
+            "sessions": 0,
+        }
+    ]
+
+
+def test_quarantine_revokes_through_the_status_change_only(storage, hook) -> None:
+    revoker = CountingRevoker()
+    storage.add_credential_revoker(lambda _conn: revoker)
+    check_in(storage, hook, healthy_posture())
+    check_in(storage, hook, healthy_posture(jailbroken=True), NOW + timedelta(minutes=1))
+    assert revoker.calls == [("dev-1", "device_quarantined")]

@@ -58,7 +58,7 @@ class SqlUnitOfWork:
         self,
         conn: Connection,
         dialect: str,
-        revokers: Sequence[CredentialRevokerFactory] = (),
+        revokers: Sequence[tuple[str, CredentialRevokerFactory]] = (),
     ) -> None:
         self.conn = conn
         self.dialect = dialect
@@ -179,7 +179,7 @@ class SqlUnitOfWork:
     def credentials(self) -> AllCredentials:
         from mdm_core.storage.credentials import AllCredentials
 
-        return AllCredentials([factory(self.conn) for factory in self._revokers])
+        return AllCredentials([(kind, factory(self.conn)) for kind, factory in self._revokers])
 
     @cached_property
     def identity_links(self) -> SqlIdentityLinkStore:
@@ -217,14 +217,17 @@ class SqlStorage:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._revokers: list[CredentialRevokerFactory] = []
+        self._revokers: list[tuple[str, CredentialRevokerFactory]] = []
 
-    def add_credential_revoker(self, factory: CredentialRevokerFactory) -> None:
+    def add_credential_revoker(
+        self, factory: CredentialRevokerFactory, *, kind: str = "tokens"
+    ) -> None:
         """Register the access plane's revoker: every unit of work from now on builds one on
-        its own connection, so revocations commit with the change that caused them."""
+        its own connection, so revocations commit with the change that caused them. ``kind``
+        (``"tokens"``, ``"sessions"``) is what the ``access.revoked`` event counts it as."""
         if factory is None:
             raise ValueError("add_credential_revoker needs a factory")
-        self._revokers.append(factory)
+        self._revokers.append((kind, factory))
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlUnitOfWork]:
