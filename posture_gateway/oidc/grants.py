@@ -44,6 +44,9 @@ class GrantSubject:
     # A machine client (client credentials): no user, no device. Every other subject's tokens
     # are bound to ``device_id`` and die with it (posture_gateway.oidc.binding).
     machine: bool = False
+    # The SSO session (its public id, the ``sid`` claim) the login ran in; None outside one.
+    # Tokens issued from this subject are linked to it and end with it.
+    sid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -57,6 +60,8 @@ class GrantSubject:
         }
         if self.machine:
             data["machine"] = True
+        if self.sid is not None:
+            data["sid"] = self.sid
         return data
 
     @classmethod
@@ -70,6 +75,7 @@ class GrantSubject:
             posture=dict(data.get("posture") or {}),
             device_id=data.get("device_id"),
             machine=data.get("machine") is True,
+            sid=str(data["sid"]) if data.get("sid") else None,
         )
 
 

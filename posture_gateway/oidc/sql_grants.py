@@ -174,6 +174,7 @@ class SqlTokenStore:
                     "access_expires_at": record.access_expires_at,
                     "refresh_expires_at": record.refresh_expires_at,
                     "revoked_at": record.revoked_at,
+                    "session_id": record.subject.sid,
                 },
             )
 

@@ -6,15 +6,26 @@ Alembic chain (revision ``0006_frontends``, applied by ``Database.migrate`` / ``
 migrate``); the gateway never creates tables itself. ``tests/contracts/test_schema.py``
 compares the migrations with this ``MetaData`` too: a change here needs a revision.
 
-Secrets are stored only as SHA-256 digests: authorization codes and refresh tokens. Access
-tokens are JWTs; only their ``jti`` is stored.
+Secrets are stored only as SHA-256 digests: authorization codes, refresh tokens and SSO
+session ids. Access tokens are JWTs; only their ``jti`` is stored.
+
+``gateway_sso_sessions`` (revision ``0008_sso_sessions``) belongs to
+:mod:`posture_gateway.sso` (protocol-neutral: OIDC today, SAML later); it is declared here so
+that every table of the gateway is on this one ``MetaData``.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import JSON, Column, DateTime, Index, MetaData, String, Table, Text
 
-__all__ = ["metadata", "oidc_codes", "oidc_tokens", "gateway_nonces", "gateway_login_transactions"]
+__all__ = [
+    "metadata",
+    "oidc_codes",
+    "oidc_tokens",
+    "gateway_nonces",
+    "gateway_login_transactions",
+    "gateway_sso_sessions",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -65,6 +76,8 @@ oidc_tokens = Table(
     _ts("refresh_expires_at", nullable=True),
     _ts("revoked_at", nullable=True),
     Column("revoked_reason", String(32), nullable=True),
+    # The SSO session the login ran in (its public id, ``sid``); None outside a session.
+    Column("session_id", String(64), nullable=True, index=True),
 )
 
 # Single-use nonces (device-check challenges, warn tickets) shared by every gateway process
@@ -86,4 +99,26 @@ gateway_login_transactions = Table(
     Column("data", Text, nullable=False),
     _ts("expires_at"),
     Index("ix_gateway_login_transactions_expires_at", "expires_at"),
+)
+
+# SSO sessions of the gateway (posture_gateway.sso): the cookie holds an opaque random id,
+# the row is keyed by its SHA-256 digest; ``public_id`` is the ``sid`` claim (never the
+# cookie value). Bound to the device the login proved.
+gateway_sso_sessions = Table(
+    "gateway_sso_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("public_id", String(64), nullable=False, unique=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("device_id", String(64), nullable=False, index=True),
+    Column("auth_time", DateTime(timezone=True), nullable=False),
+    Column("acr", String(255), nullable=False),
+    Column("amr", JSON, nullable=False),
+    Column("data", JSON, nullable=False),  # who: username, email, name, source
+    _ts("created_at"),
+    _ts("last_seen_at"),
+    _ts("idle_expires_at"),
+    _ts("absolute_expires_at"),
+    _ts("revoked_at", nullable=True),
+    Column("revoked_reason", String(32), nullable=True),
 )
