@@ -15,6 +15,15 @@
    allow/restrict -> code; warn -> notice, then code; block -> remediation page with
    "check again" (a fresh nonce). An evaluator that fails is a block.
 
+**SSO session** (:mod:`posture_gateway.sso`, ``docs/sessions.md``). A login that ends with an
+allowed decision (allow, warn, restrict) on a proven device creates a session (its own cookie)
+unless it ran in one. An authorize inside a live session skips step 2 (no password) but never
+step 3: a fresh nonce, a fresh proof and the one evaluator decide again, and the proof's device
+must be the session's (another device: credentials are asked again). ``prompt=login`` or an
+exceeded ``max_age`` asks for credentials whatever the session; ``prompt=none`` without a
+usable session answers ``login_required`` to the client. Codes (and so tokens) issued in a
+session carry its ``sid``.
+
 The transaction lives server side (:mod:`posture_gateway.login.transactions`, shared by every
 process, expiring); the signed session cookie (HttpOnly, SameSite=Lax, Secure on https) holds
 only its unguessable id and the CSRF token every form carries. Authorize parameters are
@@ -28,7 +37,8 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -65,6 +75,8 @@ from posture_gateway.oidc.server import (
 )
 from posture_gateway.oidc.web import csrf_ok, origin_of, render_page, security_headers
 from posture_gateway.pages.remediation import build_remediation
+from posture_gateway.sso.cookie import read_session_cookie, set_session_cookie
+from posture_gateway.sso.store import NewSession, Session
 
 __all__ = ["bp", "complete_authentication", "TX_KEY"]
 
@@ -76,6 +88,7 @@ _LOGIN_ERRORS = {
     "invalid_credentials": "The username or password is not right.",
     "rate_limited": "Too many failed attempts. Wait a few minutes and try again.",
     "unavailable": "Sign-in is unavailable right now. Try again in a moment.",
+    "other_device": "This device is not the one you signed in on. Sign in again here.",
 }
 
 
@@ -244,8 +257,10 @@ def authorize() -> ResponseReturnValue:
         return _error_page("invalid_request", problem)
     if params.get("request") or params.get("request_uri"):
         return _error_page("request_not_supported", "Request objects are not supported.")
+    sso = _usable_session(provider, params)
     try:
-        grant = provider.server.get_consent_grant(request, end_user=None)
+        # prompt=none is answered login_required by authlib unless a session is usable.
+        grant = provider.server.get_consent_grant(request, end_user=sso)
     except OAuth2Error as error:
         return _oauth_error_response(provider, error)
     except ValueError:  # authlib's URL handling refuses what it cannot parse (a backslash ...)
@@ -259,13 +274,59 @@ def authorize() -> ResponseReturnValue:
             "client_id": client.client_id,
             "client_name": client.config.name or client.client_id,
             "redirect_origin": origin_of(grant.redirect_uri),
-            "user": None,
+            "user": _session_user(sso) if sso is not None else None,
+            # The session this login runs in: its device must be proven again.
+            "sid": sso.public_id if sso is not None else None,
+            "sso_device": sso.device_id if sso is not None else None,
             "device_nonce": None,
             "warn": None,
         },
         provider.login_ttl,
     )
+    if sso is not None:
+        log.info("login in SSO session user=%s client=%s", sso.user_id, client.client_id)
+        return redirect(url_for("oidc_login.device_page"), 303)
     return redirect(url_for("oidc_login.login_page"), 303)
+
+
+def _usable_session(provider: OIDCProvider, params: Mapping[str, str]) -> Session | None:
+    """The live SSO session this authorize may use instead of credentials, or None:
+    sessions off, no cookie, unknown / expired / revoked, ``prompt=login``, or ``max_age``
+    exceeded (or unreadable). A store error is no session (credentials are asked)."""
+    if provider.sessions is None:
+        return None
+    cookie = read_session_cookie(request, provider.session_cookie)
+    if cookie is None or "login" in params.get("prompt", "").split():
+        return None
+    try:
+        found = provider.sessions.find_live(cookie)
+    except Exception:
+        log.exception("SSO session lookup failed: asking for credentials")
+        return None
+    if found is None:
+        return None
+    max_age = params.get("max_age")
+    if max_age is not None:
+        if not max_age.isdigit():
+            return None
+        age = datetime.now(UTC) - found.auth_time
+        if age > timedelta(seconds=int(max_age)):
+            return None
+    return found
+
+
+def _session_user(found: Session) -> dict[str, Any]:
+    data = found.data
+    return {
+        "user_id": found.user_id,
+        "username": str(data.get("username") or found.user_id),
+        "email": data.get("email"),
+        "name": data.get("name"),
+        # The credentials given at the session's login; the device amr is added per login.
+        "amr": [str(a) for a in data.get("amr", [])],
+        "source": data.get("source"),
+        "auth_time": int(found.auth_time.timestamp()),
+    }
 
 
 # ---- 2. who are you -------------------------------------------------------------------------
@@ -348,6 +409,8 @@ def complete_authentication(user: AuthenticatedUser, *, login_id: str) -> Respon
         "source": user.source,
         "auth_time": int(time.time()),
     }
+    tx["sid"] = None  # credentials given: this login makes its own session
+    tx["sso_device"] = None
     tx["device_nonce"] = None
     tx["warn"] = None
     _save(tx)
@@ -451,6 +514,18 @@ def device_submit() -> ResponseReturnValue:
         reason = checked.verdict.reasons[0]
         return _error_page(checked.nonce_problem, reason.message, 400, retry=True)
     verdict = checked.verdict
+    sso_device = tx.get("sso_device")
+    if sso_device is not None and verdict.device_id is not None and verdict.device_id != sso_device:
+        # The session is bound to the device it was made on: another device starts over.
+        log.warning(
+            "login in SSO session user=%s proved device %s, not the session's %s: credentials",
+            user["user_id"],
+            verdict.device_id,
+            sso_device,
+        )
+        tx.update(user=None, sid=None, sso_device=None, device_nonce=None, warn=None)
+        _save(tx)
+        return _login_page(tx, "other_device", 401)
     log.info(
         "login device verdict user=%s client=%s outcome=%s reasons=%s",
         user["user_id"],
@@ -539,18 +614,48 @@ def _issue_code(
         posture={**decision_claims(verdict), "posture_outcome": verdict.outcome},
         device_id=str(device_id) if device_id is not None else None,
     )
-    grant_user = LoginSubject(subject=subject, granted_scopes=granted_scopes(verdict, requested))
     oauth_request = StoredAuthorizeRequest(
         f"{provider.issuer.issuer}/oauth/authorize", tx["params"]
     )
     if not _finish():
         return _no_login()  # finished concurrently (a double submit) or expired
+    sid, cookie = tx.get("sid"), None
     try:
+        if sid is None and provider.sessions is not None and subject.device_id is not None:
+            cookie, created = provider.sessions.create(
+                NewSession(
+                    user_id=subject.user_id,
+                    device_id=subject.device_id,
+                    auth_time=datetime.fromtimestamp(subject.auth_time, UTC),
+                    acr=subject.acr,
+                    amr=subject.amr,
+                    data={
+                        **subject.profile,
+                        "username": user["username"],
+                        "amr": list(user["amr"]),
+                        "source": user.get("source"),
+                    },
+                )
+            )
+            sid = created.public_id
+        subject = replace(subject, sid=sid)
+        grant_user = LoginSubject(
+            subject=subject, granted_scopes=granted_scopes(verdict, requested)
+        )
         response = _authorization_response(provider, oauth_request, grant_user)
     except OAuth2Error as error:
         return _oauth_error_response(provider, error)
     except Exception:  # storage failed: no code (fail closed), tell the user plainly
+        log.exception("issuing the authorization code failed")
         return _error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
+    if cookie is not None:
+        set_session_cookie(
+            response,
+            provider.session_cookie,
+            cookie,
+            secure=provider.secure_cookies,
+            lifetime=provider.session_lifetime,
+        )
     return security_headers(_with_iss(response, provider.issuer.issuer))
 
 

@@ -6,8 +6,9 @@
 - ``GET|POST /oauth/userinfo`` — claims for a bearer access token (OIDC Core 5.3)
 - ``POST /oauth/introspect`` — RFC 7662, client authentication required
 - ``POST /oauth/revoke`` — RFC 7009
-- ``GET|POST /oauth/end_session`` — RP-initiated logout; ``post_logout_redirect_uri`` must
-  be registered for the client EXACTLY, else no redirect happens (no open redirect).
+- ``GET|POST /oauth/end_session`` — RP-initiated logout 1.0: ends the browser's SSO session
+  (and the tokens issued in it) and clears its cookie; ``post_logout_redirect_uri`` must be
+  registered for the client EXACTLY, else no redirect happens (no open redirect).
 
 A storage failure answers ``503 {"error": "temporarily_unavailable"}``: nothing is issued. The
 token endpoint runs in one database transaction on PostgreSQL (``one_transaction``).
@@ -15,6 +16,7 @@ token endpoint runs in one database transaction on PostgreSQL (``one_transaction
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -30,8 +32,11 @@ from posture_gateway.oidc.login import TX_KEY
 from posture_gateway.oidc.server import current_provider
 from posture_gateway.oidc.tokens import TokenRejected
 from posture_gateway.oidc.web import render_page
+from posture_gateway.sso.cookie import clear_session_cookie, read_session_cookie
 
 __all__ = ["bp", "discovery_document"]
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("oidc", __name__, template_folder="../pages/templates")
 
@@ -188,6 +193,7 @@ def _end_session_error(error: str, message: str) -> Response:
 
 
 @bp.route("/oauth/end_session", methods=["GET", "POST"])
+@_fail_closed
 def end_session() -> ResponseReturnValue:
     provider = current_provider()
     values = request.values
@@ -208,9 +214,19 @@ def end_session() -> ResponseReturnValue:
             )
         client_id = aud
     session.pop(TX_KEY, None)
+    _end_sso_session()  # raises on a storage error: 503, the user is told to retry
+    response = _after_logout(client_id, target, state)
+    clear_session_cookie(response, provider.session_cookie, secure=provider.secure_cookies)
+    return response
+
+
+def _after_logout(client_id: str | None, target: str | None, state: str | None) -> Response:
+    """The signed-out page, or the redirect to a post_logout_redirect_uri registered EXACTLY
+    for the client (anything else: an error page, never a redirect)."""
     if not target:
-        return render_page("oidc/signed_out.html")
-    client = provider.clients.get(client_id)
+        page: Response = render_page("oidc/signed_out.html")
+        return page
+    client = current_provider().clients.get(client_id)
     if client is None:
         return _end_session_error(
             "invalid_request",
@@ -223,4 +239,17 @@ def end_session() -> ResponseReturnValue:
     location = (
         target + ("&" if "?" in target else "?") + urlencode({"state": state}) if state else target
     )
-    return redirect(location, 303)
+    response: Response = redirect(location, 303)  # type: ignore[assignment]
+    return response
+
+
+def _end_sso_session() -> None:
+    """Revoke this browser's SSO session (and the tokens issued in it), if it has one."""
+    provider = current_provider()
+    cookie = read_session_cookie(request, provider.session_cookie)
+    if provider.sessions is None or cookie is None:
+        return
+    found = provider.sessions.find_live(cookie)
+    if found is not None:
+        provider.sessions.revoke(reason="logout", public_id=found.public_id)
+        log.info("SSO session ended by logout user=%s device=%s", found.user_id, found.device_id)

@@ -75,6 +75,7 @@ from posture_gateway.oidc.grants import (
 from posture_gateway.oidc.local_users import LocalUsers
 from posture_gateway.oidc.tokens import TokenIssuer, TokenRejected
 from posture_gateway.signing.key_ring import KeyRing
+from posture_gateway.sso.store import SessionStore
 
 __all__ = [
     "OIDCProvider",
@@ -375,6 +376,8 @@ class _OpenIDCode(OpenIDCode):  # type: ignore[misc]
         client: Client = request.client
         subject = code.record.subject
         extra = self.provider.released_claims(subject, code.record.scope)
+        if subject.sid:
+            extra["sid"] = subject.sid  # OIDC Front-/Back-Channel Logout: the session
         return self.provider.issuer.id_token(
             subject=subject.user_id,
             audience=client.client_id,
@@ -481,6 +484,10 @@ class OIDCProvider:
     clock: Clock = field(default=lambda: datetime.now(UTC))
     # The ``groups`` claim: the user's directory groups (unwired: an empty list).
     groups_of: GroupsReader | None = None
+    # The SSO session (posture_gateway.sso); None: every authorize asks for credentials.
+    sessions: SessionStore | None = None
+    session_cookie: str = "posture_sso"
+    session_lifetime: timedelta = timedelta(hours=12)
     server: GatewayAuthorizationServer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -565,7 +572,10 @@ class OIDCProvider:
                 auth_time=user.auth_time,
                 acr=user.acr or None,
                 amr=user.amr,
-                extra_claims=self.released_claims(user, scope),
+                extra_claims={
+                    **self.released_claims(user, scope),
+                    **({"sid": user.sid} if user.sid else {}),
+                },
                 alg=client.id_token_signed_response_alg,
                 access_token=issued.token,
             )

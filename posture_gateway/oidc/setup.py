@@ -16,6 +16,7 @@ from flask import Flask
 from mdm_core.access.evaluator import AccessDecisions
 from mdm_core.ratelimit.guard import RateGuard
 from mdm_core.runtime import MdmCore
+from mdm_core.storage.credentials import SESSIONS
 from posture_gateway.access.nonces import NonceStore
 from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
@@ -31,6 +32,7 @@ from posture_gateway.oidc.tokens import TokenIssuer
 from posture_gateway.oidc.yamlconf import ConfigFileError
 from posture_gateway.settings import ConfigError, Settings
 from posture_gateway.signing.key_ring import KeyRing, KeyRingError
+from posture_gateway.sso.sql import ConnectionSessionRevoker, SqlSessionStore
 
 __all__ = ["build_provider", "register", "build_key_ring", "issuer_of"]
 
@@ -98,6 +100,9 @@ def build_provider(
     # Quarantine, revocation, retirement, wipe and account disable revoke tokens in their own
     # unit of work (mdm_core.domain.device_lifecycle), on its connection.
     core.storage.add_credential_revoker(ConnectionTokenRevoker)
+    # ... and end the device's (or user's) SSO sessions in that same transaction.
+    core.storage.add_credential_revoker(ConnectionSessionRevoker, kind=SESSIONS)
+    sso = settings.sessions
     return OIDCProvider(
         issuer=TokenIssuer(
             keys,
@@ -123,6 +128,13 @@ def build_provider(
         device_cert_proxies=oidc.device_cert_proxies,
         device_cert_header=oidc.device_cert_header,
         groups_of=directory_groups_reader(core.storage),
+        sessions=(
+            SqlSessionStore(database, idle_ttl=sso.idle_ttl, absolute_ttl=sso.absolute_ttl)
+            if sso.enabled
+            else None
+        ),
+        session_cookie=sso.cookie_name,
+        session_lifetime=sso.absolute_ttl,
     )
 
 
