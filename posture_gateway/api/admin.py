@@ -3,7 +3,8 @@
 Explains the decision a user would get on a device for an app (see
 :mod:`mdm_core.access.whatif`: the live decision path, not audited) without logging anyone
 in, plus ``GET /admin/api/policies`` (the set in force and whether the files on disk
-currently validate).
+currently validate), and ``GET /admin/api/sessions?user_id=U`` (or ``device_id=D``): the SSO
+sessions of a user or a device, live and ended (:mod:`posture_gateway.sso`).
 
 Guard: ``Authorization: Bearer <settings.admin_token>``, compared in constant time. No
 token configured (or one shorter than 32 characters) disables the API: every request is
@@ -22,6 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from mdm_core.access.whatif import what_if
 from mdm_core.policy.errors import PolicySetUnavailable
 from posture_gateway.access.device_gate import evaluator
+from posture_gateway.sso.sql import SqlSessionStore
 from posture_gateway.state import state
 
 __all__ = ["bp", "MIN_TOKEN_LENGTH"]
@@ -92,5 +94,26 @@ def policies_view() -> tuple[Response, int]:
         "errors": [{"file": p.file, "line": p.line, "reason": p.reason} for p in status.errors],
     }
     response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200
+
+
+@bp.get("/sessions")
+def sessions_view() -> tuple[Response, int]:
+    user_id = request.args.get("user_id")
+    device_id = request.args.get("device_id")
+    if (user_id is None) == (device_id is None):
+        return _error(400, "bad_request", "give exactly one of `user_id`, `device_id`")
+    selector = user_id if user_id is not None else device_id
+    if not _ID.match(selector or ""):
+        return _error(400, "bad_request", "the id must be 1-256 characters, no spaces")
+    gateway = state()
+    lifetimes = gateway.settings.sessions
+    store = SqlSessionStore(
+        gateway.core.database, idle_ttl=lifetimes.idle_ttl, absolute_ttl=lifetimes.absolute_ttl
+    )
+    found = store.list(user_id=user_id, device_id=device_id)
+    now = datetime.now(UTC)
+    response = jsonify({"sessions": [s.to_json(now) for s in found]})
     response.headers["Cache-Control"] = "no-store"
     return response, 200

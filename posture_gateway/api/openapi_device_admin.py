@@ -354,6 +354,53 @@ _ADMIN_API: dict[str, Any] = {
             },
         }
     },
+    "/admin/api/sessions": {
+        "get": {
+            "operationId": "adminSessions",
+            "summary": "The SSO sessions of a user or of a device (live and ended)",
+            "tags": ["admin"],
+            "security": _ADMIN,
+            "parameters": [
+                {"name": "user_id", "in": "query", "required": False, "schema": _ID_PARAM},
+                {"name": "device_id", "in": "query", "required": False, "schema": _ID_PARAM},
+            ],
+            "description": "Exactly one of user_id, device_id. Newest first.",
+            "responses": {
+                "200": _json(
+                    "The sessions",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "sessions": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": _STR,
+                                        "user_id": _STR,
+                                        "device_id": _STR,
+                                        "auth_time": _STR,
+                                        "acr": _STR,
+                                        "amr": {"type": "array", "items": _STR},
+                                        "created_at": _STR,
+                                        "last_seen_at": _STR,
+                                        "idle_expires_at": _STR,
+                                        "absolute_expires_at": _STR,
+                                        "revoked_at": {"type": ["string", "null"]},
+                                        "revoked_reason": {"type": ["string", "null"]},
+                                        "live": {"type": "boolean"},
+                                    },
+                                    "required": ["id", "user_id", "device_id", "live"],
+                                },
+                            }
+                        },
+                        "required": ["sessions"],
+                    },
+                ),
+                **_ADMIN_ERRORS,
+            },
+        }
+    },
 }
 
 #: Path items by blueprint name, merged into the document when the blueprint is registered.

@@ -76,6 +76,9 @@ cli.add_command(init_cmd)  # posture init DIR
 from posture_gateway.cli.try_login import try_login_cmd  # noqa: E402
 
 cli.add_command(try_login_cmd)  # posture try-login (a local relying party)
+from posture_gateway.cli.sessions import sessions_group  # noqa: E402
+
+cli.add_command(sessions_group)  # posture sessions list|revoke
 
 
 def main() -> None:

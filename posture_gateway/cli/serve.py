@@ -25,7 +25,10 @@ import click
 from flask.cli import with_appcontext
 
 from posture_gateway.observability.logs import LOG_FORMAT_ENV, LOG_FORMATS
-from posture_gateway.observability.metrics import prepare_multiprocess_dir
+from posture_gateway.observability.metrics import (
+    LIVE_CREDENTIALS_DB_ENV,
+    prepare_multiprocess_dir,
+)
 from posture_gateway.state import state
 
 __all__ = ["serve_cmd", "db_group", "prepare_observability", "worker_environment"]
@@ -89,7 +92,10 @@ def prepare_observability(log_format: str | None) -> subprocess.Popen[bytes] | N
         str(os.getpid()),  # the server replaces this process, keeping the pid
     ]
     click.echo(f"metrics on http://{metrics.listen}/metrics")
-    return subprocess.Popen(argv)  # noqa: S603 - fixed argv: this interpreter + our module
+    # The live-credentials gauge reads the database: its URL (maybe with a password) goes
+    # through the child's environment, never its command line.
+    env = {**os.environ, LIVE_CREDENTIALS_DB_ENV: settings.effective_database_url}
+    return subprocess.Popen(argv, env=env)  # noqa: S603 - fixed argv: this interpreter + our module
 
 
 @click.command("serve")

@@ -10,6 +10,11 @@ prometheus_client's multi-process mode: :func:`prepare_multiprocess_dir` empties
 ``<data_dir>/prometheus`` at start and exports ``PROMETHEUS_MULTIPROC_DIR`` before the workers
 start (prometheus_client reads it when it is first imported), and a scrape then sums the
 files of every worker (:func:`registry`).
+
+Every scrape also reports ``posture_noncompliant_devices_with_live_credentials``, computed then
+by one query on the database (:mod:`posture_gateway.observability.live_credentials`); the
+separate listener gets the database URL through its environment (``LIVE_CREDENTIALS_DB_ENV``),
+never its command line.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from prometheus_client import (
     start_wsgi_server,
 )
 
+from mdm_core.storage.sql.database import Database
 from posture_gateway.api.openapi import not_json
+from posture_gateway.observability.live_credentials import credentials_registry
 from posture_gateway.observability.settings import MetricsSettings, parse_listen
 
 __all__ = [
@@ -40,11 +47,14 @@ __all__ = [
     "registry",
     "prepare_multiprocess_dir",
     "serve_metrics",
+    "LIVE_CREDENTIALS_DB_ENV",
 ]
 
 bp = Blueprint("metrics", __name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The database the separate metrics listener computes the live-credentials gauge on.
+LIVE_CREDENTIALS_DB_ENV = "POSTURE_METRICS_DATABASE_URL"
 
 
 def registry() -> CollectorRegistry:
@@ -96,7 +106,9 @@ def metrics_view() -> Response | tuple[Response, int]:
     expected = settings.token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
         return _refuse(401, "unauthorized", "a valid bearer metrics token is required")
-    response = Response(generate_latest(registry()), mimetype=CONTENT_TYPE_LATEST)
+    database: Database = current_app.extensions["posture"].core.database
+    body = generate_latest(registry()) + generate_latest(credentials_registry(database))
+    response = Response(body, mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -105,5 +117,11 @@ def serve_metrics(listen: str) -> tuple[WSGIServer, threading.Thread]:
     """Serve only the metrics on ``listen`` (``host:port``; port 0 picks a free one) in a
     daemon thread; returns the server (``server_port``, ``shutdown()``) and its thread."""
     host, port = parse_listen(listen, allow_any_port=True)
-    server, thread = start_wsgi_server(port, addr=host, registry=registry())
+    collected = registry()
+    url = os.environ.get(LIVE_CREDENTIALS_DB_ENV)
+    if url:  # its own process (metrics_server): registering on its registry is safe
+        from posture_gateway.observability.live_credentials import LiveCredentialsCollector
+
+        collected.register(LiveCredentialsCollector(Database(url)))
+    server, thread = start_wsgi_server(port, addr=host, registry=collected)
     return server, thread

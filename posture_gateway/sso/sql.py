@@ -29,7 +29,12 @@ from posture_gateway.oidc.tables import gateway_sso_sessions as t
 from posture_gateway.oidc.tables import oidc_tokens
 from posture_gateway.sso.store import NewSession, Session
 
-__all__ = ["SqlSessionStore", "ConnectionSessionRevoker", "cookie_digest"]
+__all__ = [
+    "SqlSessionStore",
+    "ConnectionSessionRevoker",
+    "cookie_digest",
+    "revoke_sessions_on",
+]
 
 Clock = Callable[[], datetime]
 
@@ -64,7 +69,7 @@ def _live(now: datetime) -> Any:
     return and_(t.c.revoked_at.is_(None), t.c.idle_expires_at > now, t.c.absolute_expires_at > now)
 
 
-def _revoke_sessions(conn: Connection, cond: Any, reason: str, now: datetime) -> int:
+def revoke_sessions_on(conn: Connection, cond: Any, reason: str, now: datetime) -> int:
     """Revoke the live sessions matching ``cond`` and the tokens issued in them."""
     ids = [r.public_id for r in conn.execute(select(t.c.public_id).where(and_(cond, _live(now))))]
     if not ids:
@@ -180,7 +185,7 @@ class SqlSessionStore:
     ) -> int:
         cond = _selector(public_id, user_id, device_id)
         with self._db.transaction() as conn:
-            return _revoke_sessions(conn, cond, reason, self._clock())
+            return revoke_sessions_on(conn, cond, reason, self._clock())
 
     def list(self, *, user_id: str | None = None, device_id: str | None = None) -> list[Session]:
         cond = _selector(None, user_id, device_id)
