@@ -534,6 +534,7 @@ def device_submit() -> ResponseReturnValue:
         ",".join(r.code for r in verdict.reasons),
     )
     if verdict.outcome == "block":
+        provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
         return render_page(
             "oidc/blocked.html",
             403,

@@ -312,6 +312,7 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
             self._verdict = self._decide(found)  # raises: nothing spent
             if self._verdict.outcome == "block":
                 provider.tokens.revoke(family_id=found.family_id, reason="refresh_blocked")
+                provider.blocked(self._verdict)
                 raise InvalidGrantError("the device no longer meets the access policy")
         # Unknown, expired, another client's or a replay: claiming settles it (a replay
         # revokes the family). Of concurrent refreshes at most one wins the claim.
@@ -488,6 +489,9 @@ class OIDCProvider:
     sessions: SessionStore | None = None
     session_cookie: str = "posture_sso"
     session_lifetime: timedelta = timedelta(hours=12)
+    # Told every blocking login / refresh decision: stale posture ends the device's sessions
+    # and tokens (posture_gateway.sso.stale). None: nothing beyond the refused request.
+    on_block: Callable[[Decision], object] | None = None
     server: GatewayAuthorizationServer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -513,6 +517,16 @@ class OIDCProvider:
         except Exception:
             log.exception("could not check the device binding of a token; treating it as inactive")
             return False
+
+    def blocked(self, decision: Decision) -> None:
+        """Tell :attr:`on_block` about a blocking decision (its failure is logged: the
+        request is refused anyway)."""
+        if self.on_block is None:
+            return
+        try:
+            self.on_block(decision)
+        except Exception:
+            log.exception("reacting to a blocking decision failed")
 
     def init_app(self, app: Flask) -> None:
         server = self.server

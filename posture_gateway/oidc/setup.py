@@ -33,6 +33,7 @@ from posture_gateway.oidc.yamlconf import ConfigFileError
 from posture_gateway.settings import ConfigError, Settings
 from posture_gateway.signing.key_ring import KeyRing, KeyRingError
 from posture_gateway.sso.sql import ConnectionSessionRevoker, SqlSessionStore
+from posture_gateway.sso.stale import StaleAccessEnder
 
 __all__ = ["build_provider", "register", "build_key_ring", "issuer_of"]
 
@@ -135,6 +136,7 @@ def build_provider(
         ),
         session_cookie=sso.cookie_name,
         session_lifetime=sso.absolute_ttl,
+        on_block=StaleAccessEnder(core.storage),
     )
 
 

@@ -7,6 +7,7 @@ dies (with its tokens) on every degrading event, in the event's own transaction.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -14,6 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from mdm_core.access.decision import Decision, Reason
 from mdm_core.bus.events import EventType
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.simulator.reports import DeviceTraits
@@ -286,3 +288,48 @@ def test_introspection_of_a_session_token_from_another_process_sees_the_revocati
         assert after == {"active": False}
     finally:
         other.extensions["posture"].core.close()
+
+
+def _stale_block(device_id: str) -> Decision:
+    return Decision(
+        outcome="block",
+        device_id=device_id,
+        reasons=(Reason(code="posture_stale", message="No check-in for too long."),),
+    )
+
+
+def test_stale_posture_at_a_refresh_ends_the_devices_sessions_and_all_its_tokens(
+    ios: Session, app: Flask, provider: OIDCProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent device sends no check-in to revoke on: the next decision that finds its
+    posture stale (here a refresh) ends the session and every token, not only the family."""
+    b = _app_b(ios)
+    assert b.authorize().status_code == 303
+    tokens_b = b.exchange(b.code_from(_prove(b, ios))).get_json()
+    monkeypatch.setattr(
+        provider.binding, "recheck", lambda **_: _stale_block(ios.device_id), raising=False
+    )
+    refused = ios.refresh()
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    assert _live(app) == []
+    (ended,) = _sessions(app)
+    assert ended.revoked_reason == "posture_stale"
+    assert ios.introspect(tokens_b["access_token"]) == {"active": False}  # app B's too
+    assert _access_revoked(app)[-1]["reason"] == "posture_stale"
+
+
+def test_only_a_stale_block_ends_access(ios: Session, app: Flask) -> None:
+    from posture_gateway.sso.stale import StaleAccessEnder
+
+    ender = StaleAccessEnder(_core(app).storage)
+    other = Decision(
+        outcome="block",
+        device_id=ios.device_id,
+        reasons=(Reason(code="app_not_allowed", message="x"),),
+    )
+    assert ender(other) == 0
+    assert ender(Decision(outcome="allow", device_id=ios.device_id)) == 0
+    assert ender(replace(_stale_block(ios.device_id), device_id=None)) == 0
+    assert len(_live(app)) == 1
+    assert ender(_stale_block(ios.device_id)) >= 2  # the session and the token issuance
+    assert _live(app) == []
