@@ -98,6 +98,9 @@ CLAIMS: tuple[ClaimDefinition, ...] = (
     ClaimDefinition(
         "at_hash", "string", "openid", "protocol", "Left half of the access token's SHA-256"
     ),
+    ClaimDefinition(
+        "sid", "string", "openid", "protocol", "The gateway SSO session the login ran in"
+    ),
     # -- profile claims (OpenID Connect Core 5.4) ---------------------------------------------
     ClaimDefinition("name", "string", "profile", "profile", "Display name"),
     ClaimDefinition("preferred_username", "string", "profile", "profile", "Login name"),
