@@ -134,3 +134,46 @@ def test_multiprocess_dir_is_emptied_and_exported(
 
 def test_the_multiprocess_export_does_not_leak_into_other_tests() -> None:
     assert MULTIPROC_ENV not in os.environ
+
+
+def test_the_separate_listener_reports_the_live_credentials_gauge(tmp_path: Path) -> None:
+    """``metrics.listen``: the listener process reads the database its environment names
+    (never its command line) and reports the gauge (0 on an empty store)."""
+    import subprocess
+    import sys
+    import time
+
+    from mdm_core.storage.sql.database import Database
+    from posture_gateway.observability.metrics import LIVE_CREDENTIALS_DB_ENV
+    from tests.services import free_port
+
+    url = f"sqlite:///{tmp_path}/m.sqlite3"
+    database = Database(url)
+    database.migrate()
+    database.dispose()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
+    env[LIVE_CREDENTIALS_DB_ENV] = url
+    child = subprocess.Popen(  # noqa: S603 - this interpreter and our module
+        [
+            sys.executable,
+            "-m",
+            "posture_gateway.observability.metrics_server",
+            f"127.0.0.1:{port}",
+            str(os.getpid()),
+        ],
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert "posture_noncompliant_devices_with_live_credentials 0.0" in text, text[-1500:]
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
