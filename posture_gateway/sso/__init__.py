@@ -6,7 +6,9 @@
 - :mod:`posture_gateway.sso.sql` — the SQL implementation (SQLite and PostgreSQL), plus the
   revoker that ends sessions inside an MDM unit of work;
 - :mod:`posture_gateway.sso.settings` — lifetimes (idle, absolute) and the cookie name;
-- :mod:`posture_gateway.sso.cookie` — the separate HttpOnly cookie that holds the id.
+- :mod:`posture_gateway.sso.cookie` — the separate HttpOnly cookie that holds the id;
+- :mod:`posture_gateway.sso.admin` — audited revocation for the CLI (and listing's store);
+- :mod:`posture_gateway.sso.stale` — stale posture seen at a login or refresh ends access.
 
 See ``docs/sessions.md``.
 """
