@@ -333,3 +333,18 @@ def test_only_a_stale_block_ends_access(ios: Session, app: Flask) -> None:
     assert len(_live(app)) == 1
     assert ender(_stale_block(ios.device_id)) >= 2  # the session and the token issuance
     assert _live(app) == []
+
+
+def test_stale_posture_at_a_login_in_the_session_ends_it_and_app_as_tokens(
+    ios: Session, app: Flask, provider: OIDCProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.oidc.conftest import StubGate
+
+    monkeypatch.setattr(provider, "gate", StubGate(verdict=_stale_block(ios.device_id)))
+    b = _app_b(ios)
+    assert b.authorize().headers["Location"].endswith("/login/device")
+    blocked = _prove(b, ios)
+    assert blocked.status_code == 403  # the remediation page, nothing issued
+    assert _live(app) == []
+    assert ios.introspect(ios.tokens["access_token"]) == {"active": False}
+    assert _access_revoked(app)[-1]["reason"] == "posture_stale"
