@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.encoding import as_utc
@@ -246,7 +246,25 @@ class ConnectionTokenRevoker:
         self._conn = conn
 
     def revoke_for_device(self, device_id: str, *, reason: str, at: datetime) -> int:
-        return _revoke_where(self._conn, oidc_tokens.c.device_id == device_id, reason[:32], at)
+        return _revoke_counting_live(self._conn, oidc_tokens.c.device_id == device_id, reason, at)
 
     def revoke_for_user(self, user_id: str, *, reason: str, at: datetime) -> int:
-        return _revoke_where(self._conn, oidc_tokens.c.user_id == user_id, reason[:32], at)
+        return _revoke_counting_live(self._conn, oidc_tokens.c.user_id == user_id, reason, at)
+
+
+def _revoke_counting_live(conn: Connection, cond: Any, reason: str, at: datetime) -> int:
+    """Revoke every unrevoked issuance matching ``cond``; returns how many were still
+    usable (an unexpired access token or refresh token): the ``count`` of ``access.revoked``.
+    Expired ones are closed too, uncounted."""
+    t = oidc_tokens.c
+    usable = or_(
+        t.access_expires_at > at,
+        and_(t.refresh_token_hash.is_not(None), t.refresh_expires_at > at),
+    )
+    live = conn.execute(
+        select(func.count())
+        .select_from(oidc_tokens)
+        .where(and_(cond, t.revoked_at.is_(None), usable))
+    ).scalar_one()
+    _revoke_where(conn, cond, reason[:32], at)
+    return int(live)

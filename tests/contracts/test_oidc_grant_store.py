@@ -244,3 +244,39 @@ def test_unit_of_work_without_a_revoker_revokes_nothing(
     assert _revoked_ids(tokens, ["jti-1"]) == set()
     with pytest.raises(ValueError):
         SqlStorage(database).add_credential_revoker(None)  # type: ignore[arg-type]
+
+
+def test_connection_revoker_counts_only_usable_tokens_and_closes_the_rest(
+    database: Database, stores: tuple[SqlCodeStore, SqlTokenStore]
+) -> None:
+    """``count`` (of ``access.revoked``) is what was still usable; expired ones close too."""
+    _, tokens = stores
+    past = NOW - timedelta(days=1)
+    tokens.save(_token("live-access", refresh=None, family_id="f1"))
+    tokens.save(
+        _token(
+            "live-refresh",
+            refresh="rt-live",
+            family_id="f2",
+            access_expires_at=past,
+            refresh_expires_at=NOW + timedelta(hours=1),
+        )
+    )
+    tokens.save(
+        _token(
+            "dead",
+            refresh="rt-dead",
+            family_id="f3",
+            access_expires_at=past,
+            refresh_expires_at=past,
+        )
+    )
+    storage = SqlStorage(database)
+    storage.add_credential_revoker(ConnectionTokenRevoker)
+    with storage.unit_of_work() as uow:
+        assert uow.credentials.revoke_for_device("d1", reason="device_quarantined", at=NOW) == 2
+    assert _revoked_ids(tokens, ["live-access", "live-refresh", "dead"]) == {
+        "live-access",
+        "live-refresh",
+        "dead",
+    }
