@@ -27,6 +27,7 @@ from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
 from posture_gateway.oidc.settings import OIDCSettings
 from posture_gateway.pages.settings import HelpdeskSettings
+from posture_gateway.saml.settings import SAMLSettings
 
 __all__ = [
     "Settings",
@@ -109,6 +110,8 @@ class Settings(_Strict):
     # address: behind a proxy, set this or every client is the proxy.
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
+    # The SAML 2.0 IdP (docs/saml.md); None: no /saml endpoints.
+    saml: SAMLSettings | None = None
     # Which directory source wins, per user attribute (posture_gateway/directory/settings.py).
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
