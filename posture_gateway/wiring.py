@@ -16,7 +16,9 @@ only what the steps before it made:
    login page as authenticators;
 4. the OpenID provider (key ring, token issuer, clients, local users, grant stores);
 5. the integrations state over the provider's gate, nonces, keys and access tokens, with the
-   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer.
+   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer;
+6. the SAML IdP (when ``saml`` is configured) over the provider's key ring: its service
+   providers, signer, AuthnRequest replay guard (:func:`posture_gateway.saml.setup.build_idp`).
 
 :func:`posture_gateway.app.create_app` calls it, then installs and registers.
 """
@@ -54,6 +56,8 @@ from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.setup import build_provider
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
+from posture_gateway.saml.idp import SamlIdp
+from posture_gateway.saml.setup import build_idp
 from posture_gateway.settings import Settings
 
 __all__ = ["GatewayServices", "build_services"]
@@ -63,12 +67,13 @@ __all__ = ["GatewayServices", "build_services"]
 class GatewayServices:
     """What the app factory installs: the one access evaluator, the OpenID provider (with the
     evaluator as its gate, its binding, nonce store), the one login transaction store, and the
-    integrations state."""
+    integrations state, and the SAML IdP (None without a ``saml`` section)."""
 
     access: AccessEvaluator
     provider: OIDCProvider
     login_transactions: LoginTransactionStore
     integrations: IntegrationsState
+    saml: SamlIdp | None = None
 
 
 def build_services(
@@ -136,6 +141,15 @@ def build_services(
         if integration_settings.entra
         else None,
     )
+    try:
+        saml = build_idp(settings, core, provider)
+    except BaseException:
+        http.close()
+        raise
     return GatewayServices(
-        access=access, provider=provider, login_transactions=transactions, integrations=integrations
+        access=access,
+        provider=provider,
+        login_transactions=transactions,
+        integrations=integrations,
+        saml=saml,
     )

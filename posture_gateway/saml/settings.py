@@ -15,22 +15,19 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from idp_connectors.identity import IdentityLinking
 from mdm_core.support.durations import DurationsModel
+from posture_gateway.saml.protocol.service_providers import ServiceProviderConfig
 
 __all__ = [
-    "NameIdSource",
     "SAMLSettings",
     "SamlServiceProviderSettings",
     "SamlUpstreamIdpSettings",
 ]
 
-#: Which of our directory attributes a NameID we issue carries (Okta factor mode: Okta's own).
-NameIdSource = Literal["username", "email", "user_id"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
@@ -38,41 +35,22 @@ class _Strict(DurationsModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SamlServiceProviderSettings(_Strict):
-    """One service provider: its metadata (entity id, ACS URLs, signing certificate) and our
-    options for it. The SP's entity id is the access policies' application id."""
+class SamlServiceProviderSettings(ServiceProviderConfig):
+    """One service provider: its metadata file plus our options for it — the protocol
+    layer's :class:`~posture_gateway.saml.protocol.service_providers.ServiceProviderConfig`
+    (signatures, encryption, NameID, ``allow_idp_initiated``, ``require_signed_requests``,
+    ``okta_factor``, attribute names, assertion lifetime) and what the flow adds: the name the
+    login page shows and how a factor-only Subject names a directory user. The SP's entity id
+    (from its metadata) is the access policies' application id."""
 
     # SAML metadata of the SP (an EntityDescriptor with an SPSSODescriptor); its entity id,
     # AssertionConsumerService URLs and signing certificates are the only ones trusted.
     metadata_file: Path
     # Shown on the login page ("Sign in to ..."); default: the entity id.
     name: str | None = None
-    # GET /saml/idp-initiated?sp=<entity id> may start a login for this SP (unsolicited
-    # Response, no InResponseTo). Off by default: the SP must expect unsolicited Responses.
-    allow_idp_initiated: bool = False
-    # Refuse an AuthnRequest without a valid signature by a certificate from the SP's
-    # metadata (HTTP-Redirect: the query signature; HTTP-POST: the enveloped signature).
-    require_signed_requests: bool = False
-    # Okta "factor only": Okta already authenticated the user and names them in the signed
-    # AuthnRequest's Subject NameID; we prove the device and answer for that SAME NameID.
-    # Needs require_signed_requests (a Subject in an unsigned request is anyone's claim).
-    okta_factor: bool = False
     # How a Subject NameID of this SP (okta_factor) names a directory user the first time
     # (idp_connectors.identity.IdentityLinking; `link_by: username` takes it as our username).
     linking: IdentityLinking = Field(default_factory=IdentityLinking)
-    # What the NameID of our assertions carries (okta_factor always echoes the request's).
-    name_id: NameIdSource = "username"
-    # Encrypt the assertion to the SP's encryption certificate (its metadata must have one).
-    encrypt_assertions: bool = False
-
-    @model_validator(mode="after")
-    def _factor_needs_signatures(self) -> SamlServiceProviderSettings:
-        if self.okta_factor and not self.require_signed_requests:
-            raise ValueError(
-                "okta_factor: true needs require_signed_requests: true (the user comes from "
-                "the request's Subject, which only a signature makes Okta's)"
-            )
-        return self
 
 
 class SamlUpstreamIdpSettings(_Strict):
@@ -107,12 +85,11 @@ class SAMLSettings(_Strict):
     # An AuthnRequest older than this (IssueInstant) is refused; its ID is remembered this
     # long (plus clock_skew) so it cannot be replayed.
     request_max_age: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
-    clock_skew: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(0))
-    # How long an assertion we issue is valid (SubjectConfirmationData NotOnOrAfter).
-    assertion_ttl: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
-    # Longest RelayState accepted (SAML bindings 3.4.3 / 3.5.3: 80 bytes is the guarantee;
-    # longer ones are refused, never truncated).
-    max_relay_state: int = Field(default=80, ge=0, le=1024)
+    # How far in the future an AuthnRequest's IssueInstant may be (the SP's clock ahead).
+    clock_skew: timedelta = Field(default=timedelta(seconds=90), ge=timedelta(0))
+    # Longest RelayState accepted, in bytes (SAML bindings 3.4.3 promise 80; real SPs send
+    # more). A longer one is refused, never truncated.
+    max_relay_state: int = Field(default=1024, ge=80, le=4096)
 
     @model_validator(mode="after")
     def _unique_upstream_names(self) -> SAMLSettings:

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urljoin
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.e2e.login_stack import PASSWORD, USERNAME
 from tests.e2e.saml_sp import SpKey
@@ -33,11 +33,13 @@ from tests.e2e.saml_sp import SpKey
 __all__ = [
     "SIG_RSA_SHA256",
     "SamlAnswer",
+    "answer_of",
     "authn_request_xml",
     "http_saml_login",
     "idp_certificate_pem",
     "redirect_url",
     "saml_config_lines",
+    "write_metadata",
 ]
 
 SIG_RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
@@ -221,10 +223,11 @@ def redirect_url(
     parts.append(("SigAlg", SIG_RSA_SHA256))
     signed = "&".join(f"{k}={quote(v, safe='')}" for k, v in parts)
     private = serialization.load_pem_private_key(key.key_pem.encode(), password=None)
-    signature = private.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
+    assert isinstance(private, rsa.RSAPrivateKey)
+    signature = private.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
     query = signed + "&Signature=" + quote(base64.b64encode(signature).decode(), safe="")
     if tamper:
-        other = request_xml.replace("ID=\"", "ID=\"x", 1)
+        other = request_xml.replace('ID="', 'ID="x', 1)
         deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
         raw = deflater.compress(other.encode()) + deflater.flush()
         forged = quote(base64.b64encode(raw).decode(), safe="")

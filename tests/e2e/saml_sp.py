@@ -151,7 +151,9 @@ class NodeSamlSp:
         return self._next(self._answers, timeout)
 
     def metadata(self, *, authn_requests_signed: bool | None = None) -> str:
-        signed = self.signing is not None if authn_requests_signed is None else authn_requests_signed
+        signed = (
+            self.signing is not None if authn_requests_signed is None else authn_requests_signed
+        )
         return sp_metadata_xml(
             self.entity_id, self.acs_url, signing=self.signing, authn_requests_signed=signed
         )
