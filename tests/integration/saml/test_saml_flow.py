@@ -39,7 +39,7 @@ from tests.e2e.saml_login import (
     idp_certificate_pem,
     redirect_url,
 )
-from tests.e2e.saml_sp import NodeSamlSp, SpKey
+from tests.e2e.saml_sp import NodeSamlSp, SpKey, sp_metadata_xml
 from tests.services import free_port
 
 __all__: list[str] = []
@@ -105,8 +105,6 @@ def world(tmp_path: Path) -> Iterator[World]:
             if extra is None:
                 path.write_text(peer.metadata(), encoding="utf-8")
             else:
-                from tests.e2e.saml_sp import sp_metadata_xml
-
                 path.write_text(
                     sp_metadata_xml(
                         OKTA_ID, okta.acs_url, signing=extra, authn_requests_signed=True
@@ -380,19 +378,40 @@ def test_metadata_lists_the_sso_url_for_both_bindings(world: World) -> None:
     assert USER_ID  # the directory user the stack made
 
 
+@dataclass
+class BlockedWorld:
+    stack: Stack
+    sp: NodeSamlSp
+    okta: NodeSamlSp
+    okta_key: SpKey
+
+
 @pytest.fixture
-def blocked_world(tmp_path: Path) -> Iterator[tuple[Stack, NodeSamlSp]]:
-    with NodeSamlSp(entity_id=SP_ID) as sp:
+def blocked_world(tmp_path: Path) -> Iterator[BlockedWorld]:
+    okta_key = SpKey.generate("okta")
+    with NodeSamlSp(entity_id=SP_ID) as sp, NodeSamlSp(entity_id=OKTA_ID) as okta:
         path = tmp_path / "sp.xml"
         path.write_text(sp.metadata(), encoding="utf-8")
+        okta_path = tmp_path / "okta.xml"
+        okta_path.write_text(
+            sp_metadata_xml(OKTA_ID, okta.acs_url, signing=okta_key, authn_requests_signed=True),
+            encoding="utf-8",
+        )
+        unspecified = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
         saml = {
             "saml": {
                 "service_providers": [
                     {
                         "metadata_file": str(path),
                         "nameid_attribute": "username",
-                        "nameid_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
-                    }
+                        "nameid_format": unspecified,
+                    },
+                    {
+                        "metadata_file": str(okta_path),
+                        "okta_factor": True,
+                        "require_signed_requests": True,
+                        "linking": {"link_by": "username"},
+                    },
                 ]
             }
         }
@@ -403,18 +422,20 @@ def blocked_world(tmp_path: Path) -> Iterator[tuple[Stack, NodeSamlSp]]:
             DeviceTraits(jailbroken=True),
             saml,
         ) as stack:
-            sp.configure(
-                idp_cert=idp_certificate_pem(stack.url),
-                sso_url=stack.url + "/saml/sso",
-                idp_entity_id=stack.url + "/saml/metadata",
-            )
-            yield stack, sp
+            for peer, irt in ((sp, "always"), (okta, "never")):
+                peer.configure(
+                    idp_cert=idp_certificate_pem(stack.url),
+                    sso_url=stack.url + "/saml/sso",
+                    idp_entity_id=stack.url + "/saml/metadata",
+                    in_response_to=irt,
+                )
+            yield BlockedWorld(stack, sp, okta, okta_key)
 
 
 def test_a_blocked_device_gets_the_remediation_page_and_no_response(
-    blocked_world: tuple[Stack, NodeSamlSp],
+    blocked_world: BlockedWorld,
 ) -> None:
-    stack, sp = blocked_world
+    stack, sp = blocked_world.stack, blocked_world.sp
     login = sp.login()
     with httpx.Client(timeout=15) as http:
         answer = http_saml_login(http, stack.url, login["url"])
@@ -423,3 +444,29 @@ def test_a_blocked_device_gets_the_remediation_page_and_no_response(
     assert answer.action is None and "SAMLResponse" not in answer.text
     assert [d.outcome for d in stack.decisions()] == ["block"]
     assert sp.stop() == 0
+
+
+def test_is_passive_with_a_failing_device_answers_authn_failed_never_an_assertion(
+    blocked_world: BlockedWorld,
+) -> None:
+    stack = blocked_world.stack
+    sso = stack.url + "/saml/sso"
+    xml = authn_request_xml(
+        issuer=OKTA_ID,
+        destination=sso,
+        acs_url=blocked_world.okta.acs_url,
+        request_id="_passive1",
+        subject=USERNAME,
+        passive=True,
+    )
+    url = redirect_url(sso, xml, relay_state="p", key=blocked_world.okta_key)
+    with httpx.Client(timeout=15) as http:
+        answer = http_saml_login(http, stack.url, url)
+    assert answer.action == blocked_world.okta.acs_url, answer.text[:2000]
+    assert 'data-outcome="block"' not in answer.text  # no remediation page: IsPassive
+    assert _status(answer.response_xml) == ("Responder", "AuthnFailed")
+    assert not _has_assertion(answer.response_xml)
+    assert etree.fromstring(answer.response_xml.encode()).get("InResponseTo") == "_passive1"
+    result = _validated(blocked_world.okta, answer)
+    assert result["ok"] is False, result
+    assert [d.outcome for d in stack.decisions()] == ["block"]
