@@ -113,6 +113,12 @@ def _root(xml: bytes, limits: XmlLimits) -> etree._Element:
     if root.tag != _SAMLP + "AuthnRequest":
         raise MessageError(f"expected samlp:AuthnRequest, got {str(root.tag)[:80]!r}")
     check_unique_ids(root)
+    # Wrapping hardening: one AuthnRequest, and signatures only as the root's own child.
+    if sum(1 for _ in root.iter(_SAMLP + "AuthnRequest")) != 1:
+        raise MessageError("an AuthnRequest must not contain another AuthnRequest")
+    for signature in root.iter(_DS + "Signature"):
+        if signature.getparent() is not root:
+            raise SignatureError("a ds:Signature is only accepted as the AuthnRequest's child")
     return root
 
 
