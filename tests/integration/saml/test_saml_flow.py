@@ -186,6 +186,10 @@ def test_sp_initiated_redirect_login_is_accepted_by_node_saml(world: World) -> N
     assert profile["device_compliant"] == ("true" if answer.outcome == "allow" else "false")
     decisions = world.stack.decisions()
     assert [d.outcome for d in decisions][-1:] == [answer.outcome]
+    # audited as OIDC's are: the one evaluator, channel saml, the SP's entity id as the app
+    assert decisions[0].detail["channel"] == "saml"
+    assert decisions[0].detail["app"] == SP_ID
+    assert decisions[0].detail["user_id"] == USER_ID
     # the same Response again: node-saml's InResponseTo cache refuses it (single use)
     again = _validated(world.sp, answer)
     assert again["ok"] is False
