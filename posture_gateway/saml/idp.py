@@ -23,6 +23,7 @@ from posture_gateway.saml.protocol.service_providers import (
 from posture_gateway.saml.protocol.signing import SamlSigner
 from posture_gateway.saml.replay import RequestReplayGuard
 from posture_gateway.saml.settings import SAMLSettings
+from posture_gateway.saml.upstream import SamlUpstream
 
 __all__ = ["EXTENSION_KEY", "SamlIdp", "current_idp", "saml_configured"]
 
@@ -43,6 +44,8 @@ class SamlIdp:
     login_ttl: timedelta
     #: Display names by SP entity id (``saml.service_providers[].name``).
     names: dict[str, str] = field(default_factory=dict)
+    #: Upstream SAML IdPs by name (broker mode; their authenticators are the provider's).
+    upstreams: dict[str, SamlUpstream] = field(default_factory=dict)
 
     def provider(self, entity_id: str) -> ServiceProvider | None:
         """The registered SP ``entity_id``, or None."""

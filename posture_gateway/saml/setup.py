@@ -4,9 +4,11 @@
 provider (whose key ring signs our Responses: one key ring, one certificate to publish). It
 loads every SP metadata file in full (``saml.service_providers[i]: <file>: what is wrong``
 stops start-up), makes sure the ring has an RS256 key, and builds the replay guard and the
-directory seam for factor-only Subjects. :func:`register` installs the IdP, the SAML login
-front end (:class:`posture_gateway.saml.flow.SamlFrontEnd`) and the blueprint; without a
-``saml`` section the blueprint answers 404 and nothing else is installed.
+directory seam for factor-only Subjects; :func:`build_upstreams` (before the OpenID provider,
+whose login-page authenticators they are) the upstream SAML IdPs. :func:`register` installs
+the IdP, the SAML login front end (:class:`posture_gateway.saml.flow.SamlFrontEnd`), the
+upstreams and the blueprints; without a ``saml`` section ``/saml/*`` answers 404 and nothing
+else is installed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from posture_gateway.saml.protocol.errors import MetadataError
 from posture_gateway.saml.protocol.service_providers import ServiceProviderRegistry
 from posture_gateway.saml.protocol.signing import SamlSigner
 from posture_gateway.saml.replay import RequestReplayGuard
+from posture_gateway.saml.upstream import SamlUpstream, load_upstreams
+from posture_gateway.saml.upstream import bp as upstream_bp
+from posture_gateway.saml.upstream import install as install_upstreams
 from posture_gateway.saml.views import METADATA_PATH, SSO_PATH
 from posture_gateway.saml.views import bp as saml_bp
 from posture_gateway.settings import ConfigError, Settings
 from posture_gateway.signing.key_ring import KeyRingError
 
-__all__ = ["build_idp", "entity_id_of", "register"]
+__all__ = ["build_idp", "build_upstreams", "entity_id_of", "register"]
 
 
 def entity_id_of(settings: Settings) -> str:
@@ -37,7 +42,31 @@ def entity_id_of(settings: Settings) -> str:
     return configured or settings.public_url.rstrip("/") + METADATA_PATH
 
 
-def build_idp(settings: Settings, core: MdmCore, provider: OIDCProvider) -> SamlIdp | None:
+def build_upstreams(
+    settings: Settings, core: MdmCore, replay: RequestReplayGuard
+) -> dict[str, SamlUpstream]:
+    """The upstream SAML IdPs (``saml.upstream_idps``), offered on the login page; built
+    before the OpenID provider, whose authenticators they are (raises ``ConfigError``)."""
+    cfg = settings.saml
+    if cfg is None or not cfg.upstream_idps:
+        return {}
+    return load_upstreams(
+        cfg.upstream_idps,
+        public_url=settings.public_url,
+        replay=replay,
+        directory_for=lambda rules: DirectoryUserResolver(core.storage, rules=rules),
+        max_skew=cfg.clock_skew,
+    )
+
+
+def build_idp(
+    settings: Settings,
+    core: MdmCore,
+    provider: OIDCProvider,
+    *,
+    replay: RequestReplayGuard,
+    upstreams: dict[str, SamlUpstream],
+) -> SamlIdp | None:
     """The SAML IdP the settings describe, or None without a ``saml`` section. Raises
     ``ConfigError`` naming the SP entry and file for any metadata or key problem."""
     cfg = settings.saml
@@ -66,10 +95,11 @@ def build_idp(settings: Settings, core: MdmCore, provider: OIDCProvider) -> Saml
         settings=cfg,
         registry=registry,
         signer=signer,
-        replay=RequestReplayGuard.for_deployment(core.database, settings.redis_url),
+        replay=replay,
         directory=DirectoryUserResolver(core.storage, rules=rules),
         login_ttl=provider.login_ttl,
         names={sp.entity_id: conf.name for conf, sp in entries if conf.name},
+        upstreams=upstreams,
     )
 
 
@@ -78,4 +108,6 @@ def register(app: Flask, idp: SamlIdp | None) -> None:
     if idp is not None:
         app.extensions[EXTENSION_KEY] = idp
         install_front_end(app, FRONT_END, SamlFrontEnd())
+        install_upstreams(app, idp.upstreams)
     app.register_blueprint(saml_bp)
+    app.register_blueprint(upstream_bp)
