@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-ldap bench-scim bench-overhead format clean
+.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-saml-login bench-ldap bench-scim bench-overhead format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,7 @@ bench: $(STAMP) ## every benchmark; each ends with one JSON line {"bench", "metr
 	-$(MAKE) --no-print-directory bench-checkin
 	-$(MAKE) --no-print-directory bench-decision
 	-$(MAKE) --no-print-directory bench-oidc-flow
+	-$(MAKE) --no-print-directory bench-saml-login
 	-$(MAKE) --no-print-directory bench-ldap
 	-$(MAKE) --no-print-directory bench-scim
 	-$(MAKE) --no-print-directory bench-overhead
@@ -55,6 +56,7 @@ bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (
 	-$(PY) bench/bench_checkin.py --quick
 	-$(PY) bench/bench_decision.py --quick
 	-$(PY) bench/bench_oidc_flow.py --quick
+	-$(PY) bench/bench_saml_login.py --quick
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP: posture serve on durable PostgreSQL + Redis, 20,000 devices (BENCH_ARGS=--relaxed adds the fsync-off pass)
 	$(PY) bench/bench_checkin.py $(BENCH_ARGS)
@@ -67,6 +69,9 @@ bench-decision: system-deps $(STAMP) ## decision API as a real caller (nonce + p
 
 bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours vs npm oidc-provider in paired rounds
 	$(PY) bench/bench_oidc_flow.py $(BENCH_ARGS)
+
+bench-saml-login: system-deps $(STAMP) ## complete SP-initiated SAML logins/s end to end (AuthnRequest -> password -> device proof -> signed Response, verified)
+	$(PY) bench/bench_saml_login.py $(BENCH_ARGS)
 
 bench-ldap: system-deps $(STAMP) ## LDAP sync of 50,000 users / 5,000 nested groups from a private slapd vs a bare ldap3 read
 	$(PY) bench/bench_ldap.py $(BENCH_ARGS)
