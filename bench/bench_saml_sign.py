@@ -6,7 +6,9 @@ What is timed (wall clock, garbage collector on, one process):
    config — a Response with one Assertion carrying four posture attributes, the Assertion
    signed, then the Response signed (RSA-SHA256, exclusive c14n, SHA-256 digests, enveloped,
    after Issuer), serialised to bytes — with the key ring's loaded RSA-2048 key. Also the
-   single-signature configs (Response only, Assertion only). Target: >= 500 responses/s.
+   single-signature configs (Response only, Assertion only). Target: >= 500 responses/s,
+   as 1 / the median time per response (the code's cost; the mean-based rate, which also
+   counts time other processes on the shared machine took, is reported beside it).
 2. **Libraries, side by side in the same run** (issue 13 item 4), each signing the same
    unsigned document (Assertion then Response, same algorithms) and verifying both
    signatures: signxml (lxml + cryptography, the key as a loaded key object); python-xmlsec
@@ -141,12 +143,12 @@ def bench_ours(signer: SamlSigner, n: int) -> dict[str, float]:
             ).xml
 
         count = n if label == "both" else max(n // 3, 20)
-        t0 = time.perf_counter()
-        for _ in range(count):
-            one()
-        elapsed = time.perf_counter() - t0
-        out[f"{label}_per_s"] = count / elapsed
-        out[f"{label}_ms"] = elapsed / count * 1000
+        samples = timed(one, count)
+        # The median per-response time is the code's cost; the mean also carries the time
+        # other processes on this shared 2-core machine took from us (both are reported).
+        out[f"{label}_ms"] = ms(samples)
+        out[f"{label}_per_s"] = 1000 / out[f"{label}_ms"]
+        out[f"{label}_mean_per_s"] = len(samples) / sum(samples)
     return out
 
 
@@ -329,9 +331,9 @@ def main() -> int:
     }
     h.print_table(
         "ours: build_response, default SP config (Assertion + Response signed)",
-        ["config", "responses/s", "ms/response"],
+        ["config", "responses/s (median)", "median ms/response", "responses/s (mean)"],
         [
-            [label, ours[f"{label}_per_s"], ours[f"{label}_ms"]]
+            [label, ours[f"{label}_per_s"], ours[f"{label}_ms"], ours[f"{label}_mean_per_s"]]
             for label in ("both", "response_only", "assertion_only")
         ],
     )
@@ -347,6 +349,7 @@ def main() -> int:
     )
     metrics: dict[str, Any] = {
         "responses_per_s": ours["both_per_s"],
+        "responses_per_s_mean": ours["both_mean_per_s"],
         "response_ms": ours["both_ms"],
         "response_only_per_s": ours["response_only_per_s"],
         "assertion_only_per_s": ours["assertion_only_per_s"],
