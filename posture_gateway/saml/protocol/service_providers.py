@@ -126,6 +126,7 @@ class ServiceProvider:
 
     @property
     def entity_id(self) -> str:
+        """The SP's entity id (from its metadata)."""
         return self.metadata.entity_id
 
     @property

@@ -37,7 +37,7 @@ from .constants import (
     NS_SAML,
 )
 from .errors import SignatureError, SignatureMissing, UnsupportedAlgorithm
-from .xml_safety import _parser
+from .xml_safety import hardened_parser
 
 __all__ = [
     "SamlSigner",
@@ -203,7 +203,7 @@ def verify_enveloped(
             result: Any = XMLVerifier().verify(
                 element,
                 x509_cert=cert,
-                parser=_parser(),
+                parser=hardened_parser(),
                 id_attribute="ID",
                 expect_config=_VERIFY_CONFIG,
             )

@@ -241,3 +241,19 @@ def test_encrypt_without_certificate_is_a_config_error(tmp_path: Path, sp_key) -
     xml = sp_metadata_xml(signing=None)
     with pytest.raises(MetadataError, match="encryption"):
         registry_for(tmp_path, (xml, ServiceProviderConfig(encrypt_assertion=True)))
+
+
+def test_signer_refuses_an_element_without_id(signer) -> None:
+    from posture_gateway.saml.protocol.errors import SignatureError
+
+    with pytest.raises(SignatureError):
+        signer.sign(etree.fromstring(f'<saml:Assertion xmlns:saml="{NS_SAML}"/>'))
+
+
+@pytest.mark.peer
+def test_xmlsec1_accepts_our_signed_authn_request(sp_key, xmlsec1) -> None:
+    from .saml_factories import authn_request_xml, sign_xml
+
+    signed = sign_xml(authn_request_xml(request_id="_areq"), sp_key)
+    rc, err = xmlsec1.verify(signed, sp_key, node_id="_areq")
+    assert rc == 0, err

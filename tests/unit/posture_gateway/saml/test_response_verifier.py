@@ -277,3 +277,38 @@ def test_wrong_root_and_garbage(idp_key) -> None:
     ).encode()
     with pytest.raises(MessageError, match="exactly one"):
         verify(success_without_assertion, idp_key)
+
+
+def test_expired_idp_certificate_is_refused(tmp_path: Path, sp_key) -> None:
+    from datetime import UTC, datetime
+
+    from posture_gateway.signing.key_ring import generate_signing_key
+
+    old = generate_signing_key("RS256", now=datetime(2010, 1, 1, tzinfo=UTC))  # expired 2020
+    xml = sp_metadata_xml(signing=sp_key)
+    sp = provider(registry_for(tmp_path, (xml, ServiceProviderConfig())))
+    t = now()
+    issued = build_response(
+        idp_entity_id=IDP_ENTITY,
+        sp=sp,
+        acs_url=ACS_URL,
+        in_response_to="_ours",
+        name_id="alice@corp.com",
+        session_index="_s",
+        authn_instant=t,
+        signer=SamlSigner(KeyRing([old])),
+        now=t,
+    )
+    with pytest.raises(SignatureError):
+        verify(issued.xml, old)
+
+
+def test_assertions_signed_before_a_rotation_still_verify(
+    tmp_path: Path, upstream, idp_key
+) -> None:
+    from posture_gateway.signing.key_ring import generate_signing_key
+
+    xml = upstream()  # signed with idp_key
+    newer = generate_signing_key("RS256")
+    # the metadata after rotation lists the new key first and the retiring one second
+    assert verify(xml, idp_key, idp_certs=[newer.certificate, idp_key.certificate]).name_id
