@@ -240,6 +240,22 @@ class ServiceProviderRegistry:
             providers.append(sp)
         return cls(providers)
 
+    @classmethod
+    def from_configs(
+        cls, configs: Sequence[ServiceProviderConfig], *, base_dir: Path | None = None
+    ) -> ServiceProviderRegistry:
+        """The registry from SP configs that each name their ``metadata_file`` (a relative
+        path is taken from ``base_dir``, e.g. the config file's directory)."""
+        entries: list[tuple[Path, ServiceProviderConfig]] = []
+        for position, config in enumerate(configs):
+            if config.metadata_file is None:
+                raise MetadataError(f"service_providers[{position}]: metadata_file is required")
+            path = config.metadata_file
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            entries.append((path, config))
+        return cls.from_files(entries)
+
     def get(self, entity_id: str) -> ServiceProvider | None:
         """The SP with this entity id, or None when it is not registered."""
         return self._by_id.get(entity_id)
