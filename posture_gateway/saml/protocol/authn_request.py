@@ -30,7 +30,14 @@ from datetime import datetime, timedelta
 from lxml import etree
 
 from .bindings import check_relay_state, decode_post, decode_redirect, verify_redirect_signature
-from .constants import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, NS_DS, NS_SAML, NS_SAMLP
+from .constants import (
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    NAMEID_UNSPECIFIED,
+    NS_DS,
+    NS_SAML,
+    NS_SAMLP,
+)
 from .errors import (
     DestinationMismatch,
     MessageError,
@@ -41,7 +48,7 @@ from .errors import (
 )
 from .service_providers import AssertionConsumerService, ServiceProvider, ServiceProviderRegistry
 from .signing import check_unique_ids, verify_enveloped
-from .values import parse_saml_datetime
+from .values import new_id, parse_saml_datetime, saml_datetime
 from .xml_safety import DEFAULT_LIMITS, XmlLimits, element_text, parse_xml
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "AuthnRequest",
     "parse_redirect_authn_request",
     "parse_post_authn_request",
+    "build_authn_request",
 ]
 
 DEFAULT_MAX_AGE = timedelta(minutes=5)  # how old an AuthnRequest's IssueInstant may be
@@ -317,3 +325,40 @@ def parse_post_authn_request(
         max_age=max_age,
         max_skew=max_skew,
     )
+
+
+def build_authn_request(
+    *,
+    issuer: str,
+    destination: str,
+    acs_url: str,
+    now: datetime,
+    request_id: str | None = None,
+    force_authn: bool = False,
+    is_passive: bool = False,
+    nameid_format: str = NAMEID_UNSPECIFIED,
+) -> tuple[str, bytes]:
+    """An AuthnRequest from us (as an SP) to an upstream IdP: ``(request ID, XML bytes)``.
+
+    Asks for an HTTP-POST Response to ``acs_url``. Send it with
+    :func:`.bindings.encode_redirect` (signed with our key when the IdP wants signed
+    requests) and keep the ID for :func:`.response_verifier.verify_response`'s
+    ``expected_in_response_to`` (and for replay refusal).
+    """
+    rid = request_id or new_id()
+    root = etree.Element(_SAMLP + "AuthnRequest", nsmap={"samlp": NS_SAMLP, "saml": NS_SAML})
+    root.set("ID", rid)
+    root.set("Version", "2.0")
+    root.set("IssueInstant", saml_datetime(now))
+    root.set("Destination", destination)
+    root.set("AssertionConsumerServiceURL", acs_url)
+    root.set("ProtocolBinding", BINDING_HTTP_POST)
+    if force_authn:
+        root.set("ForceAuthn", "true")
+    if is_passive:
+        root.set("IsPassive", "true")
+    etree.SubElement(root, _SAML + "Issuer").text = issuer
+    policy = etree.SubElement(root, _SAMLP + "NameIDPolicy")
+    policy.set("Format", nameid_format)
+    policy.set("AllowCreate", "true")
+    return rid, bytes(etree.tostring(root, encoding="UTF-8"))

@@ -81,6 +81,7 @@ class RedirectMessage:
 
     @property
     def is_signed(self) -> bool:
+        """The query carried a Signature (not yet verified)."""
         return self.signature is not None
 
 

@@ -40,6 +40,7 @@ from .xml_safety import DEFAULT_LIMITS, XmlLimits, element_text, parse_xml
 __all__ = [
     "IdentityProviderMetadata",
     "idp_metadata_xml",
+    "sp_metadata_xml",
     "parse_sp_metadata",
     "parse_idp_metadata",
     "certificate_b64",
@@ -85,6 +86,35 @@ def idp_metadata_xml(
         etree.SubElement(idp, _MD + "NameIDFormat").text = fmt
     for binding in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST):
         etree.SubElement(idp, _MD + "SingleSignOnService", Binding=binding, Location=sso_url)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def sp_metadata_xml(
+    *,
+    entity_id: str,
+    acs_url: str,
+    signing_certificates: Sequence[x509.Certificate] = (),
+    encryption_certificates: Sequence[x509.Certificate] = (),
+    authn_requests_signed: bool = False,
+    want_assertions_signed: bool = True,
+) -> bytes:
+    """Our SP metadata for an upstream SAML IdP: one HTTP-POST ACS at ``acs_url``."""
+    root = etree.Element(_MD + "EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS})
+    root.set("entityID", entity_id)
+    sp = etree.SubElement(root, _MD + "SPSSODescriptor")
+    sp.set("AuthnRequestsSigned", "true" if authn_requests_signed else "false")
+    sp.set("WantAssertionsSigned", "true" if want_assertions_signed else "false")
+    sp.set("protocolSupportEnumeration", "urn:oasis:names:tc:SAML:2.0:protocol")
+    for use, certs in (("signing", signing_certificates), ("encryption", encryption_certificates)):
+        for cert in certs:
+            kd = etree.SubElement(sp, _MD + "KeyDescriptor", use=use)
+            xd = etree.SubElement(etree.SubElement(kd, _DS + "KeyInfo"), _DS + "X509Data")
+            etree.SubElement(xd, _DS + "X509Certificate").text = certificate_b64(cert)
+    acs = etree.SubElement(sp, _MD + "AssertionConsumerService")
+    acs.set("Binding", BINDING_HTTP_POST)
+    acs.set("Location", acs_url)
+    acs.set("index", "0")
+    acs.set("isDefault", "true")
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 

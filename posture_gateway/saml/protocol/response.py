@@ -82,10 +82,12 @@ class SamlStatus(Enum):
 
     @property
     def code(self) -> str:
+        """The top-level StatusCode value."""
         return str(self.value[0])
 
     @property
     def sub_code(self) -> str | None:
+        """The second-level StatusCode value, if any."""
         sub: str | None = self.value[1]
         return sub
 

@@ -126,6 +126,7 @@ class ServiceProvider:
 
     @property
     def entity_id(self) -> str:
+        """The SP's entity id (from its metadata)."""
         return self.metadata.entity_id
 
     @property
@@ -238,6 +239,22 @@ class ServiceProviderRegistry:
             seen[metadata.entity_id] = Path(path)
             providers.append(sp)
         return cls(providers)
+
+    @classmethod
+    def from_configs(
+        cls, configs: Sequence[ServiceProviderConfig], *, base_dir: Path | None = None
+    ) -> ServiceProviderRegistry:
+        """The registry from SP configs that each name their ``metadata_file`` (a relative
+        path is taken from ``base_dir``, e.g. the config file's directory)."""
+        entries: list[tuple[Path, ServiceProviderConfig]] = []
+        for position, config in enumerate(configs):
+            if config.metadata_file is None:
+                raise MetadataError(f"service_providers[{position}]: metadata_file is required")
+            path = config.metadata_file
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            entries.append((path, config))
+        return cls.from_files(entries)
 
     def get(self, entity_id: str) -> ServiceProvider | None:
         """The SP with this entity id, or None when it is not registered."""

@@ -37,7 +37,7 @@ from .constants import (
     NS_SAML,
 )
 from .errors import SignatureError, SignatureMissing, UnsupportedAlgorithm
-from .xml_safety import _parser
+from .xml_safety import hardened_parser
 
 __all__ = [
     "SamlSigner",
@@ -106,9 +106,9 @@ class SamlSigner:
         signxml returns a new tree: use the returned element, not ``element``.
         """
         key = self.active_key()
-        ref = reference_id or element.get("ID")
-        if not ref:
-            raise SignatureError("cannot sign an element without an ID")
+        element_id = element.get("ID")
+        if not element_id or (reference_id is not None and reference_id != element_id):
+            raise SignatureError("SamlSigner signs an element over its own ID")
         placeholder = etree.Element(_DS + "Signature", nsmap={"ds": NS_DS})
         placeholder.set("Id", "placeholder")
         issuer = element.find(_ISSUER)
@@ -122,12 +122,11 @@ class SamlSigner:
             digest_algorithm=DigestAlgorithm.SHA256,
             c14n_algorithm=C14N_EXCLUSIVE,
         )
+        # No reference_uri: signxml then references the signed root by its ID ("#<ID>")
+        # without an extra tree copy and ID search. The certificate goes in as the object
+        # (a PEM string would be re-parsed on every call).
         signed: etree._Element = signer.sign(
-            element,
-            key=key.private_key,
-            cert=[key.certificate],
-            reference_uri=ref,
-            id_attribute="ID",
+            element, key=key.private_key, cert=[key.certificate], id_attribute="ID"
         )
         return signed
 
@@ -204,7 +203,7 @@ def verify_enveloped(
             result: Any = XMLVerifier().verify(
                 element,
                 x509_cert=cert,
-                parser=_parser(),
+                parser=hardened_parser(),
                 id_attribute="ID",
                 expect_config=_VERIFY_CONFIG,
             )

@@ -36,6 +36,7 @@ __all__ = [
     "b64decode_strict",
     "inflate",
     "element_text",
+    "hardened_parser",
 ]
 
 
@@ -72,8 +73,12 @@ _PARSER_OPTIONS = {
 }
 
 
-def _parser() -> etree.XMLParser:
-    # A fresh parser per call: lxml parsers are not safe to share between threads.
+def hardened_parser() -> etree.XMLParser:
+    """A fresh lxml parser with our options (no DTD, no entities, no network, no comments).
+
+    For libraries that take a parser (signxml's verifier). A new one per call: lxml parsers
+    are not safe to share between threads.
+    """
     return etree.XMLParser(**_PARSER_OPTIONS)  # type: ignore[arg-type]
 
 
@@ -112,7 +117,7 @@ def parse_xml(data: bytes | str, *, limits: XmlLimits = DEFAULT_LIMITS) -> etree
         kind = found.group(1).decode()
         raise XmlForbidden(f"XML document declares <!{kind} ...>: DTDs and entities are refused")
     try:
-        root = etree.fromstring(raw, parser=_parser())
+        root = etree.fromstring(raw, parser=hardened_parser())
     except etree.XMLSyntaxError as exc:
         raise XmlError(f"malformed XML: {exc.msg}") from exc
     except (ValueError, TypeError) as exc:  # e.g. lxml refusing an odd input type or encoding

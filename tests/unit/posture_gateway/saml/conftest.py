@@ -33,5 +33,5 @@ def signer(idp_key: SigningKey) -> SamlSigner:
 
 
 @pytest.fixture
-def xmlsec1(tmp_path) -> Xmlsec1:  # type: ignore[no-untyped-def]
+def xmlsec1(tmp_path) -> Xmlsec1:
     return Xmlsec1(tmp_path)

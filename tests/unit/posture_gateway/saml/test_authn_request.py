@@ -50,17 +50,17 @@ SUBJECT = '<saml:Subject><saml:NameID Format="{fmt}">{value}</saml:NameID></saml
 
 
 @pytest.fixture
-def registry(tmp_path: Path, sp_key):  # type: ignore[no-untyped-def]
+def registry(tmp_path: Path, sp_key):
     return registry_for(tmp_path, (sp_metadata_xml(signing=sp_key), ServiceProviderConfig()))
 
 
 @pytest.fixture
-def strict_registry(tmp_path: Path, sp_key):  # type: ignore[no-untyped-def]
+def strict_registry(tmp_path: Path, sp_key):
     config = ServiceProviderConfig(require_signed_requests=True, okta_factor=True)
     return registry_for(tmp_path, (sp_metadata_xml(signing=sp_key), config))
 
 
-def post(xml: bytes, registry, **kw):  # type: ignore[no-untyped-def]
+def post(xml: bytes, registry, **kw):
     return parse_post_authn_request(
         base64.b64encode(xml).decode(),
         relay_state=kw.pop("relay_state", None),
@@ -71,7 +71,7 @@ def post(xml: bytes, registry, **kw):  # type: ignore[no-untyped-def]
     )
 
 
-def redirect(xml: bytes, registry, *, key=None, relay_state=None, **kw):  # type: ignore[no-untyped-def]
+def redirect(xml: bytes, registry, *, key=None, relay_state=None, **kw):
     url = encode_redirect(
         SSO_URL, xml, relay_state=relay_state, signing_key=key.private_key if key else None
     )
@@ -80,7 +80,7 @@ def redirect(xml: bytes, registry, *, key=None, relay_state=None, **kw):  # type
     )
 
 
-def test_post_unsigned_request_parses_to_frozen_data(registry) -> None:  # type: ignore[no-untyped-def]
+def test_post_unsigned_request_parses_to_frozen_data(registry) -> None:
     xml = authn_request_xml(request_id="_r1", force_authn=True, is_passive=False)
     request = post(xml, registry, relay_state="rs")
     assert request.id == "_r1"
@@ -98,7 +98,7 @@ def test_post_unsigned_request_parses_to_frozen_data(registry) -> None:  # type:
         request.id = "_other"  # type: ignore[misc]
 
 
-def test_redirect_unsigned_and_signed(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_redirect_unsigned_and_signed(registry, sp_key) -> None:
     request = redirect(authn_request_xml(is_passive=True), registry, relay_state="/app")
     assert request.binding == BINDING_HTTP_REDIRECT and not request.signed
     assert request.is_passive and request.relay_state == "/app"
@@ -106,19 +106,19 @@ def test_redirect_unsigned_and_signed(registry, sp_key) -> None:  # type: ignore
     assert signed.signed
 
 
-def test_post_signed_request_is_verified(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_post_signed_request_is_verified(registry, sp_key) -> None:
     request = post(sign_xml(authn_request_xml(request_id="_s1"), sp_key), registry)
     assert request.signed and request.id == "_s1"
 
 
-def test_signature_by_a_cert_not_in_metadata_is_refused(registry, other_key) -> None:  # type: ignore[no-untyped-def]
+def test_signature_by_a_cert_not_in_metadata_is_refused(registry, other_key) -> None:
     with pytest.raises(SignatureError, match="trusted"):
         post(sign_xml(authn_request_xml(), other_key), registry)
     with pytest.raises(SignatureError):
         redirect(authn_request_xml(), registry, key=other_key)
 
 
-def test_unsigned_request_where_required_is_refused(strict_registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_unsigned_request_where_required_is_refused(strict_registry, sp_key) -> None:
     with pytest.raises(SignatureMissing):
         post(authn_request_xml(), strict_registry)
     with pytest.raises(SignatureMissing):
@@ -127,7 +127,7 @@ def test_unsigned_request_where_required_is_refused(strict_registry, sp_key) -> 
     assert redirect(authn_request_xml(), strict_registry, key=sp_key).signed
 
 
-def test_metadata_authn_requests_signed_means_required(tmp_path: Path, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_authn_requests_signed_means_required(tmp_path: Path, sp_key) -> None:
     registry = registry_for(
         tmp_path,
         (sp_metadata_xml(signing=sp_key, authn_requests_signed=True), ServiceProviderConfig()),
@@ -136,14 +136,14 @@ def test_metadata_authn_requests_signed_means_required(tmp_path: Path, sp_key) -
         post(authn_request_xml(), registry)
 
 
-def test_tampered_signed_request_is_refused(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_tampered_signed_request_is_refused(registry, sp_key) -> None:
     signed = sign_xml(authn_request_xml(), sp_key)
     tampered = signed.replace(ACS_URL.encode(), ACS_URL_2.encode())
     with pytest.raises(SignatureError):
         post(tampered, registry)
 
 
-def test_signature_over_a_different_element_is_refused(registry, strict_registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_signature_over_a_different_element_is_refused(registry, strict_registry, sp_key) -> None:
     # A genuine signed request wrapped into an unsigned evil one (in Extensions): refused,
     # whether or not the SP requires signatures; never read as "signed".
     signed = etree.fromstring(sign_xml(authn_request_xml(request_id="_genuine"), sp_key))
@@ -167,7 +167,7 @@ def test_signature_over_a_different_element_is_refused(registry, strict_registry
         post(etree.tostring(evil2), registry)
 
 
-def test_duplicate_ids_are_refused(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_ids_are_refused(registry, sp_key) -> None:
     xml = authn_request_xml(
         request_id="_dup",
         inner_xml='<samlp:Extensions><x xmlns="urn:x" ID="_dup"/></samlp:Extensions>',
@@ -176,12 +176,12 @@ def test_duplicate_ids_are_refused(registry, sp_key) -> None:  # type: ignore[no
         post(xml, registry)
 
 
-def test_redirect_request_with_an_xml_signature_is_refused(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_redirect_request_with_an_xml_signature_is_refused(registry, sp_key) -> None:
     with pytest.raises(SignatureError, match="Redirect"):
         redirect(sign_xml(authn_request_xml(), sp_key), registry)
 
 
-def test_sha1_redirect_signature_is_refused(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_sha1_redirect_signature_is_refused(registry, sp_key) -> None:
     url = encode_redirect(SSO_URL, authn_request_xml(), signing_key=sp_key.private_key)
     query = re.sub(
         r"SigAlg=[^&]*",
@@ -192,7 +192,7 @@ def test_sha1_redirect_signature_is_refused(registry, sp_key) -> None:  # type: 
         parse_redirect_authn_request(query, registry=registry, sso_url=SSO_URL, now=now())
 
 
-def test_sha1_xml_signature_is_refused(registry, sp_key, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sha1_xml_signature_is_refused(registry, sp_key, tmp_path: Path) -> None:
     import xmlsec
     from cryptography.hazmat.primitives import serialization
 
@@ -213,7 +213,7 @@ def test_sha1_xml_signature_is_refused(registry, sp_key, tmp_path: Path) -> None
         post(etree.tostring(root), registry)
 
 
-def test_unknown_issuer_is_refused(registry) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_issuer_is_refused(registry) -> None:
     with pytest.raises(UnknownServiceProvider):
         post(authn_request_xml(issuer="https://evil.example"), registry)
 
@@ -228,12 +228,12 @@ def test_unknown_issuer_is_refused(registry) -> None:  # type: ignore[no-untyped
         "https://app.example.org/saml/acs/../acs",
     ],
 )
-def test_acs_url_must_match_metadata_exactly(registry, acs_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_acs_url_must_match_metadata_exactly(registry, acs_url: str) -> None:
     with pytest.raises(UnknownAcsUrl):
         post(authn_request_xml(acs_url=acs_url), registry)
 
 
-def test_acs_by_index_and_default(registry) -> None:  # type: ignore[no-untyped-def]
+def test_acs_by_index_and_default(registry) -> None:
     assert post(authn_request_xml(acs_url=None, acs_index=1), registry).acs.url == ACS_URL_2
     assert post(authn_request_xml(acs_url=None), registry).acs.url == ACS_URL
     with pytest.raises(UnknownAcsUrl):
@@ -247,7 +247,7 @@ def test_acs_by_index_and_default(registry) -> None:  # type: ignore[no-untyped-
         )
 
 
-def test_issue_instant_window(registry) -> None:  # type: ignore[no-untyped-def]
+def test_issue_instant_window(registry) -> None:
     t = now()
     with pytest.raises(StaleMessage, match="old"):
         post(authn_request_xml(issue_instant=t - timedelta(minutes=6)), registry, now=t)
@@ -260,7 +260,7 @@ def test_issue_instant_window(registry) -> None:  # type: ignore[no-untyped-def]
         post(xml, registry)
 
 
-def test_destination_must_be_our_sso_url(registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_destination_must_be_our_sso_url(registry, sp_key) -> None:
     with pytest.raises(DestinationMismatch):
         post(authn_request_xml(destination="https://other.example/sso"), registry)
     assert post(authn_request_xml(destination=None), registry).destination is None
@@ -268,14 +268,14 @@ def test_destination_must_be_our_sso_url(registry, sp_key) -> None:  # type: ign
         post(sign_xml(authn_request_xml(destination=None), sp_key), registry)
 
 
-def test_version_and_root_element(registry) -> None:  # type: ignore[no-untyped-def]
+def test_version_and_root_element(registry) -> None:
     with pytest.raises(MessageError, match="2.0"):
         post(authn_request_xml().replace(b'Version="2.0"', b'Version="1.1"'), registry)
     with pytest.raises(MessageError, match="AuthnRequest"):
         post(b'<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"/>', registry)
 
 
-def test_okta_factor_subject_is_read_from_the_signed_request(strict_registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_okta_factor_subject_is_read_from_the_signed_request(strict_registry, sp_key) -> None:
     subject = SUBJECT.format(fmt=NAMEID_EMAIL, value="alice@corp.com")
     request = post(sign_xml(authn_request_xml(subject_xml=subject), sp_key), strict_registry)
     assert request.subject_name_id == "alice@corp.com"
@@ -283,7 +283,7 @@ def test_okta_factor_subject_is_read_from_the_signed_request(strict_registry, sp
     assert request.signed
 
 
-def test_comment_injection_in_subject_never_truncates(registry, strict_registry, sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_comment_injection_in_subject_never_truncates(registry, strict_registry, sp_key) -> None:
     subject = SUBJECT.format(fmt=NAMEID_EMAIL, value="alice@corp.com<!---->.evil.com")
     unsigned = post(authn_request_xml(subject_xml=subject), registry)
     assert unsigned.subject_name_id == "alice@corp.com.evil.com"
@@ -300,12 +300,12 @@ def test_comment_injection_in_subject_never_truncates(registry, strict_registry,
     assert request.subject_name_id == "alice@corp.com.evil.com"
 
 
-def test_subject_without_a_single_nameid_is_refused(registry) -> None:  # type: ignore[no-untyped-def]
+def test_subject_without_a_single_nameid_is_refused(registry) -> None:
     with pytest.raises(MessageError):
         post(authn_request_xml(subject_xml="<saml:Subject/>"), registry)
 
 
-def test_requested_authn_context(registry) -> None:  # type: ignore[no-untyped-def]
+def test_requested_authn_context(registry) -> None:
     inner = (
         '<samlp:RequestedAuthnContext Comparison="minimum"><saml:AuthnContextClassRef>'
         "urn:x:mfa</saml:AuthnContextClassRef></samlp:RequestedAuthnContext>"
@@ -316,7 +316,7 @@ def test_requested_authn_context(registry) -> None:  # type: ignore[no-untyped-d
     assert request.requested_authn_context.class_refs == ("urn:x:mfa",)
 
 
-def test_xxe_in_a_request_is_refused(registry) -> None:  # type: ignore[no-untyped-def]
+def test_xxe_in_a_request_is_refused(registry) -> None:
     from posture_gateway.saml.protocol.errors import XmlForbidden
 
     xml = b'<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + authn_request_xml(

@@ -48,7 +48,7 @@ def test_redirect_round_trip_unsigned() -> None:
         verify_redirect_signature(message, [])
 
 
-def test_redirect_signature_verifies_over_raw_octets(sp_key, other_key) -> None:  # type: ignore[no-untyped-def]
+def test_redirect_signature_verifies_over_raw_octets(sp_key, other_key) -> None:
     url = encode_redirect("https://idp/sso", XML, relay_state="rs", signing_key=sp_key.private_key)
     message = decode_redirect(query_of(url).encode())
     verify_redirect_signature(message, [other_key.certificate, sp_key.certificate])
@@ -56,7 +56,7 @@ def test_redirect_signature_verifies_over_raw_octets(sp_key, other_key) -> None:
         verify_redirect_signature(message, [other_key.certificate])
 
 
-def test_signature_is_checked_over_octets_as_received_not_re_encoded(sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_signature_is_checked_over_octets_as_received_not_re_encoded(sp_key) -> None:
     # An SP whose encoder uses lower-case percent escapes and leaves '/' unescaped: the
     # signature covers exactly those octets; re-encoding them our way would break it.
     deflated = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -75,7 +75,7 @@ def test_signature_is_checked_over_octets_as_received_not_re_encoded(sp_key) -> 
     verify_redirect_signature(decode_redirect(shuffled), [sp_key.certificate])
 
 
-def test_tampered_relay_state_breaks_the_signature(sp_key) -> None:  # type: ignore[no-untyped-def]
+def test_tampered_relay_state_breaks_the_signature(sp_key) -> None:
     url = encode_redirect("https://idp/sso", XML, relay_state="rs", signing_key=sp_key.private_key)
     tampered = query_of(url).replace("RelayState=rs", "RelayState=evil")
     with pytest.raises(SignatureError):
@@ -100,7 +100,7 @@ def test_ecdsa_sha256_query_signature() -> None:
     "alg",
     [SIG_RSA_SHA1, "http://www.w3.org/2000/09/xmldsig#dsa-sha1", "none", ""],
 )
-def test_sha1_and_unknown_sigalgs_are_refused(sp_key, alg: str) -> None:  # type: ignore[no-untyped-def]
+def test_sha1_and_unknown_sigalgs_are_refused(sp_key, alg: str) -> None:
     url = encode_redirect("https://idp/sso", XML, signing_key=sp_key.private_key)
     query = re.sub(r"SigAlg=[^&]*", "SigAlg=" + quote(alg, safe=""), query_of(url))
     with pytest.raises(UnsupportedAlgorithm):

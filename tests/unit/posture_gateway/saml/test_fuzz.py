@@ -1,0 +1,192 @@
+"""Property: arbitrary bytes and strings into every parser raise only SamlError subclasses
+(never an lxml, signxml, base64, zlib or cryptography exception, never anything else)."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from posture_gateway.saml.protocol.authn_request import (
+    parse_post_authn_request,
+    parse_redirect_authn_request,
+)
+from posture_gateway.saml.protocol.bindings import decode_post, decode_redirect
+from posture_gateway.saml.protocol.errors import SamlError
+from posture_gateway.saml.protocol.metadata import parse_idp_metadata, parse_sp_metadata
+from posture_gateway.saml.protocol.response import build_response
+from posture_gateway.saml.protocol.response_verifier import verify_response
+from posture_gateway.saml.protocol.service_providers import ServiceProviderConfig
+from posture_gateway.saml.protocol.xml_safety import inflate, parse_xml
+
+from .saml_factories import (
+    ACS_URL,
+    IDP_ENTITY,
+    SP_ENTITY,
+    SSO_URL,
+    authn_request_xml,
+    registry_for,
+    sign_xml,
+    sp_metadata_xml,
+)
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+NOW = datetime.now(UTC)
+
+
+def only_saml_errors(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except SamlError:
+        pass
+
+
+def deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, sp_key):
+    path: Path = tmp_path_factory.mktemp("fuzz")
+    return registry_for(path, (sp_metadata_xml(signing=sp_key), ServiceProviderConfig()))
+
+
+@pytest.fixture(scope="module")
+def seeds(sp_key, signer, registry) -> list[bytes]:
+    """Valid documents to mutate, so the fuzzer reaches past the first parse (signature
+    verification, decryption-free assertion checks, metadata)."""
+    request = authn_request_xml()
+    sp = registry.get(SP_ENTITY)
+    response = build_response(
+        idp_entity_id=IDP_ENTITY,
+        sp=sp,
+        acs_url=ACS_URL,
+        in_response_to="_x",
+        name_id="alice@corp.com",
+        session_index="_s",
+        authn_instant=NOW,
+        signer=signer,
+        now=NOW,
+        attributes={"device_compliant": True},
+    ).xml
+    return [request, sign_xml(request, sp_key), sp_metadata_xml(signing=sp_key), response]
+
+
+xml_like = st.one_of(
+    st.binary(max_size=2048),
+    st.text(max_size=1024).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    st.lists(
+        st.sampled_from(
+            [
+                b"<",
+                b">",
+                b"</",
+                b"/>",
+                b"a",
+                b"samlp:",
+                b"saml:",
+                b'="',
+                b'"',
+                b"&amp;",
+                b"&x;",
+                b"<!--",
+                b"-->",
+                b"<?",
+                b"?>",
+                b"<![CDATA[",
+                b"]]>",
+                b" xmlns:samlp='urn:oasis:names:tc:SAML:2.0:protocol'",
+                b"AuthnRequest",
+                b"Response",
+                b"Assertion",
+                b"Signature",
+                b"ID='_1'",
+                b"\x00",
+                b"\xff",
+            ]
+        ),
+        max_size=60,
+    ).map(b"".join),
+)
+
+
+@FUZZ
+@given(data=xml_like)
+def test_parse_xml_and_inflate(data: bytes) -> None:
+    only_saml_errors(lambda: parse_xml(data))
+    only_saml_errors(lambda: parse_xml(data.decode("latin-1")))
+    only_saml_errors(lambda: inflate(data, max_bytes=4096))
+
+
+@FUZZ
+@given(data=xml_like, text=st.text(max_size=300))
+def test_bindings(data: bytes, text: str) -> None:
+    only_saml_errors(lambda: decode_post(text))
+    only_saml_errors(lambda: decode_post(base64.b64encode(data)))
+    only_saml_errors(lambda: decode_redirect(text))
+    only_saml_errors(lambda: decode_redirect(text.encode("utf-8", "surrogatepass")))
+    encoded = base64.b64encode(deflate(data)).decode()
+    only_saml_errors(lambda: decode_redirect(f"SAMLRequest={encoded}&RelayState={text}"))
+
+
+@FUZZ
+@given(
+    data=xml_like,
+    seed=st.integers(0, 3),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+)
+def test_authn_request_parsers(registry, seeds, data: bytes, seed: int, flips) -> None:
+    mutated = bytearray(seeds[seed])
+    for position, value in flips:
+        mutated[position % len(mutated)] = value
+    for doc in (data, bytes(mutated)):
+        b64 = base64.b64encode(doc).decode()
+        only_saml_errors(
+            parse_post_authn_request,
+            b64,
+            relay_state=None,
+            registry=registry,
+            sso_url=SSO_URL,
+            now=NOW,
+        )
+        query = "SAMLRequest=" + base64.b64encode(deflate(doc)).decode().replace("+", "%2B")
+        only_saml_errors(
+            parse_redirect_authn_request, query, registry=registry, sso_url=SSO_URL, now=NOW
+        )
+
+
+@FUZZ
+@given(
+    data=xml_like,
+    seed=st.integers(0, 3),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+)
+def test_response_and_metadata_parsers(idp_key, seeds, data: bytes, seed: int, flips) -> None:
+    mutated = bytearray(seeds[seed])
+    for position, value in flips:
+        mutated[position % len(mutated)] = value
+    for doc in (data, bytes(mutated)):
+        only_saml_errors(
+            verify_response,
+            doc,
+            idp_certs=[idp_key.certificate],
+            expected_issuer=IDP_ENTITY,
+            expected_audience=SP_ENTITY,
+            expected_recipient=ACS_URL,
+            expected_in_response_to="_x",
+            now=NOW,
+        )
+        only_saml_errors(parse_sp_metadata, doc)
+        only_saml_errors(parse_idp_metadata, doc)
