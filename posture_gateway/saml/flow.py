@@ -299,9 +299,7 @@ def _name_id(sp: ServiceProvider, tx: Mapping[str, Any]) -> NameId | None:
     saml, user = tx["saml"], tx["user"]
     if saml.get("name_id"):
         return NameId(str(saml["name_id"]), saml.get("name_id_format") or NAMEID_UNSPECIFIED)
-    source = sp.config.nameid_attribute
-    key = {"username": "username", "user_id": "user_id", "email": "email"}.get(source, source)
-    value = user.get(key)
+    value = user.get(sp.config.nameid_attribute)  # the login's user: user_id, username, email
     if not value:
         return None
     fmt = sp.config.nameid_format
