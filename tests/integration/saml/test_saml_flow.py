@@ -17,6 +17,7 @@ echoed, CSRF on the login forms, an SP not allowed IdP-initiated logins.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -193,6 +194,26 @@ def test_sp_initiated_redirect_login_is_accepted_by_node_saml(world: World) -> N
     # the same Response again: node-saml's InResponseTo cache refuses it (single use)
     again = _validated(world.sp, answer)
     assert again["ok"] is False
+
+
+def test_sp_initiated_post_binding_with_force_authn_asks_the_password(world: World) -> None:
+    login = world.sp.login(relay_state="post", force_authn=True)
+    assert 'ForceAuthn="true"' in login["request_xml"]
+    with world.client() as http:
+        started = http.post(
+            world.sso,
+            data={
+                "SAMLRequest": base64.b64encode(login["request_xml"].encode()).decode(),
+                "RelayState": "post",
+            },
+        )
+        assert started.status_code == 303
+        assert started.headers["Location"].endswith("/login")  # credentials asked
+        answer = http_saml_login(http, world.stack.url, world.stack.url + "/login")
+    result = _validated(world.sp, answer)
+    assert result["ok"] is True, result
+    assert result["profile"]["inResponseTo"] == login["request_id"]
+    assert answer.fields["RelayState"] == "post"
 
 
 def test_signed_request_sp_signs_and_is_accepted(world: World) -> None:
