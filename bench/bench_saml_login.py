@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h  # noqa: E402
 import httpx  # noqa: E402
+from bench_oidc_flow import wait_settled  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
@@ -259,6 +260,10 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
             with httpx.Client(base_url=url, timeout=30.0) as client:
                 sample = one_login(client, url, devices[0], cert)  # fails loudly if broken
             independent = node_saml_accepts(node_sp, url, sample)
+            # After it starts the server converges the seeded fleet (minutes of CPU at
+            # thousands of devices): measure once it is idle, as bench_oidc_flow does.
+            settle_s = wait_settled(server, timeout=args.settle_timeout)
+            print(f"  server settled (seeded fleet converged) in {settle_s:.0f} s", flush=True)
             common = {"procs": args.procs, "threads": args.threads}
             h.run_load("warm-up", login_op, params, seconds=args.warmup, server=server, **common)
             loads = [
@@ -303,6 +308,7 @@ def one_pass(args: Any, durable: bool) -> dict[str, Any]:
         "client_bound": any(x.client_bound for x in loads),
         "via_warn_notice": sum(x.extra["outcomes"].get("warn-notice", 0) for x in loads),
         "node_saml_accepts": independent,
+        "server_settle_s": settle_s,
         **phases,
         "scrypt_n": args.scrypt_n,
         "devices": fleet.devices,
@@ -325,6 +331,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--sample", type=int, default=20, help="sequential logins timed")
     parser.add_argument("--scrypt-n", type=int, default=2**10)
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=900.0,
+        help="longest wait (s) for the server to finish converging the seeded fleet",
+    )
     args = parser.parse_args()
     if args.quick:
         args.devices, args.users, args.rounds, args.seconds, args.warmup = 400, 200, 1, 3.0, 1.0
