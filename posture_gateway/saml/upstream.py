@@ -38,6 +38,7 @@ from flask.typing import ResponseReturnValue
 from lxml import etree
 
 from idp_connectors.identity import ExternalIdentity, UserAccounts, UserDirectory
+from posture_gateway.api.openapi import not_json
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.login import complete_authentication
@@ -217,6 +218,7 @@ def _upstream(name: str) -> SamlUpstream | None:
 
 
 @bp.post("/saml/upstream/<name>/acs")
+@not_json("SAML HTTP-POST binding: redirect")
 def acs(name: str) -> ResponseReturnValue:
     """Park the cross-site POST (no session cookie here) and continue with a top-level GET."""
     if _upstream(name) is None:
@@ -249,6 +251,7 @@ def _account(directory: UserDirectory, user_id: str) -> Any:
 
 
 @bp.get("/saml/upstream/<name>/continue")
+@not_json("redirect to the device check or html error page")
 def resume(name: str) -> ResponseReturnValue:
     upstream = _upstream(name)
     if upstream is None:

@@ -29,6 +29,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from mdm_core.domain.infra_errors import InfraError
+from posture_gateway.api.openapi import not_json
 from posture_gateway.observability.decisions import log_decision
 from posture_gateway.saml.flow import NameId, SamlLoginRequest, error_page, start_login
 from posture_gateway.saml.idp import SamlIdp, current_idp, saml_configured
@@ -99,6 +100,7 @@ def _store_down(_: Exception) -> Response:
 
 
 @bp.get(METADATA_PATH)
+@not_json("SAML metadata (XML)")
 def metadata() -> ResponseReturnValue:
     if not saml_configured():
         return _not_configured()
@@ -149,6 +151,7 @@ def _parse(idp: SamlIdp, now: datetime) -> AuthnRequest:
 
 
 @bp.route(SSO_PATH, methods=["GET", "POST"])
+@not_json("SAML binding: redirect to the login pages, html error page or form_post answer")
 def sso() -> ResponseReturnValue:
     if not saml_configured():
         return _not_configured()
@@ -189,6 +192,7 @@ def sso() -> ResponseReturnValue:
 
 
 @bp.get(IDP_INITIATED_PATH)
+@not_json("redirect to the login pages or html error page")
 def idp_initiated() -> ResponseReturnValue:
     if not saml_configured():
         return _not_configured()
