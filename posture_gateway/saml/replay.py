@@ -5,8 +5,8 @@ second login. Every request's ``ID`` is remembered, per issuing SP, in the core'
 (:class:`mdm_core.storage.replay.ReplayStore`, the one device proofs use): Redis when the
 deployment has it (``SET NX EXAT``), else the ``used_proofs`` table of the shared database
 (``INSERT ... ON CONFLICT DO NOTHING``) — so every process of the deployment refuses a request
-ID any of them has seen. The key is ``saml-authn:`` + SHA-256(SP entity id, ID): bounded
-whatever the request says, and never a device proof's ``jti``.
+ID any of them has seen. The key is ``saml-authn:`` + SHA-256 of the length-prefixed
+(SP entity id, ID): bounded whatever the request says, and never a device proof's ``jti``.
 
 An ID is remembered until the request could no longer be accepted anyway (its IssueInstant
 plus ``saml.request_max_age`` plus the clock skew). A store that fails raises: the SSO endpoint
@@ -31,7 +31,8 @@ _PREFIX = "saml-authn:"
 
 def replay_key(sp_entity_id: str, request_id: str) -> str:
     """The replay-store key of one SP's request ID (fits ``used_proofs.jti``, 128 chars)."""
-    digest = hashlib.sha256(f"{sp_entity_id}\n{request_id}".encode()).hexdigest()
+    # length-prefixed: no (SP, ID) pair can spell another pair's key
+    digest = hashlib.sha256(f"{len(sp_entity_id)}:{sp_entity_id}:{request_id}".encode()).hexdigest()
     return _PREFIX + digest
 
 
