@@ -72,17 +72,27 @@ class SpKey:
         return "".join(body)
 
 
-def sp_metadata_xml(
-    entity_id: str, acs_url: str, *, signing: SpKey | None, authn_requests_signed: bool = False
-) -> str:
-    """SP metadata naming ``acs_url`` (HTTP-POST) and, if any, the request-signing cert."""
-    key_descriptor = (
-        '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
-        f"{signing.cert_base64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"
+def _key_descriptor(use: str, key: SpKey | None) -> str:
+    if key is None:
+        return ""
+    return (
+        f'<md:KeyDescriptor use="{use}"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
+        f"{key.cert_base64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"
         "</md:KeyDescriptor>"
-        if signing is not None
-        else ""
     )
+
+
+def sp_metadata_xml(
+    entity_id: str,
+    acs_url: str,
+    *,
+    signing: SpKey | None,
+    authn_requests_signed: bool = False,
+    encryption: SpKey | None = None,
+) -> str:
+    """SP metadata naming ``acs_url`` (HTTP-POST) and, if any, the request-signing and the
+    encryption certificates."""
+    key_descriptor = _key_descriptor("signing", signing) + _key_descriptor("encryption", encryption)
     signed = "true" if authn_requests_signed else "false"
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
@@ -102,12 +112,17 @@ def sp_metadata_xml(
 class NodeSamlSp:
     """One node-saml SP process. ACS results and command answers arrive on separate queues."""
 
-    def __init__(self, *, entity_id: str, signing: SpKey | None = None) -> None:
+    def __init__(
+        self, *, entity_id: str, signing: SpKey | None = None, encryption: SpKey | None = None
+    ) -> None:
         env = {**os.environ, "SP_ENTITY_ID": entity_id}
         if signing is not None:
             env["SP_KEY_PEM"], env["SP_CERT_PEM"] = signing.key_pem, signing.cert_pem
+        if encryption is not None:
+            env["DECRYPTION_PVK"] = encryption.key_pem
         self.entity_id = entity_id
         self.signing = signing
+        self.encryption = encryption
         self._process = subprocess.Popen(
             ["node", "saml_sp.mjs"],
             cwd=NODE_DIR,
@@ -155,7 +170,11 @@ class NodeSamlSp:
             self.signing is not None if authn_requests_signed is None else authn_requests_signed
         )
         return sp_metadata_xml(
-            self.entity_id, self.acs_url, signing=self.signing, authn_requests_signed=signed
+            self.entity_id,
+            self.acs_url,
+            signing=self.signing,
+            authn_requests_signed=signed,
+            encryption=self.encryption,
         )
 
     def configure(

@@ -22,7 +22,8 @@
 //   stdin  -> {"cmd": "stop"}
 //   stdout <- {"callbacks": <how many times /acs was hit>}   and the process exits
 // Env: SP_ENTITY_ID; SP_KEY_PEM + SP_CERT_PEM sign the AuthnRequests (absent: unsigned);
-// WANT_RESPONSE_SIGNED (default 1), WANT_ASSERTIONS_SIGNED (default 1).
+// WANT_RESPONSE_SIGNED (default 1), WANT_ASSERTIONS_SIGNED (default 1); DECRYPTION_PVK (PEM)
+// decrypts an EncryptedAssertion.
 import { SAML } from '@node-saml/node-saml';
 import { InMemoryCacheProvider } from '@node-saml/node-saml/lib/in-memory-cache-provider.js';
 import http from 'node:http';
@@ -59,6 +60,7 @@ function configure(cmd) {
     ...(env.SP_KEY_PEM
       ? { privateKey: env.SP_KEY_PEM, publicCert: env.SP_CERT_PEM, signatureAlgorithm: 'sha256' }
       : {}),
+    ...(env.DECRYPTION_PVK ? { decryptionPvk: env.DECRYPTION_PVK } : {}),
   });
 }
 
