@@ -21,7 +21,8 @@ assertion ID is spent once in the shared replay store, the NameID (or the config
 Every failure ends on an error page; nothing is issued.
 
 Our SP entity id for an upstream is ``{public_url}/saml/upstream/<name>``; its ACS URL is
-``{public_url}/saml/upstream/<name>/acs`` (the values to register at the IdP).
+``{public_url}/saml/upstream/<name>/acs``; ``{public_url}/saml/upstream/<name>/metadata`` is
+our SP metadata for it (what to register at the IdP).
 """
 
 from __future__ import annotations
@@ -33,7 +34,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from flask import Blueprint, Flask, Response, current_app, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    make_response,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from lxml import etree
 
@@ -48,11 +59,17 @@ from posture_gateway.saml.protocol.bindings import decode_post, encode_redirect
 from posture_gateway.saml.protocol.constants import (
     BINDING_HTTP_POST,
     BINDING_HTTP_REDIRECT,
+    NS_DS,
+    NS_MD,
     NS_SAML,
     NS_SAMLP,
 )
 from posture_gateway.saml.protocol.errors import MetadataError, SamlError
-from posture_gateway.saml.protocol.metadata import IdentityProviderMetadata, parse_idp_metadata
+from posture_gateway.saml.protocol.metadata import (
+    IdentityProviderMetadata,
+    certificate_b64,
+    parse_idp_metadata,
+)
 from posture_gateway.saml.protocol.response_verifier import verify_response
 from posture_gateway.saml.protocol.signing import SamlSigner
 from posture_gateway.saml.protocol.values import new_id, saml_datetime
@@ -68,6 +85,7 @@ __all__ = [
     "bp",
     "install",
     "load_upstreams",
+    "sp_metadata_xml",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,6 +233,42 @@ def install(app: Flask, upstreams: Mapping[str, SamlUpstream]) -> None:
 def _upstream(name: str) -> SamlUpstream | None:
     found: dict[str, SamlUpstream] = current_app.extensions.get(EXTENSION_KEY, {})
     return found.get(name)
+
+
+def sp_metadata_xml(upstream: SamlUpstream, signer: SamlSigner) -> bytes:
+    """Our SP metadata for ``upstream`` (what its admin registers): entity id, the HTTP-POST
+    ACS, the certificates our AuthnRequests are signed with, signed assertions wanted."""
+    md, ds = f"{{{NS_MD}}}", f"{{{NS_DS}}}"
+    root = etree.Element(md + "EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS})
+    root.set("entityID", upstream.sp_entity_id)
+    sp = etree.SubElement(root, md + "SPSSODescriptor")
+    sp.set(
+        "AuthnRequestsSigned", "true" if upstream.metadata.want_authn_requests_signed else "false"
+    )
+    sp.set("WantAssertionsSigned", "true")
+    sp.set("protocolSupportEnumeration", "urn:oasis:names:tc:SAML:2.0:protocol")
+    for cert in signer.certificates():
+        descriptor = etree.SubElement(sp, md + "KeyDescriptor", use="signing")
+        data = etree.SubElement(etree.SubElement(descriptor, ds + "KeyInfo"), ds + "X509Data")
+        etree.SubElement(data, ds + "X509Certificate").text = certificate_b64(cert)
+    acs_node = etree.SubElement(sp, md + "AssertionConsumerService")
+    acs_node.set("Binding", BINDING_HTTP_POST)
+    acs_node.set("Location", upstream.acs_url)
+    acs_node.set("index", "0")
+    acs_node.set("isDefault", "true")
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+@bp.get("/saml/upstream/<name>/metadata")
+@not_json("SAML SP metadata (XML)")
+def metadata(name: str) -> ResponseReturnValue:
+    upstream = _upstream(name)
+    if upstream is None:
+        return _error_page("upstream.unknown", 404)
+    body = sp_metadata_xml(upstream, SamlSigner(current_provider().keys))
+    response = make_response(body, 200)
+    response.headers["Content-Type"] = "application/samlmetadata+xml"
+    return response
 
 
 @bp.post("/saml/upstream/<name>/acs")

@@ -206,3 +206,23 @@ def test_a_parked_response_is_single_use(broker: Broker) -> None:
         assert first.status_code == 303
         again = http.get(broker.stack.url + parked.headers["Location"])
     assert again.status_code == 400
+
+
+def test_our_sp_metadata_for_the_upstream_names_the_acs_and_our_certificate(
+    broker: Broker,
+) -> None:
+    from posture_gateway.saml.protocol.metadata import parse_sp_metadata
+
+    response = httpx.get(broker.stack.url + "/saml/upstream/corp/metadata")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/samlmetadata+xml")
+    parsed = parse_sp_metadata(response.content)
+    assert parsed.entity_id == broker.stack.url + "/saml/upstream/corp"
+    assert [a.url for a in parsed.acs] == [broker.stack.url + "/saml/upstream/corp/acs"]
+    idp_cert = idp_certificate_pem(broker.stack.url)  # one key ring: the same certificate
+    from cryptography.hazmat.primitives import serialization
+
+    assert (
+        parsed.signing_certificates[0].public_bytes(serialization.Encoding.PEM).decode() == idp_cert
+    )
+    assert httpx.get(broker.stack.url + "/saml/upstream/nope/metadata").status_code == 404
