@@ -46,7 +46,6 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from lxml import etree
 
 from idp_connectors.identity import ExternalIdentity, UserAccounts, UserDirectory
 from posture_gateway.api.openapi import not_json
@@ -55,24 +54,18 @@ from posture_gateway.oidc.authn import AuthenticatedUser
 from posture_gateway.oidc.login import complete_authentication
 from posture_gateway.oidc.server import current_provider
 from posture_gateway.oidc.web import render_page
+from posture_gateway.saml.protocol.authn_request import build_authn_request
 from posture_gateway.saml.protocol.bindings import decode_post, encode_redirect
-from posture_gateway.saml.protocol.constants import (
-    BINDING_HTTP_POST,
-    BINDING_HTTP_REDIRECT,
-    NS_DS,
-    NS_MD,
-    NS_SAML,
-    NS_SAMLP,
-)
+from posture_gateway.saml.protocol.constants import BINDING_HTTP_REDIRECT
 from posture_gateway.saml.protocol.errors import MetadataError, SamlError
 from posture_gateway.saml.protocol.metadata import (
     IdentityProviderMetadata,
-    certificate_b64,
     parse_idp_metadata,
+    sp_metadata_xml,
 )
 from posture_gateway.saml.protocol.response_verifier import verify_response
 from posture_gateway.saml.protocol.signing import SamlSigner
-from posture_gateway.saml.protocol.values import new_id, saml_datetime
+from posture_gateway.saml.protocol.values import new_id
 from posture_gateway.saml.replay import RequestReplayGuard
 from posture_gateway.saml.settings import SamlUpstreamIdpSettings
 from posture_gateway.settings import ConfigError
@@ -85,7 +78,6 @@ __all__ = [
     "bp",
     "install",
     "load_upstreams",
-    "sp_metadata_xml",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,19 +122,13 @@ class SamlUpstream:
         sso = self.metadata.sso_urls.get(BINDING_HTTP_REDIRECT)
         if sso is None:
             raise SamlError(f"upstream {self.name}: no HTTP-Redirect SingleSignOnService")
-        samlp, saml = f"{{{NS_SAMLP}}}", f"{{{NS_SAML}}}"
-        root = etree.Element(samlp + "AuthnRequest", nsmap={"samlp": NS_SAMLP, "saml": NS_SAML})
-        for name, value in (
-            ("ID", request_id),
-            ("Version", "2.0"),
-            ("IssueInstant", saml_datetime(now)),
-            ("Destination", sso),
-            ("AssertionConsumerServiceURL", self.acs_url),
-            ("ProtocolBinding", BINDING_HTTP_POST),
-        ):
-            root.set(name, value)
-        etree.SubElement(root, saml + "Issuer").text = self.sp_entity_id
-        xml = bytes(etree.tostring(root, encoding="UTF-8"))
+        _, xml = build_authn_request(
+            issuer=self.sp_entity_id,
+            destination=sso,
+            acs_url=self.acs_url,
+            now=now,
+            request_id=request_id,
+        )
         key: rsa.RSAPrivateKey | None = None
         if self.metadata.want_authn_requests_signed:
             private = signer.active_key().private_key
@@ -235,37 +221,18 @@ def _upstream(name: str) -> SamlUpstream | None:
     return found.get(name)
 
 
-def sp_metadata_xml(upstream: SamlUpstream, signer: SamlSigner) -> bytes:
-    """Our SP metadata for ``upstream`` (what its admin registers): entity id, the HTTP-POST
-    ACS, the certificates our AuthnRequests are signed with, signed assertions wanted."""
-    md, ds = f"{{{NS_MD}}}", f"{{{NS_DS}}}"
-    root = etree.Element(md + "EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS})
-    root.set("entityID", upstream.sp_entity_id)
-    sp = etree.SubElement(root, md + "SPSSODescriptor")
-    sp.set(
-        "AuthnRequestsSigned", "true" if upstream.metadata.want_authn_requests_signed else "false"
-    )
-    sp.set("WantAssertionsSigned", "true")
-    sp.set("protocolSupportEnumeration", "urn:oasis:names:tc:SAML:2.0:protocol")
-    for cert in signer.certificates():
-        descriptor = etree.SubElement(sp, md + "KeyDescriptor", use="signing")
-        data = etree.SubElement(etree.SubElement(descriptor, ds + "KeyInfo"), ds + "X509Data")
-        etree.SubElement(data, ds + "X509Certificate").text = certificate_b64(cert)
-    acs_node = etree.SubElement(sp, md + "AssertionConsumerService")
-    acs_node.set("Binding", BINDING_HTTP_POST)
-    acs_node.set("Location", upstream.acs_url)
-    acs_node.set("index", "0")
-    acs_node.set("isDefault", "true")
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
-
-
 @bp.get("/saml/upstream/<name>/metadata")
 @not_json("SAML SP metadata (XML)")
 def metadata(name: str) -> ResponseReturnValue:
     upstream = _upstream(name)
     if upstream is None:
         return _error_page("upstream.unknown", 404)
-    body = sp_metadata_xml(upstream, SamlSigner(current_provider().keys))
+    body = sp_metadata_xml(
+        entity_id=upstream.sp_entity_id,
+        acs_url=upstream.acs_url,
+        signing_certificates=SamlSigner(current_provider().keys).certificates(),
+        authn_requests_signed=upstream.metadata.want_authn_requests_signed,
+    )
     response = make_response(body, 200)
     response.headers["Content-Type"] = "application/samlmetadata+xml"
     return response
