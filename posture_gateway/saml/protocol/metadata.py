@@ -35,6 +35,7 @@ from .constants import (
 )
 from .errors import MetadataError, SamlError
 from .service_providers import AssertionConsumerService, ServiceProviderMetadata
+from .values import parse_index
 from .xml_safety import DEFAULT_LIMITS, XmlLimits, element_text, parse_xml
 
 __all__ = [
@@ -199,11 +200,9 @@ def parse_sp_metadata(
             raise MetadataError(f"{entity_id}: an AssertionConsumerService lacks Location/Binding")
         raw_index = node.get("index")
         try:
-            index = int(raw_index) if raw_index is not None else position
-        except ValueError as exc:
-            raise MetadataError(f"{entity_id}: ACS index {raw_index!r} is not an integer") from exc
-        if not 0 <= index <= 65535:
-            raise MetadataError(f"{entity_id}: ACS index {index} is out of range")
+            index = parse_index(raw_index, what="ACS index") if raw_index is not None else position
+        except SamlError as exc:
+            raise MetadataError(f"{entity_id}: {exc}") from exc
         if any(a.index == index for a in acs):
             raise MetadataError(f"{entity_id}: duplicate ACS index {index}")
         is_default = _bool_attr(node, "isDefault")

@@ -22,7 +22,8 @@ so the Response signature covers it), and the Assertion is encrypted when the SP
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -211,6 +212,16 @@ def _response_shell(
     return response
 
 
+@contextmanager
+def _xml_values() -> Iterator[None]:
+    """lxml refuses strings XML cannot carry (control characters, lone surrogates) with a
+    ValueError; say which as a MessageError instead."""
+    try:
+        yield
+    except ValueError as exc:
+        raise MessageError(f"a value cannot be represented in XML: {exc}") from exc
+
+
 def _serialise(element: etree._Element) -> bytes:
     return bytes(etree.tostring(element, xml_declaration=True, encoding="UTF-8"))
 
@@ -239,6 +250,38 @@ def build_response(
         from .errors import UnknownAcsUrl
 
         raise UnknownAcsUrl(f"{acs_url!r} is not an ACS URL of {sp.entity_id!r}")
+    with _xml_values():
+        return _signed_response(
+            idp_entity_id=idp_entity_id,
+            sp=sp,
+            acs_url=acs_url,
+            in_response_to=in_response_to,
+            name_id=name_id,
+            session_index=session_index,
+            authn_instant=authn_instant,
+            signer=signer,
+            now=now,
+            name_id_format=name_id_format,
+            authn_context_class_ref=authn_context_class_ref,
+            attributes=attributes,
+        )
+
+
+def _signed_response(
+    *,
+    idp_entity_id: str,
+    sp: ServiceProvider,
+    acs_url: str,
+    in_response_to: str | None,
+    name_id: str,
+    session_index: str,
+    authn_instant: datetime,
+    signer: SamlSigner,
+    now: datetime,
+    name_id_format: str | None,
+    authn_context_class_ref: str,
+    attributes: Mapping[str, AttributeValue] | None,
+) -> IssuedResponse:
     assertion = build_assertion(
         idp_entity_id=idp_entity_id,
         sp=sp,
@@ -300,16 +343,17 @@ def build_error_response(
     """
     if status is SamlStatus.SUCCESS:
         raise MessageError("an error Response needs a non-Success status")
-    response = _response_shell(
-        idp_entity_id=idp_entity_id,
-        destination=destination,
-        in_response_to=in_response_to,
-        status=status,
-        status_message=status_message,
-        now=now,
-    )
-    if signer is not None:
-        response = signer.sign(response)
+    with _xml_values():
+        response = _response_shell(
+            idp_entity_id=idp_entity_id,
+            destination=destination,
+            in_response_to=in_response_to,
+            status=status,
+            status_message=status_message,
+            now=now,
+        )
+        if signer is not None:
+            response = signer.sign(response)
     return IssuedResponse(
         xml=_serialise(response),
         response_id=str(response.get("ID")),

@@ -324,3 +324,32 @@ def test_xxe_in_a_request_is_refused(registry) -> None:
     )
     with pytest.raises(XmlForbidden):
         post(xml, registry)
+
+
+@pytest.mark.parametrize("index", ["+1", "1_0", "\u0661", " -1", "70000", ""])
+def test_acs_index_must_be_ascii_digits(registry, index: str) -> None:
+    with pytest.raises(MessageError):
+        post(
+            authn_request_xml(acs_url=None, acs_index=None, inner_xml="").replace(
+                b"<samlp:AuthnRequest ",
+                f'<samlp:AuthnRequest AssertionConsumerServiceIndex="{index}" '.encode(),
+            ),
+            registry,
+        )
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T00:00:00",
+    ],
+)
+def test_odd_issue_instants_are_message_errors(registry, instant: str) -> None:
+    xml = re.sub(
+        rb'IssueInstant="[^"]*"', f'IssueInstant="{instant}"'.encode(), authn_request_xml()
+    )
+    with pytest.raises(MessageError):
+        post(xml, registry)
