@@ -34,11 +34,12 @@ from .constants import (
     NS_MD,
 )
 from .errors import MetadataError, SamlError
-from .service_providers import AssertionConsumerService, ServiceProviderMetadata
-from .values import parse_index
+from .values import parse_index, saml_datetime
 from .xml_safety import DEFAULT_LIMITS, XmlLimits, element_text, parse_xml
 
 __all__ = [
+    "AssertionConsumerService",
+    "ServiceProviderMetadata",
     "IdentityProviderMetadata",
     "idp_metadata_xml",
     "sp_metadata_xml",
@@ -50,6 +51,29 @@ __all__ = [
 _MD = f"{{{NS_MD}}}"
 _DS = f"{{{NS_DS}}}"
 _NS = {"md": NS_MD, "ds": NS_DS}
+
+
+@dataclass(frozen=True)
+class AssertionConsumerService:
+    """One ``md:AssertionConsumerService`` endpoint of an SP's metadata."""
+
+    url: str
+    binding: str
+    index: int
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceProviderMetadata:
+    """What an SP's metadata says (``md:SPSSODescriptor``)."""
+
+    entity_id: str
+    acs: tuple[AssertionConsumerService, ...]
+    signing_certificates: tuple[x509.Certificate, ...] = ()
+    encryption_certificates: tuple[x509.Certificate, ...] = ()
+    authn_requests_signed: bool = False
+    want_assertions_signed: bool = False
+    nameid_formats: tuple[str, ...] = ()
 
 
 def certificate_b64(cert: x509.Certificate) -> str:
@@ -72,8 +96,6 @@ def idp_metadata_xml(
     root = etree.Element(_MD + "EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS})
     root.set("entityID", entity_id)
     if valid_until is not None:
-        from .values import saml_datetime
-
         root.set("validUntil", saml_datetime(valid_until))
     idp = etree.SubElement(root, _MD + "IDPSSODescriptor")
     idp.set("WantAuthnRequestsSigned", "true" if want_authn_requests_signed else "false")

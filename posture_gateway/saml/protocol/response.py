@@ -46,7 +46,8 @@ from .constants import (
     STATUS_RESPONDER,
     STATUS_SUCCESS,
 )
-from .errors import MessageError
+from .encryption import encrypt_assertion
+from .errors import MessageError, UnknownAcsUrl
 from .service_providers import ServiceProvider
 from .signing import SamlSigner
 from .values import new_id, saml_datetime
@@ -247,8 +248,6 @@ def build_response(
     it is checked again here, so no Response is ever addressed to another URL.
     """
     if not any(a.url == acs_url for a in sp.metadata.acs):
-        from .errors import UnknownAcsUrl
-
         raise UnknownAcsUrl(f"{acs_url!r} is not an ACS URL of {sp.entity_id!r}")
     with _xml_values():
         return _signed_response(
@@ -299,8 +298,6 @@ def _signed_response(
     if sp.signs_assertion:
         assertion = signer.sign(assertion)
     if sp.config.encrypt_assertion:
-        from .encryption import encrypt_assertion
-
         assertion = encrypt_assertion(
             assertion,
             certificate=sp.metadata.encryption_certificates[0],

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .errors import DeflateBomb, XmlError, XmlForbidden, XmlTooComplex, XmlTooLarge
+from .errors import BindingError, DeflateBomb, XmlError, XmlForbidden, XmlTooComplex, XmlTooLarge
 
 __all__ = [
     "XmlLimits",
@@ -173,8 +173,6 @@ def b64decode_strict(value: str | bytes, *, what: str, max_encoded: int) -> byte
     Raises :class:`XmlTooLarge` over ``max_encoded`` characters, :class:`BindingError` when it
     is not base64.
     """
-    from .errors import BindingError
-
     if isinstance(value, str):
         try:
             value = value.encode("ascii")
@@ -199,8 +197,6 @@ def inflate(data: bytes, *, max_bytes: int) -> bytes:
     Raises :class:`DeflateBomb` when the output would exceed ``max_bytes``, and
     :class:`BindingError` for a corrupt or truncated stream or trailing garbage.
     """
-    from .errors import BindingError
-
     decompressor = zlib.decompressobj(wbits=-15)
     try:
         out = decompressor.decompress(data, max_bytes + 1)
