@@ -317,3 +317,44 @@ def test_response_fields_after_signature(idp_key, signer, seeds, changes) -> Non
         expected_in_response_to="_x",
         now=NOW,
     )
+
+
+@FUZZ
+@given(
+    key_bytes=st.binary(max_size=300),
+    content=st.binary(max_size=600),
+    alg=st.sampled_from(
+        [
+            "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+            "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+            "urn:x",
+        ]
+    ),
+)
+def test_encrypted_assertion_garbage(idp_key, sp_key, key_bytes, content, alg) -> None:
+    response = (
+        '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r" Version="2.0" '
+        'InResponseTo="_x"><samlp:Status><samlp:StatusCode '
+        'Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>'
+        "<saml:EncryptedAssertion>"
+        '<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" '
+        f'xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptionMethod Algorithm="{alg}"/>'
+        "<ds:KeyInfo><xenc:EncryptedKey><xenc:EncryptionMethod "
+        'Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/><xenc:CipherData><xenc:CipherValue>'
+        f"{base64.b64encode(key_bytes).decode()}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey>"
+        "</ds:KeyInfo><xenc:CipherData><xenc:CipherValue>"
+        f"{base64.b64encode(content).decode()}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData>"
+        "</saml:EncryptedAssertion></samlp:Response>"
+    ).encode()
+    only_saml_errors(
+        verify_response,
+        response,
+        idp_certs=[idp_key.certificate],
+        expected_issuer=IDP_ENTITY,
+        expected_audience=SP_ENTITY,
+        expected_recipient=ACS_URL,
+        expected_in_response_to="_x",
+        now=NOW,
+        decryption_key=sp_key.private_key,
+    )
