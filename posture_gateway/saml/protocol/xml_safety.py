@@ -120,7 +120,7 @@ def parse_xml(data: bytes | str, *, limits: XmlLimits = DEFAULT_LIMITS) -> etree
         root = etree.fromstring(raw, parser=hardened_parser())
     except etree.XMLSyntaxError as exc:
         raise XmlError(f"malformed XML: {exc.msg}") from exc
-    except (ValueError, TypeError) as exc:  # e.g. lxml refusing an odd input type or encoding
+    except (etree.LxmlError, ValueError, TypeError) as exc:  # e.g. lxml refusing an odd input type or encoding
         raise XmlError(f"malformed XML: {exc}") from exc
     if root is None:
         raise XmlError("malformed XML: no root element")
