@@ -336,3 +336,14 @@ def test_tampered_ciphertext_is_one_uniform_encryption_error(
         fresh = upstream(encrypt_assertion=True, encryption_algorithm=algorithm)
         with pytest.raises(EncryptionError, match="cannot be decrypted with our key"):
             verify(fresh, idp_key, decryption_key=other_key.private_key)
+
+
+def test_sha1_signed_response_is_refused(upstream, idp_key) -> None:
+    from posture_gateway.saml.protocol.errors import UnsupportedAlgorithm
+
+    from .saml_factories import sign_sha1
+
+    root = etree.fromstring(upstream(sign_response=False, sign_assertion=True))
+    root.find("saml:Assertion", NS).remove(root.find("saml:Assertion/ds:Signature", NS))
+    with pytest.raises(UnsupportedAlgorithm):
+        verify(sign_sha1(etree.tostring(root), idp_key), idp_key)
