@@ -340,3 +340,27 @@ def test_odd_issue_instants_are_message_errors(registry, instant: str) -> None:
     )
     with pytest.raises(MessageError):
         post(xml, registry)
+
+
+def test_ecdsa_sha256_xml_signature_is_accepted(tmp_path: Path) -> None:
+    from signxml.algorithms import SignatureConstructionMethod
+    from signxml.signer import XMLSigner
+
+    from posture_gateway.signing.key_ring import generate_signing_key
+
+    ec_key = generate_signing_key("ES256")
+    registry = registry_for(
+        tmp_path,
+        (sp_metadata_xml(signing=ec_key), ServiceProviderConfig(require_signed_requests=True)),
+    )
+    root = etree.fromstring(authn_request_xml(request_id="_ec"))
+    placeholder = etree.Element("{http://www.w3.org/2000/09/xmldsig#}Signature", Id="placeholder")
+    root.insert(1, placeholder)
+    signed = XMLSigner(
+        method=SignatureConstructionMethod.enveloped,
+        signature_algorithm="ecdsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
+    ).sign(root, key=ec_key.private_key, cert=[ec_key.certificate], id_attribute="ID")
+    request = post(etree.tostring(signed), registry)
+    assert request.signed and request.id == "_ec"
