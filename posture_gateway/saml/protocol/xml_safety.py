@@ -120,7 +120,8 @@ def parse_xml(data: bytes | str, *, limits: XmlLimits = DEFAULT_LIMITS) -> etree
         root = etree.fromstring(raw, parser=hardened_parser())
     except etree.XMLSyntaxError as exc:
         raise XmlError(f"malformed XML: {exc.msg}") from exc
-    except (etree.LxmlError, ValueError, TypeError) as exc:  # e.g. lxml refusing an odd input type or encoding
+    # any other lxml refusal (e.g. an odd input type or encoding) is malformed input too
+    except (etree.LxmlError, ValueError, TypeError) as exc:
         raise XmlError(f"malformed XML: {exc}") from exc
     if root is None:
         raise XmlError("malformed XML: no root element")
