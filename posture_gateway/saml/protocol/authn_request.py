@@ -48,7 +48,7 @@ from .errors import (
 )
 from .service_providers import AssertionConsumerService, ServiceProvider, ServiceProviderRegistry
 from .signing import check_unique_ids, verify_enveloped
-from .values import new_id, parse_saml_datetime, saml_datetime
+from .values import new_id, parse_index, parse_saml_datetime, saml_datetime
 from .xml_safety import DEFAULT_LIMITS, XmlLimits, element_text, parse_xml
 
 __all__ = [
@@ -213,10 +213,11 @@ def _validate(
     if signed and destination is None:
         raise DestinationMismatch("a signed AuthnRequest must carry a Destination")
     raw_index = trusted.get("AssertionConsumerServiceIndex")
-    try:
-        index = int(raw_index) if raw_index is not None else None
-    except ValueError as exc:
-        raise MessageError("AssertionConsumerServiceIndex is not an integer") from exc
+    index = (
+        parse_index(raw_index, what="AssertionConsumerServiceIndex")
+        if raw_index is not None
+        else None
+    )
     protocol_binding = trusted.get("ProtocolBinding")
     acs = sp.resolve_acs(
         url=trusted.get("AssertionConsumerServiceURL"), index=index, binding=protocol_binding

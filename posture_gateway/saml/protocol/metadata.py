@@ -34,10 +34,12 @@ from .constants import (
     NS_MD,
 )
 from .errors import MetadataError, SamlError
-from .service_providers import AssertionConsumerService, ServiceProviderMetadata
+from .values import parse_index, saml_datetime
 from .xml_safety import DEFAULT_LIMITS, XmlLimits, element_text, parse_xml
 
 __all__ = [
+    "AssertionConsumerService",
+    "ServiceProviderMetadata",
     "IdentityProviderMetadata",
     "idp_metadata_xml",
     "sp_metadata_xml",
@@ -49,6 +51,29 @@ __all__ = [
 _MD = f"{{{NS_MD}}}"
 _DS = f"{{{NS_DS}}}"
 _NS = {"md": NS_MD, "ds": NS_DS}
+
+
+@dataclass(frozen=True)
+class AssertionConsumerService:
+    """One ``md:AssertionConsumerService`` endpoint of an SP's metadata."""
+
+    url: str
+    binding: str
+    index: int
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceProviderMetadata:
+    """What an SP's metadata says (``md:SPSSODescriptor``)."""
+
+    entity_id: str
+    acs: tuple[AssertionConsumerService, ...]
+    signing_certificates: tuple[x509.Certificate, ...] = ()
+    encryption_certificates: tuple[x509.Certificate, ...] = ()
+    authn_requests_signed: bool = False
+    want_assertions_signed: bool = False
+    nameid_formats: tuple[str, ...] = ()
 
 
 def certificate_b64(cert: x509.Certificate) -> str:
@@ -71,8 +96,6 @@ def idp_metadata_xml(
     root = etree.Element(_MD + "EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS})
     root.set("entityID", entity_id)
     if valid_until is not None:
-        from .values import saml_datetime
-
         root.set("validUntil", saml_datetime(valid_until))
     idp = etree.SubElement(root, _MD + "IDPSSODescriptor")
     idp.set("WantAuthnRequestsSigned", "true" if want_authn_requests_signed else "false")
@@ -199,11 +222,9 @@ def parse_sp_metadata(
             raise MetadataError(f"{entity_id}: an AssertionConsumerService lacks Location/Binding")
         raw_index = node.get("index")
         try:
-            index = int(raw_index) if raw_index is not None else position
-        except ValueError as exc:
-            raise MetadataError(f"{entity_id}: ACS index {raw_index!r} is not an integer") from exc
-        if not 0 <= index <= 65535:
-            raise MetadataError(f"{entity_id}: ACS index {index} is out of range")
+            index = parse_index(raw_index, what="ACS index") if raw_index is not None else position
+        except SamlError as exc:
+            raise MetadataError(f"{entity_id}: {exc}") from exc
         if any(a.index == index for a in acs):
             raise MetadataError(f"{entity_id}: duplicate ACS index {index}")
         is_default = _bool_attr(node, "isDefault")

@@ -22,7 +22,8 @@ so the Response signature covers it), and the Assertion is encrypted when the SP
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -45,7 +46,8 @@ from .constants import (
     STATUS_RESPONDER,
     STATUS_SUCCESS,
 )
-from .errors import MessageError
+from .encryption import encrypt_assertion
+from .errors import MessageError, UnknownAcsUrl
 from .service_providers import ServiceProvider
 from .signing import SamlSigner
 from .values import new_id, saml_datetime
@@ -211,6 +213,16 @@ def _response_shell(
     return response
 
 
+@contextmanager
+def _xml_values() -> Iterator[None]:
+    """lxml refuses strings XML cannot carry (control characters, lone surrogates) with a
+    ValueError; say which as a MessageError instead."""
+    try:
+        yield
+    except ValueError as exc:
+        raise MessageError(f"a value cannot be represented in XML: {exc}") from exc
+
+
 def _serialise(element: etree._Element) -> bytes:
     return bytes(etree.tostring(element, xml_declaration=True, encoding="UTF-8"))
 
@@ -236,9 +248,39 @@ def build_response(
     it is checked again here, so no Response is ever addressed to another URL.
     """
     if not any(a.url == acs_url for a in sp.metadata.acs):
-        from .errors import UnknownAcsUrl
-
         raise UnknownAcsUrl(f"{acs_url!r} is not an ACS URL of {sp.entity_id!r}")
+    with _xml_values():
+        return _signed_response(
+            idp_entity_id=idp_entity_id,
+            sp=sp,
+            acs_url=acs_url,
+            in_response_to=in_response_to,
+            name_id=name_id,
+            session_index=session_index,
+            authn_instant=authn_instant,
+            signer=signer,
+            now=now,
+            name_id_format=name_id_format,
+            authn_context_class_ref=authn_context_class_ref,
+            attributes=attributes,
+        )
+
+
+def _signed_response(
+    *,
+    idp_entity_id: str,
+    sp: ServiceProvider,
+    acs_url: str,
+    in_response_to: str | None,
+    name_id: str,
+    session_index: str,
+    authn_instant: datetime,
+    signer: SamlSigner,
+    now: datetime,
+    name_id_format: str | None,
+    authn_context_class_ref: str,
+    attributes: Mapping[str, AttributeValue] | None,
+) -> IssuedResponse:
     assertion = build_assertion(
         idp_entity_id=idp_entity_id,
         sp=sp,
@@ -256,8 +298,6 @@ def build_response(
     if sp.signs_assertion:
         assertion = signer.sign(assertion)
     if sp.config.encrypt_assertion:
-        from .encryption import encrypt_assertion
-
         assertion = encrypt_assertion(
             assertion,
             certificate=sp.metadata.encryption_certificates[0],
@@ -300,16 +340,17 @@ def build_error_response(
     """
     if status is SamlStatus.SUCCESS:
         raise MessageError("an error Response needs a non-Success status")
-    response = _response_shell(
-        idp_entity_id=idp_entity_id,
-        destination=destination,
-        in_response_to=in_response_to,
-        status=status,
-        status_message=status_message,
-        now=now,
-    )
-    if signer is not None:
-        response = signer.sign(response)
+    with _xml_values():
+        response = _response_shell(
+            idp_entity_id=idp_entity_id,
+            destination=destination,
+            in_response_to=in_response_to,
+            status=status,
+            status_message=status_message,
+            now=now,
+        )
+        if signer is not None:
+            response = signer.sign(response)
     return IssuedResponse(
         xml=_serialise(response),
         response_id=str(response.get("ID")),

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .constants import BINDING_HTTP_POST, NAMEID_EMAIL, NAMEID_FORMATS, SUPPORTED_ACS_BINDINGS
-from .errors import MetadataError, UnknownAcsUrl
+from .errors import MetadataError, SamlError, UnknownAcsUrl
+from .metadata import AssertionConsumerService, ServiceProviderMetadata, parse_sp_metadata
 
 __all__ = [
     "DEFAULT_ATTRIBUTE_NAMES",
@@ -92,29 +92,6 @@ class ServiceProviderConfig(BaseModel):
         if self.nameid_format not in NAMEID_FORMATS:
             raise ValueError(f"nameid_format must be one of {', '.join(NAMEID_FORMATS)}")
         return self
-
-
-@dataclass(frozen=True)
-class AssertionConsumerService:
-    """One ``md:AssertionConsumerService`` endpoint of an SP's metadata."""
-
-    url: str
-    binding: str
-    index: int
-    is_default: bool = False
-
-
-@dataclass(frozen=True)
-class ServiceProviderMetadata:
-    """What an SP's metadata says (``md:SPSSODescriptor``)."""
-
-    entity_id: str
-    acs: tuple[AssertionConsumerService, ...]
-    signing_certificates: tuple[x509.Certificate, ...] = ()
-    encryption_certificates: tuple[x509.Certificate, ...] = ()
-    authn_requests_signed: bool = False
-    want_assertions_signed: bool = False
-    nameid_formats: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,8 +187,6 @@ class ServiceProviderRegistry:
         ``encrypt_assertion`` SP without an encryption certificate, a signed-requests SP
         without a signing certificate, and duplicate entity ids (naming both files).
         """
-        from .metadata import parse_sp_metadata
-
         providers: list[ServiceProvider] = []
         seen: dict[str, Path] = {}
         for path, config in entries:
@@ -223,14 +198,8 @@ class ServiceProviderRegistry:
                 metadata = parse_sp_metadata(data)
                 sp = ServiceProvider(metadata=metadata, config=config)
                 check_provider(sp)
-            except MetadataError as exc:
+            except SamlError as exc:  # any parser refusal is a malformed file
                 raise MetadataError(f"{path}: {exc}") from exc
-            except Exception as exc:  # any parser refusal is a malformed file
-                from .errors import SamlError
-
-                if isinstance(exc, SamlError):
-                    raise MetadataError(f"{path}: {exc}") from exc
-                raise
             if metadata.entity_id in seen:
                 raise MetadataError(
                     f"{path}: entity id {metadata.entity_id!r} is already registered "

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 from .errors import MessageError
 
-__all__ = ["new_id", "saml_datetime", "parse_saml_datetime"]
+__all__ = ["new_id", "saml_datetime", "parse_saml_datetime", "parse_index"]
+
+_INDEX = re.compile(r"^[0-9]{1,5}$")
 
 _DATETIME = re.compile(
     r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$"
@@ -44,5 +46,14 @@ def parse_saml_datetime(text: str | None, *, what: str) -> datetime:
     value += "+00:00" if zone == "Z" else zone
     try:
         return datetime.fromisoformat(value).astimezone(UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise MessageError(f"{what} {text[:40]!r} is not a valid date and time") from exc
+
+
+def parse_index(text: str, *, what: str) -> int:
+    """An ``xs:unsignedShort`` index, ASCII digits only (``int()`` would also take ``+1``,
+    ``1_0`` and non-ASCII digits); raises :class:`MessageError`."""
+    value = text.strip()
+    if not _INDEX.match(value) or int(value) > 65535:
+        raise MessageError(f"{what} {text[:20]!r} is not an index (0-65535)")
+    return int(value)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .errors import DeflateBomb, XmlError, XmlForbidden, XmlTooComplex, XmlTooLarge
+from .errors import BindingError, DeflateBomb, XmlError, XmlForbidden, XmlTooComplex, XmlTooLarge
 
 __all__ = [
     "XmlLimits",
@@ -120,7 +120,8 @@ def parse_xml(data: bytes | str, *, limits: XmlLimits = DEFAULT_LIMITS) -> etree
         root = etree.fromstring(raw, parser=hardened_parser())
     except etree.XMLSyntaxError as exc:
         raise XmlError(f"malformed XML: {exc.msg}") from exc
-    except (ValueError, TypeError) as exc:  # e.g. lxml refusing an odd input type or encoding
+    # any other lxml refusal (e.g. an odd input type or encoding) is malformed input too
+    except (etree.LxmlError, ValueError, TypeError) as exc:
         raise XmlError(f"malformed XML: {exc}") from exc
     if root is None:
         raise XmlError("malformed XML: no root element")
@@ -173,8 +174,6 @@ def b64decode_strict(value: str | bytes, *, what: str, max_encoded: int) -> byte
     Raises :class:`XmlTooLarge` over ``max_encoded`` characters, :class:`BindingError` when it
     is not base64.
     """
-    from .errors import BindingError
-
     if isinstance(value, str):
         try:
             value = value.encode("ascii")
@@ -199,8 +198,6 @@ def inflate(data: bytes, *, max_bytes: int) -> bytes:
     Raises :class:`DeflateBomb` when the output would exceed ``max_bytes``, and
     :class:`BindingError` for a corrupt or truncated stream or trailing garbage.
     """
-    from .errors import BindingError
-
     decompressor = zlib.decompressobj(wbits=-15)
     try:
         out = decompressor.decompress(data, max_bytes + 1)

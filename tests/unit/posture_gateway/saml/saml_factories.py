@@ -136,6 +136,30 @@ def authn_request_xml(
     ).encode()
 
 
+def sign_sha1(xml: bytes, key: SigningKey) -> bytes:
+    """Sign the root RSA-SHA1 / SHA-1 digest (signxml refuses SHA-1 by default; an attacker's
+    or a legacy SP's signer does not), after Issuer like a real one."""
+    from signxml.algorithms import SignatureConstructionMethod
+    from signxml.signer import XMLSigner
+
+    class LegacySigner(XMLSigner):
+        def check_deprecated_methods(self) -> None:  # allow SHA-1, for this test only
+            pass
+
+    root = etree.fromstring(xml)
+    placeholder = etree.Element("{http://www.w3.org/2000/09/xmldsig#}Signature")
+    placeholder.set("Id", "placeholder")
+    root.insert(1, placeholder)
+    signer = LegacySigner(
+        method=SignatureConstructionMethod.enveloped,
+        signature_algorithm="rsa-sha1",
+        digest_algorithm="sha1",
+        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
+    )
+    signed = signer.sign(root, key=key.private_key, cert=[key.certificate], id_attribute="ID")
+    return bytes(etree.tostring(signed))
+
+
 def sign_xml(xml: bytes, key: SigningKey) -> bytes:
     """Sign a document's root (enveloped, after Issuer) with ``key``, as an SP or IdP would."""
     root = etree.fromstring(xml)

@@ -42,6 +42,7 @@ from .saml_factories import (
     authn_request_xml,
     now,
     registry_for,
+    sign_sha1,
     sign_xml,
     sp_metadata_xml,
 )
@@ -192,25 +193,11 @@ def test_sha1_redirect_signature_is_refused(registry, sp_key) -> None:
         parse_redirect_authn_request(query, registry=registry, sso_url=SSO_URL, now=now())
 
 
-def test_sha1_xml_signature_is_refused(registry, sp_key, tmp_path: Path) -> None:
-    import xmlsec
-    from cryptography.hazmat.primitives import serialization
-
-    root = etree.fromstring(authn_request_xml(request_id="_sha1"))
-    sig = xmlsec.template.create(root, xmlsec.Transform.EXCL_C14N, xmlsec.Transform.RSA_SHA1)
-    root.insert(1, sig)
-    ref = xmlsec.template.add_reference(sig, xmlsec.Transform.SHA1, uri="#_sha1")
-    xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
-    xmlsec.template.add_transform(ref, xmlsec.Transform.EXCL_C14N)
-    xmlsec.tree.add_ids(root, ["ID"])
-    ctx = xmlsec.SignatureContext()
-    pem = sp_key.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    ctx.key = xmlsec.Key.from_memory(pem, xmlsec.KeyFormat.PEM)
-    ctx.sign(sig)
+def test_sha1_xml_signature_is_refused(registry, sp_key) -> None:
+    signed = sign_sha1(authn_request_xml(request_id="_sha1"), sp_key)
+    assert b"rsa-sha1" in signed
     with pytest.raises(UnsupportedAlgorithm, match="SHA-1"):
-        post(etree.tostring(root), registry)
+        post(signed, registry)
 
 
 def test_unknown_issuer_is_refused(registry) -> None:
@@ -324,3 +311,56 @@ def test_xxe_in_a_request_is_refused(registry) -> None:
     )
     with pytest.raises(XmlForbidden):
         post(xml, registry)
+
+
+@pytest.mark.parametrize("index", ["+1", "1_0", "\u0661", " -1", "70000", ""])
+def test_acs_index_must_be_ascii_digits(registry, index: str) -> None:
+    with pytest.raises(MessageError):
+        post(
+            authn_request_xml(acs_url=None, acs_index=None, inner_xml="").replace(
+                b"<samlp:AuthnRequest ",
+                f'<samlp:AuthnRequest AssertionConsumerServiceIndex="{index}" '.encode(),
+            ),
+            registry,
+        )
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T00:00:00",
+    ],
+)
+def test_odd_issue_instants_are_message_errors(registry, instant: str) -> None:
+    xml = re.sub(
+        rb'IssueInstant="[^"]*"', f'IssueInstant="{instant}"'.encode(), authn_request_xml()
+    )
+    with pytest.raises(MessageError):
+        post(xml, registry)
+
+
+def test_ecdsa_sha256_xml_signature_is_accepted(tmp_path: Path) -> None:
+    from signxml.algorithms import SignatureConstructionMethod
+    from signxml.signer import XMLSigner
+
+    from posture_gateway.signing.key_ring import generate_signing_key
+
+    ec_key = generate_signing_key("ES256")
+    registry = registry_for(
+        tmp_path,
+        (sp_metadata_xml(signing=ec_key), ServiceProviderConfig(require_signed_requests=True)),
+    )
+    root = etree.fromstring(authn_request_xml(request_id="_ec"))
+    placeholder = etree.Element("{http://www.w3.org/2000/09/xmldsig#}Signature", Id="placeholder")
+    root.insert(1, placeholder)
+    signed = XMLSigner(
+        method=SignatureConstructionMethod.enveloped,
+        signature_algorithm="ecdsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
+    ).sign(root, key=ec_key.private_key, cert=[ec_key.certificate], id_attribute="ID")
+    request = post(etree.tostring(signed), registry)
+    assert request.signed and request.id == "_ec"

@@ -120,7 +120,7 @@ def test_key_descriptor_without_use_counts_for_both(sp_key) -> None:
         (lambda x: x.replace(b"SPSSODescriptor", b"IDPSSODescriptor"), "SPSSODescriptor"),
         (lambda x: x.replace(b'index="1"', b'index="0"'), "duplicate ACS index"),
         (lambda x: x.replace(b'isDefault="false"', b'isDefault="true"'), "isDefault"),
-        (lambda x: x.replace(b'index="1"', b'index="x"'), "integer"),
+        (lambda x: x.replace(b'index="1"', b'index="x"'), "not an index"),
         (lambda x: x.replace(b"<ds:X509Certificate>", b"<ds:X509Certificate>AAAA"), "certificate"),
         (lambda x: b"<!DOCTYPE x []>" + x, "DTD"),
         (lambda x: x[:-20], "XML"),

@@ -257,3 +257,17 @@ def test_xmlsec1_accepts_our_signed_authn_request(sp_key, xmlsec1) -> None:
     signed = sign_xml(authn_request_xml(request_id="_areq"), sp_key)
     rc, err = xmlsec1.verify(signed, sp_key, node_id="_areq")
     assert rc == 0, err
+
+
+def test_values_xml_cannot_carry_are_a_message_error(make_sp, signer) -> None:
+    with pytest.raises(MessageError, match="XML"):
+        issue(make_sp(), signer, attributes={"device_id": "bad\x00value"})
+    with pytest.raises(MessageError, match="XML"):
+        build_error_response(
+            idp_entity_id=IDP_ENTITY,
+            destination=ACS_URL,
+            in_response_to="_r\x01",
+            status=SamlStatus.AUTHN_FAILED,
+            now=now(),
+            signer=signer,
+        )

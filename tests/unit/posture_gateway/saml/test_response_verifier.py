@@ -312,3 +312,38 @@ def test_assertions_signed_before_a_rotation_still_verify(
     newer = generate_signing_key("RS256")
     # the metadata after rotation lists the new key first and the retiring one second
     assert verify(xml, idp_key, idp_certs=[newer.certificate, idp_key.certificate]).name_id
+
+
+def test_tampered_ciphertext_is_one_uniform_encryption_error(
+    upstream, idp_key, sp_key, other_key
+) -> None:
+    import base64 as b64
+
+    from posture_gateway.saml.protocol.errors import EncryptionError
+
+    for algorithm in ("aes256-gcm", "aes128-cbc"):
+        # Response unsigned (else its signature catches the change first): decryption fails
+        root = etree.fromstring(
+            upstream(encrypt_assertion=True, encryption_algorithm=algorithm, sign_response=False)
+        )
+        values = root.findall(".//{http://www.w3.org/2001/04/xmlenc#}CipherValue")
+        assert len(values) == 2  # the wrapped key, then the content
+        content = bytearray(b64.b64decode(values[1].text))
+        content[-1] ^= 1
+        values[1].text = b64.b64encode(bytes(content)).decode()
+        with pytest.raises(EncryptionError, match="cannot be decrypted with our key"):
+            verify(etree.tostring(root), idp_key, decryption_key=sp_key.private_key)
+        fresh = upstream(encrypt_assertion=True, encryption_algorithm=algorithm)
+        with pytest.raises(EncryptionError, match="cannot be decrypted with our key"):
+            verify(fresh, idp_key, decryption_key=other_key.private_key)
+
+
+def test_sha1_signed_response_is_refused(upstream, idp_key) -> None:
+    from posture_gateway.saml.protocol.errors import UnsupportedAlgorithm
+
+    from .saml_factories import sign_sha1
+
+    root = etree.fromstring(upstream(sign_response=False, sign_assertion=True))
+    root.find("saml:Assertion", NS).remove(root.find("saml:Assertion/ds:Signature", NS))
+    with pytest.raises(UnsupportedAlgorithm):
+        verify(sign_sha1(etree.tostring(root), idp_key), idp_key)

@@ -7,6 +7,7 @@ import base64
 import zlib
 
 import pytest
+from lxml import etree
 
 from posture_gateway.saml.protocol.errors import (
     BindingError,
@@ -150,3 +151,15 @@ def test_every_refusal_is_a_saml_error() -> None:
     for cls in (XmlError, XmlForbidden, XmlTooLarge, XmlTooComplex, BindingError, DeflateBomb):
         assert issubclass(cls, SamlError)
         assert cls.reason
+
+
+def test_xinclude_and_schema_locations_are_never_followed() -> None:
+    doc = (
+        b'<r xmlns:xi="http://www.w3.org/2001/XInclude" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        b'xsi:schemaLocation="urn:x http://127.0.0.1:9/x.xsd">'
+        b'<xi:include href="file:///etc/passwd" parse="text"/></r>'
+    )
+    root = parse_xml(doc)
+    assert b"root:" not in etree.tostring(root)
+    assert root[0].tag == "{http://www.w3.org/2001/XInclude}include"  # left as an element
