@@ -60,6 +60,7 @@ class SamlAnswer:
     action: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
     outcome: str = "allow"
+    csp: str = ""
 
     @property
     def saml_response(self) -> str:
@@ -102,7 +103,13 @@ def _field(text: str, name: str) -> str:
 def answer_of(response: httpx.Response, outcome: str = "allow") -> SamlAnswer:
     """The answer form a gateway page carries (or the bare page when it has none)."""
     found = _FORM.search(response.text)
-    answer = SamlAnswer(response.status_code, str(response.url), response.text, outcome=outcome)
+    answer = SamlAnswer(
+        response.status_code,
+        str(response.url),
+        response.text,
+        outcome=outcome,
+        csp=response.headers.get("Content-Security-Policy", ""),
+    )
     if found:
         answer.action = html.unescape(found.group(1))
         answer.fields = {k: html.unescape(v) for k, v in _INPUT.findall(found.group(2))}

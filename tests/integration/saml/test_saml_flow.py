@@ -175,6 +175,10 @@ def test_sp_initiated_redirect_login_is_accepted_by_node_saml(world: World) -> N
     with world.client() as http:
         answer = http_saml_login(http, world.stack.url, login["url"])
     assert answer.action == world.sp.acs_url
+    # the answer page may submit to us and to that ACS origin only
+    acs_origin = world.sp.acs_url.rsplit("/", 1)[0]
+    assert f"form-action 'self' {acs_origin}" in answer.csp, answer.csp
+    assert "script-src 'nonce-" in answer.csp
     assert answer.fields["RelayState"] == "/after?x=1&y=<2>"  # echoed exactly
     assert "&lt;2&gt;" in answer.text  # and HTML-escaped in the page
     result = _validated(world.sp, answer)
