@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-ldap bench-scim bench-overhead format clean
+.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-saml-login bench-ldap bench-scim bench-overhead bench-saml-sign format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,15 +46,19 @@ bench: $(STAMP) ## every benchmark; each ends with one JSON line {"bench", "metr
 	-$(MAKE) --no-print-directory bench-checkin
 	-$(MAKE) --no-print-directory bench-decision
 	-$(MAKE) --no-print-directory bench-oidc-flow
+	-$(MAKE) --no-print-directory bench-saml-login
 	-$(MAKE) --no-print-directory bench-ldap
 	-$(MAKE) --no-print-directory bench-scim
 	-$(MAKE) --no-print-directory bench-overhead
+	-$(MAKE) --no-print-directory bench-saml-sign
 
 bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (small data, short loads)
 	-$(PY) bench/bench_policy.py --quick
 	-$(PY) bench/bench_checkin.py --quick
 	-$(PY) bench/bench_decision.py --quick
 	-$(PY) bench/bench_oidc_flow.py --quick
+	-$(PY) bench/bench_saml_login.py --quick
+	-$(PY) bench/bench_saml_sign.py --quick
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP: posture serve on durable PostgreSQL + Redis, 20,000 devices (BENCH_ARGS=--relaxed adds the fsync-off pass)
 	$(PY) bench/bench_checkin.py $(BENCH_ARGS)
@@ -68,6 +72,9 @@ bench-decision: system-deps $(STAMP) ## decision API as a real caller (nonce + p
 bench-oidc-flow: system-deps $(STAMP) ## complete OIDC code flows/s: ours vs npm oidc-provider in paired rounds
 	$(PY) bench/bench_oidc_flow.py $(BENCH_ARGS)
 
+bench-saml-login: system-deps $(STAMP) ## complete SP-initiated SAML logins/s end to end (AuthnRequest -> password -> device proof -> signed Response, verified)
+	$(PY) bench/bench_saml_login.py $(BENCH_ARGS)
+
 bench-ldap: system-deps $(STAMP) ## LDAP sync of 50,000 users / 5,000 nested groups from a private slapd vs a bare ldap3 read
 	$(PY) bench/bench_ldap.py $(BENCH_ARGS)
 
@@ -76,6 +83,9 @@ bench-scim: system-deps $(STAMP) ## SCIM user PATCHes/s over HTTP (posture serve
 
 bench-overhead: system-deps $(STAMP) ## the app's per-request cost: server CPU ms/request of /healthz and a bare ES256 verify, real app vs bare Flask under posture serve's argv (wrk)
 	$(PY) bench/bench_overhead.py $(BENCH_ARGS)
+
+bench-saml-sign: system-deps $(STAMP) ## signed SAML Responses/s in process (Assertion + Response, RSA-SHA256), signxml vs python-xmlsec vs pysaml2's xmlsec1, where the time goes
+	$(PY) bench/bench_saml_sign.py $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,7 @@ from posture_gateway.observability.requests import init_app as init_request_log
 from posture_gateway.oidc.setup import register as register_oidc
 from posture_gateway.oidc.web import baseline_headers
 from posture_gateway.pages.landing import bp as landing_bp
+from posture_gateway.saml.setup import register as register_saml
 from posture_gateway.settings import ConfigError, Settings, load_settings
 from posture_gateway.state import GatewayState, state
 from posture_gateway.wiring import build_services
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         core.storage, settings.oidc.users_file, source_of_truth=core.directory.source_of_truth
     )
     register_integrations(app, services.integrations, services.provider)  # APIs, Okta, Entra
+    register_saml(app, services.saml)  # the SAML IdP: /saml/metadata, /saml/sso
     init_scim(
         app,
         settings.scim,

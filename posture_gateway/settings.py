@@ -28,6 +28,7 @@ from posture_gateway.observability.settings import MetricsSettings
 from posture_gateway.oidc.settings import OIDCSettings
 from posture_gateway.pages.settings import HelpdeskSettings
 from posture_gateway.sso.settings import SessionSettings
+from posture_gateway.saml.settings import SAMLSettings
 
 __all__ = [
     "Settings",
@@ -112,6 +113,8 @@ class Settings(_Strict):
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
     # The gateway's SSO session: lifetimes and cookie (docs/sessions.md).
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    # The SAML 2.0 IdP (docs/saml.md); None: no /saml endpoints.
+    saml: SAMLSettings | None = None
     # Which directory source wins, per user attribute (posture_gateway/directory/settings.py).
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)

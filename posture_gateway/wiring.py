@@ -12,11 +12,13 @@ only what the steps before it made:
    (:func:`mdm_core.access.wiring.evaluator_for`; the browser login, Entra EAM, the posture API,
    the Okta hook and what-if ask it), the refresh-time :class:`PolicyDeviceBinding` on it, and
    the directory resolver of outside identities;
-3. broker mode's upstream OpenID providers (on the one outbound HTTP client), offered on the
-   login page as authenticators;
+3. broker mode's upstream OpenID providers (on the one outbound HTTP client) and upstream
+   SAML IdPs, offered on the login page as authenticators;
 4. the OpenID provider (key ring, token issuer, clients, local users, grant stores);
 5. the integrations state over the provider's gate, nonces, keys and access tokens, with the
-   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer.
+   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer;
+6. the SAML IdP (when ``saml`` is configured) over the provider's key ring: its service
+   providers, signer, AuthnRequest replay guard (:func:`posture_gateway.saml.setup.build_idp`).
 
 :func:`posture_gateway.app.create_app` calls it, then installs and registers.
 """
@@ -54,6 +56,11 @@ from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.setup import build_provider
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
+from posture_gateway.saml.idp import SamlIdp
+from posture_gateway.saml.replay import RequestReplayGuard
+from posture_gateway.saml.setup import build_idp
+from posture_gateway.saml.setup import build_upstreams as build_upstreams_saml
+from posture_gateway.saml.upstream import authenticators as saml_authenticators
 from posture_gateway.settings import Settings
 
 __all__ = ["GatewayServices", "build_services"]
@@ -63,12 +70,13 @@ __all__ = ["GatewayServices", "build_services"]
 class GatewayServices:
     """What the app factory installs: the one access evaluator, the OpenID provider (with the
     evaluator as its gate, its binding, nonce store), the one login transaction store, and the
-    integrations state."""
+    integrations state, and the SAML IdP (None without a ``saml`` section)."""
 
     access: AccessEvaluator
     provider: OIDCProvider
     login_transactions: LoginTransactionStore
     integrations: IntegrationsState
+    saml: SamlIdp | None = None
 
 
 def build_services(
@@ -109,13 +117,19 @@ def build_services(
     upstreams = build_upstreams(integration_settings, public_url=settings.public_url, http=http)
 
     try:
+        # SAML: AuthnRequest ids and upstream assertion ids are spent once, in every process.
+        saml_replay = RequestReplayGuard.for_deployment(database, settings.redis_url)
+        saml_upstreams = build_upstreams_saml(settings, core, saml_replay)
         provider = build_provider(
             settings,
             core,
             gate=access,
             binding=binding,
             nonces=nonces,
-            authenticators=dict(upstream_authenticators(upstreams)),
+            authenticators={
+                **upstream_authenticators(upstreams),
+                **saml_authenticators(saml_upstreams),
+            },
         )
     except BaseException:
         http.close()
@@ -136,6 +150,15 @@ def build_services(
         if integration_settings.entra
         else None,
     )
+    try:
+        saml = build_idp(settings, core, provider, replay=saml_replay, upstreams=saml_upstreams)
+    except BaseException:
+        http.close()
+        raise
     return GatewayServices(
-        access=access, provider=provider, login_transactions=transactions, integrations=integrations
+        access=access,
+        provider=provider,
+        login_transactions=transactions,
+        integrations=integrations,
+        saml=saml,
     )

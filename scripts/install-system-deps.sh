@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite talks to for real: PostgreSQL server binaries,
 # Redis, Debian's chromium + chromedriver, Node.js/npm (independent protocol
-# peers), OpenLDAP's slapd + ldap-utils (the tests start their own slapd from a generated
-# config; the system slapd is never configured or started). Idempotent: installs only what
+# peers), xmlsec1 (independent SAML signature/encryption checks), OpenLDAP's slapd +
+# ldap-utils (the tests start their own slapd from a generated config; the system slapd is never configured or started). Idempotent: installs only what
 # is missing. Needs root and apt-get; anywhere else it says what is missing and stops,
 # because the tests fail (never skip) without these services.
 set -euo pipefail
@@ -20,6 +20,7 @@ need npm npm
 need wrk wrk
 need /usr/sbin/slapd slapd
 need ldapsearch ldap-utils
+need xmlsec1 xmlsec1  # independent XML-DSig/XML-Enc checker (tests/unit/posture_gateway/saml)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

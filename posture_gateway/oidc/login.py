@@ -64,6 +64,7 @@ from posture_gateway.login.device_step import (
     begin_device_check,
     finish_device_check,
 )
+from posture_gateway.login.front_ends import LoginFrontEnd, UnknownFrontEnd, front_end_of
 from posture_gateway.login.transactions import login_transactions
 from posture_gateway.oidc.authn import AuthenticatedUser, AuthenticationFailed
 from posture_gateway.oidc.grants import GrantSubject
@@ -497,11 +498,12 @@ def device_submit() -> ResponseReturnValue:
     _save(tx)
     user = tx["user"]
     requested = frozenset(str(tx["params"].get("scope", "")).split())
+    front_end = _front_end(tx)
     checked = finish_device_check(
         provider.gate,
         provider.nonces,
         kind=NonceKind.LOGIN_DEVICE,
-        channel="oidc",
+        channel=front_end.channel if front_end is not None else "oidc",
         audience=provider.issuer.issuer,
         expected_nonce=expected,
         presented_nonce=request.form.get("nonce", ""),
@@ -533,6 +535,11 @@ def device_submit() -> ResponseReturnValue:
         verdict.outcome,
         ",".join(r.code for r in verdict.reasons),
     )
+    if front_end is not None:  # another protocol may end the login here (SAML IsPassive)
+        answer = front_end.decided(tx, verdict)
+        if answer is not None:
+            _finish()
+            return answer
     if verdict.outcome == "block":
         provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
         return render_page(
@@ -589,12 +596,27 @@ def continue_after_warning() -> ResponseReturnValue:
 # ---- issuing the code -----------------------------------------------------------------------
 
 
+def _front_end(tx: Mapping[str, Any]) -> LoginFrontEnd | None:
+    """The front end ``tx`` answers in (``None``: OIDC); one this app lacks ends the login."""
+    try:
+        return front_end_of(tx)
+    except UnknownFrontEnd:
+        _finish()
+        abort(_no_login())
+
+
 def _issue_code(
     provider: OIDCProvider,
     tx: Mapping[str, Any],
     verdict: Decision,
     requested: frozenset[str],
 ) -> Response:
+    front_end = _front_end(tx)
+    if front_end is not None:  # the same login, answered in another protocol (SAML)
+        if not _finish():
+            return _no_login()
+        answer: Response = front_end.issue(tx, verdict)
+        return answer
     user = tx["user"]
     amr = tuple(dict.fromkeys([*user["amr"], *amr_of(verdict)]))
     device_id = verdict.device_id

@@ -183,7 +183,12 @@ def _wait_until(check: Any, what: str, process: _Process, timeout: float = 45) -
 
 
 def _write_config(
-    tmp: Path, url: str, helper_port: int, redirect_uri: str, backend: dict[str, str]
+    tmp: Path,
+    url: str,
+    helper_port: int,
+    redirect_uri: str,
+    backend: dict[str, str],
+    extra_lines: tuple[str, ...] = (),
 ) -> Path:
     clients, users = _write_files(tmp, redirect_uri)
     config = tmp / "posture.yaml"
@@ -197,18 +202,27 @@ def _write_config(
         f"  clients_file: {clients}",
         f"  users_file: {users}",
         f"  agent_port: {helper_port}",
+        *extra_lines,
     ]
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
 
 
 @contextmanager
-def deployment(tmp: Path, rp: NodeRelyingParty, backend: dict[str, str]) -> Iterator[Deployment]:
+def deployment(
+    tmp: Path,
+    rp: NodeRelyingParty | None,
+    backend: dict[str, str],
+    extra_config: tuple[str, ...] = (),
+) -> Iterator[Deployment]:
     """The whole deployment on ephemeral ports; ``backend`` adds ``database_url`` and
-    ``redis_url`` to the config file (empty: the embedded default)."""
+    ``redis_url`` to the config file (empty: the embedded default); ``extra_config`` adds
+    top-level YAML lines (a ``saml:`` section). Without ``rp`` the clients file names a
+    redirect URI nobody serves."""
     port, helper_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    config = _write_config(tmp, url, helper_port, rp.redirect_uri, backend)
+    redirect_uri = rp.redirect_uri if rp is not None else "http://127.0.0.1:9/unused"
+    config = _write_config(tmp, url, helper_port, redirect_uri, backend, extra_config)
     host = FixtureHost(tmp / "host")
     env = _env()
     agent_env = _env({"POSTURE_AGENT_HOST_ROOT": str(host.root)})

@@ -1,0 +1,220 @@
+"""Enveloped XML signatures for SAML (XML-DSig 1.1, SAML core §5) with signxml.
+
+Signing: RSA-SHA256, SHA-256 digests, exclusive c14n, one Reference to the element's ``ID``,
+the ``ds:Signature`` placed where the SAML schema requires it (right after ``saml:Issuer``),
+the certificate in ``KeyInfo/X509Data``. :class:`SamlSigner` signs with the **active RS256
+key of the gateway's key ring** (a loaded ``cryptography`` key object: no PEM on the hot path)
+and lists every RSA certificate the ring still publishes, for IdP metadata.
+
+Verification (:func:`verify_enveloped`): the signature must be a direct child of the element,
+made by one of the trusted certificates (from metadata: never the one the message carries),
+with RSA-SHA256/384/512 or ECDSA-SHA256 and a SHA-256/384/512 digest (SHA-1 is refused), one
+Reference, pointing at that element's ``ID``, and no ID may occur twice in the document. The
+caller gets back **the signed element as signxml re-parsed it from the canonical bytes that
+were digested** — never the original tree — so what is read is what was signed (the defence
+against signature wrapping, "see what is signed").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
+from signxml.algorithms import DigestAlgorithm, SignatureConstructionMethod, SignatureMethod
+from signxml.exceptions import InvalidInput, SignXMLException
+from signxml.signer import XMLSigner
+from signxml.verifier import SignatureConfiguration, XMLVerifier
+
+from posture_gateway.signing.key_ring import KeyRing, KeyRingError, SigningKey
+
+from .constants import (
+    ACCEPTED_SIGNATURE_ALGORITHMS,
+    C14N_EXCLUSIVE,
+    NS_DS,
+    NS_SAML,
+)
+from .errors import SignatureError, SignatureMissing, UnsupportedAlgorithm
+from .xml_safety import hardened_parser
+
+__all__ = [
+    "SamlSigner",
+    "verify_enveloped",
+    "check_unique_ids",
+    "ACCEPTED_DIGESTS",
+]
+
+_DS = f"{{{NS_DS}}}"
+_ISSUER = f"{{{NS_SAML}}}Issuer"
+ACCEPTED_DIGESTS = frozenset(
+    {
+        "http://www.w3.org/2001/04/xmlenc#sha256",
+        "http://www.w3.org/2001/04/xmldsig-more#sha384",
+        "http://www.w3.org/2001/04/xmlenc#sha512",
+    }
+)
+_VERIFY_CONFIG = SignatureConfiguration(
+    require_x509=True,
+    location="./",  # the Signature is a direct child of the element it signs
+    expect_references=1,
+    signature_methods=frozenset(
+        {
+            SignatureMethod.RSA_SHA256,
+            SignatureMethod.RSA_SHA384,
+            SignatureMethod.RSA_SHA512,
+            SignatureMethod.ECDSA_SHA256,
+        }
+    ),
+    digest_algorithms=frozenset(
+        {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
+    ),
+)
+
+
+class SamlSigner:
+    """Signs SAML elements with the key ring's active RS256 key.
+
+    Built once at start (``SamlSigner(key_ring)``); each :meth:`sign` asks the ring for its
+    active key, so a rotation (even by another process) is picked up without a restart.
+    """
+
+    def __init__(self, key_ring: KeyRing) -> None:
+        if key_ring is None:
+            raise ValueError("SamlSigner needs a key ring")
+        self._ring = key_ring
+
+    def active_key(self) -> SigningKey:
+        """The RSA key new signatures are made with (raises KeyRingError when there is none)."""
+        key = self._ring.active("RS256")
+        if not isinstance(key.private_key, rsa.RSAPrivateKey):
+            raise KeyRingError(f"key {key.kid} is not an RSA key")
+        return key
+
+    def certificates(self) -> tuple[x509.Certificate, ...]:
+        """Every RSA certificate the ring still publishes (active first, then retiring)."""
+        published = [k for k in self._ring.published() if k.alg == "RS256"]
+        published.sort(key=lambda k: (k.retire_after is not None, -k.created_at.timestamp()))
+        return tuple(k.certificate for k in published)
+
+    def sign(self, element: etree._Element, *, reference_id: str | None = None) -> etree._Element:
+        """Sign ``element`` (enveloped, over its ``ID``); returns the signed element.
+
+        The ``ds:Signature`` goes right after the element's ``saml:Issuer`` child (the position
+        the Response, Assertion and AuthnRequest schemas require), or first when it has none.
+        signxml returns a new tree: use the returned element, not ``element``.
+        """
+        key = self.active_key()
+        element_id = element.get("ID")
+        if not element_id or (reference_id is not None and reference_id != element_id):
+            raise SignatureError("SamlSigner signs an element over its own ID")
+        placeholder = etree.Element(_DS + "Signature", nsmap={"ds": NS_DS})
+        placeholder.set("Id", "placeholder")
+        issuer = element.find(_ISSUER)
+        if issuer is not None:
+            issuer.addnext(placeholder)
+        else:
+            element.insert(0, placeholder)
+        signer = XMLSigner(
+            method=SignatureConstructionMethod.enveloped,
+            signature_algorithm=SignatureMethod.RSA_SHA256,
+            digest_algorithm=DigestAlgorithm.SHA256,
+            c14n_algorithm=C14N_EXCLUSIVE,
+        )
+        # No reference_uri: signxml then references the signed root by its ID ("#<ID>")
+        # without an extra tree copy and ID search. The certificate goes in as the object
+        # (a PEM string would be re-parsed on every call).
+        signed: etree._Element = signer.sign(
+            element, key=key.private_key, cert=[key.certificate], id_attribute="ID"
+        )
+        return signed
+
+
+def check_unique_ids(root: etree._Element) -> None:
+    """Refuse a document in which two elements carry the same ``ID`` (or ``AssertionID``/``Id``).
+
+    A duplicate ID lets a signature's Reference resolve to one element while the reader uses
+    the other (a classic signature-wrapping variant).
+    """
+    seen: set[str] = set()
+    for node in root.iter():
+        if not isinstance(node.tag, str):
+            continue
+        for attr in ("ID", "AssertionID", "Id"):
+            value = node.get(attr)
+            if value is None:
+                continue
+            if value in seen:
+                raise SignatureError(f"ID {value[:64]!r} occurs more than once in the document")
+            seen.add(value)
+
+
+def _algorithm_check(signature: etree._Element) -> None:
+    method = signature.find(f"{_DS}SignedInfo/{_DS}SignatureMethod")
+    if method is None:
+        raise SignatureError("ds:Signature has no SignedInfo/SignatureMethod")
+    alg = method.get("Algorithm") or ""
+    if alg not in ACCEPTED_SIGNATURE_ALGORITHMS:
+        raise UnsupportedAlgorithm(
+            f"signature algorithm {alg!r} is not accepted "
+            "(RSA-SHA256/384/512 or ECDSA-SHA256 only; SHA-1 is refused)"
+        )
+    for digest in signature.iterfind(f"{_DS}SignedInfo/{_DS}Reference/{_DS}DigestMethod"):
+        if (digest.get("Algorithm") or "") not in ACCEPTED_DIGESTS:
+            raise UnsupportedAlgorithm(
+                f"digest algorithm {digest.get('Algorithm')!r} is not accepted "
+                "(SHA-256/384/512 only; SHA-1 is refused)"
+            )
+
+
+def verify_enveloped(
+    element: etree._Element,
+    *,
+    certificates: Sequence[x509.Certificate],
+    what: str,
+) -> etree._Element:
+    """Verify ``element``'s own enveloped signature; return the signed element as signed.
+
+    ``certificates`` are the trusted ones (from metadata); the signature must verify with one
+    of them. Raises :class:`SignatureMissing` when ``element`` has no ``ds:Signature`` child,
+    :class:`UnsupportedAlgorithm` for SHA-1 or unknown algorithms, :class:`SignatureError`
+    otherwise (bad signature, untrusted key, several signatures, Reference not to this
+    element). ``what`` names the element in messages ("AuthnRequest", "Assertion").
+    """
+    signatures = element.findall(_DS + "Signature")
+    if not signatures:
+        raise SignatureMissing(f"{what} is not signed")
+    if len(signatures) > 1:
+        raise SignatureError(f"{what} carries more than one ds:Signature")
+    if not certificates:
+        raise SignatureError(f"no trusted certificate to verify the {what} signature with")
+    _algorithm_check(signatures[0])
+    check_unique_ids(element.getroottree().getroot())
+    element_id = element.get("ID")
+    if not element_id:
+        raise SignatureError(f"signed {what} has no ID")
+    references = signatures[0].findall(f"{_DS}SignedInfo/{_DS}Reference")
+    if len(references) != 1 or references[0].get("URI") != "#" + element_id:
+        raise SignatureError(f"the {what} signature does not reference the {what} itself")
+    last: Exception | None = None
+    for cert in certificates:
+        try:
+            result: Any = XMLVerifier().verify(
+                element,
+                x509_cert=cert,
+                parser=hardened_parser(),
+                id_attribute="ID",
+                expect_config=_VERIFY_CONFIG,
+            )
+        except (SignXMLException, InvalidInput, ValueError, etree.LxmlError) as exc:
+            last = exc
+            continue
+        signed = result.signed_xml
+        if signed is None or signed.tag != element.tag or signed.get("ID") != element_id:
+            raise SignatureError(f"the {what} signature covers a different element")
+        return signed  # type: ignore[no-any-return]
+    reason = str(last) if last else "no certificate matched"
+    raise SignatureError(
+        f"{what} signature does not verify with any trusted certificate ({reason[:160]})"
+    )
