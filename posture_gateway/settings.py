@@ -27,8 +27,8 @@ from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
 from posture_gateway.oidc.settings import OIDCSettings
 from posture_gateway.pages.settings import HelpdeskSettings
-from posture_gateway.sso.settings import SessionSettings
 from posture_gateway.saml.settings import SAMLSettings
+from posture_gateway.sso.settings import SessionSettings
 
 __all__ = [
     "Settings",
