@@ -17,10 +17,13 @@ against signature wrapping, "see what is signed").
 
 from __future__ import annotations
 
+import base64
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureConstructionMethod, SignatureMethod
@@ -84,6 +87,7 @@ class SamlSigner:
         if key_ring is None:
             raise ValueError("SamlSigner needs a key ring")
         self._ring = key_ring
+        self._key_info_template: tuple[x509.Certificate, etree._Element] | None = None
 
     def active_key(self) -> SigningKey:
         """The RSA key new signatures are made with (raises KeyRingError when there is none)."""
@@ -103,7 +107,9 @@ class SamlSigner:
 
         The ``ds:Signature`` goes right after the element's ``saml:Issuer`` child (the position
         the Response, Assertion and AuthnRequest schemas require), or first when it has none.
-        signxml returns a new tree: use the returned element, not ``element``.
+        An element that is the root of its own tree (everything :mod:`.response` builds) is
+        signed in place and returned; any other element is signed on a copy, as signxml does
+        by default. Either way: use the returned element.
         """
         key = self.active_key()
         element_id = element.get("ID")
@@ -116,19 +122,82 @@ class SamlSigner:
             issuer.addnext(placeholder)
         else:
             element.insert(0, placeholder)
-        signer = XMLSigner(
-            method=SignatureConstructionMethod.enveloped,
-            signature_algorithm=SignatureMethod.RSA_SHA256,
-            digest_algorithm=DigestAlgorithm.SHA256,
-            c14n_algorithm=C14N_EXCLUSIVE,
-        )
-        # No reference_uri: signxml then references the signed root by its ID ("#<ID>")
-        # without an extra tree copy and ID search. The certificate goes in as the object
-        # (a PEM string would be re-parsed on every call).
-        signed: etree._Element = signer.sign(
-            element, key=key.private_key, cert=[key.certificate], id_attribute="ID"
+        # No reference_uri: signxml then references the signed root by its ID ("#<ID>").
+        # KeyInfo is the active key's, pre-built once per key (no PEM encoding per call).
+        key_info = self._key_info(key)
+        if element.getparent() is None:
+            _IN_PLACE.sign(element, key=key.private_key, key_info=key_info, id_attribute="ID")
+            # signxml filled the placeholder in and took it out of the tree (the element it
+            # digested must not contain it: the enveloped-signature transform); put it back.
+            if placeholder.getparent() is not None or len(placeholder) != 3:
+                raise SignatureError("signxml did not build the signature as expected")
+            if issuer is not None:
+                issuer.addnext(placeholder)
+            else:
+                element.insert(0, placeholder)
+            return element
+        signed: etree._Element = _COPYING.sign(
+            element, key=key.private_key, key_info=key_info, id_attribute="ID"
         )
         return signed
+
+    def _key_info(self, key: SigningKey) -> etree._Element:
+        """A fresh ``ds:KeyInfo/X509Data/X509Certificate`` for ``key`` (from a per-key template:
+        a rotation to another key builds a new one)."""
+        cached = self._key_info_template
+        if cached is None or cached[0] is not key.certificate:
+            der = key.certificate.public_bytes(serialization.Encoding.DER)
+            template = etree.Element(_DS + "KeyInfo", nsmap={"ds": NS_DS})
+            x509_data = etree.SubElement(template, _DS + "X509Data")
+            etree.SubElement(x509_data, _DS + "X509Certificate").text = base64.b64encode(
+                der
+            ).decode("ascii")
+            cached = (key.certificate, template)
+            self._key_info_template = cached
+        return copy.deepcopy(cached[1])
+
+
+class _InPlaceSigner(XMLSigner):  # type: ignore[misc]
+    """signxml's enveloped signer without its two defensive copies of the input.
+
+    ``XMLSigner`` serialises and re-parses the element twice per signature (one copy to put
+    the signature in, one to digest), so that the caller's tree is never touched and a
+    namespace inherited from a parent cannot leak into the canonical form. For an element
+    that is the root of a tree we just built, neither reason applies: this subclass hands
+    signxml the element itself. signxml then removes the placeholder from it (the enveloped
+    transform), digests it, and fills the placeholder with SignedInfo, SignatureValue and
+    KeyInfo; :meth:`SamlSigner.sign` puts the filled placeholder back. Everything else —
+    algorithms, canonicalisation, digest, RSA — is signxml's own code.
+    """
+
+    def get_root(self, data: Any) -> Any:
+        if not isinstance(data, etree._Element) or data.getparent() is not None:
+            raise InvalidInput("the in-place signer signs only the root of a tree")
+        return data
+
+    def _unpack(self, data: Any, references: Any) -> Any:
+        sig_root, doc_root, c14n_inputs, references = super()._unpack(data, references)
+        # signxml removes the placeholder from its digest copy only; with no copy, take it
+        # out of the element here, before the digest (it is put back once filled in).
+        parent = sig_root.getparent()
+        if parent is not None:
+            parent.remove(sig_root)
+        return sig_root, doc_root, c14n_inputs, references
+
+
+def _signer(cls: type[XMLSigner]) -> XMLSigner:
+    # One instance per process, shared by threads: XMLSigner.sign keeps no per-call state on
+    # the instance (it only sets id_attributes, always to the same value here).
+    return cls(
+        method=SignatureConstructionMethod.enveloped,
+        signature_algorithm=SignatureMethod.RSA_SHA256,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=C14N_EXCLUSIVE,
+    )
+
+
+_IN_PLACE = _signer(_InPlaceSigner)
+_COPYING = _signer(XMLSigner)
 
 
 def check_unique_ids(root: etree._Element) -> None:
