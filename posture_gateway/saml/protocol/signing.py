@@ -6,6 +6,13 @@ the certificate in ``KeyInfo/X509Data``. :class:`SamlSigner` signs with the **ac
 key of the gateway's key ring** (a loaded ``cryptography`` key object: no PEM on the hot path)
 and lists every RSA certificate the ring still publishes, for IdP metadata.
 
+Speed (docs/performance.md, "SAML signing"): one signxml signer per process, the KeyInfo
+built once per certificate, and an element that is the root of its own tree is signed **in
+place** (:class:`_InPlaceSigner`: signxml without its two serialise/re-parse copies of the
+input per signature); the output is byte-identical to signxml's default path (a test checks),
+and the first in-place signature made with each certificate is verified before it is handed
+out, so a signxml upgrade that broke the in-place path fails closed.
+
 Verification (:func:`verify_enveloped`): the signature must be a direct child of the element,
 made by one of the trusted certificates (from metadata: never the one the message carries),
 with RSA-SHA256/384/512 or ECDSA-SHA256 and a SHA-256/384/512 digest (SHA-1 is refused), one
@@ -17,8 +24,8 @@ against signature wrapping, "see what is signed").
 
 from __future__ import annotations
 
-import base64
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +95,7 @@ class SamlSigner:
             raise ValueError("SamlSigner needs a key ring")
         self._ring = key_ring
         self._key_info_template: tuple[x509.Certificate, etree._Element] | None = None
+        self._checked: x509.Certificate | None = None  # see _check_once
 
     def active_key(self) -> SigningKey:
         """The RSA key new signatures are made with (raises KeyRingError when there is none)."""
@@ -135,6 +143,7 @@ class SamlSigner:
                 issuer.addnext(placeholder)
             else:
                 element.insert(0, placeholder)
+            self._check_once(element, key)
             return element
         signed: etree._Element = _COPYING.sign(
             element, key=key.private_key, key_info=key_info, id_attribute="ID"
@@ -142,22 +151,50 @@ class SamlSigner:
         return signed
 
     def _key_info(self, key: SigningKey) -> etree._Element:
-        """A fresh ``ds:KeyInfo/X509Data/X509Certificate`` for ``key`` (from a per-key template:
-        a rotation to another key builds a new one)."""
+        """A fresh ``ds:KeyInfo/X509Data/X509Certificate`` for ``key``, copied from a template
+        built once per certificate (the same text signxml writes: the PEM body)."""
         cached = self._key_info_template
         if cached is None or cached[0] is not key.certificate:
-            der = key.certificate.public_bytes(serialization.Encoding.DER)
             template = etree.Element(_DS + "KeyInfo", nsmap={"ds": NS_DS})
             x509_data = etree.SubElement(template, _DS + "X509Data")
-            etree.SubElement(x509_data, _DS + "X509Certificate").text = base64.b64encode(
-                der
-            ).decode("ascii")
+            pem = key.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+            # the PEM body between the BEGIN/END lines, newlines kept (what signxml writes)
+            body = "".join(pem.splitlines(keepends=True)[1:-1])
+            etree.SubElement(x509_data, _DS + "X509Certificate").text = body
             cached = (key.certificate, template)
             self._key_info_template = cached
         return copy.deepcopy(cached[1])
 
+    def _check_once(self, signed: etree._Element, key: SigningKey) -> None:
+        """Verify the first in-place signature made with each certificate (signxml's own
+        verifier, from the serialised bytes, as an SP sees them).
 
-class _InPlaceSigner(XMLSigner):  # type: ignore[misc]
+        The in-place signer leans on how signxml's ``_unpack`` treats the placeholder; if a
+        signxml upgrade changed that, this refuses to hand out a single bad signature
+        (fail closed) instead of leaving SPs to reject every login.
+        """
+        if self._checked is key.certificate:
+            return
+        try:
+            XMLVerifier().verify(
+                etree.tostring(signed),
+                x509_cert=key.certificate,
+                parser=hardened_parser(),
+                id_attribute="ID",
+                # the signature is what is checked here, not the certificate's dates
+                # (signing with an expired certificate is the SP's to refuse, as before)
+                expect_config=dataclasses.replace(
+                    _VERIFY_CONFIG, verification_time=key.certificate.not_valid_before_utc
+                ),
+            )
+        except (SignXMLException, InvalidInput, ValueError, etree.LxmlError) as exc:
+            raise SignatureError(
+                f"self-check: our own signature does not verify ({str(exc)[:160]})"
+            ) from exc
+        self._checked = key.certificate
+
+
+class _InPlaceSigner(XMLSigner):
     """signxml's enveloped signer without its two defensive copies of the input.
 
     ``XMLSigner`` serialises and re-parses the element twice per signature (one copy to put
