@@ -123,6 +123,10 @@ class SamlSigner:
         element_id = element.get("ID")
         if not element_id or (reference_id is not None and reference_id != element_id):
             raise SignatureError("SamlSigner signs an element over its own ID")
+        if element.find(_DS + "Signature") is not None:
+            # signed in place: the element passed in IS the signed one; a second enveloped
+            # signature beside the first would be refused by every verifier (ours included)
+            raise SignatureError("the element is already signed")
         placeholder = etree.Element(_DS + "Signature", nsmap={"ds": NS_DS})
         placeholder.set("Id", "placeholder")
         issuer = element.find(_ISSUER)

@@ -226,3 +226,14 @@ def test_first_signature_per_key_is_self_checked(monkeypatch, make_sp, idp_key) 
     verify_enveloped(
         etree.fromstring(issued.xml), certificates=[idp_key.certificate], what="Response"
     )
+
+
+def test_signing_an_already_signed_element_is_refused(signer) -> None:
+    element = etree.Element(f"{{{NS_SAML}}}Assertion", nsmap={"saml": NS_SAML})
+    element.set("ID", "_twice")
+    etree.SubElement(element, f"{{{NS_SAML}}}Issuer").text = IDP_ENTITY
+    signed = signer.sign(element)
+    before = etree.tostring(signed)
+    with pytest.raises(SignatureError, match="already signed"):
+        signer.sign(signed)
+    assert etree.tostring(signed) == before  # left as it was
