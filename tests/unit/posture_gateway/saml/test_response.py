@@ -271,3 +271,40 @@ def test_values_xml_cannot_carry_are_a_message_error(make_sp, signer) -> None:
             now=now(),
             signer=signer,
         )
+
+
+def test_signing_from_many_threads_at_once(make_sp, signer, idp_key) -> None:
+    # The server signs from several threads per worker (granian: 8): one signer, no shared
+    # mutable parser or signer state, every Response valid.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from posture_gateway.saml.protocol.response_verifier import verify_response
+
+    sp = make_sp()
+
+    def one(i: int) -> str:
+        t = now()
+        issued = build_response(
+            idp_entity_id=IDP_ENTITY,
+            sp=sp,
+            acs_url=ACS_URL,
+            in_response_to=f"_req{i}",
+            name_id=f"user{i}@corp.com",
+            session_index="_s",
+            authn_instant=t,
+            signer=signer,
+            now=t,
+        )
+        return verify_response(
+            issued.xml,
+            idp_certs=[idp_key.certificate],
+            expected_issuer=IDP_ENTITY,
+            expected_audience=SP_ENTITY,
+            expected_recipient=ACS_URL,
+            expected_in_response_to=f"_req{i}",
+            now=t,
+        ).name_id
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        names = list(pool.map(one, range(48)))
+    assert names == [f"user{i}@corp.com" for i in range(48)]
