@@ -111,7 +111,9 @@ def add_events(app: Flask, *events: DomainEvent) -> None:
         uow.outbox.add(list(events))
 
 
-def flip(device_id: str = "dev-1", user_id: str = "u-alice", to: str = "noncompliant") -> DomainEvent:
+def flip(
+    device_id: str = "dev-1", user_id: str = "u-alice", to: str = "noncompliant"
+) -> DomainEvent:
     before = "compliant" if to != "compliant" else "noncompliant"
     return DomainEvent(
         type="compliance.changed",

@@ -127,12 +127,15 @@ def test_status_subjects_and_verification(app: Flask) -> None:
         "status": "enabled",
     }
     paused = c.post(
-        "/ssf/status", json={"stream_id": sid, "status": "paused", "reason": "maintenance"},
+        "/ssf/status",
+        json={"stream_id": sid, "status": "paused", "reason": "maintenance"},
         headers=bearer(tok),
     )
     assert paused.status_code == 200 and paused.json["status"] == "paused"
     subject = {"format": "email", "email": "alice@example.com"}
-    added = c.post("/ssf/subjects/add", json={"stream_id": sid, "subject": subject}, headers=bearer(tok))
+    added = c.post(
+        "/ssf/subjects/add", json={"stream_id": sid, "subject": subject}, headers=bearer(tok)
+    )
     assert added.status_code == 200
     removed = c.post(
         "/ssf/subjects/remove", json={"stream_id": sid, "subject": subject}, headers=bearer(tok)
@@ -144,8 +147,15 @@ def test_status_subjects_and_verification(app: Flask) -> None:
         headers=bearer(tok),
     )
     assert bad.status_code == 400
-    assert c.post("/ssf/verify", json={"stream_id": sid, "state": "abc"}, headers=bearer(tok)).status_code == 204
-    disabled = c.post("/ssf/status", json={"stream_id": sid, "status": "disabled"}, headers=bearer(tok))
+    assert (
+        c.post(
+            "/ssf/verify", json={"stream_id": sid, "state": "abc"}, headers=bearer(tok)
+        ).status_code
+        == 204
+    )
+    disabled = c.post(
+        "/ssf/status", json={"stream_id": sid, "status": "disabled"}, headers=bearer(tok)
+    )
     assert disabled.status_code == 200
     # disabled: what was held (stream-updated, verification) is dropped, verification refused
     with core_of(app).database.transaction() as conn:
@@ -164,12 +174,15 @@ def test_max_streams_per_receiver(app: Flask) -> None:
 # ---- attacks: each leaves everything as it was ---------------------------------------------
 
 
-def _forged(app: Flask, claims_override: dict[str, Any], *, key: Any = None, alg: str = "RS256") -> str:
+def _forged(
+    app: Flask, claims_override: dict[str, Any], *, key: Any = None, alg: str = "RS256"
+) -> str:
     real = token(app, "rx-a")
     claims = jwt.decode(real, options={"verify_signature": False})
     claims.update(claims_override)
     header = jwt.get_unverified_header(real)
     if alg == "none":
+
         def seg(obj: dict[str, Any]) -> str:
             return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
@@ -226,9 +239,9 @@ def test_scope_and_receiver_checks(app: Flask) -> None:
     refused = _client(app).post(
         "/oauth/token",
         data={"grant_type": "client_credentials", "scope": "ssf.manage"},
-        headers=__import__(
-            "tests.unit.posture_gateway.signals.conftest", fromlist=["basic"]
-        ).basic("other-rp"),
+        headers=__import__("tests.unit.posture_gateway.signals.conftest", fromlist=["basic"]).basic(
+            "other-rp"
+        ),
     )
     assert refused.status_code in (400, 401) and refused.json["error"] == "unauthorized_client"
 
@@ -272,8 +285,13 @@ def test_another_receivers_stream_is_invisible(app: Flask) -> None:
         json.dumps({"delivery": {"method": PUSH, "endpoint_url": "https://u:p@rx.example/e"}}),
         json.dumps({"delivery": {"method": PUSH, "endpoint_url": "ftp://rx.example/e"}}),
         json.dumps(
-            {"delivery": {"method": PUSH, "endpoint_url": "https://rx.example/e",
-                          "authorization_header": "Bearer x\r\nX-Injected: 1"}}
+            {
+                "delivery": {
+                    "method": PUSH,
+                    "endpoint_url": "https://rx.example/e",
+                    "authorization_header": "Bearer x\r\nX-Injected: 1",
+                }
+            }
         ),
         json.dumps({"events_requested": [DCC], "pad": "x" * 70_000}),
         "[" * 5000,
