@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from mdm_core.support.durations import DurationsModel
 
@@ -33,10 +33,23 @@ class ReceiverSettings(_Strict):
     # the org URL, e.g. https://example.okta.com. Default: the client id.
     audience: str | None = Field(default=None, min_length=1, max_length=512)
     max_streams: int = Field(default=5, ge=1, le=100)
+    # A receiver that does not manage streams itself (Okta's Security Events Provider
+    # ingestion: Okta fetches our well-known metadata and JWKS, we push to
+    # https://{org}.okta.com/security/api/v1/security-events): the stream
+    # ``cfg-<client_id>`` is kept at start to push ``events`` there (https; http only to
+    # loopback in dev_mode), with ``push_authorization_header`` if set. Such a receiver needs
+    # no OAuth client; if it is one, it may read and pause its stream like any other.
+    push_endpoint: str | None = Field(default=None, min_length=1, max_length=2048)
+    push_authorization_header: SecretStr | None = None
+    events: tuple[str, ...] = ()  # default: every supported event type
 
     @property
     def aud(self) -> str:
         return self.audience or self.client_id
+
+    @property
+    def configured_stream_id(self) -> str:
+        return f"cfg-{self.client_id}"
 
 
 class PushSettings(_Strict):

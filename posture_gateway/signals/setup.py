@@ -26,8 +26,13 @@ from posture_gateway.signals.poll import PollService
 from posture_gateway.signals.sets import check_signing_key
 from posture_gateway.signals.settings import SCOPE_MANAGE, SCOPE_READ, SignalsSettings
 from posture_gateway.signals.state import SignalsState
-from posture_gateway.signals.streams import StreamService
+from posture_gateway.signals.streams import (
+    StreamService,
+    check_endpoint_url,
+    keep_configured_streams,
+)
 from posture_gateway.signals.transmitter import Transmitter
+from posture_gateway.signals.vocabulary import EVENTS_SUPPORTED
 from posture_gateway.signing.key_ring import KeyRingError
 
 __all__ = ["build", "register", "machine_scopes", "SERVE_WORKER_ENV"]
@@ -40,10 +45,20 @@ def machine_scopes(settings: SignalsSettings) -> dict[str, tuple[str, ...]]:
     return {r.client_id: (SCOPE_MANAGE, SCOPE_READ) for r in settings.receivers}
 
 
-def _check(settings: SignalsSettings, provider: OIDCProvider) -> None:
+def _check(settings: SignalsSettings, provider: OIDCProvider, *, dev_mode: bool) -> None:
     for i, receiver in enumerate(settings.receivers):
         client = provider.clients.get(receiver.client_id)
         where = f"signals.receivers.{i}.client_id"
+        if receiver.push_endpoint is not None:
+            try:
+                check_endpoint_url(receiver.push_endpoint, dev_mode=dev_mode)
+            except ValueError as exc:
+                raise ConfigError(f"signals.receivers.{i}.push_endpoint: {exc}") from exc
+            unknown = sorted(set(receiver.events) - set(EVENTS_SUPPORTED))
+            if unknown:
+                raise ConfigError(f"signals.receivers.{i}.events: unsupported {unknown}")
+            if client is None:
+                continue  # a push-only receiver (Okta) needs no OAuth client
         if client is None:
             raise ConfigError(
                 f"{where}: {receiver.client_id!r} is not a client of oidc.clients_file"
@@ -63,7 +78,7 @@ def build(
     settings: Settings, core: MdmCore, provider: OIDCProvider, verifier: AccessTokenVerifier
 ) -> SignalsState:
     sig = settings.signals
-    _check(sig, provider)
+    _check(sig, provider, dev_mode=settings.dev_mode)
     issuer = provider.issuer.issuer
     transmitter = Transmitter(sig, issuer=issuer)
     worker = DeliveryWorker(sig, database=core.database, keys=provider.keys, http=make_http(sig))
@@ -77,6 +92,7 @@ def build(
         poll_base_url=f"{issuer}/ssf/poll",
         dev_mode=settings.dev_mode,
     )
+    keep_configured_streams(streams, sig)
     return SignalsState(
         settings=sig,
         issuer=issuer,

@@ -23,10 +23,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.exc import IntegrityError
 
 from mdm_core.storage.sql.uow import SqlStorage, SqlUnitOfWork
 from posture_gateway.signals.auth import Receiver
-from posture_gateway.signals.settings import SignalsSettings
+from posture_gateway.signals.settings import ReceiverSettings, SignalsSettings
 from posture_gateway.signals.store import SignalStore, StreamRow
 from posture_gateway.signals.subjects import SubjectError, subject_key
 from posture_gateway.signals.transmitter import Transmitter
@@ -39,7 +40,13 @@ from posture_gateway.signals.vocabulary import (
     STATUSES,
 )
 
-__all__ = ["ApiError", "StreamService", "StreamIn", "check_endpoint_url"]
+__all__ = [
+    "ApiError",
+    "StreamService",
+    "StreamIn",
+    "check_endpoint_url",
+    "keep_configured_streams",
+]
 
 _TRANSMITTER_FIELDS = ("iss", "aud", "events_supported", "events_delivered")
 
@@ -375,3 +382,54 @@ class StreamService:
             self._audit(uow, receiver, "stream.verification", stream_id, {"jti": row.jti})
         if row.method == "push":
             self.transmitter.kick()
+
+
+def _configured(receiver: ReceiverSettings) -> dict[str, Any]:
+    assert receiver.push_endpoint is not None
+    delivery: dict[str, Any] = {"method": PUSH, "endpoint_url": receiver.push_endpoint}
+    if receiver.push_authorization_header is not None:
+        delivery["authorization_header"] = receiver.push_authorization_header.get_secret_value()
+    events = list(receiver.events or EVENTS_SUPPORTED)
+    return {
+        "aud": receiver.aud,
+        "events_requested": events,
+        "events_delivered": [e for e in events if e in EVENTS_SUPPORTED],
+        "delivery": delivery,
+        "description": "configured in signals.receivers",
+    }
+
+
+def keep_configured_streams(service: StreamService, settings: SignalsSettings) -> None:
+    """Create or update the stream of each receiver with a ``push_endpoint`` (at start; every
+    worker does it, so a concurrent insert by another worker is taken as done)."""
+    for receiver in settings.receivers:
+        if receiver.push_endpoint is None:
+            continue
+        config = _configured(receiver)
+        sid = receiver.configured_stream_id
+        for _ in range(2):
+            try:
+                with service.storage.unit_of_work() as uow:
+                    store = SignalStore(uow.conn, uow.dialect)
+                    now = datetime.now(UTC)
+                    stream = store.get_stream(sid, lock=True)
+                    if stream is None:
+                        store.create_stream(
+                            StreamRow(sid, receiver.client_id, config, "enabled", None, now, now)
+                        )
+                        action = "stream.configured"
+                    elif stream.config != config:
+                        store.update_stream(sid, config=config, at=now)
+                        action = "stream.reconfigured"
+                    else:
+                        break
+                    uow.audit.record(
+                        "ssf:config",
+                        f"ssf.{action}",
+                        f"ssf-stream:{sid}",
+                        "ok",
+                        StreamService._audit_detail(config),
+                    )
+                break
+            except IntegrityError:
+                continue  # another worker created it first: compare again

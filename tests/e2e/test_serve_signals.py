@@ -8,7 +8,12 @@ stream through the management API and verifies every SET against our published J
   verification event the receiver asked for;
 - crash: the server is SIGKILLed while its push is in flight (the receiver never answers the
   first request) after the check-in was answered; after a restart the SET is delivered;
-- poll: the receiver polls, verifies, acknowledges; the acknowledged SET is not handed out again.
+- poll: the receiver polls, verifies, acknowledges; the acknowledged SET is not handed out again;
+- Okta: a receiver double following Okta's published receiver contract (SSF Security Event
+  Tokens API: ``POST /security/api/v1/security-events``, ``application/secevent+jwt``, ``202``,
+  errors as ``{"err", "description"}``); it creates no stream (Okta does not: its admin
+  registers our issuer and JWKS / well-known URL as a Security Events Provider), the stream is
+  configured in ``signals.receivers`` with ``push_endpoint``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from mdm_core.bus.events import DomainEvent
 from mdm_core.simulator.reports import DeviceTraits
 from tests.e2e.ssf_stack import AUDIENCE, stack
+from tests.services import free_port
 
 DCC = "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change"
 REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
@@ -116,5 +122,33 @@ def test_poll_delivery_with_acknowledgement(tmp_path: Path) -> None:
             )
             assert acked["status"] == 200 and acked["sets"] == []
             assert acked["moreAvailable"] is False
+        finally:
+            rx.close()
+
+
+def test_okta_style_receiver_configured_by_push_endpoint(tmp_path: Path) -> None:
+    port = free_port()
+    org = f"http://127.0.0.1:{port}"  # "https://{yourOktaDomain}" in production
+    okta = {
+        "client_id": "okta",
+        "audience": org,
+        "push_endpoint": org + "/security/api/v1/security-events",
+    }
+    with stack(tmp_path, [okta]) as st:
+        rx = st.receiver(
+            NO_REGISTER="1",
+            CLIENT_ID="okta",
+            CLIENT_SECRET="",
+            AUDIENCE=org,
+            STATIC_PORT=str(port),
+            PUSH_PATH="/security/api/v1/security-events",
+        )
+        try:
+            dev = st.device()
+            st.check_in(dev, DeviceTraits())
+            st.check_in(dev, DeviceTraits(jailbroken=True))
+            got = rx.next(_degraded)
+            assert got["set"]["aud"] == org and got["status"] == 202
+            assert got["set"]["sub_id"]["user"] == {"format": "email", "email": "alice@example.com"}
         finally:
             rx.close()
