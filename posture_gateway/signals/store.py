@@ -239,13 +239,25 @@ class SignalStore:
         rows = list(self.conn.execute(stmt))
         if not rows:
             return []
-        self.conn.execute(
-            update(d)
-            .where(d.c.id.in_([r.id for r in rows]))
-            .values(lease_until=lease_until, attempts=d.c.attempts + 1)
-        )
+        # Conditional: a row another worker leased since our read (SQLite: two readers,
+        # then one writer after the other) is not ours; RETURNING says which rows are.
+        leased = {
+            int(i)
+            for i in self.conn.execute(
+                update(d)
+                .where(
+                    d.c.id.in_([r.id for r in rows]),
+                    d.c.state == "pending",
+                    or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
+                )
+                .values(lease_until=lease_until, attempts=d.c.attempts + 1)
+                .returning(d.c.id)
+            ).scalars()
+        }
         out = []
         for r in rows:
+            if int(r.id) not in leased:
+                continue
             delivery = dict(r.config).get("delivery", {})
             out.append(
                 DeliveryRow(
