@@ -169,7 +169,7 @@ def update_status() -> ResponseReturnValue:
 def add_subject() -> ResponseReturnValue:
     receiver = _caller(SCOPE_MANAGE)
     _state().streams.change_subject(receiver, _body(), add=True)
-    return _json({}, 200)
+    return _empty(200)  # SSF 1.0 8.1.3.2: an empty 200
 
 
 @bp.post("/ssf/subjects/remove")

@@ -388,12 +388,15 @@ class SignalStore:
         return as_utc(value) if value is not None else None
 
     def purge(self, before: datetime) -> int:
-        done = self.conn.execute(
-            delete(ssf_deliveries).where(
-                ssf_deliveries.c.state != "pending", ssf_deliveries.c.delivered_at < before
-            )
+        """Delete settled rows settled before ``before``, and pending rows created before it
+        (what a paused stream held, or a poll stream never fetched, for the whole retention:
+        the bound on what the transmitter keeps, CAEP interoperability profile 2.3.5)."""
+        d = ssf_deliveries
+        settled = self.conn.execute(
+            delete(d).where(d.c.state != "pending", d.c.delivered_at < before)
         )
-        return int(done.rowcount)
+        stale = self.conn.execute(delete(d).where(d.c.state == "pending", d.c.created_at < before))
+        return int(settled.rowcount) + int(stale.rowcount)
 
 
 @contextmanager

@@ -317,3 +317,18 @@ def test_poll_rows_ack_and_errors(
     assert len(left) == 1 and not more
     states = _states(database, "s-poll")
     assert states[rows[0].jti] == "delivered" and states[rows[1].jti] == "failed"
+
+
+def test_purge_bounds_what_is_kept(
+    database: Database, storage: SqlStorage, transmitter: Transmitter
+) -> None:
+    _stream(database, "s-paused", status="paused")
+    _stream(database, "s-1")
+    _add(storage, _flip("dev-1"))
+    now = datetime.now(UTC)
+    with open_store(database) as store:
+        (row,) = store.claim_push(now, now + timedelta(seconds=30), 10)
+        store.mark_delivered([row.id], now)
+        assert store.purge(now - timedelta(days=1)) == 0  # everything is younger
+        assert store.purge(now + timedelta(seconds=1)) == 2  # delivered + held too long
+        assert store.depth() == 0
