@@ -3,10 +3,10 @@
 Claims: ``iss`` (our OP's issuer), ``aud`` (the stream's), ``iat``, ``jti``, ``txn`` (RFC 8417
 section 2.2: the outbox event id, the same for every stream's copy), ``sub_id`` (SSF 1.0
 section 3: the subject; complex for user + device), ``events`` with exactly one event (SSF 1.0
-section 4.1). No ``sub`` and no ``exp`` (SSF 1.0 sections 4.1.2 and 4.1.7; CAEP
-interoperability profile section 2.7). Header: ``typ: secevent+jwt`` (RFC 8417 section 2.3),
-``alg: RS256`` and ``kid`` of the key ring's active RSA key (at least 2048 bits, checked by
-:func:`check_signing_key` at start).
+section 4.2.1; CAEP interoperability profile section 2.8.1). No ``sub`` and no ``exp`` (SSF
+1.0 sections 4.1.2 and 4.1.7). Header: ``typ: secevent+jwt`` (RFC 8417 section 2.3, SSF 1.0
+section 4.1.1), ``alg: RS256`` and ``kid`` of the key ring's active RSA key (at least 2048
+bits, interoperability profile section 2.6, checked by :func:`check_signing_key` at start).
 
 The claims are built when the delivery row is written (same transaction as the state change)
 and signed when sent, so a retry carries the same ``jti`` and ``iat``.

@@ -1,7 +1,7 @@
 """The Shared Signals vocabulary the transmitter speaks: event type URIs, delivery method
 URNs, stream statuses. Constants only (the specs' strings, in one place).
 
-- CAEP 1.0 section 3.1 ``session-revoked``, section 3.6 ``device-compliance-change``;
+- CAEP 1.0 section 3.1 ``session-revoked``, section 3.5 ``device-compliance-change``;
 - RISC 1.0 section 2.3 ``account-disabled``;
 - SSF 1.0 section 8.1.4 ``verification``, section 8.1.5 ``stream-updated``;
 - SSF 1.0 section 7.1 / RFC 8935 / RFC 8936 delivery method URNs.
