@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 
@@ -166,7 +166,3 @@ class DeliveryWorker:
             except Exception:  # database down: log, wait a sweep, try again
                 log.exception("SET delivery sweep failed")
             self._wake.wait(wait)
-
-
-def _seconds(delta: timedelta) -> float:
-    return delta.total_seconds()

@@ -7,13 +7,16 @@ Answer: ``{"sets": {jti: SET}, "moreAvailable": bool}``. Acknowledged rows are d
 acknowledged are handed out again on the next poll (section 2.4: the transmitter keeps them
 until acknowledged). A paused stream hands out nothing (its SETs are held), a disabled one
 has none. Without ``returnImmediately`` the request waits for a SET up to
-``signals.poll_max_wait`` (bounded long poll), checking every quarter second.
+``signals.poll_max_wait`` (bounded long poll), checking every quarter second; at most
+``signals.poll_max_waits`` requests wait at once in a process (each holds a request thread),
+any other answers at once.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +58,11 @@ class PollService:
     settings: SignalsSettings
     storage: SqlStorage
     keys: KeyRing
+    _waits: threading.BoundedSemaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        waits = threading.BoundedSemaphore(max(1, self.settings.poll_max_waits))
+        object.__setattr__(self, "_waits", waits)
 
     def poll(self, receiver: Receiver, stream_id: str, body: object) -> dict[str, Any]:
         given: PollIn = _parse(body if body is not None else {}, PollIn)
@@ -64,14 +72,16 @@ class PollService:
             self.settings.poll_max_events,
             given.max_events if given.max_events is not None else self.settings.poll_max_events,
         )
-        deadline = time.monotonic() + self.settings.poll_max_wait.total_seconds()
-        settle = True
-        while True:
-            rows, more = self._once(receiver, stream_id, given, limit, settle)
-            settle = False
-            if rows or limit == 0 or given.return_immediately or time.monotonic() >= deadline:
-                break
-            time.sleep(_TICK)
+        rows, more = self._once(receiver, stream_id, given, limit, settle=True)
+        wait = not (rows or limit == 0 or given.return_immediately)
+        if wait and self.settings.poll_max_waits > 0 and self._waits.acquire(blocking=False):
+            try:
+                deadline = time.monotonic() + self.settings.poll_max_wait.total_seconds()
+                while not rows and time.monotonic() < deadline:
+                    time.sleep(_TICK)
+                    rows, more = self._once(receiver, stream_id, given, limit, settle=False)
+            finally:
+                self._waits.release()
         sets = {row.jti: sign_set(self.keys, row.claims) for row in rows}
         return {"sets": sets, "moreAvailable": more}
 

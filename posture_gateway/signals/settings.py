@@ -40,12 +40,26 @@ class ReceiverSettings(_Strict):
     # loopback in dev_mode), with ``push_authorization_header`` if set. Such a receiver needs
     # no OAuth client; if it is one, it may read and pause its stream like any other.
     push_endpoint: str | None = Field(default=None, min_length=1, max_length=2048)
+    # Hosts a push endpoint_url this receiver registers may name (``rx.example.com``, or
+    # ``.example.com`` for any subdomain); empty: any host. Set it: a leaked receiver
+    # secret must not make the gateway POST wherever the holder likes.
+    endpoint_hosts: tuple[str, ...] = ()
     push_authorization_header: SecretStr | None = None
     events: tuple[str, ...] = ()  # default: every supported event type
 
     @property
     def aud(self) -> str:
         return self.audience or self.client_id
+
+    def allows_host(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        if not self.endpoint_hosts:
+            return True
+        for allowed in self.endpoint_hosts:
+            allowed = allowed.lower()
+            if host == allowed.lstrip(".") or (allowed.startswith(".") and host.endswith(allowed)):
+                return True
+        return False
 
     @property
     def configured_stream_id(self) -> str:
@@ -85,6 +99,9 @@ class SignalsSettings(_Strict):
     poll_max_wait: timedelta = Field(
         default=timedelta(seconds=10), ge=timedelta(0), le=timedelta(seconds=30)
     )
+    # Poll requests waiting at once per process (each holds a request thread); beyond it a
+    # poll answers at once as if it asked returnImmediately.
+    poll_max_waits: int = Field(default=2, ge=0, le=64)
     poll_max_events: int = Field(default=100, ge=1, le=1000)
     # Delivered and permanently failed rows are kept this long (then purged by the sweep).
     retention: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))

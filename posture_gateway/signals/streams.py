@@ -158,7 +158,9 @@ class StreamService:
             f"ssf:{receiver.client_id}", f"ssf.{action}", f"ssf-stream:{stream_id}", "ok", detail
         )
 
-    def _delivery(self, stream_id: str, given: DeliveryIn | None) -> dict[str, Any]:
+    def _delivery(
+        self, receiver: Receiver, stream_id: str, given: DeliveryIn | None
+    ) -> dict[str, Any]:
         if given is None or given.method == POLL:
             return {"method": POLL, "endpoint_url": f"{self.poll_base_url}/{stream_id}"}
         if not given.endpoint_url:
@@ -167,6 +169,10 @@ class StreamService:
             url = check_endpoint_url(given.endpoint_url, dev_mode=self.dev_mode)
         except ValueError as exc:
             raise ApiError(400, "invalid_request", f"delivery.endpoint_url: {exc}") from exc
+        if not receiver.settings.allows_host(urlsplit(url).hostname or ""):
+            raise ApiError(
+                400, "invalid_request", "delivery.endpoint_url: host not allowed for this receiver"
+            )
         out: dict[str, Any] = {"method": PUSH, "endpoint_url": url}
         if given.authorization_header:
             out["authorization_header"] = given.authorization_header
@@ -178,7 +184,7 @@ class StreamService:
             "aud": receiver.settings.aud,
             "events_requested": list(given.events_requested),
             "events_delivered": delivered,
-            "delivery": self._delivery(stream_id, given.delivery),
+            "delivery": self._delivery(receiver, stream_id, given.delivery),
         }
         if given.description is not None:
             config["description"] = given.description

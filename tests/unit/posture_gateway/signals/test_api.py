@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,6 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from mdm_core.storage.sql.tables import audit_log
+from posture_gateway.app import create_app
+from posture_gateway.settings import Settings
 from posture_gateway.signals.tables import ssf_deliveries, ssf_streams, ssf_subjects
 from tests.unit.posture_gateway.signals.conftest import (
     DCC,
@@ -26,6 +29,7 @@ from tests.unit.posture_gateway.signals.conftest import (
     bearer,
     core_of,
     token,
+    write_clients,
 )
 
 
@@ -312,3 +316,29 @@ def test_http_endpoint_allowed_to_loopback_in_dev_mode_only(app: Flask) -> None:
     tok = token(app, "rx-a")
     loopback = _create(app, tok, delivery={"method": PUSH, "endpoint_url": "http://127.0.0.1:9/e"})
     assert loopback.status_code == 201  # the app runs with dev_mode: true
+
+
+def test_endpoint_hosts_restrict_where_a_receiver_may_point_us(tmp_path: Path) -> None:
+    clients = write_clients(tmp_path / "clients.yaml", ("rx-a",))
+    app = create_app(
+        Settings(
+            data_dir=tmp_path / "data",
+            dev_mode=True,
+            public_url=PUBLIC_URL,
+            oidc={"clients_file": clients},
+            signals={"receivers": [{"client_id": "rx-a", "endpoint_hosts": [".okta.example"]}]},
+        )
+    )
+    try:
+        tok = token(app, "rx-a")
+        for url, status in (
+            ("https://org.okta.example/security/api/v1/security-events", 201),
+            ("https://okta.example/e", 201),
+            ("https://169.254.169.254/latest/meta-data", 400),
+            ("https://evil-okta.example/e", 400),
+        ):
+            response = _create(app, tok, delivery={"method": PUSH, "endpoint_url": url})
+            assert response.status_code == status, (url, response.json)
+    finally:
+        app.extensions["posture_signals"].close()
+        app.extensions["posture"].core.close()
