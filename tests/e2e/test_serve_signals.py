@@ -29,6 +29,7 @@ from tests.services import free_port
 DCC = "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change"
 REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 VERIFY = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+UPDATED = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
 
 
 def _degraded(message: dict[str, Any]) -> bool:
@@ -83,6 +84,13 @@ def test_push_retried_after_503_and_verified_by_an_independent_receiver(tmp_path
             verification = rx.next_set(VERIFY)["set"]
             assert verification["events"][VERIFY] == {"state": "state-1"}
             assert verification["sub_id"] == {"format": "opaque", "id": rx.stream_id}
+
+            # pause: the stream-updated SET is held; enable: both arrive, in order
+            assert rx.send(cmd="status", status="paused")["body"]["status"] == "paused"
+            assert rx.send(cmd="status", status="enabled")["status"] == 200
+            first = rx.next_set(UPDATED)["set"]["events"][UPDATED]
+            second = rx.next_set(UPDATED)["set"]["events"][UPDATED]
+            assert [first["status"], second["status"]] == ["paused", "enabled"]
             assert not [m for m in rx.seen if "refused" in m]
         finally:
             rx.close()
