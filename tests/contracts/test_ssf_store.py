@@ -332,3 +332,16 @@ def test_purge_bounds_what_is_kept(
         assert store.purge(now - timedelta(days=1)) == 0  # everything is younger
         assert store.purge(now + timedelta(seconds=1)) == 2  # delivered + held too long
         assert store.depth() == 0
+
+
+def test_a_batch_goes_to_every_stream(
+    database: Database, storage: SqlStorage, transmitter: Transmitter, worker: DeliveryWorker
+) -> None:
+    with set_sink(503) as slow, set_sink() as fine:
+        _stream(database, "s-slow", url=slow.url)
+        _stream(database, "s-fine", url=fine.url)
+        _add(storage, _flip())
+        assert worker.run_once() == 2  # on the sender pool
+        assert list(_states(database, "s-fine").values()) == ["delivered"]
+        assert list(_states(database, "s-slow").values()) == ["pending"]
+        assert len(slow.received) == len(fine.received) == 1
