@@ -65,6 +65,7 @@ def worker(database: Database, keys: KeyRing) -> Iterator[DeliveryWorker]:
     settings = _settings()
     w = DeliveryWorker(settings, database=database, keys=keys, http=make_http(settings))
     yield w
+    w.stop()
     w.http.close()
 
 
