@@ -96,10 +96,15 @@ class DeliveryWorker:
             rows = store.claim_push(now, now + push.lease, push.batch)
         if not rows:
             return 0
-        if len(rows) == 1:  # the usual case: no hand-off to another thread
-            outcomes = [(rows[0], self._send(rows[0]))]
+        # One stream's SETs in queue order, one after the other; streams side by side.
+        by_stream: dict[str, list[DeliveryRow]] = {}
+        for row in rows:
+            by_stream.setdefault(row.stream_id, []).append(row)
+        groups = list(by_stream.values())
+        if len(groups) == 1:  # the usual case: no hand-off to another thread
+            outcomes = self._send_all(groups[0])
         else:
-            outcomes = list(zip(rows, self._pool.map(self._send, rows), strict=True))
+            outcomes = [o for done in self._pool.map(self._send_all, groups) for o in done]
         settled = datetime.now(UTC)
         with open_store(self.database) as store:
             delivered = [row.id for row, out in outcomes if out.result == "delivered"]
@@ -113,6 +118,9 @@ class DeliveryWorker:
         for row, out in outcomes:
             self._record(row, out, settled)
         return len(rows)
+
+    def _send_all(self, rows: list[DeliveryRow]) -> list[tuple[DeliveryRow, PushOutcome]]:
+        return [(row, self._send(row)) for row in rows]
 
     def _send(self, row: DeliveryRow) -> PushOutcome:
         if not row.endpoint_url:

@@ -25,6 +25,7 @@ __all__ = [
     "decide",
     "user_subject",
     "complex_subject",
+    "event_subject",
 ]
 
 _MAX_VALUE = 256
@@ -131,3 +132,13 @@ def complex_subject(user: UserRef | None, device_id: str | None, issuer: str) ->
     if len(subject) == 1:
         raise SubjectError("a complex subject needs a user or a device")
     return subject
+
+
+def event_subject(sub_id: dict[str, Any]) -> dict[str, Any]:
+    """The ``subject`` member inside a CAEP/RISC event (SSF 1.0 section 3.1.1 allows it for
+    these existing event types; Okta's SSF Security Event Tokens API requires it, as an object
+    of ``user`` / ``device`` / ``tenant`` subject identifiers): the complex subject's members
+    without ``format``, or the simple subject as it is."""
+    if sub_id.get("format") == "complex":
+        return {k: v for k, v in sub_id.items() if k != "format"}
+    return dict(sub_id)

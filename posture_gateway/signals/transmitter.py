@@ -4,10 +4,11 @@
 :meth:`Transmitter.outbox_listener` is registered with ``SqlStorage.add_outbox_listener``: for
 every batch a unit of work adds to the outbox it maps the events (:mod:`.mapping`), selects
 the live streams that requested the event type and carry its subject (:mod:`.subjects`),
-builds one SET claims set per stream (:mod:`.sets`) and inserts one ``ssf_deliveries`` row per
-stream, all on the unit of work's connection. So the SET exists iff the state change
-committed; nothing is lost between the store and the network. After the commit the writing
-process kicks its delivery worker (``uow.call_after``).
+builds one SET claims set per stream (:mod:`.sets`; the CAEP/RISC event also carries the
+subject as ``subject``, SSF 1.0 section 3.1.1, which Okta's receiver requires) and inserts
+one ``ssf_deliveries`` row per stream, all on the unit of work's connection. So the SET
+exists iff the state change committed; nothing is lost between the store and the network.
+After the commit the writing process kicks its delivery worker (``uow.call_after``).
 
 One row per event per matching stream (not one per event fanned out later): the matching is
 done against the streams and subjects as they are in the very transaction that commits the
@@ -36,6 +37,7 @@ from posture_gateway.signals.subjects import (
     candidate_keys,
     complex_subject,
     decide,
+    event_subject,
     user_subject,
 )
 from posture_gateway.signals.vocabulary import PUSH
@@ -143,6 +145,7 @@ class Transmitter:
                 sub_id = user_subject(user, self.issuer)
             else:
                 continue
+            body = {**signal.body, "subject": event_subject(sub_id)}
             for stream in wanted:
                 if decide(default_all, matches.get(stream.stream_id, ())):
                     rows.append(
@@ -151,7 +154,7 @@ class Transmitter:
                             txn=event.id,
                             sub_id=sub_id,
                             event_type=signal.event_type,
-                            body=signal.body,
+                            body=body,
                             now=now,
                         )
                     )

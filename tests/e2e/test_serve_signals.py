@@ -141,6 +141,8 @@ def test_okta_style_receiver_configured_by_push_endpoint(tmp_path: Path) -> None
         "client_id": "okta",
         "audience": org,
         "push_endpoint": org + "/security/api/v1/security-events",
+        # what Okta ingests of ours (it takes no RISC account-disabled)
+        "events": [DCC, REVOKED],
     }
     with stack(tmp_path, [okta]) as st:
         rx = st.receiver(
@@ -150,6 +152,7 @@ def test_okta_style_receiver_configured_by_push_endpoint(tmp_path: Path) -> None
             AUDIENCE=org,
             STATIC_PORT=str(port),
             PUSH_PATH="/security/api/v1/security-events",
+            OKTA="1",
         )
         try:
             dev = st.device()
@@ -158,5 +161,10 @@ def test_okta_style_receiver_configured_by_push_endpoint(tmp_path: Path) -> None
             got = rx.next(_degraded)
             assert got["set"]["aud"] == org and got["status"] == 202
             assert got["set"]["sub_id"]["user"] == {"format": "email", "email": "alice@example.com"}
+            subject = got["set"]["events"][DCC]["subject"]
+            assert subject == {
+                "user": {"format": "email", "email": "alice@example.com"},
+                "device": {"format": "opaque", "id": dev.device_id},
+            }
         finally:
             rx.close()

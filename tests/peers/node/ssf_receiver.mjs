@@ -11,7 +11,8 @@
 //      EVENTS (comma-separated event type URIs), FAIL_FIRST (answer 503 to the first N pushes),
 //      HANG_FIRST (never answer the first N pushes), PUSH_PATH (default /events),
 //      AUTH_HEADER (what the transmitter must send as Authorization), STATIC_PORT (listen
-//      port; 0 = any), NO_REGISTER (1 = do not create a stream: an Okta-style receiver).
+//      port; 0 = any), NO_REGISTER (1 = do not create a stream: an Okta-style receiver),
+//      OKTA (1 = also check Okta's event schema: a "subject" object inside each CAEP event).
 // Protocol with the Python test, one JSON object per line:
 //   stdout <- {"ready": true, "stream_id": ..., "port": ..., "config": {...}}
 //   stdout <- {"set": claims, "header": header, "status": 202, "duplicate": bool}  per SET
@@ -76,6 +77,15 @@ function checkShape(payload, header) {
       throw new Error('initiating_entity');
     }
     if (event.reason_admin && typeof event.reason_admin.en !== 'string') throw new Error('reason_admin');
+  }
+  if (env.OKTA === '1' && (type === DCC || type === REVOKED)) {
+    // Okta's SSF Security Event Tokens API: the event carries a required "subject" object
+    // (SecurityEventSubject: user / device / tenant subject identifiers).
+    const s = event.subject;
+    if (!s || typeof s !== 'object' || (!s.user && !s.device)) throw new Error('event subject');
+    for (const k of Object.keys(s)) {
+      if (!['user', 'device', 'tenant'].includes(k) || !simpleSubject(s[k])) throw new Error(`event subject ${k}`);
+    }
   }
   if (type === DCC) {
     for (const k of ['previous_status', 'current_status']) {

@@ -68,9 +68,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("jti", name=op.f("uq_ssf_deliveries_jti")),
     )
     with op.batch_alter_table("ssf_deliveries", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_ssf_deliveries_due", ["state", "next_attempt_at"], unique=False
-        )
+        batch_op.create_index("ix_ssf_deliveries_due", ["state", "next_attempt_at"], unique=False)
         batch_op.create_index("ix_ssf_deliveries_stream_id", ["stream_id"], unique=False)
 
 
