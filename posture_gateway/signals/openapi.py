@@ -34,12 +34,21 @@ OPENAPI_SECURITY_SCHEMES: dict[str, Any] = {
 }
 
 
-def _op(op_id: str, summary: str, ok: int, *errors: int, body: bool = False) -> dict[str, Any]:
+def _op(
+    op_id: str,
+    summary: str,
+    ok: int,
+    *errors: int,
+    body: bool = False,
+    answer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for code in (ok, *errors):
         entry: dict[str, Any] = {"description": _TEXT[code]}
-        if code != 204:
-            schema = _OBJECT if code < 400 else _ERROR
+        if code == 200 and answer is None and op_id in _EMPTY_200:
+            pass  # an empty 200 (SSF 8.1.3.2)
+        elif code != 204:
+            schema = (answer or _OBJECT) if code < 400 else _ERROR
             entry["content"] = {"application/json": {"schema": schema}}
         responses[str(code)] = entry
     op: dict[str, Any] = {
@@ -56,6 +65,9 @@ def _op(op_id: str, summary: str, ok: int, *errors: int, body: bool = False) -> 
         }
     return op
 
+
+_EMPTY_200 = {"ssfAddSubject"}
+_ONE_OR_ALL: dict[str, Any] = {"oneOf": [_OBJECT, {"type": "array", "items": _OBJECT}]}
 
 _STREAM_ID = [{"name": "stream_id", "in": "query", "required": False, "schema": {"type": "string"}}]
 
@@ -87,7 +99,14 @@ OPENAPI_PATHS: dict[str, Any] = {
         ),
         "get": {
             **_op(
-                "ssfReadStream", "Read one or all own streams (§8.1.1.2)", 200, 400, 401, 403, 404
+                "ssfReadStream",
+                "Read one or all own streams (§8.1.1.2)",
+                200,
+                400,
+                401,
+                403,
+                404,
+                answer=_ONE_OR_ALL,
             ),
             "parameters": _STREAM_ID,
         },
