@@ -76,6 +76,9 @@ cli.add_command(init_cmd)  # posture init DIR
 from posture_gateway.cli.try_login import try_login_cmd  # noqa: E402
 
 cli.add_command(try_login_cmd)  # posture try-login (a local relying party)
+from posture_gateway.cli.signals import signals_group  # noqa: E402
+
+cli.add_command(signals_group)  # posture signals streams|retry
 
 
 def main() -> None:

@@ -372,6 +372,35 @@ class SignalStore:
         stmt = select(d.c.jti, d.c.state).where(d.c.stream_id == stream_id)
         return {r.jti: r.state for r in self.conn.execute(stmt)}
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """stream id -> {state: rows} (``posture signals streams``)."""
+        d = ssf_deliveries
+        stmt = select(d.c.stream_id, d.c.state, func.count()).group_by(d.c.stream_id, d.c.state)
+        out: dict[str, dict[str, int]] = {}
+        for stream_id, state, n in self.conn.execute(stmt):
+            out.setdefault(stream_id, {})[state] = int(n)
+        return out
+
+    def all_streams(self) -> list[StreamRow]:
+        stmt = select(ssf_streams).order_by(ssf_streams.c.client_id, ssf_streams.c.created_at)
+        return [_stream(r) for r in self.conn.execute(stmt)]
+
+    def retry_failed(self, stream_id: str, now: datetime) -> int:
+        """Queue a stream's failed SETs again (an operator fixed the receiver)."""
+        d = ssf_deliveries
+        done = self.conn.execute(
+            update(d)
+            .where(d.c.stream_id == stream_id, d.c.state == "failed")
+            .values(
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                lease_until=None,
+                delivered_at=None,
+            )
+        )
+        return int(done.rowcount)
+
     def depth(self) -> int:
         stmt = select(func.count()).where(ssf_deliveries.c.state == "pending")
         return int(self.conn.execute(stmt).scalar_one())
