@@ -2,8 +2,8 @@
 
 ``posture signals streams`` lists every stream (receiver, status, delivery method and
 endpoint, SETs pending / delivered / failed, the last error), two lines each.
-``posture signals retry STREAM_ID`` queues a stream's failed SETs again once the receiver is fixed (audited; the
-running servers send them at their next sweep).
+``posture signals retry STREAM_ID`` queues a stream's failed SETs again once the receiver is
+fixed (audited; the running servers send them at their next sweep).
 """
 
 from __future__ import annotations
