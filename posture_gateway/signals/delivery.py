@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -60,6 +60,7 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge = 0.0
+        self._clients = tuple(r.client_id for r in settings.receivers)
         self._pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="ssf-send")
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -93,7 +94,7 @@ class DeliveryWorker:
         now = now or datetime.now(UTC)
         push = self.settings.push
         with open_store(self.database) as store:
-            rows = store.claim_push(now, now + push.lease, push.batch)
+            rows = store.claim_push(now, now + push.lease, push.batch, self._clients)
         if not rows:
             return 0
         # One stream's SETs in queue order, one after the other; streams side by side.
@@ -112,6 +113,9 @@ class DeliveryWorker:
             for row, out in outcomes:
                 if out.result == "retry" and row.attempts < push.max_attempts:
                     delay = retry_delay(row.attempts, push.backoff_base, push.backoff_max)
+                    if out.retry_after is not None:  # the receiver's Retry-After, capped
+                        asked = timedelta(seconds=out.retry_after)
+                        delay = max(delay, min(asked, push.backoff_max))
                     store.mark_retry(row.id, settled + delay, out.detail)
                 elif out.result != "delivered":
                     store.mark_failed(row.id, settled, out.detail)

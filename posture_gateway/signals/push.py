@@ -10,9 +10,10 @@ stream's ``authorization_header`` and classifies the answer:
   connection errors -> retry;
 - anything else (another 2xx, a redirect, other 4xx) -> permanent failure.
 
-:func:`retry_delay` is exponential backoff with jitter: ``base * 2**(attempt-1)`` capped at
-``cap``, then a uniform draw in its upper half (no synchronised retry storms, never sooner
-than half the nominal delay).
+A ``Retry-After`` in seconds on a retried answer (429, 503) is honoured as the least delay
+(capped by ``backoff_max``). :func:`retry_delay` is exponential backoff with jitter:
+``base * 2**(attempt-1)`` capped at ``cap``, then a uniform draw in its upper half (no
+synchronised retry storms, never sooner than half the nominal delay).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ _RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
 class PushOutcome:
     result: Literal["delivered", "retry", "failed"]
     detail: str = ""
+    retry_after: float | None = None  # seconds the receiver asked for (Retry-After)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit() and len(value) <= 6:
+        return float(value)
+    return None  # absent, or an HTTP date: the backoff decides
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -64,7 +73,7 @@ def push_set(
     if status == 202:
         return PushOutcome("delivered")
     if status >= 500 or status in _RETRY_STATUSES:
-        return PushOutcome("retry", _error_text(response))
+        return PushOutcome("retry", _error_text(response), _retry_after(response))
     return PushOutcome("failed", _error_text(response))
 
 

@@ -210,7 +210,15 @@ class SignalStore:
             ],
         )
 
-    def claim_push(self, now: datetime, lease_until: datetime, limit: int) -> list[DeliveryRow]:
+    def claim_push(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        clients: Sequence[str] | None = None,
+    ) -> list[DeliveryRow]:
+        """Lease up to ``limit`` due push rows of enabled streams (of ``clients`` only, when
+        given: a receiver removed from the configuration gets nothing more)."""
         d, s = ssf_deliveries, ssf_streams
         stmt = (
             select(
@@ -234,6 +242,8 @@ class SignalStore:
             .order_by(d.c.id)
             .limit(limit)
         )
+        if clients is not None:
+            stmt = stmt.where(s.c.client_id.in_(list(clients)))
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=d)
         rows = list(self.conn.execute(stmt))

@@ -346,3 +346,27 @@ def test_a_batch_goes_to_every_stream(
         assert list(_states(database, "s-fine").values()) == ["delivered"]
         assert list(_states(database, "s-slow").values()) == ["pending"]
         assert len(slow.received) == len(fine.received) == 1
+
+
+def test_a_receiver_removed_from_the_configuration_gets_nothing_more(
+    database: Database, storage: SqlStorage, transmitter: Transmitter, worker: DeliveryWorker
+) -> None:
+    with set_sink() as sink:
+        _stream(database, "s-1", url=sink.url)
+        _add(storage, _flip())
+        with open_store(database) as store:  # the receiver's client id changes hands
+            store.conn.exec_driver_sql("UPDATE ssf_streams SET client_id = 'gone'")
+        assert worker.run_once() == 0 and sink.received == []
+
+
+def test_retry_after_is_honoured(
+    database: Database, storage: SqlStorage, transmitter: Transmitter, worker: DeliveryWorker
+) -> None:
+    with set_sink((429, None, {"Retry-After": "3"})) as sink:
+        _stream(database, "s-1", url=sink.url)
+        _add(storage, _flip())
+        start = datetime.now(UTC)
+        assert worker.run_once(start) == 1
+        assert worker.run_once(start + timedelta(seconds=2)) == 0  # backoff alone: <= 1 s
+        assert worker.run_once(start + timedelta(seconds=5)) == 1
+        assert list(_states(database, "s-1").values()) == ["delivered"]

@@ -22,7 +22,9 @@ __all__ = ["SetSink", "set_sink"]
 @dataclass
 class SetSink:
     url: str
-    script: list[int | tuple[int, dict[str, Any]]] = field(default_factory=list)
+    script: list[
+        int | tuple[int, dict[str, Any] | None, dict[str, str]] | tuple[int, dict[str, Any]]
+    ] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -38,17 +40,22 @@ class SetSink:
                 }
             )
             step = self.script.pop(0) if self.script else 202
-        status, body = step if isinstance(step, tuple) else (step, None)
+        if not isinstance(step, tuple):
+            step = (step, None)
+        status, body = step[0], step[1]
+        headers = step[2] if len(step) > 2 else {}  # type: ignore[misc]
         response = Response(
             json.dumps(body) if body is not None else b"",
             status=status,
             content_type="application/json" if body is not None else None,
+            headers=headers,
         )
         return response(environ, start_response)
 
 
 @contextmanager
-def set_sink(*script: int | tuple[int, dict[str, Any]]) -> Iterator[SetSink]:
+def set_sink(*script: Any) -> Iterator[SetSink]:
+    """Steps: a status, ``(status, json body)`` or ``(status, body or None, headers)``."""
     port = free_port()
     sink = SetSink(url=f"http://127.0.0.1:{port}/events", script=list(script))
     server = make_server("127.0.0.1", port, sink.app, threaded=True)
