@@ -87,7 +87,7 @@ class NodeReceiver:
             if line.strip():
                 self.lines.put(json.loads(line))
 
-    def next(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    def next(self, match: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
         """The next line matching ``match`` (earlier non-matching lines are kept in ``seen``)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -102,7 +102,7 @@ class NodeReceiver:
             if match(message):
                 return message
 
-    def next_set(self, event_type: str, timeout: float = 30) -> dict[str, Any]:
+    def next_set(self, event_type: str, timeout: float = 60) -> dict[str, Any]:
         return self.next(lambda m: event_type in (m.get("set") or {}).get("events", {}), timeout)
 
     def send(self, **command: Any) -> dict[str, Any]:

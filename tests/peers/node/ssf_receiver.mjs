@@ -104,7 +104,8 @@ async function main() {
   const base = env.TRANSMITTER.replace(/\/$/, '');
   const ssf = (await getJson(`${base}/.well-known/ssf-configuration`)).body;
   const op = (await getJson(`${ssf.issuer}/.well-known/openid-configuration`)).body;
-  const jwks = jose.createRemoteJWKSet(new URL(ssf.jwks_uri));
+  // A generous fetch timeout: the test machine is shared and may be slow (not a check).
+  const jwks = jose.createRemoteJWKSet(new URL(ssf.jwks_uri), { timeoutDuration: 20000 });
   const audience = env.AUDIENCE || env.CLIENT_ID;
 
   async function verifySet(token) {
