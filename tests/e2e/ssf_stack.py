@@ -53,13 +53,14 @@ def _config(tmp_path: Path, extra_receivers: list[dict[str, Any]]) -> Path:
                 "oidc": {"clients_file": str(clients)},
                 "signals": {
                     "receivers": [{"client_id": RECEIVER, "audience": AUDIENCE}, *extra_receivers],
-                    # Short waits so that a retry or a lease expiry comes soon in a test.
+                    # Short backoff and lease so that a retry or a lease expiry comes soon
+                    # in a test; a timeout long enough for a slow shared machine.
                     "push": {
                         "backoff_base": "200ms",
                         "backoff_max": "1s",
-                        "timeout": "1s",
-                        "connect_timeout": "1s",
-                        "lease": "3s",
+                        "timeout": "5s",
+                        "connect_timeout": "2s",
+                        "lease": "8s",
                     },
                     "sweep_interval": "300ms",
                     "poll_max_wait": "5s",
