@@ -28,7 +28,7 @@ from posture_gateway.signals.metrics import DELIVERIES, LATENCY
 from posture_gateway.signals.sets import sign_set
 from posture_gateway.signals.settings import SignalsSettings
 from posture_gateway.signals.store import SignalStore
-from posture_gateway.signals.streams import ApiError, _parse
+from posture_gateway.signals.streams import ApiError, parse_body
 from posture_gateway.signals.vocabulary import POLL
 from posture_gateway.signing.key_ring import KeyRing
 
@@ -65,7 +65,7 @@ class PollService:
         object.__setattr__(self, "_waits", waits)
 
     def poll(self, receiver: Receiver, stream_id: str, body: object) -> dict[str, Any]:
-        given: PollIn = _parse(body if body is not None else {}, PollIn)
+        given: PollIn = parse_body(body if body is not None else {}, PollIn)
         if any(len(j) > 64 for j in (*given.ack, *given.set_errs)):
             raise ApiError(400, "invalid_request", "a jti is at most 64 characters")
         limit = min(

@@ -42,6 +42,7 @@ from posture_gateway.signals.vocabulary import (
 
 __all__ = [
     "ApiError",
+    "parse_body",
     "StreamService",
     "StreamIn",
     "check_endpoint_url",
@@ -111,7 +112,8 @@ class StreamIn(BaseModel):
         return tuple(dict.fromkeys(value))
 
 
-def _parse(body: object, model: type[BaseModel]) -> Any:
+def parse_body(body: object, model: type[BaseModel]) -> Any:
+    """``body`` validated as ``model``; :class:`ApiError` 400 naming the first problem."""
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
     try:
@@ -216,7 +218,7 @@ class StreamService:
     # ---- configuration (8.1.1) ----------------------------------------------------------
 
     def create(self, receiver: Receiver, body: object) -> dict[str, Any]:
-        given = _parse(body, StreamIn)
+        given = parse_body(body, StreamIn)
         now = datetime.now(UTC)
         stream_id = uuid.uuid4().hex
         config = self._config(receiver, stream_id, given)
@@ -237,7 +239,7 @@ class StreamService:
             return self.view(self._owned(store, receiver, _stream_id(None, stream_id)))
 
     def update(self, receiver: Receiver, body: object, *, replace: bool) -> dict[str, Any]:
-        given = _parse(body, StreamIn)
+        given = parse_body(body, StreamIn)
         assert isinstance(body, dict)
         stream_id = _stream_id(body)
         now = datetime.now(UTC)

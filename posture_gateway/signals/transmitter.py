@@ -21,7 +21,7 @@ revocation), never by an ordinary check-in (one set lookup per event type).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,9 +57,9 @@ class Transmitter:
     def __init__(self, settings: SignalsSettings, *, issuer: str) -> None:
         self.settings = settings
         self.issuer = issuer
-        self._kicks: list[Any] = []
+        self._kicks: list[Callable[[], None]] = []
 
-    def on_commit(self, callback: Any) -> None:
+    def on_commit(self, callback: Callable[[], None]) -> None:
         """Called after a commit that queued push SETs (the delivery worker's ``kick``)."""
         self._kicks.append(callback)
 
