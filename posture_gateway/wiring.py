@@ -19,6 +19,8 @@ only what the steps before it made:
    login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer;
 6. the SAML IdP (when ``saml`` is configured) over the provider's key ring: its service
    providers, signer, AuthnRequest replay guard (:func:`posture_gateway.saml.setup.build_idp`).
+7. the Shared Signals transmitter (:mod:`posture_gateway.signals`) over the provider's keys
+   and access tokens, its outbox listener registered on the core's storage.
 
 :func:`posture_gateway.app.create_app` calls it, then installs and registers.
 """
@@ -62,6 +64,8 @@ from posture_gateway.saml.setup import build_idp
 from posture_gateway.saml.setup import build_upstreams as build_upstreams_saml
 from posture_gateway.saml.upstream import authenticators as saml_authenticators
 from posture_gateway.settings import Settings
+from posture_gateway.signals.setup import build as build_signals
+from posture_gateway.signals.state import SignalsState
 
 __all__ = ["GatewayServices", "build_services"]
 
@@ -76,6 +80,7 @@ class GatewayServices:
     provider: OIDCProvider
     login_transactions: LoginTransactionStore
     integrations: IntegrationsState
+    signals: SignalsState
     saml: SamlIdp | None = None
 
 
@@ -134,6 +139,7 @@ def build_services(
     except BaseException:
         http.close()
         raise
+    access_tokens = CachedBearerTokens(provider, core.storage, model.cache)
     integrations = build_integrations(
         integration_settings,
         public_url=settings.public_url,
@@ -142,7 +148,7 @@ def build_services(
         provider=provider,
         evaluator=access,
         user_directory=directory,
-        access_tokens=CachedBearerTokens(provider, core.storage, model.cache),
+        access_tokens=access_tokens,
         complete_authentication=complete_authentication,
         entra_tokens=eam_token_issuer(
             integration_settings.entra, provider.keys, public_url=settings.public_url
@@ -150,10 +156,14 @@ def build_services(
         if integration_settings.entra
         else None,
     )
+    # The SAML IdP, then the Shared Signals transmitter: its outbox listener is registered
+    # on the core's storage here, so every unit of work from now on queues the SETs its
+    # events cause.
     try:
         saml = build_idp(settings, core, provider, replay=saml_replay, upstreams=saml_upstreams)
+        signals = build_signals(settings, core, provider, access_tokens)
     except BaseException:
-        http.close()
+        integrations.close()  # closes the shared HTTP client too
         raise
     return GatewayServices(
         access=access,
@@ -161,4 +171,5 @@ def build_services(
         login_transactions=transactions,
         integrations=integrations,
         saml=saml,
+        signals=signals,
     )

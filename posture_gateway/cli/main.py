@@ -80,6 +80,10 @@ from posture_gateway.cli.sessions import sessions_group  # noqa: E402
 
 cli.add_command(sessions_group)  # posture sessions list|revoke
 
+from posture_gateway.cli.signals import signals_group  # noqa: E402
+
+cli.add_command(signals_group)  # posture signals streams|retry
+
 
 def main() -> None:
     cli(prog_name="posture")  # errors: one line, exit 2 (usage/config) or 1 (cli_base)

@@ -87,7 +87,22 @@ OPERATIONS = [
     ("/scim/v2/Users/{resource_id}", "GET"),
     ("/scim/v2/Users/{resource_id}", "PATCH"),
     ("/scim/v2/Users/{resource_id}", "PUT"),
+    # Shared Signals transmitter (posture_gateway/signals)
+    ("/.well-known/ssf-configuration", "GET"),
+    ("/ssf/poll/{stream_id}", "POST"),
+    ("/ssf/status", "GET"),
+    ("/ssf/status", "POST"),
+    ("/ssf/streams", "DELETE"),
+    ("/ssf/streams", "GET"),
+    ("/ssf/streams", "PATCH"),
+    ("/ssf/streams", "POST"),
+    ("/ssf/streams", "PUT"),
+    ("/ssf/subjects/add", "POST"),
+    ("/ssf/subjects/remove", "POST"),
+    ("/ssf/verify", "POST"),
 ]
+#: The Shared Signals receiver's access token (client credentials), made by the fixture.
+SSF_TOKEN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +118,8 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
                 "policy_dir": POLICY_DIR,
                 "admin_token": ADMIN_TOKEN,
                 "oidc": {"clients_file": clients, "users_file": users},
+                # the confidential client is a Shared Signals receiver; polls do not wait
+                "signals": {"receivers": [{"client_id": "conf"}], "poll_max_wait": "0s"},
                 "scim": {
                     "clients": [{"id": "fuzz", "token_sha256": _sha256(SCIM_TOKEN)}],
                     # every anonymous run fails authentication from the same address
@@ -113,7 +130,16 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     )
     core = app.extensions["posture"].core
     device = enroll_device(core, "u-alice", ownership=Ownership.CORPORATE, platform=Platform.LINUX)
+    basic = base64.b64encode(f"conf:{CONF_SECRET}".encode()).decode("ascii")
+    issued = app.test_client().post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "ssf.manage ssf.read"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert issued.status_code == 200, issued.get_data(as_text=True)
+    SSF_TOKEN["token"] = issued.json["access_token"]  # type: ignore[index]
     yield app, device
+    app.extensions["posture_signals"].close()
     core.close()
 
 
@@ -135,6 +161,8 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
         headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
     if "scimBearer" in schemes:
         headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
+    if "ssfBearer" in schemes:
+        headers["Authorization"] = f"Bearer {SSF_TOKEN['token']}"
     if "clientSecretBasic" in schemes:
         headers["Authorization"] = "Basic " + base64.b64encode(
             f"conf:{CONF_SECRET}".encode()
@@ -144,6 +172,7 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
 # Operations without any input (nothing to make invalid: negative generation has no case).
 NO_INPUT = {
     ("/.well-known/openid-configuration", "GET"),
+    ("/.well-known/ssf-configuration", "GET"),
     ("/api/v1/nonce", "POST"),  # no body or parameters: only its credentials
     ("/entra/eam/.well-known/openid-configuration", "GET"),
     ("/entra/eam/jwks.json", "GET"),
@@ -182,6 +211,17 @@ CREDENTIALED = {
     ("/scim/v2/Users/{resource_id}", "GET"),
     ("/scim/v2/Users/{resource_id}", "PATCH"),
     ("/scim/v2/Users/{resource_id}", "PUT"),
+    ("/ssf/poll/{stream_id}", "POST"),
+    ("/ssf/status", "GET"),
+    ("/ssf/status", "POST"),
+    ("/ssf/streams", "DELETE"),
+    ("/ssf/streams", "GET"),
+    ("/ssf/streams", "PATCH"),
+    ("/ssf/streams", "POST"),
+    ("/ssf/streams", "PUT"),
+    ("/ssf/subjects/add", "POST"),
+    ("/ssf/subjects/remove", "POST"),
+    ("/ssf/verify", "POST"),
 }
 RUNS = [
     pytest.param(path, method, mode, authenticated, id=f"{method} {path} {mode.value} {who}")
