@@ -6,8 +6,8 @@ started here in a temporary directory on a free port. A missing binary is a test
 with the install hint, never a skip: CI must not go green without the real service.
 
 Outage tests stop a private server mid-run and bring it back on the SAME port (and, for
-PostgreSQL, the same data directory): :meth:`PrivatePostgres.pause` / :meth:`~PrivatePostgres.resume`
-and :meth:`PrivateRedis.pause` / :meth:`~PrivateRedis.resume`. ``stop`` ends it for good.
+PostgreSQL, the same data directory): ``pause()`` and ``resume()`` of :class:`PrivatePostgres`
+and :class:`PrivateRedis`. ``stop()`` ends it for good.
 """
 
 from __future__ import annotations

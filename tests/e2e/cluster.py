@@ -127,7 +127,9 @@ class Cluster:
         core = self.core()
         try:
             return [
-                enroll_device(core, USER_ID, ownership=Ownership.CORPORATE, platform=Platform.ANDROID)
+                enroll_device(
+                    core, USER_ID, ownership=Ownership.CORPORATE, platform=Platform.ANDROID
+                )
                 for _ in range(n)
             ]
         finally:
@@ -304,7 +306,9 @@ def decide(
             client.close()
 
 
-_DEVICE_CONFIG = re.compile(r'<script type="application/json" id="device-config"[^>]*>(.*?)</script>')
+_DEVICE_CONFIG = re.compile(
+    r'<script type="application/json" id="device-config"[^>]*>(.*?)</script>'
+)
 
 
 def field_value(html: str, name: str) -> str:
