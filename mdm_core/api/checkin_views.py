@@ -17,9 +17,11 @@ input rolls the whole unit back, so bad input changes nothing.
   soon as one is queued (``"command_queued"``; the device then checks in to receive it),
   after ``T`` seconds (``"timeout"``; ``T`` is S shortened to the server's longest wait), or
   at once when the same device opened a newer wait (``"superseded"``: do not wait again
-  until the next check-in). Waits are bounded (:mod:`mdm_core.device.long_poll`): one per device,
-  a few per process; when all are taken the answer is ``503 long_poll_unavailable`` with
-  ``Retry-After`` at once, and the device keeps to its periodic check-in.
+  until the next check-in), or when the gateway asked the device for a fresh posture
+  (``"checkin_requested"``: check in now; :mod:`mdm_core.device.checkin_now`). Waits are
+  bounded (:mod:`mdm_core.device.long_poll`): one per device, a few per process; when all
+  are taken the answer is ``503 long_poll_unavailable`` with ``Retry-After`` at once, and
+  the device keeps to its periodic check-in.
 - ``GET /mdm/v1/privacy-notice?ownership=byod|corporate`` (public) -> the notice document.
 
 Errors: ``{"error": "<code>", "reason": "<text>"}`` with 401 for a refused proof (the code is
@@ -142,7 +144,12 @@ def wait_for_commands() -> ResponseReturnValue:
     wait = waits.open(device_id)  # ends this device's previous wait; 503 when full
     try:
         pending = _pending(core, device_id)  # registered first: nothing queued slips through
-        ended = "pending" if pending else wait.wait(timeout)
+        if pending:
+            ended = "pending"
+        elif waits.take_request(device_id):  # asked to check in before this wait opened
+            ended = "checkin_requested"
+        else:
+            ended = wait.wait(timeout)
         if ended == "command_queued":
             pending = _pending(core, device_id)
     finally:

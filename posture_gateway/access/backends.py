@@ -13,15 +13,17 @@ Redis (the embedded default) there is nothing to check. ``/readyz`` uses the sam
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
-from mdm_core.domain.infra_errors import redis_errors
+from mdm_core.domain.infra_errors import InfraError, redis_errors
 from mdm_core.redis_backends.client import connect_redis
 from mdm_core.runtime import MdmCore
 
-__all__ = ["require_shared_backends"]
+__all__ = ["is_backend_outage", "require_shared_backends"]
 
 _CLIENT_KEY = "backend_check_redis"
 _lock = threading.Lock()
@@ -43,3 +45,19 @@ def require_shared_backends(core: MdmCore) -> None:
         return
     with redis_errors("PING"):
         _client(core, url).ping()
+
+
+def is_backend_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a store or shared-backend failure rather than a
+    refusal: SQLAlchemy and driver errors, :class:`InfraError`. Callers answer 503 for these
+    ("cannot say now") instead of a 401/403 that blames the caller's credentials."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (SQLAlchemyError, InfraError, sqlite3.Error)):
+            return True
+        if type(current).__module__.startswith("psycopg"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

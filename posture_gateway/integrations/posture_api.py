@@ -37,16 +37,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy.exc import SQLAlchemyError
 
 from idp_connectors.identity import ExternalIdentity
 from mdm_core.access.decision import Decision, block
 from mdm_core.access.request import AccessRequest
 from mdm_core.device.proof import proof_kid
-from mdm_core.domain.infra_errors import InfraError
 from mdm_core.read_model import device_key
 from mdm_core.read_model.scope import want_versions
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
+from posture_gateway.access.backends import is_backend_outage
 from posture_gateway.access.nonces import BoundNonce, NonceKind, nonce_purpose
 from posture_gateway.access.read_model import one_transaction
 from posture_gateway.integrations.state import IntegrationsState, integrations
@@ -233,12 +232,12 @@ def _oauth_caller(st: IntegrationsState, authorization: str) -> Caller:
         raise _AuthFailure(503, "token_verifier_unavailable", "token verification not configured")
     try:
         claims = verifier.verify_access_token(token.strip())
-    except (SQLAlchemyError, InfraError) as exc:  # the store cannot say: not the token's fault
-        log.warning("access token not verifiable now: %s", type(exc).__name__)
-        raise _AuthFailure(
-            503, "token_store_unavailable", "cannot verify the access token now; treat as block"
-        ) from exc
-    except Exception as exc:  # any other failure of any verifier is a refusal
+    except Exception as exc:  # any failure of any verifier is a refusal
+        if is_backend_outage(exc):  # the store cannot say: 503, not the token's fault
+            log.warning("access token not verifiable now: %s", type(exc).__name__)
+            raise _AuthFailure(
+                503, "token_store_unavailable", "cannot verify the access token now; treat as block"
+            ) from exc
         reason = getattr(exc, "reason", None) or type(exc).__name__
         raise _AuthFailure(401, "invalid_token", f"access token refused: {reason}") from exc
     scopes = str(claims.get("scope", "")).split()
