@@ -136,7 +136,14 @@ class Cluster:
             core.close()
 
 
-def _write_config(tmp: Path, public_url: str, database_url: str, redis_url: str) -> Path:
+def _write_config(
+    tmp: Path,
+    public_url: str,
+    database_url: str,
+    redis_url: str,
+    policy_dir: Path,
+    agent_port: int | None,
+) -> Path:
     clients = tmp / "clients.yaml"
     clients.write_text(
         "clients:\n"
@@ -165,13 +172,14 @@ def _write_config(tmp: Path, public_url: str, database_url: str, redis_url: str)
             [
                 f"data_dir: {tmp / 'server'}",
                 f"public_url: {public_url}",
-                f"policy_dir: {POLICY_DIR}",
+                f"policy_dir: {policy_dir}",
                 "dev_mode: true",
                 f"database_url: {database_url}",
                 f"redis_url: {redis_url}",
                 "oidc:",
                 f"  clients_file: {clients}",
                 f"  users_file: {users}",
+                *([f"  agent_port: {agent_port}"] if agent_port else []),
                 "integrations:",
                 "  posture_api:",
                 f"    oauth_clients: [{API_CLIENT}]",
@@ -227,14 +235,22 @@ def wait_ready(instance: Instance, timeout: float = 60) -> None:
 
 
 @contextmanager
-def cluster(tmp: Path, *, instances: int = 2, durable: bool = False) -> Iterator[Cluster]:
-    """``instances`` servers on a private PostgreSQL (``durable``: fsync on) and Redis."""
+def cluster(
+    tmp: Path,
+    *,
+    instances: int = 2,
+    durable: bool = False,
+    policy_dir: Path = POLICY_DIR,
+    agent_port: int | None = None,
+) -> Iterator[Cluster]:
+    """``instances`` servers on a private PostgreSQL (``durable``: fsync on) and Redis;
+    ``agent_port`` is the login helper's port the login page names (``oidc.agent_port``)."""
     pg, redis = PrivatePostgres(durable=durable), PrivateRedis()
     pg_url, redis_url = pg.start(), redis.start()
     try:
         ports = [free_port() for _ in range(instances)]
         public_url = f"http://127.0.0.1:{ports[0]}"
-        config = _write_config(tmp, public_url, pg_url, redis_url)
+        config = _write_config(tmp, public_url, pg_url, redis_url, policy_dir, agent_port)
         built = Cluster(public_url=public_url, config=config, pg=pg, redis=redis)
         try:
             core = built.core()  # migrates, creates the CA and the data directory first

@@ -125,15 +125,30 @@ def _down_on_each(c: Cluster, dev: EnrolledDevice, tokens: dict[str, str]) -> No
         assert cc.status_code >= 400 and "access_token" not in cc.text, cc.text
 
 
+def _logs_in(url: str, dev: EnrolledDevice) -> bool:
+    try:
+        tokens = oidc_login(url, dev)
+    except AssertionError:
+        return False
+    return refresh(url, tokens["refresh_token"]).status_code == 200
+
+
 def _back_everywhere(c: Cluster, dev: EnrolledDevice) -> None:
+    """Service resumes by itself: each instance gets ready, decides and logs in again (a
+    worker's first request may still meet a connection that died with the server), then
+    keeps answering."""
     for url in (c.a, c.b):
         _eventually(
             lambda u=url: httpx.get(u + "/readyz", timeout=5).status_code == 200, c, "ready"
         )
         _eventually(lambda u=url: decide(c, u, dev).status_code == 200, c, f"a decision on {url}")
-        assert decide(c, url, dev).json()["outcome"] in {"allow", "warn"}
-        tokens = oidc_login(url, dev)
-        assert refresh(url, tokens["refresh_token"]).status_code == 200
+        _eventually(lambda u=url: _logs_in(u, dev), c, f"a login on {url}")
+    for url in (c.a, c.b):  # steady again: every answer now is a real decision
+        for _ in range(4):
+            answer = decide(c, url, dev)
+            assert answer.status_code == 200, answer.text + c.logs()
+            assert answer.json()["outcome"] in {"allow", "warn"}
+        assert _logs_in(url, dev), c.logs()
     for instance in c.instances:
         assert instance.alive(), c.logs()
 

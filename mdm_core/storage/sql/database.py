@@ -198,6 +198,8 @@ class Database:
                 cursor.close()
         except psycopg.Error as exc:
             conn.invalidate()  # a failed read leaves nothing worth reusing
+            if isinstance(exc, psycopg.OperationalError):  # the server went away: so did
+                self._autocommit().pool.dispose()  # every idle connection of this pool
             raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
         except Exception:
             conn.invalidate()
