@@ -36,6 +36,8 @@ from posture_gateway.oidc.setup import register as register_oidc
 from posture_gateway.oidc.web import baseline_headers
 from posture_gateway.pages.landing import bp as landing_bp
 from posture_gateway.settings import ConfigError, Settings, load_settings
+from posture_gateway.signals.setup import machine_scopes
+from posture_gateway.signals.setup import register as register_signals
 from posture_gateway.state import GatewayState, state
 from posture_gateway.wiring import build_services
 
@@ -126,7 +128,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     sync_users_file(  # its users into the mirror
         core.storage, settings.oidc.users_file, source_of_truth=core.directory.source_of_truth
     )
-    register_integrations(app, services.integrations, services.provider)  # APIs, Okta, Entra
+    register_integrations(  # APIs, Okta, Entra; the one client-credentials grant
+        app,
+        services.integrations,
+        services.provider,
+        machine_scopes=machine_scopes(settings.signals),
+    )
+    register_signals(app, services.signals)  # Shared Signals transmitter (SSF, CAEP, RISC)
     init_scim(
         app,
         settings.scim,

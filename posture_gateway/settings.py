@@ -27,6 +27,7 @@ from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
 from posture_gateway.oidc.settings import OIDCSettings
 from posture_gateway.pages.settings import HelpdeskSettings
+from posture_gateway.signals.settings import SignalsSettings
 
 __all__ = [
     "Settings",
@@ -114,6 +115,8 @@ class Settings(_Strict):
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
     # SCIM 2.0 server at /scim/v2: provisioning clients and their tokens (docs/scim.md).
     scim: ScimSettings = Field(default_factory=ScimSettings)
+    # Shared Signals transmitter: receivers and delivery (docs/shared-signals.md).
+    signals: SignalsSettings = Field(default_factory=SignalsSettings)
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     read_model: ReadModelSettings = Field(default_factory=ReadModelSettings)
     max_request_bytes: int = 256 * 1024

@@ -16,7 +16,9 @@ only what the steps before it made:
    login page as authenticators;
 4. the OpenID provider (key ring, token issuer, clients, local users, grant stores);
 5. the integrations state over the provider's gate, nonces, keys and access tokens, with the
-   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer.
+   login flow's continuation for upstream sign-ins and the Entra EAM ID token issuer;
+6. the Shared Signals transmitter (:mod:`posture_gateway.signals`) over the provider's keys
+   and access tokens, its outbox listener registered on the core's storage.
 
 :func:`posture_gateway.app.create_app` calls it, then installs and registers.
 """
@@ -55,6 +57,8 @@ from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.setup import build_provider
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.settings import Settings
+from posture_gateway.signals.setup import build as build_signals
+from posture_gateway.signals.state import SignalsState
 
 __all__ = ["GatewayServices", "build_services"]
 
@@ -69,6 +73,7 @@ class GatewayServices:
     provider: OIDCProvider
     login_transactions: LoginTransactionStore
     integrations: IntegrationsState
+    signals: SignalsState
 
 
 def build_services(
@@ -120,6 +125,7 @@ def build_services(
     except BaseException:
         http.close()
         raise
+    access_tokens = CachedBearerTokens(provider, core.storage, model.cache)
     integrations = build_integrations(
         integration_settings,
         public_url=settings.public_url,
@@ -128,7 +134,7 @@ def build_services(
         provider=provider,
         evaluator=access,
         user_directory=directory,
-        access_tokens=CachedBearerTokens(provider, core.storage, model.cache),
+        access_tokens=access_tokens,
         complete_authentication=complete_authentication,
         entra_tokens=eam_token_issuer(
             integration_settings.entra, provider.keys, public_url=settings.public_url
@@ -136,6 +142,17 @@ def build_services(
         if integration_settings.entra
         else None,
     )
+    # The Shared Signals transmitter: its outbox listener is registered on the core's storage
+    # here, so every unit of work from now on queues the SETs its events cause.
+    try:
+        signals = build_signals(settings, core, provider, access_tokens)
+    except BaseException:
+        integrations.close()
+        raise
     return GatewayServices(
-        access=access, provider=provider, login_transactions=transactions, integrations=integrations
+        access=access,
+        provider=provider,
+        login_transactions=transactions,
+        integrations=integrations,
+        signals=signals,
     )

@@ -52,6 +52,9 @@ class EventType:
     ACCOUNT_DELETED = "directory.account_deleted"
     #: One user's effective groups changed (subject: the user; payload: before / after).
     USER_GROUPS_CHANGED = "directory.user_groups_changed"
+    #: Sessions and tokens revoked (subject: the device or user id; payload: scope
+    #: device|user, user_id, device_id or None, reason, count, sessions).
+    ACCESS_REVOKED = "access.revoked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,10 @@
 A service adds its events through ``uow.outbox`` inside the unit of work that changes the
 state, so both commit or neither does. :class:`mdm_core.bus.outbox_relay.OutboxRelay` later reads
 the unpublished rows in id order, hands them to the event bus and marks them published.
+
+An :class:`OutboxListener` (registered on the storage by a plane that must react durably,
+e.g. the signals transmitter) is called by the SQL outbox with the events it adds, on the
+unit of work's own connection: what it writes commits or rolls back with the state change.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Protocol
 
 from mdm_core.bus.events import DomainEvent
 
-__all__ = ["OutboxEntry", "OutboxStore"]
+__all__ = ["OutboxEntry", "OutboxListener", "OutboxStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +53,14 @@ class OutboxStore(Protocol):
     def purge_published(self, before: datetime) -> int:
         """Delete rows published before ``before``; returns how many. Unpublished rows stay."""
         ...
+
+
+class OutboxListener(Protocol):
+    """Told of every batch of events a unit of work adds to the outbox, before commit.
+
+    Runs inside the unit of work (same connection, same transaction): whatever it writes
+    commits with the events, and an exception it raises rolls the whole unit of work back.
+    It must be cheap for the events it does not care about (check-ins add events).
+    """
+
+    def events_added(self, events: Sequence[DomainEvent]) -> None: ...

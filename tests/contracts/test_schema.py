@@ -13,11 +13,14 @@ from sqlalchemy import inspect
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import metadata
 from posture_gateway.oidc.tables import metadata as gateway_metadata
+from posture_gateway.signals.tables import metadata as signals_metadata
 
 
 def test_migrations_match_tables(database: Database) -> None:
     with database.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), [metadata, gateway_metadata])
+        diff = compare_metadata(
+            MigrationContext.configure(conn), [metadata, gateway_metadata, signals_metadata]
+        )
     assert diff == []
 
 
@@ -26,6 +29,7 @@ def test_gateway_tables_come_from_the_migrations(database: Database) -> None:
     tables = set(inspect(database.engine).get_table_names())
     assert set(gateway_metadata.tables) <= tables
     assert set(metadata.tables) <= tables
+    assert set(signals_metadata.tables) <= tables
 
 
 def test_migrate_keeps_gateway_tables_created_earlier(tmp_path: Path) -> None:
@@ -35,7 +39,9 @@ def test_migrate_keeps_gateway_tables_created_earlier(tmp_path: Path) -> None:
         gateway_metadata.create_all(db.engine)
         db.migrate()
         with db.engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), [metadata, gateway_metadata])
+            diff = compare_metadata(
+                MigrationContext.configure(conn), [metadata, gateway_metadata, signals_metadata]
+            )
         assert diff == []
     finally:
         db.dispose()

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Insert, delete, insert, select, update
 
 from mdm_core.bus.events import DomainEvent
-from mdm_core.storage.outbox import OutboxEntry
+from mdm_core.storage.outbox import OutboxEntry, OutboxListener
 from mdm_core.storage.sql.encoding import as_utc, json_param
 from mdm_core.storage.sql.tables import outbox
 
@@ -23,10 +23,13 @@ _INSERT: dict[str, Insert] = {
 
 
 class SqlOutboxStore:
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(
+        self, conn: Connection, dialect: str, listeners: Sequence[OutboxListener] = ()
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
         self._insert = _INSERT[dialect]
+        self._listeners = tuple(listeners)
 
     def add(self, events: Sequence[DomainEvent]) -> None:
         if not events:
@@ -42,6 +45,8 @@ class SqlOutboxStore:
             for e in events
         ]
         self.conn.execute(self._insert, rows)
+        for listener in self._listeners:  # same connection: commits with the events
+            listener.events_added(events)
 
     def fetch_unpublished(self, limit: int) -> list[OutboxEntry]:
         stmt = (

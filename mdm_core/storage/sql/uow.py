@@ -15,6 +15,7 @@ from mdm_core.storage.sql.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     from mdm_core.storage.credentials import AllCredentials, CredentialRevoker
+    from mdm_core.storage.outbox import OutboxListener
     from mdm_core.storage.sql.audit import SqlAuditStore
     from mdm_core.storage.sql.certauth import SqlCaKeyStore, SqlCertificateStore
     from mdm_core.storage.sql.compliance import SqlComplianceStore
@@ -39,13 +40,18 @@ if TYPE_CHECKING:
         SqlSyncCursorStore,
     )
 
-__all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory"]
+__all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory", "OutboxListenerFactory"]
 
 log = logging.getLogger(__name__)
 
 #: Builds a :class:`~mdm_core.storage.credentials.CredentialRevoker` on a unit of work's
 #: connection (the access plane registers one with :meth:`SqlStorage.add_credential_revoker`).
 CredentialRevokerFactory = Callable[[Connection], "CredentialRevoker"]
+
+#: Builds an :class:`~mdm_core.storage.outbox.OutboxListener` for one unit of work (its
+#: ``conn``, ``dialect`` and ``call_after``); registered with
+#: :meth:`SqlStorage.add_outbox_listener`.
+OutboxListenerFactory = Callable[["SqlUnitOfWork"], "OutboxListener"]
 
 
 class SqlUnitOfWork:
@@ -59,11 +65,13 @@ class SqlUnitOfWork:
         conn: Connection,
         dialect: str,
         revokers: Sequence[CredentialRevokerFactory] = (),
+        outbox_listeners: Sequence[OutboxListenerFactory] = (),
     ) -> None:
         self.conn = conn
         self.dialect = dialect
         self._after: list[Callable[[], object]] = []
         self._revokers = tuple(revokers)
+        self._outbox_listeners = tuple(outbox_listeners)
         # Rows one statement read for a later store call of this unit of work (check-ins).
         self.read_ahead = ReadAhead()
 
@@ -131,7 +139,9 @@ class SqlUnitOfWork:
     def outbox(self) -> SqlOutboxStore:
         from mdm_core.storage.sql.outbox import SqlOutboxStore
 
-        return SqlOutboxStore(self.conn, self.dialect)
+        return SqlOutboxStore(
+            self.conn, self.dialect, [factory(self) for factory in self._outbox_listeners]
+        )
 
     @cached_property
     def posture(self) -> SqlPostureStore:
@@ -218,6 +228,7 @@ class SqlStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._revokers: list[CredentialRevokerFactory] = []
+        self._outbox_listeners: list[OutboxListenerFactory] = []
 
     def add_credential_revoker(self, factory: CredentialRevokerFactory) -> None:
         """Register the access plane's revoker: every unit of work from now on builds one on
@@ -226,12 +237,22 @@ class SqlStorage:
             raise ValueError("add_credential_revoker needs a factory")
         self._revokers.append(factory)
 
+    def add_outbox_listener(self, factory: OutboxListenerFactory) -> None:
+        """Register a plane's outbox listener: every unit of work from now on builds one and
+        its outbox store calls it with the events it adds, on the same connection, so what
+        the listener writes commits with the change that caused the events."""
+        if factory is None:
+            raise ValueError("add_outbox_listener needs a factory")
+        self._outbox_listeners.append(factory)
+
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlUnitOfWork]:
         uow: SqlUnitOfWork | None = None
         try:
             with self.database.transaction() as conn:
-                uow = SqlUnitOfWork(conn, self.database.dialect, self._revokers)
+                uow = SqlUnitOfWork(
+                    conn, self.database.dialect, self._revokers, self._outbox_listeners
+                )
                 yield uow
         finally:
             if uow is not None:
