@@ -38,6 +38,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import yaml
 
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore, build_core
@@ -143,6 +144,7 @@ def _write_config(
     redis_url: str,
     policy_dir: Path,
     agent_port: int | None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     clients = tmp / "clients.yaml"
     clients.write_text(
@@ -185,7 +187,8 @@ def _write_config(
                 f"    oauth_clients: [{API_CLIENT}]",
             ]
         )
-        + "\n",
+        + "\n"
+        + (yaml.safe_dump(extra, sort_keys=False) if extra else ""),
         encoding="utf-8",
     )
     return config
@@ -242,22 +245,25 @@ def cluster(
     durable: bool = False,
     policy_dir: Path = POLICY_DIR,
     agent_port: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[Cluster]:
     """``instances`` servers on a private PostgreSQL (``durable``: fsync on) and Redis;
-    ``agent_port`` is the login helper's port the login page names (``oidc.agent_port``)."""
+    ``agent_port`` is the login helper's port the login page names (``oidc.agent_port``);
+    ``extra`` adds top-level config sections (e.g. ``signals``)."""
     pg, redis = PrivatePostgres(durable=durable), PrivateRedis()
     pg_url, redis_url = pg.start(), redis.start()
     try:
         ports = [free_port() for _ in range(instances)]
         public_url = f"http://127.0.0.1:{ports[0]}"
-        config = _write_config(tmp, public_url, pg_url, redis_url, policy_dir, agent_port)
+        config = _write_config(tmp, public_url, pg_url, redis_url, policy_dir, agent_port, extra)
         built = Cluster(public_url=public_url, config=config, pg=pg, redis=redis)
         try:
             core = built.core()  # migrates, creates the CA and the data directory first
             try:
                 core.directory.upsert_user(
                     DirectoryUser(
-                        id=USER_ID, username=USERNAME, active=True, source="local",
+                        id=USER_ID, username=USERNAME, email="alice@example.com", active=True,
+                        source="local",
                         updated_at=datetime.now(UTC),
                     )
                 )  # fmt: skip
