@@ -33,6 +33,7 @@ from mdm_core.device.checkin_now import CheckinNow, CheckinNowRefused
 from mdm_core.read_model import device_key
 from mdm_core.read_model.scope import VersionReader
 from mdm_core.runtime import MdmCore
+from posture_gateway.api.openapi import not_json
 from posture_gateway.oidc.login import _check_csrf, _no_login, _save, _tx
 from posture_gateway.oidc.web import render_page
 from posture_gateway.state import state
@@ -64,6 +65,7 @@ def _version(core: MdmCore, device_id: str) -> int:
 
 
 @bp.post("/login/device/recheck")
+@not_json("html page")
 def recheck() -> ResponseReturnValue:
     tx = _tx()
     if tx is None or not tx.get("user"):
@@ -98,6 +100,7 @@ def recheck() -> ResponseReturnValue:
 
 
 @bp.get("/login/device/recheck/status")
+@not_json("the remediation page's own poll, bound to the login session (not an API)")
 def status() -> ResponseReturnValue:
     tx = _tx()
     pending = tx.get("recheck") if tx else None
