@@ -93,6 +93,7 @@ def recheck() -> ResponseReturnValue:
     _save(tx)
     return render_page(
         "oidc/rechecking.html",
+        connect=["'self'"],  # the page's script polls the status endpoint (same origin)
         status_url=url_for("login_recheck.status"),
         next_url=url_for("oidc_login.device_page"),
         wait_s=int(RECHECK_WAIT_S),

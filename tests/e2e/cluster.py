@@ -54,15 +54,21 @@ from tests.services import PrivatePostgres, PrivateRedis, free_port
 __all__ = [
     "APP_CLIENT",
     "Cluster",
+    "PASSWORD",
+    "REDIRECT",
     "USER_ID",
     "USERNAME",
     "check_in",
     "cluster",
     "decide",
+    "device_step",
+    "field_value",
+    "finish_login",
     "introspect",
     "login_device_step",
     "oidc_login",
     "refresh",
+    "start_login",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
