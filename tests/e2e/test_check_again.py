@@ -204,3 +204,49 @@ def test_check_again_lets_a_fixed_device_in_within_seconds(stack: Stack) -> None
         core.close()
     assert [(e.actor, e.outcome) for e in entries] == [("user:" + USER_ID, "sent")]
     http.close()
+
+
+@pytest.mark.browser
+def test_check_again_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
+    """The same in headless Chromium: the pages' own scripts ask the helper for the proof,
+    post it, and after "Check again" poll the status endpoint (under the page's CSP) and
+    return to the device step by themselves."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.e2e.chromium import chromium
+    from tests.e2e.cluster import APP_CLIENT, PASSWORD, REDIRECT, USERNAME
+
+    a = stack.c.a  # the helper serves only the gateway's public origin, which is A's
+    _eventually(lambda: _checkins(stack) >= 1, "the agent's first check-in", stack)
+    params = {
+        "response_type": "code", "client_id": APP_CLIENT, "redirect_uri": REDIRECT,
+        "scope": "openid", "state": "s1", "nonce": "n1",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+    }  # fmt: skip
+    with chromium(tmp_path / "profile") as browser:
+        browser.get(str(httpx.URL(a + "/oauth/authorize", params=params)))
+        WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.ID, "password"))
+        browser.find_element(By.ID, "username").send_keys(USERNAME)
+        browser.find_element(By.ID, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        WebDriverWait(browser, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "[data-outcome=block]"),
+            message="the blocked page never showed",
+        )
+        time.sleep(1.5)  # the agent is back in its long-poll
+        before = _checkins(stack)
+        _set_release(stack.host, "12")
+        browser.find_element(By.CSS_SELECTOR, "form[data-recheck] button").click()
+        WebDriverWait(browser, 40).until(
+            lambda d: (
+                d.current_url.startswith(REDIRECT)
+                or d.find_elements(By.CSS_SELECTOR, "[data-outcome=warn]")
+            ),
+            message="the page did not come back allowed after Check again",
+        )
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block]")
+    assert _checkins(stack) > before, stack.logs()
+    # The page's script did poll (its CSP allows it): the access log of A has the polls.
+    assert "GET /login/device/recheck/status 200" in stack.c.instances[0].output(), stack.logs()
