@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -46,9 +47,11 @@ from mdm_core.api.errors import (
     install_error_handlers,
     json_object,
 )
+from mdm_core.bus.events import InProcessBus
 from mdm_core.device.checkin import report_envelope
+from mdm_core.device.checkin_now import requested_since
 from mdm_core.device.commands import CommandStatus
-from mdm_core.device.long_poll import LONG_POLL_KEY, WaitCapacityExhausted, WaitRegistry
+from mdm_core.device.long_poll import LONG_POLL_KEY, Wait, WaitCapacityExhausted, WaitRegistry
 from mdm_core.device.metrics import count_checkin
 from mdm_core.device.proof import PROOF_HEADER, AuthenticatedDevice
 from mdm_core.domain.errors import BadRequest, MalformedProof, MdmError
@@ -149,7 +152,7 @@ def wait_for_commands() -> ResponseReturnValue:
         elif waits.take_request(device_id):  # asked to check in before this wait opened
             ended = "checkin_requested"
         else:
-            ended = wait.wait(timeout)
+            ended = _hold(core, wait, device_id, timeout)
         if ended == "command_queued":
             pending = _pending(core, device_id)
     finally:
@@ -162,6 +165,32 @@ def _no_room(err: WaitCapacityExhausted) -> Response:
     resp = error_response(err.reason, err.message, err.status)
     resp.headers["Retry-After"] = str(err.retry_after_s)
     return resp
+
+
+#: Where the bus is per process (embedded default), how often a wait looks for a check-in
+#: request sent through another process (seconds; one audit read each).
+REQUEST_POLL_S = 1.0
+
+
+def _hold(core: MdmCore, wait: Wait, device_id: str, timeout: int) -> str:
+    """Hold ``wait`` up to ``timeout`` s; on a per-process bus also end it when another
+    process sent this device a check-in request (:func:`requested_since`)."""
+    if not isinstance(core.bus, InProcessBus):
+        return wait.wait(timeout)
+    started = datetime.now(UTC)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        ended = wait.wait(min(left, REQUEST_POLL_S))
+        if ended != "timeout":
+            return ended
+        try:
+            if requested_since(core.storage, device_id, started):
+                return "checkin_requested"
+        except Exception:  # the store is away: keep waiting on the bus alone
+            log.warning("could not look for check-in requests", exc_info=True)
 
 
 def wait_registry(core: MdmCore) -> WaitRegistry:

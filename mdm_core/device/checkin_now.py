@@ -13,11 +13,16 @@ limiter: Redis or the SQL table), refused beyond (:class:`CheckinNowRefused`, no
 each request sent or refused leaves an audit entry ``device.checkin_requested`` with the
 actor. A bus that is down raises :class:`~mdm_core.domain.infra_errors.InfraError` (the caller
 falls back to the device's periodic check-in; nothing is granted by a request either way).
+
+The embedded default's bus is per process, while ``posture serve`` runs 2 workers on one
+SQLite file: a wait held by the other worker would never hear the event. There, the wait
+also looks for the request's audit entry about once a second
+(:func:`requested_since`; ``mdm_core.api.checkin_views``), so the request reaches it anyway.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from mdm_core.bus.events import DomainEvent, EventBus
 from mdm_core.domain.errors import MdmError
@@ -30,6 +35,7 @@ __all__ = [
     "CheckinNowRefused",
     "DEFAULT_LIMIT",
     "DEFAULT_WINDOW",
+    "requested_since",
 ]
 
 #: Bus event: please check in now (payload ``device_id``, ``actor``).
@@ -97,3 +103,18 @@ class CheckinNow:
     def _audit(self, actor: str, device_id: str, outcome: str, detail: dict[str, str]) -> None:
         with self._storage.unit_of_work() as uow:
             uow.audit.record(actor, AUDIT_ACTION, device_id, outcome, detail)
+
+
+def requested_since(storage: Storage, device_id: str, since: datetime) -> bool:
+    """Whether a check-in request for ``device_id`` was sent at or after ``since`` (its
+    audit entry; the cross-process signal where the bus is not shared)."""
+    with storage.unit_of_work() as uow:
+        entries = uow.audit.recent(device_id, limit=20)
+    floor = since if since.tzinfo else since.replace(tzinfo=UTC)
+    for entry in entries:
+        at = entry.at if entry.at.tzinfo else entry.at.replace(tzinfo=UTC)
+        if at < floor:
+            return False  # newest first: nothing newer is left
+        if entry.action == AUDIT_ACTION and entry.outcome == "sent":
+            return True
+    return False

@@ -141,3 +141,25 @@ def test_on_a_shared_redis_bus_a_request_in_one_process_ends_the_wait_in_another
 def _core_on_redis(database: Database, tmp: Path, redis_url: str) -> MdmCore:
     config = core_config(database, tmp, max_waits=2, max_wait_s=10, redis_url=redis_url)
     return build_core(config, bus=RedisEventBus(connect_redis(redis_url)))
+
+
+def test_on_the_embedded_default_a_request_from_another_worker_ends_the_wait(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    """Two workers on one SQLite file, each with its own in-process bus: the request made by
+    one reaches the wait held by the other through its audit entry (within about a second)."""
+    a = make_core(sqlite_database, tmp_path, max_waits=2, max_wait_s=10)
+    b = make_core(sqlite_database, tmp_path, max_waits=2, max_wait_s=10)
+    try:
+        assert a.bus is not b.bus
+        dev = enroll_device(a, "alice")
+        thread, out = _in_background(_client(a), dev)  # A holds the wait
+        _until(lambda: a.extras["long_poll"].open_count == 1)
+        CheckinNow(b.bus, b.storage, b.rate_limiter).request(dev.device_id, actor="user:a")
+        thread.join(10)
+        assert not thread.is_alive()
+        assert out["resp"].json["ended"] == "checkin_requested"
+        assert out["took"] < 8  # not the 10 s timeout
+    finally:
+        a.close()
+        b.close()
