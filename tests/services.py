@@ -4,6 +4,10 @@ A test that needs PostgreSQL or Redis gets a real one: the URL from the environm
 (``POSTURE_TEST_DATABASE_URL`` / ``POSTURE_TEST_REDIS_URL``) if set, else a private instance
 started here in a temporary directory on a free port. A missing binary is a test *failure*
 with the install hint, never a skip: CI must not go green without the real service.
+
+Outage tests stop a private server mid-run and bring it back on the SAME port (and, for
+PostgreSQL, the same data directory): ``pause()`` and ``resume()`` of :class:`PrivatePostgres`
+and :class:`PrivateRedis`. ``stop()`` ends it for good.
 """
 
 from __future__ import annotations
@@ -91,10 +95,17 @@ class PrivatePostgres:
             check=True,
             capture_output=True,
         )
+        self._run_as = run_as
+        self._bindir = bindir
+        self._launch()
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def _launch(self) -> None:
+        assert self.datadir is not None
         subprocess.run(
             [
-                *run_as,
-                str(bindir / "pg_ctl"),
+                *self._run_as,
+                str(self._bindir / "pg_ctl"),
                 "-D",
                 str(self.datadir / "data"),
                 "-w",
@@ -114,13 +125,22 @@ class PrivatePostgres:
             capture_output=True,
         )
         _wait_port(self.port)
-        self._run_as = run_as
-        self._bindir = bindir
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stop the server at once (``-m immediate``: connections drop, as in a crash) and
+        keep its data directory and port for :meth:`resume`."""
         if self.datadir is None:
-            return
+            raise RuntimeError("not started")
+        self._pg_stop()
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port and data directory."""
+        if self.datadir is None:
+            raise RuntimeError("not started")
+        self._launch()
+
+    def _pg_stop(self) -> None:
+        assert self.datadir is not None
         subprocess.run(
             [
                 *self._run_as,
@@ -134,6 +154,11 @@ class PrivatePostgres:
             check=False,
             capture_output=True,
         )
+
+    def stop(self) -> None:
+        if self.datadir is None:
+            return
+        self._pg_stop()
         shutil.rmtree(self.datadir, ignore_errors=True)
         self.datadir = None
 
@@ -153,9 +178,14 @@ class PrivateRedis:
                 "(apt-get install redis-server) or set POSTURE_TEST_REDIS_URL"
             )
         self.port = free_port()
+        self._binary = binary
+        self._launch()
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _launch(self) -> None:
         self.proc = subprocess.Popen(
             [
-                binary,
+                self._binary,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -169,7 +199,20 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         _wait_port(self.port)
-        return f"redis://127.0.0.1:{self.port}/0"
+
+    def pause(self) -> None:
+        """Kill the server (SIGKILL: connections drop, nothing saved: it comes back empty,
+        as a Redis without persistence does) and keep the port for :meth:`resume`."""
+        if self.proc is None:
+            raise RuntimeError("not started")
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def resume(self) -> None:
+        """Start the server again on the same port (empty)."""
+        if self.proc is None or self.proc.poll() is None:
+            raise RuntimeError("not paused")
+        self._launch()
 
     def stop(self) -> None:
         if self.proc is not None:

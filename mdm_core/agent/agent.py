@@ -219,8 +219,9 @@ class Agent:
         return CheckinResult(answer=answer, executed=executed)
 
     def _wait_once(self, stop: threading.Event, timeout_s: int, due: float) -> bool:
-        """One long-poll; False when the loop should check in now (a command is pending, or
-        the wait was superseded and we slept until the check-in is due).
+        """One long-poll; False when the loop should check in now (a command is pending, the
+        server asked for a fresh check-in, or the wait was superseded and we slept until the
+        check-in is due).
 
         A refused long-poll (no free slot: 503 with Retry-After; any other non-identity
         refusal) falls back to periodic check-in: sleep for the hint (at most until the
@@ -237,6 +238,9 @@ class Agent:
             stop.wait(max(0.0, min(hint, due - time.monotonic())))
             return time.monotonic() < due
         if int(waited.get("pending") or 0) > 0:
+            return False
+        if waited.get("ended") == "checkin_requested":
+            log.info("the server asked for a check-in now")
             return False
         if waited.get("ended") == "superseded":
             log.info("long-poll superseded by another wait of this device")

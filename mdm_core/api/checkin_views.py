@@ -17,9 +17,11 @@ input rolls the whole unit back, so bad input changes nothing.
   soon as one is queued (``"command_queued"``; the device then checks in to receive it),
   after ``T`` seconds (``"timeout"``; ``T`` is S shortened to the server's longest wait), or
   at once when the same device opened a newer wait (``"superseded"``: do not wait again
-  until the next check-in). Waits are bounded (:mod:`mdm_core.device.long_poll`): one per device,
-  a few per process; when all are taken the answer is ``503 long_poll_unavailable`` with
-  ``Retry-After`` at once, and the device keeps to its periodic check-in.
+  until the next check-in), or when the gateway asked the device for a fresh posture
+  (``"checkin_requested"``: check in now; :mod:`mdm_core.device.checkin_now`). Waits are
+  bounded (:mod:`mdm_core.device.long_poll`): one per device, a few per process; when all
+  are taken the answer is ``503 long_poll_unavailable`` with ``Retry-After`` at once, and
+  the device keeps to its periodic check-in.
 - ``GET /mdm/v1/privacy-notice?ownership=byod|corporate`` (public) -> the notice document.
 
 Errors: ``{"error": "<code>", "reason": "<text>"}`` with 401 for a refused proof (the code is
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -44,9 +47,11 @@ from mdm_core.api.errors import (
     install_error_handlers,
     json_object,
 )
+from mdm_core.bus.events import InProcessBus
 from mdm_core.device.checkin import report_envelope
+from mdm_core.device.checkin_now import requested_since
 from mdm_core.device.commands import CommandStatus
-from mdm_core.device.long_poll import LONG_POLL_KEY, WaitCapacityExhausted, WaitRegistry
+from mdm_core.device.long_poll import LONG_POLL_KEY, Wait, WaitCapacityExhausted, WaitRegistry
 from mdm_core.device.metrics import count_checkin
 from mdm_core.device.proof import PROOF_HEADER, AuthenticatedDevice
 from mdm_core.domain.errors import BadRequest, MalformedProof, MdmError
@@ -142,7 +147,12 @@ def wait_for_commands() -> ResponseReturnValue:
     wait = waits.open(device_id)  # ends this device's previous wait; 503 when full
     try:
         pending = _pending(core, device_id)  # registered first: nothing queued slips through
-        ended = "pending" if pending else wait.wait(timeout)
+        if pending:
+            ended = "pending"
+        elif waits.take_request(device_id):  # asked to check in before this wait opened
+            ended = "checkin_requested"
+        else:
+            ended = _hold(core, wait, device_id, timeout)
         if ended == "command_queued":
             pending = _pending(core, device_id)
     finally:
@@ -155,6 +165,32 @@ def _no_room(err: WaitCapacityExhausted) -> Response:
     resp = error_response(err.reason, err.message, err.status)
     resp.headers["Retry-After"] = str(err.retry_after_s)
     return resp
+
+
+#: Where the bus is per process (embedded default), how often a wait looks for a check-in
+#: request sent through another process (seconds; one audit read each).
+REQUEST_POLL_S = 1.0
+
+
+def _hold(core: MdmCore, wait: Wait, device_id: str, timeout: int) -> str:
+    """Hold ``wait`` up to ``timeout`` s; on a per-process bus also end it when another
+    process sent this device a check-in request (:func:`requested_since`)."""
+    if not isinstance(core.bus, InProcessBus):
+        return wait.wait(timeout)
+    started = datetime.now(UTC)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        ended = wait.wait(min(left, REQUEST_POLL_S))
+        if ended != "timeout":
+            return ended
+        try:
+            if requested_since(core.storage, device_id, started):
+                return "checkin_requested"
+        except Exception:  # the store is away: keep waiting on the bus alone
+            log.warning("could not look for check-in requests", exc_info=True)
 
 
 def wait_registry(core: MdmCore) -> WaitRegistry:

@@ -17,7 +17,11 @@ device froze the login page). :class:`WaitRegistry` keeps them bounded, per proc
   so slots turn over.
 
 One subscription to ``command.state_changed`` wakes the wait of the device a command was
-queued for (not one subscription per request).
+queued for (not one subscription per request). One to ``device.checkin_requested``
+(:mod:`mdm_core.device.checkin_now`) ends the device's wait with ``"checkin_requested"``: the
+agent checks in at once. A request for a device with no wait open here is remembered for
+``request_ttl_s``; a wait the device opens meanwhile ends at once the same way
+(:meth:`WaitRegistry.take_request`), so a request landing between two waits is not lost.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mdm_core.bus.events import DomainEvent, EventBus, EventType
+from mdm_core.device.checkin_now import CHECKIN_REQUESTED
 from mdm_core.device.commands import CommandStatus
 from mdm_core.domain.errors import MdmError
 
@@ -54,6 +60,10 @@ DEFAULT_MAX_WAIT_S = 25
 WAIT_STARTED = "device.wait_started"
 #: Where ``build_core`` keeps the registry: ``MdmCore.extras[LONG_POLL_KEY]``.
 LONG_POLL_KEY = "long_poll"
+#: How long a check-in request for a device that is not waiting is remembered (seconds).
+REQUEST_TTL_S = 30.0
+#: At most this many remembered requests per process (oldest forgotten first).
+_MAX_REMEMBERED = 10_000
 
 
 class WaitCapacityExhausted(MdmError):
@@ -74,7 +84,8 @@ class Wait:
     device_id: str
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     _event: threading.Event = field(default_factory=threading.Event)
-    ended: str | None = None  # why it ended early: "command_queued", "superseded", "closed"
+    # why it ended early: "command_queued", "checkin_requested", "superseded", "closed"
+    ended: str | None = None
 
     def end(self, reason: str) -> None:
         if self.ended is None:
@@ -96,6 +107,7 @@ class WaitRegistry:
         *,
         max_waits: int = DEFAULT_MAX_WAITS,
         max_wait_s: int = DEFAULT_MAX_WAIT_S,
+        request_ttl_s: float = REQUEST_TTL_S,
     ) -> None:
         if bus is None:
             raise ValueError("WaitRegistry needs an event bus")
@@ -106,12 +118,15 @@ class WaitRegistry:
         self.bus = bus
         self.max_waits = max_waits
         self.max_wait_s = max_wait_s
+        self.request_ttl_s = request_ttl_s
+        self._requested: dict[str, float] = {}  # device id -> when a request arrived
         self._origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._lock = threading.Lock()
         self._by_device: dict[str, Wait] = {}
         self._unsubscribe: list[Callable[[], None]] = [
             bus.subscribe(EventType.COMMAND_STATE_CHANGED, self._on_command),
             bus.subscribe(WAIT_STARTED, self._on_wait_started),
+            bus.subscribe(CHECKIN_REQUESTED, self._on_checkin_requested),
         ]
 
     @property
@@ -146,6 +161,13 @@ class WaitRegistry:
             log.warning("could not announce the long-poll of %s", device_id, exc_info=True)
         return wait
 
+    def take_request(self, device_id: str) -> bool:
+        """Whether a check-in request for ``device_id`` arrived in the last
+        ``request_ttl_s`` while it was not waiting here (forgotten once taken)."""
+        with self._lock:
+            at = self._requested.pop(device_id, None)
+        return at is not None and time.monotonic() - at <= self.request_ttl_s
+
     def close(self, wait: Wait) -> None:
         """Release ``wait``'s slot (idempotent; a superseded wait's slot is already its
         successor's)."""
@@ -176,6 +198,17 @@ class WaitRegistry:
             wait = self._by_device.get(str(payload.get("device_id")))
         if wait is not None:
             wait.end("command_queued")
+
+    def _on_checkin_requested(self, event: DomainEvent) -> None:
+        device_id = str(event.payload.get("device_id") or event.subject)
+        with self._lock:
+            wait = self._by_device.get(device_id)
+            if wait is None:
+                self._requested[device_id] = time.monotonic()
+                while len(self._requested) > _MAX_REMEMBERED:
+                    del self._requested[next(iter(self._requested))]
+        if wait is not None:
+            wait.end("checkin_requested")
 
     def _on_wait_started(self, event: DomainEvent) -> None:
         payload = event.payload

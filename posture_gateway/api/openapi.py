@@ -68,7 +68,11 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _STATUS = {
     "type": "object",
-    "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    "properties": {
+        "status": {"type": "string"},
+        "backend": {"type": "string"},
+        "reason": {"type": "string"},
+    },
     "required": ["status"],
 }
 
@@ -273,7 +277,7 @@ _BLUEPRINT_PATHS: dict[str, dict[str, Any]] = {
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "summary": "Readiness: the store is reachable",
+                "summary": "Readiness: the store (and Redis, when configured) is reachable",
                 "tags": ["meta"],
                 "security": [],
                 "responses": {

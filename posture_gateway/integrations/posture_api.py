@@ -45,6 +45,7 @@ from mdm_core.device.proof import proof_kid
 from mdm_core.read_model import device_key
 from mdm_core.read_model.scope import want_versions
 from mdm_core.support.json_input import NO_NUL_PATTERN, JsonInputError, loads_bounded
+from posture_gateway.access.backends import is_backend_outage
 from posture_gateway.access.nonces import BoundNonce, NonceKind, nonce_purpose
 from posture_gateway.access.read_model import one_transaction
 from posture_gateway.integrations.state import IntegrationsState, integrations
@@ -232,6 +233,11 @@ def _oauth_caller(st: IntegrationsState, authorization: str) -> Caller:
     try:
         claims = verifier.verify_access_token(token.strip())
     except Exception as exc:  # any failure of any verifier is a refusal
+        if is_backend_outage(exc):  # the store cannot say: 503, not the token's fault
+            log.warning("access token not verifiable now: %s", type(exc).__name__)
+            raise _AuthFailure(
+                503, "token_store_unavailable", "cannot verify the access token now; treat as block"
+            ) from exc
         reason = getattr(exc, "reason", None) or type(exc).__name__
         raise _AuthFailure(401, "invalid_token", f"access token refused: {reason}") from exc
     scopes = str(claims.get("scope", "")).split()

@@ -13,7 +13,8 @@
    (:class:`mdm_core.access.evaluator.AccessEvaluator`, channel ``oidc``) through the
    device-check step every front end shares (:mod:`posture_gateway.login.device_step`):
    allow/restrict -> code; warn -> notice, then code; block -> remediation page with
-   "check again" (a fresh nonce). An evaluator that fails is a block.
+   "check again" (the proven device is asked for a fresh check-in first,
+   :mod:`posture_gateway.login.recheck`, then a fresh nonce). An evaluator that fails is a block.
 
 **SSO session** (:mod:`posture_gateway.sso`, ``docs/sessions.md``). A login that ends with an
 allowed decision (allow, warn, restrict) on a proven device creates a session (its own cookie)
@@ -542,12 +543,18 @@ def device_submit() -> ResponseReturnValue:
             return answer
     if verdict.outcome == "block":
         provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
+        fix = build_remediation(verdict.reasons, verdict.remediation)
+        # "Check again" asks the proven device for a fresh check-in when the person can fix
+        # something on it (posture_gateway.login.recheck).
+        tx["recheck_device"] = verdict.device_id if fix.yours else None
+        _save(tx)
         return render_page(
             "oidc/blocked.html",
             403,
+            recheck=bool(tx["recheck_device"]),
             reasons=verdict.reasons,
             remediation=verdict.remediation,
-            fix=build_remediation(verdict.reasons, verdict.remediation),
+            fix=fix,
             device=verdict.device,
         )
     if verdict.outcome == "warn":

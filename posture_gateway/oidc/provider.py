@@ -26,6 +26,8 @@ from flask import Blueprint, Response, jsonify, redirect, request, session
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
+from mdm_core.domain.infra_errors import InfraError
+from posture_gateway.access.backends import require_shared_backends
 from posture_gateway.access.read_model import one_transaction
 from posture_gateway.oidc.claims import SUPPORTED_SCOPES, claims_supported, token_claims
 from posture_gateway.oidc.login import TX_KEY
@@ -33,6 +35,7 @@ from posture_gateway.oidc.server import current_provider
 from posture_gateway.oidc.tokens import TokenRejected
 from posture_gateway.oidc.web import render_page
 from posture_gateway.sso.cookie import clear_session_cookie, read_session_cookie
+from posture_gateway.state import state
 
 __all__ = ["bp", "discovery_document"]
 
@@ -50,13 +53,14 @@ def _no_store(response: Response) -> Response:
 
 
 def _fail_closed(view: F) -> F:
-    """Storage errors become 503 temporarily_unavailable; nothing was issued."""
+    """Storage and shared-backend (Redis) errors become 503 temporarily_unavailable; nothing
+    was issued."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
         try:
             return view(*args, **kwargs)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, InfraError):
             response = jsonify(
                 error="temporarily_unavailable", reason="the grant store is unavailable"
             )
@@ -132,7 +136,9 @@ def token() -> ResponseReturnValue:
     the device and user, record the issuance): one BEGIN/COMMIT instead of four. An error
     rolls it all back: no token is issued and the code is not spent; a refused exchange
     (replay, unbound device, bad verifier) is an answer, not an error, and commits what it
-    did (the spent code, the revocation of a replay)."""
+    did (the spent code, the revocation of a replay). Nothing is issued while Redis (when
+    configured) does not answer (:func:`require_shared_backends`)."""
+    require_shared_backends(state().core)
     response: Response = current_provider().server.create_token_response()
     return _no_store(response)
 

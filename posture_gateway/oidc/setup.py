@@ -18,6 +18,7 @@ from mdm_core.ratelimit.guard import RateGuard
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.credentials import SESSIONS
 from posture_gateway.access.nonces import NonceStore
+from posture_gateway.login.recheck import bp as recheck_bp
 from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
 from posture_gateway.oidc.binding import DeviceBinding
@@ -152,4 +153,5 @@ def register(app: Flask, provider: OIDCProvider) -> None:
     provider.init_app(app)
     app.register_blueprint(provider_bp)
     app.register_blueprint(login_bp)
+    app.register_blueprint(recheck_bp)  # "Check again": a fresh check-in, then the device step
     init_basic_auth_guard(app)  # non-UTF-8 Basic credentials: 401, not authlib's 500

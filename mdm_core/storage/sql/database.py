@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from mdm_core.domain.errors import ConfigurationError
@@ -80,6 +80,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
 IDLE_PING_AFTER_S = 10.0
 #: Connections older than this are replaced at checkout.
 POOL_RECYCLE_S = 1800
+#: Seconds a new PostgreSQL connection may take (libpq ``connect_timeout``): a server that is
+#: down or unreachable fails the request within this bound instead of hanging it.
+CONNECT_TIMEOUT_S = 5
+#: libpq parameters of every PostgreSQL connection: the connect bound above, and TCP
+#: keepalives plus ``tcp_user_timeout`` so that a server that vanished without closing the
+#: connection (a host lost, a partition) fails an open connection in about 15-25 s instead of
+#: the kernel's many minutes. Ignored on Unix sockets.
+_PG_CONNECT_ARGS = {
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
 
 
 def _stamp_idle(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
@@ -128,6 +143,7 @@ class Database:
                 # a tenth of a check-in). Connections idle for a while are pinged instead,
                 # and none lives longer than POOL_RECYCLE_S.
                 pool_recycle=POOL_RECYCLE_S,
+                connect_args=dict(_PG_CONNECT_ARGS),
             )
             event.listen(self.engine, "checkin", _stamp_idle)
             event.listen(self.engine, "checkout", _ping_if_idle)
@@ -180,7 +196,11 @@ class Database:
     def autocommit_cursor(self) -> Iterator[Any]:
         """A DBAPI cursor on a PostgreSQL connection in autocommit mode, for ONE read
         statement (``%s`` parameters): one round trip, no transaction. Its pool is separate,
-        so no connection of the main pool ever changes mode. PostgreSQL only."""
+        so no connection of the main pool ever changes mode. PostgreSQL only. A driver error
+        is raised as SQLAlchemy's (``DBAPIError`` subclass), as every other read raises it, so
+        callers need one ``except SQLAlchemyError`` (a server gone is a store outage)."""
+        import psycopg  # the PostgreSQL driver, present whenever this path runs
+
         conn = self._autocommit().raw_connection()
         try:
             cursor = conn.cursor()
@@ -188,8 +208,13 @@ class Database:
                 yield cursor
             finally:
                 cursor.close()
-        except Exception:
+        except psycopg.Error as exc:
             conn.invalidate()  # a failed read leaves nothing worth reusing
+            if isinstance(exc, psycopg.OperationalError):  # the server went away: so did
+                self._autocommit().pool.dispose()  # every idle connection of this pool
+            raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        except Exception:
+            conn.invalidate()
             raise
         else:
             conn.close()
@@ -218,6 +243,7 @@ class Database:
                         pool_size=self._pool_size,
                         max_overflow=self._pool_size,
                         pool_recycle=POOL_RECYCLE_S,
+                        connect_args=dict(_PG_CONNECT_ARGS),
                     )
                     event.listen(engine, "checkin", _stamp_idle)
                     event.listen(engine, "checkout", _ping_if_idle)

@@ -91,6 +91,15 @@ def test_a_pending_command_checks_in_at_once(tmp_path: Path) -> None:
     assert len(checkins) >= 2 and server.waits >= 1
 
 
+def test_a_checkin_request_checks_in_at_once(tmp_path: Path) -> None:
+    """``ended: "checkin_requested"`` (the gateway's "Check again"): check in now, not at
+    the periodic check-in 5 s later."""
+    server = Server(httpx.Response(200, json={"pending": 0, "ended": "checkin_requested"}))
+    agent, checkins = _agent(tmp_path, server)
+    _run_for(agent, 0.5)
+    assert len(checkins) >= 2 and server.waits >= 1
+
+
 def test_a_refused_identity_stops_the_loop(tmp_path: Path) -> None:
     server = Server(httpx.Response(401, json={"error": "revoked_certificate", "reason": "x"}))
     agent, _ = _agent(tmp_path, server)
