@@ -24,8 +24,6 @@ from posture_gateway.state import state
 
 __all__ = ["sessions_group"]
 
-console = Console()
-
 
 def _one(**given: str | None) -> dict[str, str]:
     chosen = {k: v for k, v in given.items() if v}
@@ -77,7 +75,7 @@ def list_cmd(user_id: str | None, device_id: str | None) -> None:
             _when(s.last_seen_at),
             _when(min(s.idle_expires_at, s.absolute_expires_at)),
         )
-    console.print(table)
+    Console().print(table)  # per call: the terminal width is read now, not at import
 
 
 @sessions_group.command("revoke")
@@ -107,4 +105,4 @@ def revoke_cmd(
         device_id=device_id,
     )
     what = "session" if public_id else "live credential(s) (sessions and tokens)"
-    console.print(f"revoked {count} {what}")
+    Console().print(f"revoked {count} {what}")
