@@ -28,6 +28,7 @@ from mdm_core.access.decision import Decision
 from mdm_core.access.request import Channel
 
 __all__ = [
+    "init",
     "EXTENSION_KEY",
     "FRONT_END_KEY",
     "LoginFrontEnd",
@@ -64,11 +65,19 @@ class LoginFrontEnd(Protocol):
         ...
 
 
+def init(app: Flask) -> None:
+    """Install the (empty) front-end registry; the login pages' setup calls it before any
+    front end is installed, so a lookup never needs a fallback."""
+    app.extensions.setdefault(EXTENSION_KEY, {})
+
+
 def install(app: Flask, name: str, front_end: LoginFrontEnd) -> None:
     """Register ``front_end`` for the login transactions marked ``name``."""
     if not name or name == "oidc":
         raise ValueError("a login front end needs a name other than oidc")
-    app.extensions.setdefault(EXTENSION_KEY, {})[name] = front_end
+    if EXTENSION_KEY not in app.extensions:
+        raise RuntimeError("the login pages are not set up: call front_ends.init(app) first")
+    app.extensions[EXTENSION_KEY][name] = front_end
 
 
 def front_end_of(tx: Mapping[str, Any]) -> LoginFrontEnd | None:
@@ -77,7 +86,7 @@ def front_end_of(tx: Mapping[str, Any]) -> LoginFrontEnd | None:
     name = tx.get(FRONT_END_KEY)
     if name is None:
         return None
-    front_ends: dict[str, LoginFrontEnd] = current_app.extensions.get(EXTENSION_KEY, {})
+    front_ends: dict[str, LoginFrontEnd] = current_app.extensions[EXTENSION_KEY]
     front_end = front_ends.get(str(name))
     if front_end is None:
         raise UnknownFrontEnd(str(name))

@@ -18,6 +18,7 @@ from mdm_core.ratelimit.guard import RateGuard
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.credentials import SESSIONS
 from posture_gateway.access.nonces import NonceStore
+from posture_gateway.login.front_ends import init as init_front_ends
 from posture_gateway.login.recheck import bp as recheck_bp
 from posture_gateway.oidc.authn import Authenticator
 from posture_gateway.oidc.basic_auth_guard import init_app as init_basic_auth_guard
@@ -151,6 +152,7 @@ def register(app: Flask, provider: OIDCProvider) -> None:
     )
     app.extensions[EXTENSION_KEY] = provider
     provider.init_app(app)
+    init_front_ends(app)  # the login pages answer other protocols too (SAML installs its own)
     app.register_blueprint(provider_bp)
     app.register_blueprint(login_bp)
     app.register_blueprint(recheck_bp)  # "Check again": a fresh check-in, then the device step

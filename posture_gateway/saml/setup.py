@@ -108,6 +108,6 @@ def register(app: Flask, idp: SamlIdp | None) -> None:
     if idp is not None:
         app.extensions[EXTENSION_KEY] = idp
         install_front_end(app, FRONT_END, SamlFrontEnd())
-        install_upstreams(app, idp.upstreams)
+    install_upstreams(app, idp.upstreams if idp is not None else {})  # none: every name 404s
     app.register_blueprint(saml_bp)
     app.register_blueprint(upstream_bp)

@@ -217,7 +217,7 @@ def install(app: Flask, upstreams: Mapping[str, SamlUpstream]) -> None:
 
 
 def _upstream(name: str) -> SamlUpstream | None:
-    found: dict[str, SamlUpstream] = current_app.extensions.get(EXTENSION_KEY, {})
+    found: dict[str, SamlUpstream] = current_app.extensions[EXTENSION_KEY]
     return found.get(name)
 
 
