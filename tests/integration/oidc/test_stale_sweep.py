@@ -31,10 +31,12 @@ from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import compliance_state, outbox, posture_latest
 from posture_gateway.observability.live_credentials import (
     noncompliant_devices_with_live_credentials,
+    silent_cutoff,
 )
 from posture_gateway.oidc.server import EXTENSION_KEY, OIDCProvider
 from posture_gateway.oidc.tables import gateway_sso_sessions
 from posture_gateway.settings import Settings
+from tests.integration.oidc.test_live_credentials_gauge import scraped
 from tests.integration.oidc.test_refresh_revocation import (  # noqa: F401 - fixtures
     ROOT,
     TEST_ACCESS,
@@ -68,6 +70,14 @@ def go_silent(app: Flask, device_id: str, by: timedelta = LATER) -> None:
             .where(p.c.device_id == device_id)
             .values(received_at=row.received_at - by, collected_at=row.collected_at - by)
         )
+
+
+def silent_gauge(app: Flask) -> int:
+    core = _core(app)
+    now = datetime.now(UTC)
+    cutoff = silent_cutoff(core.policies.current(), now)
+    assert cutoff is not None
+    return noncompliant_devices_with_live_credentials(core.database, now, cutoff)
 
 
 def events(app: Flask, device_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -107,6 +117,11 @@ def test_silent_device_is_blocked_and_revoked(ios: Session, app: Flask) -> None:
     assert alive(ios) and live_sessions(app, ios.device_id) == 1
     before = events(app, ios.device_id)
     go_silent(app, ios.device_id)
+    db = _core(app).database
+    # Silent past every policy's age (+ grace): the gauge counts it before the sweep...
+    assert silent_gauge(app) == 1
+    assert scraped(app) == 1
+    assert noncompliant_devices_with_live_credentials(db) == 0  # (no cutoff: not counted)
     result = sweeper(app, lambda: datetime.now(UTC)).run_once()
     assert result is not None and result.blocked == [ios.device_id]
     assert result.credentials_revoked >= 1
@@ -125,8 +140,9 @@ def test_silent_device_is_blocked_and_revoked(ios: Session, app: Flask) -> None:
     assert revoked["reason"] == "posture_stale" and revoked["sessions"] >= 1
     # The device's status is untouched: a fresh check-in lets it in again.
     assert ios.status() is DeviceStatus.ACTIVE
-    # The gauge: nothing blocked still holds a credential (now, and at the sweep's clock).
-    db = _core(app).database
+    # ... and the sweep brings it back to 0.
+    assert silent_gauge(app) == 0
+    assert scraped(app) == 0
     assert noncompliant_devices_with_live_credentials(db) == 0
 
 
@@ -137,6 +153,7 @@ def test_fresh_device_is_untouched(ios: Session, app: Flask) -> None:
     assert alive(ios) and live_sessions(app, ios.device_id) == 1
     assert events(app, ios.device_id) == before
     assert verdict(app, ios.device_id).outcome == "allow"
+    assert silent_gauge(app) == 0
 
 
 def test_already_blocked_device_is_not_revoked_again(ios: Session, app: Flask) -> None:
