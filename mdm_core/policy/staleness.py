@@ -245,7 +245,10 @@ class StaleSweep:
             self._stop.wait(self.interval.total_seconds())
 
     def stop(self) -> None:
-        """Stop the loop (waits for a tick in progress) and release the lease."""
+        """Stop the loop (waits for a tick in progress) and release the lease (once: a
+        second call, e.g. at interpreter exit after an explicit stop, does nothing)."""
+        if self._thread is None and self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)

@@ -36,9 +36,13 @@ from prometheus_client import (
     start_wsgi_server,
 )
 
+from mdm_core.policy.repository import PolicyRepository
 from mdm_core.storage.sql.database import Database
 from posture_gateway.api.openapi import not_json
-from posture_gateway.observability.live_credentials import credentials_registry
+from posture_gateway.observability.live_credentials import (
+    LiveCredentialsCollector,
+    credentials_registry,
+)
 from posture_gateway.observability.settings import MetricsSettings, parse_listen
 
 __all__ = [
@@ -125,13 +129,9 @@ def serve_metrics(listen: str) -> tuple[WSGIServer, threading.Thread]:
     collected = registry()
     url = os.environ.get(LIVE_CREDENTIALS_DB_ENV)
     if url:  # its own process (metrics_server): registering on its registry is safe
-        from posture_gateway.observability.live_credentials import LiveCredentialsCollector
-
         policy_dir = os.environ.get(LIVE_CREDENTIALS_POLICY_DIR_ENV)
         policies = None
         if policy_dir:  # the silent-device cutoff follows the policy files (reloaded)
-            from mdm_core.policy.repository import PolicyRepository
-
             repository = PolicyRepository(Path(policy_dir))
             repository.start()
             policies = repository.current

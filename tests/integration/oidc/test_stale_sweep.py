@@ -362,3 +362,41 @@ def test_policy_without_max_posture_age_uses_the_default_hour(custom_app: Flask)
     late = sweeper(custom_app, later, holder="late").sweep()
     assert late.blocked == [session.device_id]
     session.assert_all_dead()
+
+
+# ---- wiring: posture serve's workers start it, nothing else does -----------------------------
+
+
+def test_started_only_in_served_workers_unless_disabled(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, ios: Session, app: Flask
+) -> None:
+    from posture_gateway.app import create_app
+    from posture_gateway.directory.ldap_schedule import SERVE_WORKER_ENV
+    from posture_gateway.sso.stale_sweep import EXTENSION, init_stale_sweep
+
+    assert EXTENSION not in app.extensions  # a test app: not a served worker
+    go_silent(app, ios.device_id)
+    monkeypatch.setenv(SERVE_WORKER_ENV, "1")
+    sweep = init_stale_sweep(app)  # what create_app does in a served worker
+    assert sweep is not None and app.extensions[EXTENSION] is sweep
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while sweep.last_result is None and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.1)
+        assert sweep.last_result is not None and sweep.last_result.blocked == [ios.device_id]
+    finally:
+        sweep.stop()
+    with _core(app).storage.unit_of_work() as uow:
+        assert LEASE_NAME not in uow.leases.holders()  # released at stop
+    off = create_app(
+        settings.model_copy(
+            update={
+                "database_url": _core(app).config.database_url,
+                "stale_sweep": settings.stale_sweep.model_copy(update={"enabled": False}),
+            }
+        )
+    )
+    try:
+        assert EXTENSION not in off.extensions and init_stale_sweep(off) is None
+    finally:
+        off.extensions["posture"].core.close()
