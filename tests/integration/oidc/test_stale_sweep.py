@@ -400,3 +400,53 @@ def test_started_only_in_served_workers_unless_disabled(
         assert EXTENSION not in off.extensions and init_stale_sweep(off) is None
     finally:
         off.extensions["posture"].core.close()
+
+
+def test_a_check_in_between_the_page_and_the_unit_of_work_wins(
+    ios: Session, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page said stale, but the device checked in before its unit of work: the unit of
+    work re-reads under the row lock and leaves the device alone."""
+    go_silent(app, ios.device_id)
+    original = StaleSweep._block_if_stale
+
+    def checked_in_first(self: StaleSweep, uow: Any, device_id: str, *args: Any) -> Any:
+        ios.check_in(DeviceTraits())  # commits before this unit of work takes its lock
+        return original(self, uow, device_id, *args)
+
+    monkeypatch.setattr(StaleSweep, "_block_if_stale", checked_in_first)
+    sweep = sweeper(app, lambda: datetime.now(UTC))
+    result = sweep.sweep()
+    assert result.examined == 1 and result.blocked == []
+    assert alive(ios) and verdict(app, ios.device_id).outcome == "allow"
+
+
+def test_the_candidate_query_uses_the_index(app: Flask) -> None:
+    """SQLite's plan for the page query reads ``ix_posture_latest_received_at`` (no scan of
+    ``posture_latest``); the statement is the store's own."""
+    core = _core(app)
+    if core.database.dialect != "sqlite":
+        pytest.skip("the plan is asserted on SQLite (PostgreSQL plans by table statistics)")
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_a: Any) -> None:
+        if "FROM posture_latest JOIN devices" in statement:
+            captured.append((statement, params))
+
+    from sqlalchemy import event
+
+    event.listen(core.database.engine, "before_cursor_execute", capture)
+    try:
+        with core.storage.unit_of_work() as uow:
+            uow.stale_postures.candidates(datetime.now(UTC), after=None, limit=500)
+    finally:
+        event.remove(core.database.engine, "before_cursor_execute", capture)
+    assert captured, "the candidate query did not run"
+    with core.database.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        statement, params = captured[0]
+        plan = raw.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
+    text = " | ".join(str(row[-1]) for row in plan)
+    assert "ix_posture_latest_received_at" in text, text
+    assert "SCAN posture_latest" not in text, text
