@@ -367,10 +367,9 @@ def test_policy_without_max_posture_age_uses_the_default_hour(custom_app: Flask)
 # ---- wiring: posture serve's workers start it, nothing else does -----------------------------
 
 
-def test_started_only_in_served_workers_unless_disabled(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, ios: Session, app: Flask
+def test_started_only_in_served_workers(
+    monkeypatch: pytest.MonkeyPatch, ios: Session, app: Flask
 ) -> None:
-    from posture_gateway.app import create_app
     from posture_gateway.directory.ldap_schedule import SERVE_WORKER_ENV
     from posture_gateway.sso.stale_sweep import EXTENSION, init_stale_sweep
 
@@ -388,18 +387,6 @@ def test_started_only_in_served_workers_unless_disabled(
         sweep.stop()
     with _core(app).storage.unit_of_work() as uow:
         assert LEASE_NAME not in uow.leases.holders()  # released at stop
-    off = create_app(
-        settings.model_copy(
-            update={
-                "database_url": _core(app).config.database_url,
-                "stale_sweep": settings.stale_sweep.model_copy(update={"enabled": False}),
-            }
-        )
-    )
-    try:
-        assert EXTENSION not in off.extensions and init_stale_sweep(off) is None
-    finally:
-        off.extensions["posture"].core.close()
 
 
 def test_a_check_in_between_the_page_and_the_unit_of_work_wins(
@@ -450,3 +437,23 @@ def test_the_candidate_query_uses_the_index(app: Flask) -> None:
     text = " | ".join(str(row[-1]) for row in plan)
     assert "ix_posture_latest_received_at" in text, text
     assert "SCAN posture_latest" not in text, text
+
+
+def test_disabled_is_never_started(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stale_sweep.enabled: false`` (SQLite app): not started, even in a served worker."""
+    from posture_gateway.app import create_app
+    from posture_gateway.directory.ldap_schedule import SERVE_WORKER_ENV
+    from posture_gateway.sso.stale_sweep import EXTENSION, init_stale_sweep
+
+    off = create_app(
+        settings.model_copy(
+            update={"stale_sweep": settings.stale_sweep.model_copy(update={"enabled": False})}
+        )
+    )
+    monkeypatch.setenv(SERVE_WORKER_ENV, "1")  # after create_app: no read-model warm-up thread
+    try:
+        assert EXTENSION not in off.extensions and init_stale_sweep(off) is None
+    finally:
+        off.extensions["posture"].core.close()
