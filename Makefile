@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-saml-login bench-ldap bench-scim bench-overhead bench-saml-sign bench-propagation format clean
+.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-saml-login bench-ldap bench-scim bench-overhead bench-saml-sign bench-propagation bench-stale-sweep format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,7 @@ bench: $(STAMP) ## every benchmark; each ends with one JSON line {"bench", "metr
 	-$(MAKE) --no-print-directory bench-overhead
 	-$(MAKE) --no-print-directory bench-saml-sign
 	-$(MAKE) --no-print-directory bench-propagation
+	-$(MAKE) --no-print-directory bench-stale-sweep
 
 bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (small data, short loads)
 	-$(PY) bench/bench_policy.py --quick
@@ -61,6 +62,7 @@ bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (
 	-$(PY) bench/bench_saml_login.py --quick
 	-$(PY) bench/bench_saml_sign.py --quick
 	-$(PY) bench/bench_propagation.py --quick
+	-$(PY) bench/bench_stale_sweep.py --quick
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP: posture serve on durable PostgreSQL + Redis, 20,000 devices (BENCH_ARGS=--relaxed adds the fsync-off pass)
 	$(PY) bench/bench_checkin.py $(BENCH_ARGS)
@@ -85,6 +87,9 @@ bench-scim: system-deps $(STAMP) ## SCIM user PATCHes/s over HTTP (posture serve
 
 bench-propagation: system-deps $(STAMP) ## 1,000 degrading check-ins on instance A: time until instance B denies and until a loopback push receiver holds the SET (2 posture serve, durable PostgreSQL + Redis)
 	$(PY) bench/bench_propagation.py $(BENCH_ARGS)
+
+bench-stale-sweep: system-deps $(STAMP) ## the stale-posture sweep on durable PostgreSQL: idle sweep cost over 20,000 devices, silent devices blocked + revoked per second
+	$(PY) bench/bench_stale_sweep.py $(BENCH_ARGS)
 
 bench-overhead: system-deps $(STAMP) ## the app's per-request cost: server CPU ms/request of /healthz and a bare ES256 verify, real app vs bare Flask under posture serve's argv (wrk)
 	$(PY) bench/bench_overhead.py $(BENCH_ARGS)

@@ -39,6 +39,7 @@ from posture_gateway.saml.setup import register as register_saml
 from posture_gateway.settings import ConfigError, Settings, load_settings
 from posture_gateway.signals.setup import machine_scopes
 from posture_gateway.signals.setup import register as register_signals
+from posture_gateway.sso.stale_sweep import init_stale_sweep
 from posture_gateway.state import GatewayState, state
 from posture_gateway.wiring import build_services
 
@@ -150,5 +151,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen
     app.register_blueprint(landing_bp)  # /, /privacy, /help/sign-in, /enroll (HTML pages)
     init_ldap_schedule(app)  # the scheduled LDAP sync, in served workers, one at a time by lease
+    init_stale_sweep(app)  # silent devices blocked + revoked, in served workers, one by lease
     init_read_model_warm(app)  # served workers read their read model in (daemon thread)
     return app

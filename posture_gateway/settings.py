@@ -19,6 +19,8 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationError
 
 from idp_connectors.ldap.config import LdapSettings
 from idp_connectors.scim.config import ScimSettings
+from mdm_core.policy.staleness import DEFAULT_BATCH as STALE_SWEEP_BATCH
+from mdm_core.policy.staleness import DEFAULT_INTERVAL as STALE_SWEEP_INTERVAL
 from mdm_core.read_model.warm import DEFAULT_WARM_DEVICES
 from mdm_core.support.durations import DurationsModel
 from posture_gateway.directory.settings import DirectorySettings
@@ -36,6 +38,7 @@ __all__ = [
     "CASettings",
     "LongPollSettings",
     "ProofSettings",
+    "StaleSweepSettings",
     "ConfigError",
     "load_settings",
     "merge_layers",
@@ -95,6 +98,17 @@ class ReadModelSettings(_Strict):
     warm_devices: int = Field(default=DEFAULT_WARM_DEVICES, ge=0, le=1_000_000)
 
 
+class StaleSweepSettings(_Strict):
+    # The stale-posture sweep (mdm_core.policy.staleness, docs/sessions.md): every interval,
+    # in every `posture serve` worker (a lease makes one do the work), devices whose last
+    # check-in is older than their policy's max_posture_age are blocked and their sessions and
+    # tokens revoked, at most `batch` devices per sweep. On by default; turn it off only on
+    # purpose (a unit-test build, or a replica that must never write).
+    enabled: bool = True
+    interval: timedelta = Field(default=STALE_SWEEP_INTERVAL, gt=timedelta(0))
+    batch: int = Field(default=STALE_SWEEP_BATCH, ge=1, le=10_000)
+
+
 class Settings(_Strict):
     """Everything the server needs to start. Tests pass ``Settings(...)`` directly."""
 
@@ -125,6 +139,7 @@ class Settings(_Strict):
     signals: SignalsSettings = Field(default_factory=SignalsSettings)
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     read_model: ReadModelSettings = Field(default_factory=ReadModelSettings)
+    stale_sweep: StaleSweepSettings = Field(default_factory=StaleSweepSettings)
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent

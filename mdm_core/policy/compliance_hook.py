@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from mdm_core.access.evaluate import ChosenPosture, evaluate_state
 from mdm_core.access.state import AccessState
@@ -54,7 +55,13 @@ from mdm_core.posture.model import Posture
 from mdm_core.storage.compliance import ComplianceRecord, ComplianceState
 from mdm_core.storage.uow import UnitOfWork
 
-__all__ = ["PolicyComplianceHook", "compliance_state_of"]
+__all__ = [
+    "PolicyComplianceHook",
+    "compliance_state_of",
+    "compliance_changed_event",
+    "verdict_changed",
+    "outcome_changed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +138,7 @@ class PolicyComplianceHook:
             policy_ids=list(decision.policy_ids),
             evaluated_at=now,
         )
-        if _verdict_changed(before, record):
+        if verdict_changed(before, record):
             uow.compliance.put_state(record)
         if (
             outcome is Outcome.BLOCK
@@ -140,28 +147,9 @@ class PolicyComplianceHook:
         ):
             # Blocking posture ends the device's sessions and tokens now, in this transaction.
             end_device_access(uow, device.id, reason="posture_block", at=now)
-        if _changed(before, record):
+        if outcome_changed(before, record):
             uow.outbox.add(
-                [
-                    DomainEvent(
-                        type=EventType.COMPLIANCE_CHANGED,
-                        subject=device.id,
-                        payload={
-                            "device_id": device.id,
-                            "user_id": device.user_id,
-                            "state": state.value,
-                            "previous_state": before.state.value if before else None,
-                            "outcome": outcome.value,
-                            "previous_outcome": before.outcome if before else None,
-                            "device_status": status.value,
-                            "quarantined": status is DeviceStatus.QUARANTINED,
-                            "policy_ids": list(decision.policy_ids),
-                            "failing_rules": sorted(f"{p}/{r}" for p, r in decision.failing_rules),
-                            "policy_set": policies.fingerprint,
-                        },
-                        occurred_at=now,
-                    )
-                ]
+                [compliance_changed_event(device, record, before, status, decision, policies)]
             )
         return ComplianceSummary(
             state=state.value,
@@ -201,6 +189,41 @@ class PolicyComplianceHook:
         return new
 
 
+def compliance_changed_event(
+    device: DeviceRecord,
+    record: ComplianceRecord,
+    before: ComplianceRecord | None,
+    status: DeviceStatus,
+    decision: Decision,
+    policies: CompiledPolicySet,
+    *,
+    cause: str | None = None,
+) -> DomainEvent:
+    """The ``compliance.changed`` event for a newly recorded verdict (check-in or sweep;
+    ``cause``, when given, is added to the payload: ``posture_stale`` from the sweep)."""
+    payload: dict[str, Any] = {
+        "device_id": device.id,
+        "user_id": device.user_id,
+        "state": record.state.value,
+        "previous_state": before.state.value if before else None,
+        "outcome": record.outcome,
+        "previous_outcome": before.outcome if before else None,
+        "device_status": status.value,
+        "quarantined": status is DeviceStatus.QUARANTINED,
+        "policy_ids": list(decision.policy_ids),
+        "failing_rules": sorted(f"{p}/{r}" for p, r in decision.failing_rules),
+        "policy_set": policies.fingerprint,
+    }
+    if cause is not None:
+        payload["cause"] = cause
+    return DomainEvent(
+        type=EventType.COMPLIANCE_CHANGED,
+        subject=device.id,
+        payload=payload,
+        occurred_at=record.evaluated_at,
+    )
+
+
 def _still_quarantined() -> Reason:
     return Reason(
         code=ReasonCode.DEVICE_QUARANTINED,
@@ -213,7 +236,7 @@ def _still_quarantined() -> Reason:
     )
 
 
-def _changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
+def outcome_changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
     if before is None:
         return True
     return (
@@ -223,7 +246,7 @@ def _changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
     )
 
 
-def _verdict_changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
+def verdict_changed(before: ComplianceRecord | None, after: ComplianceRecord) -> bool:
     """Whether the stored record must be rewritten: anything but the evaluation time."""
     return before is None or dataclasses.replace(before, evaluated_at=after.evaluated_at) != after
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.queue import CommandStore
     from mdm_core.storage.replay import ReplayStore
     from mdm_core.storage.scim import ScimResourceStore
+    from mdm_core.storage.staleness import StalePostureStore
     from mdm_core.storage.sync_state import LeaseStore, SourceEntryStore, SyncCursorStore
 
 __all__ = ["UnitOfWork", "Storage"]
@@ -87,6 +88,8 @@ class UnitOfWork(Protocol):
     def leases(self) -> LeaseStore: ...
     @property
     def scim_resources(self) -> ScimResourceStore: ...
+    @property
+    def stale_postures(self) -> StalePostureStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

@@ -27,6 +27,7 @@ from flask.cli import with_appcontext
 from posture_gateway.observability.logs import LOG_FORMAT_ENV, LOG_FORMATS
 from posture_gateway.observability.metrics import (
     LIVE_CREDENTIALS_DB_ENV,
+    LIVE_CREDENTIALS_POLICY_DIR_ENV,
     prepare_multiprocess_dir,
 )
 from posture_gateway.state import state
@@ -94,7 +95,11 @@ def prepare_observability(log_format: str | None) -> subprocess.Popen[bytes] | N
     click.echo(f"metrics on http://{metrics.listen}/metrics")
     # The live-credentials gauge reads the database: its URL (maybe with a password) goes
     # through the child's environment, never its command line.
-    env = {**os.environ, LIVE_CREDENTIALS_DB_ENV: settings.effective_database_url}
+    env = {
+        **os.environ,
+        LIVE_CREDENTIALS_DB_ENV: settings.effective_database_url,
+        LIVE_CREDENTIALS_POLICY_DIR_ENV: str(settings.policy_dir),
+    }
     return subprocess.Popen(argv, env=env)  # noqa: S603 - fixed argv: this interpreter + our module
 
 

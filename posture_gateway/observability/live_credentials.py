@@ -8,6 +8,13 @@ verdict refuses access (outcome ``block``, or state ``quarantined``). A usable c
 live SSO session (not revoked, neither expiry passed), a refresh token (not revoked, not
 expired) or an access token that has not expired (and is not revoked).
 
+A device that went silent counts too, before anything recorded its verdict: status ``active``
+or ``pending_verification`` and latest posture received before ``silent_before`` (the caller
+passes ``now - (the largest enforced max_posture_age + SILENT_GRACE)``, see
+:func:`silent_cutoff`): stale for every policy, so blocked at its next decision whatever
+policies apply, and the stale-posture sweep (:mod:`mdm_core.policy.staleness`) should have
+blocked and revoked it within ``SILENT_GRACE``.
+
 ``warn`` and ``restrict`` are non-compliant states that still allow access (with a notice, or
 reduced scopes), by policy: devices in them are not counted. Every degrading event revokes in
 its own transaction (:mod:`mdm_core.domain.device_lifecycle`), so a value above zero means a
@@ -19,15 +26,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import and_, exists, func, or_, select
 
+from mdm_core.policy.compiled import CompiledPolicySet
+from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.storage.sql.database import Database
-from mdm_core.storage.sql.tables import compliance_state, devices
+from mdm_core.storage.sql.tables import compliance_state, devices, posture_latest
 from posture_gateway.oidc.tables import gateway_sso_sessions as sessions
 from posture_gateway.oidc.tables import oidc_tokens as tokens
 
@@ -36,6 +45,8 @@ __all__ = [
     "UNTRUSTED_STATUSES",
     "noncompliant_devices_with_live_credentials",
     "LiveCredentialsCollector",
+    "SILENT_GRACE",
+    "silent_cutoff",
     "credentials_registry",
 ]
 
@@ -43,14 +54,37 @@ log = logging.getLogger(__name__)
 
 GAUGE = "posture_noncompliant_devices_with_live_credentials"
 UNTRUSTED_STATUSES = ("quarantined", "pending_verification", "retired", "wiped")
+#: How long past the largest max_posture_age a silent device may keep its credentials before
+#: the gauge counts it: the sweep's lease (2 min) and two of its ticks (30 s each), rounded up.
+SILENT_GRACE = timedelta(minutes=5)
 
 
-def _query(now: datetime) -> object:
-    untrusted = or_(
+def silent_cutoff(
+    policies: CompiledPolicySet, now: datetime, grace: timedelta = SILENT_GRACE
+) -> datetime | None:
+    """Received before this, a device is stale for every enforced policy (``None``: none)."""
+    ages = [p.max_posture_age for p in policies.compliance if p.enforce]
+    if not ages:
+        return None
+    return now - max(ages) - grace
+
+
+def _query(now: datetime, silent_before: datetime | None = None) -> object:
+    conditions = [
         devices.c.status.in_(UNTRUSTED_STATUSES),
         compliance_state.c.outcome == "block",
         compliance_state.c.state == "quarantined",
-    )
+    ]
+    if silent_before is not None:
+        conditions.append(
+            exists().where(
+                and_(
+                    posture_latest.c.device_id == devices.c.id,
+                    posture_latest.c.received_at < silent_before,
+                )
+            )
+        )
+    untrusted = or_(*conditions)
     live_token = exists().where(
         and_(
             tokens.c.device_id == devices.c.id,
@@ -82,21 +116,31 @@ def _query(now: datetime) -> object:
 
 
 def noncompliant_devices_with_live_credentials(
-    database: Database, now: datetime | None = None
+    database: Database, now: datetime | None = None, silent_before: datetime | None = None
 ) -> int:
-    """The gauge's value now (one query). Raises on a storage error."""
+    """The gauge's value now (one query), counting devices silent since before
+    ``silent_before`` too when given. Raises on a storage error."""
+    query = _query(now or datetime.now(UTC), silent_before)
     with database.engine.connect() as conn:
-        return int(conn.execute(_query(now or datetime.now(UTC))).scalar_one())  # type: ignore[call-overload]
+        return int(conn.execute(query).scalar_one())  # type: ignore[call-overload]
 
 
 class LiveCredentialsCollector(Collector):
     """Yields the gauge at each scrape; NaN (and a log line) when the query fails."""
 
-    def __init__(self, database: Database, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Callable[[], datetime] | None = None,
+        policies: Callable[[], CompiledPolicySet] | None = None,
+    ) -> None:
+        """``policies``: the set in force, for the silent-device cutoff (``None``: silent
+        devices are counted only once their verdict is recorded)."""
         if database is None:
             raise ValueError("LiveCredentialsCollector needs a database")
         self._db = database
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._policies = policies
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily(
@@ -106,16 +150,29 @@ class LiveCredentialsCollector(Collector):
             "token. Must be 0.",
         )
         try:
-            value = float(noncompliant_devices_with_live_credentials(self._db, self._clock()))
+            now = self._clock()
+            cutoff = self._silent_cutoff(now)
+            value = float(noncompliant_devices_with_live_credentials(self._db, now, cutoff))
         except Exception:
             log.exception("could not compute %s", GAUGE)
             value = float("nan")
         gauge.add_metric([], value)
         yield gauge
 
+    def _silent_cutoff(self, now: datetime) -> datetime | None:
+        if self._policies is None:
+            return None
+        try:
+            policies = self._policies()
+        except PolicySetUnavailable:  # every decision blocks: nothing can be used to get in
+            return None
+        return silent_cutoff(policies, now)
 
-def credentials_registry(database: Database) -> CollectorRegistry:
+
+def credentials_registry(
+    database: Database, policies: Callable[[], CompiledPolicySet] | None = None
+) -> CollectorRegistry:
     """A registry holding only this gauge (scraped beside the process counters)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LiveCredentialsCollector(database))
+    registry.register(LiveCredentialsCollector(database, policies=policies))
     return registry

@@ -36,9 +36,13 @@ from prometheus_client import (
     start_wsgi_server,
 )
 
+from mdm_core.policy.repository import PolicyRepository
 from mdm_core.storage.sql.database import Database
 from posture_gateway.api.openapi import not_json
-from posture_gateway.observability.live_credentials import credentials_registry
+from posture_gateway.observability.live_credentials import (
+    LiveCredentialsCollector,
+    credentials_registry,
+)
 from posture_gateway.observability.settings import MetricsSettings, parse_listen
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "prepare_multiprocess_dir",
     "serve_metrics",
     "LIVE_CREDENTIALS_DB_ENV",
+    "LIVE_CREDENTIALS_POLICY_DIR_ENV",
 ]
 
 bp = Blueprint("metrics", __name__)
@@ -55,6 +60,8 @@ bp = Blueprint("metrics", __name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The database the separate metrics listener computes the live-credentials gauge on.
 LIVE_CREDENTIALS_DB_ENV = "POSTURE_METRICS_DATABASE_URL"
+#: The policy directory, for the gauge's silent-device cutoff in the separate listener.
+LIVE_CREDENTIALS_POLICY_DIR_ENV = "POSTURE_METRICS_POLICY_DIR"
 
 
 def registry() -> CollectorRegistry:
@@ -106,8 +113,10 @@ def metrics_view() -> Response | tuple[Response, int]:
     expected = settings.token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
         return _refuse(401, "unauthorized", "a valid bearer metrics token is required")
-    database: Database = current_app.extensions["posture"].core.database
-    body = generate_latest(registry()) + generate_latest(credentials_registry(database))
+    core = current_app.extensions["posture"].core
+    database: Database = core.database
+    live = credentials_registry(database, core.policies.current)
+    body = generate_latest(registry()) + generate_latest(live)
     response = Response(body, mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -120,8 +129,12 @@ def serve_metrics(listen: str) -> tuple[WSGIServer, threading.Thread]:
     collected = registry()
     url = os.environ.get(LIVE_CREDENTIALS_DB_ENV)
     if url:  # its own process (metrics_server): registering on its registry is safe
-        from posture_gateway.observability.live_credentials import LiveCredentialsCollector
-
-        collected.register(LiveCredentialsCollector(Database(url)))
+        policy_dir = os.environ.get(LIVE_CREDENTIALS_POLICY_DIR_ENV)
+        policies = None
+        if policy_dir:  # the silent-device cutoff follows the policy files (reloaded)
+            repository = PolicyRepository(Path(policy_dir))
+            repository.start()
+            policies = repository.current
+        collected.register(LiveCredentialsCollector(Database(url), policies=policies))
     server, thread = start_wsgi_server(port, addr=host, registry=collected)
     return server, thread

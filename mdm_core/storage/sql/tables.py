@@ -138,6 +138,8 @@ posture_latest = Table(
     # Which report format established each field, and when each format last reported: a
     # device with two sources (MDM channel + companion app) gets one merged posture.
     Column("sources", JSON, nullable=True),
+    # The stale-posture sweep's range query (mdm_core.storage.sql.staleness).
+    Index("ix_posture_latest_received_at", "received_at"),
 )
 
 # A ring of the last N reports per device: slot = seq % N, so history is bounded by

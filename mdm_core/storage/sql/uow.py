@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.sql.queue import SqlCommandStore
     from mdm_core.storage.sql.replay import SqlReplayStore
     from mdm_core.storage.sql.scim import SqlScimResourceStore
+    from mdm_core.storage.sql.staleness import SqlStalePostureStore
     from mdm_core.storage.sql.sync_state import (
         SqlLeaseStore,
         SqlSourceEntryStore,
@@ -220,6 +221,12 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.scim import SqlScimResourceStore
 
         return SqlScimResourceStore(self.conn, self.dialect)
+
+    @cached_property
+    def stale_postures(self) -> SqlStalePostureStore:
+        from mdm_core.storage.sql.staleness import SqlStalePostureStore
+
+        return SqlStalePostureStore(self.conn, self.dialect)
 
 
 class SqlStorage:
