@@ -13,7 +13,10 @@ the Subject) and starts a login transaction in the shared store
   the browser goes straight to the device check, no password is asked. Unknown user: an
   ``AuthnFailed`` error Response. Such a login neither uses nor creates an SSO session (its
   first factor was Okta's, not ours);
-- otherwise, inside a live SSO session (:mod:`posture_gateway.sso`, the same look-up as an
+- otherwise the browser goes to :func:`resume_login` (``GET /saml/sso/continue``: the SP's
+  POST is cross-site and carries no ``SameSite=Lax`` SSO cookie, that GET does), which looks
+  for the SSO session;
+- inside a live SSO session (:mod:`posture_gateway.sso`, the same look-up as an
   OIDC authorize: :func:`posture_gateway.oidc.login.usable_session`): no password, but the
   device check always runs again (fresh nonce, fresh proof, the one evaluator, channel
   ``saml``) and the proof must name the session's device (another device: credentials again,
@@ -88,6 +91,7 @@ __all__ = [
     "answer_page",
     "error_answer",
     "error_page",
+    "resume_login",
     "start_login",
 ]
 
@@ -268,15 +272,7 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
         params["login_hint"] = req.subject.value[:320]
     if req.force_authn:
         params["prompt"] = "login"  # credentials asked again, whatever session exists
-    sso = None
-    if user is None:
-        sso = usable_session(current_provider(), params)  # None for prompt=login (ForceAuthn)
-        if sso is not None:
-            user = session_user(sso)
-        elif req.passive:
-            # No usable session: the user cannot be identified without showing a page.
-            return refuse(SamlStatus.NO_PASSIVE, "interaction_required")
-    if req.passive:
+    elif req.passive:
         params["prompt"] = "none"
     factor = sp.config.okta_factor
     tx = {
@@ -288,10 +284,11 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
         "client_name": idp.name_of(sp),
         "redirect_origin": origin_of(req.acs_url),
         "user": user,
-        # The session this login runs in: its device must be proven again (login pages).
-        "sid": sso.public_id if sso is not None else None,
-        "sso_device": sso.device_id if sso is not None else None,
-        "creates_session": not sp.config.okta_factor,
+        # The SSO session is looked up by resume_login (a same-site GET, see its docstring).
+        "session_pending": user is None,
+        "sid": None,
+        "sso_device": None,
+        "creates_session": not factor,
         "device_nonce": None,
         "warn": None,
         "saml": {
@@ -310,9 +307,60 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
     except Exception:
         log.exception("saml: the login transaction store failed")
         return error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
+    target = "oidc_login.device_page" if user is not None else RESUME_ENDPOINT
+    response: Response = redirect(url_for(target), 303)  # type: ignore[assignment]
+    return response
+
+
+#: The endpoint of :func:`resume_login` (``GET /saml/sso/continue``, :mod:`.views`).
+RESUME_ENDPOINT = "saml.resume"
+
+
+def _login_expired() -> Response:
+    return error_page(
+        "login_expired",
+        "This sign-in has expired or was already used. Go back to the application and start again.",
+    )
+
+
+def resume_login() -> Response:
+    """Step 2 of a SAML login that is not factor-only: is there a usable SSO session?
+
+    It runs on the GET the SSO endpoint redirects to, not in the SP's request: an
+    HTTP-POST binding request is a cross-site POST, on which the browser withholds the
+    ``SameSite=Lax`` SSO cookie; the redirect that follows is a top-level GET navigation,
+    which carries it (for either binding, the same code path). A live session (not for
+    ``ForceAuthn``): the device check, no password; none: the login page, or ``NoPassive``
+    for ``IsPassive``.
+    """
+    tx_id = session.get(TX_KEY)
+    store = login_transactions()
+    tx = store.get(tx_id) if isinstance(tx_id, str) and tx_id else None
+    if tx is None or tx.get(FRONT_END_KEY) != FRONT_END or not tx.get("session_pending"):
+        return _login_expired()
+    saml = tx["saml"]
+    sso = None
+    if not saml["force_authn"]:
+        sso = usable_session(current_provider(), tx["params"])
+    if sso is None and saml["passive"]:
+        # No usable session: the user cannot be identified without showing a page.
+        if store.take(str(tx_id)) is None:
+            return _login_expired()
+        session.pop(TX_KEY, None)
+        return _error_answer_for(tx, SamlStatus.NO_PASSIVE, "interaction_required")
+    tx.update(
+        session_pending=False,
+        user=session_user(sso) if sso is not None else None,
+        # The session this login runs in: its device must be proven again (login pages).
+        sid=sso.public_id if sso is not None else None,
+        sso_device=sso.device_id if sso is not None else None,
+    )
+    if not store.put(str(tx_id), tx):
+        session.pop(TX_KEY, None)
+        return _login_expired()
     if sso is not None:
-        log.info("saml login in SSO session user=%s sp=%s", sso.user_id, sp.entity_id)
-    target = "oidc_login.device_page" if user is not None else "oidc_login.login_page"
+        log.info("saml login in SSO session user=%s sp=%s", sso.user_id, saml["sp"])
+    target = "oidc_login.device_page" if sso is not None else "oidc_login.login_page"
     response: Response = redirect(url_for(target), 303)  # type: ignore[assignment]
     return response
 

@@ -139,7 +139,10 @@ def _start(http: httpx.Client, url: str) -> str:
     """Where the gateway sends the browser first for a SAML request (a path)."""
     first = http.get(url)
     assert first.status_code == 303, first.text[:1500]
-    return first.headers["Location"]
+    assert first.headers["Location"].endswith("/saml/sso/continue")  # the SSO cookie's GET
+    second = http.get(urljoin(str(first.url), first.headers["Location"]))
+    assert second.status_code == 303, second.text[:1500]
+    return second.headers["Location"]
 
 
 def _root(answer: SamlAnswer) -> Any:
@@ -487,3 +490,32 @@ def test_a_forged_cookie_is_no_session(world: World) -> None:
         answer = answer_of(_follow(thief, thief.get(login["url"])))
     assert _status(answer) == ("Requester", "NoPassive")
     assert _no_assertion(answer)
+
+
+def test_a_post_binding_request_inside_a_session_uses_it_after_the_top_level_get(
+    world: World,
+) -> None:
+    """The SP's POST is cross-site: a browser withholds the SameSite=Lax SSO cookie from it
+    (simulated: the cookie is out of the jar for the POST) and sends it on the GET after."""
+    with httpx.Client(timeout=15) as http:
+        _, answer_a = _saml(world, http, world.a)
+        _accepted(world.a, answer_a)
+        cookie = http.cookies.get(COOKIE)
+        assert cookie
+        login = world.b.login(relay_state="post")
+        xml = login["request_xml"]
+        http.cookies.delete(COOKIE)
+        started = http.post(
+            world.stack.url + "/saml/sso",
+            data={"SAMLRequest": base64.b64encode(xml.encode()).decode(), "RelayState": "post"},
+        )
+        assert started.status_code == 303, started.text[:1500]
+        http.cookies.set(COOKIE, cookie, domain="127.0.0.1")  # sent on the top-level GET
+        resumed = http.get(urljoin(world.stack.url, started.headers["Location"]))
+        assert resumed.headers["Location"].endswith("/login/device")  # no password
+        answer = http_saml_login(
+            http, world.stack.url, urljoin(world.stack.url, resumed.headers["Location"])
+        )
+    profile = _accepted(world.b, answer)
+    assert profile["inResponseTo"] == login["request_id"]
+    assert _session_index(answer) == _session_index(answer_a)
