@@ -309,6 +309,7 @@ def test_oidc_then_saml_in_one_session_skips_the_password_and_proves_the_device(
     assert profile["nameID"] == USERNAME
     assert profile["device_id"] == world.stack.device.device_id
     assert _session_index(answer) == session.public_id == claims["sid"]
+    assert profile["sessionIndex"] == session.public_id  # as node-saml reads it
     assert _session_index(answer) != cookie  # never the cookie value
     assert cookie not in answer.response_xml
     # AuthnInstant: when the password was given (the session's), not this login
