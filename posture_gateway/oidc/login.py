@@ -542,13 +542,14 @@ def device_submit() -> ResponseReturnValue:
         verdict.outcome,
         ",".join(r.code for r in verdict.reasons),
     )
+    if verdict.outcome == "block":  # whatever answers it (a page, a SAML IsPassive status)
+        provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
     if front_end is not None:  # another protocol may end the login here (SAML IsPassive)
         answer = front_end.decided(tx, verdict)
         if answer is not None:
             _finish()
             return answer
     if verdict.outcome == "block":
-        provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
         return render_page(
             "oidc/blocked.html",
             403,

@@ -520,3 +520,28 @@ def test_a_post_binding_request_inside_a_session_uses_it_after_the_top_level_get
     profile = _accepted(world.b, answer)
     assert profile["inResponseTo"] == login["request_id"]
     assert _session_index(answer) == _session_index(answer_a)
+
+
+def test_stale_posture_at_a_passive_saml_login_ends_the_session_and_answers_authn_failed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent device sends no check-in to revoke on: the block the evaluator finds at an
+    IsPassive login ends its session too, although the answer is a SAML status, not a page."""
+    from mdm_core.access.decision import Decision, Reason
+    from tests.integration.oidc.conftest import StubGate
+
+    with httpx.Client(timeout=15) as http:
+        _, answer_a = _saml(world, http, world.a)
+        _accepted(world.a, answer_a)
+        stale = Decision(
+            outcome="block",
+            device_id=world.stack.device.device_id,
+            reasons=(Reason(code="posture_stale", message="No check-in for too long."),),
+        )
+        provider = world.stack.app.extensions["posture_oidc"]
+        monkeypatch.setattr(provider, "gate", StubGate(verdict=stale))
+        _, answer = _saml(world, http, world.b, passive=True)
+    assert _status(answer) == ("Responder", "AuthnFailed")
+    assert _no_assertion(answer)
+    assert world.live() == []
+    assert world.sessions()[0].revoked_reason == "posture_stale"
