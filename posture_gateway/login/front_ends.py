@@ -10,9 +10,13 @@ that name with :func:`install`. The pages then run as for OIDC and hand over at 
 - :meth:`LoginFrontEnd.decided`, right after the device check decided (every outcome): a
   response ends the login there (the SAML IdP answers an ``IsPassive`` request's block with a
   SAML error instead of a page); ``None`` lets the pages go on (remediation page, warn notice);
+- :meth:`LoginFrontEnd.needs_credentials`, when a login inside an SSO session proved another
+  device and the pages would ask for credentials again: a response ends the login there (the
+  SAML IdP answers an ``IsPassive`` request with ``NoPassive``), ``None`` shows the page;
 - :meth:`LoginFrontEnd.issue`, where OIDC would issue its code (allow, restrict, warn after
   the notice), once the transaction was taken (single use): the front end's answer (a signed
-  SAML Response posted to the ACS URL).
+  SAML Response posted to the ACS URL). The pages created or kept the SSO session first
+  (:mod:`posture_gateway.sso`): the transaction handed over carries its ``sid``.
 
 A transaction naming a front end that is not installed ends the login (fail closed).
 """
@@ -59,9 +63,16 @@ class LoginFrontEnd(Protocol):
         ends the transaction), ``None`` lets the login pages continue."""
         ...
 
+    def needs_credentials(self, tx: Mapping[str, Any]) -> Response | None:
+        """The login must ask for credentials again (another device than the session's): a
+        response ends the login here (the caller ends the transaction), ``None`` shows the
+        credentials page."""
+        ...
+
     def issue(self, tx: Mapping[str, Any], verdict: Decision) -> Response:
         """Answer the relying party for an admitted ``verdict`` (allow, restrict, warn); the
-        transaction was already taken (single use). Never raises: a failure is an error page."""
+        transaction was already taken (single use); ``tx["sid"]`` is the SSO session's public
+        id (None when sessions are off). Never raises: a failure is an error page."""
         ...
 
 

@@ -80,7 +80,7 @@ from posture_gateway.pages.remediation import build_remediation
 from posture_gateway.sso.cookie import read_session_cookie, set_session_cookie
 from posture_gateway.sso.store import NewSession, Session
 
-__all__ = ["bp", "complete_authentication", "TX_KEY"]
+__all__ = ["bp", "complete_authentication", "session_user", "usable_session", "TX_KEY"]
 
 bp = Blueprint("oidc_login", __name__, template_folder="../pages/templates")
 
@@ -259,7 +259,7 @@ def authorize() -> ResponseReturnValue:
         return _error_page("invalid_request", problem)
     if params.get("request") or params.get("request_uri"):
         return _error_page("request_not_supported", "Request objects are not supported.")
-    sso = _usable_session(provider, params)
+    sso = usable_session(provider, params)
     try:
         # prompt=none is answered login_required by authlib unless a session is usable.
         grant = provider.server.get_consent_grant(request, end_user=sso)
@@ -276,7 +276,7 @@ def authorize() -> ResponseReturnValue:
             "client_id": client.client_id,
             "client_name": client.config.name or client.client_id,
             "redirect_origin": origin_of(grant.redirect_uri),
-            "user": _session_user(sso) if sso is not None else None,
+            "user": session_user(sso) if sso is not None else None,
             # The session this login runs in: its device must be proven again.
             "sid": sso.public_id if sso is not None else None,
             "sso_device": sso.device_id if sso is not None else None,
@@ -291,10 +291,11 @@ def authorize() -> ResponseReturnValue:
     return redirect(url_for("oidc_login.login_page"), 303)
 
 
-def _usable_session(provider: OIDCProvider, params: Mapping[str, str]) -> Session | None:
+def usable_session(provider: OIDCProvider, params: Mapping[str, str]) -> Session | None:
     """The live SSO session this authorize may use instead of credentials, or None:
     sessions off, no cookie, unknown / expired / revoked, ``prompt=login``, or ``max_age``
-    exceeded (or unreadable). A store error is no session (credentials are asked)."""
+    exceeded (or unreadable). A store error is no session (credentials are asked).
+    Shared by every front end (the SAML IdP maps ``ForceAuthn`` to ``prompt=login``)."""
     if provider.sessions is None:
         return None
     cookie = read_session_cookie(request, provider.session_cookie)
@@ -317,7 +318,8 @@ def _usable_session(provider: OIDCProvider, params: Mapping[str, str]) -> Sessio
     return found
 
 
-def _session_user(found: Session) -> dict[str, Any]:
+def session_user(found: Session) -> dict[str, Any]:
+    """The login transaction's ``user`` for a login inside ``found`` (no credentials)."""
     data = found.data
     return {
         "user_id": found.user_id,
@@ -526,6 +528,11 @@ def device_submit() -> ResponseReturnValue:
             verdict.device_id,
             sso_device,
         )
+        if front_end is not None:  # a page would need the user (SAML IsPassive: NoPassive)
+            refused = front_end.needs_credentials(tx)
+            if refused is not None:
+                _finish()
+                return refused
         tx.update(user=None, sid=None, sso_device=None, device_nonce=None, warn=None)
         _save(tx)
         return _login_page(tx, "other_device", 401)
@@ -536,13 +543,14 @@ def device_submit() -> ResponseReturnValue:
         verdict.outcome,
         ",".join(r.code for r in verdict.reasons),
     )
+    if verdict.outcome == "block":  # whatever answers it (a page, a SAML IsPassive status)
+        provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
     if front_end is not None:  # another protocol may end the login here (SAML IsPassive)
         answer = front_end.decided(tx, verdict)
         if answer is not None:
             _finish()
             return answer
     if verdict.outcome == "block":
-        provider.blocked(verdict)  # stale posture ends the device's sessions and tokens
         fix = build_remediation(verdict.reasons, verdict.remediation)
         # "Check again" asks the proven device for a fresh check-in when the person can fix
         # something on it (posture_gateway.login.recheck).
@@ -619,11 +627,6 @@ def _issue_code(
     requested: frozenset[str],
 ) -> Response:
     front_end = _front_end(tx)
-    if front_end is not None:  # the same login, answered in another protocol (SAML)
-        if not _finish():
-            return _no_login()
-        answer: Response = front_end.issue(tx, verdict)
-        return answer
     user = tx["user"]
     amr = tuple(dict.fromkeys([*user["amr"], *amr_of(verdict)]))
     device_id = verdict.device_id
@@ -644,30 +647,20 @@ def _issue_code(
         posture={**decision_claims(verdict), "posture_outcome": verdict.outcome},
         device_id=str(device_id) if device_id is not None else None,
     )
+    if not _finish():
+        return _no_login()  # finished concurrently (a double submit) or expired
+    try:
+        sid, cookie = _login_session(provider, tx, subject)
+    except Exception:  # storage failed: nothing is issued (fail closed)
+        log.exception("creating the SSO session failed")
+        return _error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
+    if front_end is not None:  # the same login, answered in another protocol (SAML)
+        answer: Response = front_end.issue({**tx, "sid": sid}, verdict)
+        return _with_session_cookie(provider, answer, cookie)
     oauth_request = StoredAuthorizeRequest(
         f"{provider.issuer.issuer}/oauth/authorize", tx["params"]
     )
-    if not _finish():
-        return _no_login()  # finished concurrently (a double submit) or expired
-    sid, cookie = tx.get("sid"), None
     try:
-        if sid is None and provider.sessions is not None and subject.device_id is not None:
-            cookie, created = provider.sessions.create(
-                NewSession(
-                    user_id=subject.user_id,
-                    device_id=subject.device_id,
-                    auth_time=datetime.fromtimestamp(subject.auth_time, UTC),
-                    acr=subject.acr,
-                    amr=subject.amr,
-                    data={
-                        **subject.profile,
-                        "username": user["username"],
-                        "amr": list(user["amr"]),
-                        "source": user.get("source"),
-                    },
-                )
-            )
-            sid = created.public_id
         subject = replace(subject, sid=sid)
         grant_user = LoginSubject(
             subject=subject, granted_scopes=granted_scopes(verdict, requested)
@@ -678,6 +671,43 @@ def _issue_code(
     except Exception:  # storage failed: no code (fail closed), tell the user plainly
         log.exception("issuing the authorization code failed")
         return _error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
+    response = _with_session_cookie(provider, response, cookie)
+    return security_headers(_with_iss(response, provider.issuer.issuer))
+
+
+def _login_session(
+    provider: OIDCProvider, tx: Mapping[str, Any], subject: GrantSubject
+) -> tuple[str | None, str | None]:
+    """The session this admitted login runs in, ``(sid, new cookie or None)``: the one it
+    ran in, else a new one bound to the proven device (whatever the front end, unless the
+    front end's transaction says ``"creates_session": False``). Raises on a storage error."""
+    sid = tx.get("sid")
+    if sid is not None or provider.sessions is None or subject.device_id is None:
+        return sid, None
+    if not tx.get("creates_session", True):
+        return None, None
+    user = tx["user"]
+    cookie, created = provider.sessions.create(
+        NewSession(
+            user_id=subject.user_id,
+            device_id=subject.device_id,
+            auth_time=datetime.fromtimestamp(subject.auth_time, UTC),
+            acr=subject.acr,
+            amr=subject.amr,
+            data={
+                **subject.profile,
+                "username": user["username"],
+                "amr": list(user["amr"]),
+                "source": user.get("source"),
+            },
+        )
+    )
+    return created.public_id, cookie
+
+
+def _with_session_cookie(
+    provider: OIDCProvider, response: Response, cookie: str | None
+) -> Response:
     if cookie is not None:
         set_session_cookie(
             response,
@@ -686,7 +716,7 @@ def _issue_code(
             secure=provider.secure_cookies,
             lifetime=provider.session_lifetime,
         )
-    return security_headers(_with_iss(response, provider.issuer.issuer))
+    return response
 
 
 @one_transaction

@@ -10,7 +10,7 @@ Secrets are stored only as SHA-256 digests: authorization codes, refresh tokens 
 session ids. Access tokens are JWTs; only their ``jti`` is stored.
 
 ``gateway_sso_sessions`` (revision ``0008_sso_sessions``) belongs to
-:mod:`posture_gateway.sso` (protocol-neutral: OIDC today, SAML later); it is declared here so
+:mod:`posture_gateway.sso` (protocol-neutral: OIDC and SAML); it is declared here so
 that every table of the gateway is on this one ``MetaData``.
 """
 

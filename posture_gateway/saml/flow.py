@@ -11,13 +11,28 @@ the Subject) and starts a login transaction in the shared store
 - an SP with ``okta_factor: true`` (its requests are signed, the views checked that): the user
   is the Subject NameID, resolved to one of our directory users by the SP's ``linking`` rule;
   the browser goes straight to the device check, no password is asked. Unknown user: an
-  ``AuthnFailed`` error Response;
-- otherwise ``IsPassive``: we cannot know the user without a page (there is no SSO session),
-  so the answer is a ``NoPassive`` error Response at once;
+  ``AuthnFailed`` error Response. Such a login neither uses nor creates an SSO session (its
+  first factor was Okta's, not ours);
+- otherwise the browser goes to :func:`resume_login` (``GET /saml/sso/continue``: the SP's
+  POST is cross-site and carries no ``SameSite=Lax`` SSO cookie, that GET does), which looks
+  for the SSO session;
+- inside a live SSO session (:mod:`posture_gateway.sso`, the same look-up as an
+  OIDC authorize: :func:`posture_gateway.oidc.login.usable_session`): no password, but the
+  device check always runs again (fresh nonce, fresh proof, the one evaluator, channel
+  ``saml``) and the proof must name the session's device (another device: credentials again,
+  or ``NoPassive`` for ``IsPassive``). ``ForceAuthn`` is ``prompt=login``: no session is
+  used, the password is asked and the login makes a new session (a new ``AuthnInstant``);
+- otherwise ``IsPassive`` (no session, or ``ForceAuthn`` with it): we cannot know the user
+  without a page, so the answer is a ``NoPassive`` error Response at once;
 - otherwise the login page (``/login``: local password, broker upstream OIDC or SAML IdPs),
   then the device check — the same pages, authenticators and device step as OIDC
   (``oidc/login.py``, ``login/device_step.py``, channel ``saml``, application = the SP's
-  entity id).
+  entity id). An admitted login creates the SSO session exactly as an OIDC login does.
+
+``IsPassive`` inside a session still runs the device page: it needs no user (its script asks
+the local agent and submits by itself, with no proof when no agent answers); every outcome
+that would show a page is answered to the SP instead (block, no proof, another device: an
+error Response; warn: the assertion without its notice).
 
 :class:`SamlFrontEnd` is what the login pages hand the decision to: allow / warn (after the
 notice) / restrict -> a signed Response with the posture attributes, POSTed to the ACS URL by
@@ -25,6 +40,8 @@ an auto-submitting form (``templates/saml/post.html``, the only form target its 
 block -> the shared remediation page and NO assertion; with ``IsPassive`` a block is an
 ``AuthnFailed`` error Response and a warn is answered without its notice (no page may show).
 Every answer goes to the ACS URL the transaction holds, which came from the SP's metadata.
+The assertion's ``SessionIndex`` is the SSO session's public id (``sid``, never the cookie
+value); a fresh random id when sessions are off.
 """
 
 from __future__ import annotations
@@ -45,7 +62,8 @@ from mdm_core.access.decision import Decision
 from mdm_core.access.request import Channel
 from posture_gateway.login.front_ends import FRONT_END_KEY
 from posture_gateway.login.transactions import login_transactions
-from posture_gateway.oidc.login import TX_KEY
+from posture_gateway.oidc.login import TX_KEY, session_user, usable_session
+from posture_gateway.oidc.server import current_provider
 from posture_gateway.oidc.web import origin_of, render_page
 from posture_gateway.saml.idp import SamlIdp, current_idp
 from posture_gateway.saml.protocol.constants import (
@@ -73,6 +91,7 @@ __all__ = [
     "answer_page",
     "error_answer",
     "error_page",
+    "resume_login",
     "start_login",
 ]
 
@@ -248,16 +267,14 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
         if user is None:
             log.info("saml factor-only: subject of %s is not one of our users", sp.entity_id)
             return refuse(SamlStatus.AUTHN_FAILED, "user_unknown")
-    elif req.passive:
-        # No SSO session: the user cannot be identified without showing a page.
-        return refuse(SamlStatus.NO_PASSIVE, "interaction_required")
     params: dict[str, str] = {}
     if req.subject is not None and not sp.config.okta_factor:
         params["login_hint"] = req.subject.value[:320]
     if req.force_authn:
         params["prompt"] = "login"  # credentials asked again, whatever session exists
-    if req.passive:
+    elif req.passive:
         params["prompt"] = "none"
+    factor = sp.config.okta_factor
     tx = {
         "id": secrets.token_urlsafe(16),
         "created": time.time(),
@@ -267,6 +284,11 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
         "client_name": idp.name_of(sp),
         "redirect_origin": origin_of(req.acs_url),
         "user": user,
+        # The SSO session is looked up by resume_login (a same-site GET, see its docstring).
+        "session_pending": user is None,
+        "sid": None,
+        "sso_device": None,
+        "creates_session": not factor,
         "device_nonce": None,
         "warn": None,
         "saml": {
@@ -276,8 +298,8 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
             "relay_state": req.relay_state,
             "passive": req.passive,
             "force_authn": req.force_authn,
-            "name_id": req.subject.value if (user and req.subject) else None,
-            "name_id_format": req.subject.format if (user and req.subject) else None,
+            "name_id": req.subject.value if (factor and req.subject) else None,
+            "name_id_format": req.subject.format if (factor and req.subject) else None,
         },
     }
     try:
@@ -285,7 +307,60 @@ def start_login(idp: SamlIdp, req: SamlLoginRequest) -> Response:
     except Exception:
         log.exception("saml: the login transaction store failed")
         return error_page("unavailable", "Sign-in is unavailable right now. Try again.", 503)
-    target = "oidc_login.device_page" if user is not None else "oidc_login.login_page"
+    target = "oidc_login.device_page" if user is not None else RESUME_ENDPOINT
+    response: Response = redirect(url_for(target), 303)  # type: ignore[assignment]
+    return response
+
+
+#: The endpoint of :func:`resume_login` (``GET /saml/sso/continue``, :mod:`.views`).
+RESUME_ENDPOINT = "saml.resume"
+
+
+def _login_expired() -> Response:
+    return error_page(
+        "login_expired",
+        "This sign-in has expired or was already used. Go back to the application and start again.",
+    )
+
+
+def resume_login() -> Response:
+    """Step 2 of a SAML login that is not factor-only: is there a usable SSO session?
+
+    It runs on the GET the SSO endpoint redirects to, not in the SP's request: an
+    HTTP-POST binding request is a cross-site POST, on which the browser withholds the
+    ``SameSite=Lax`` SSO cookie; the redirect that follows is a top-level GET navigation,
+    which carries it (for either binding, the same code path). A live session (not for
+    ``ForceAuthn``): the device check, no password; none: the login page, or ``NoPassive``
+    for ``IsPassive``.
+    """
+    tx_id = session.get(TX_KEY)
+    store = login_transactions()
+    tx = store.get(tx_id) if isinstance(tx_id, str) and tx_id else None
+    if tx is None or tx.get(FRONT_END_KEY) != FRONT_END or not tx.get("session_pending"):
+        return _login_expired()
+    saml = tx["saml"]
+    sso = None
+    if not saml["force_authn"]:
+        sso = usable_session(current_provider(), tx["params"])
+    if sso is None and saml["passive"]:
+        # No usable session: the user cannot be identified without showing a page.
+        if store.take(str(tx_id)) is None:
+            return _login_expired()
+        session.pop(TX_KEY, None)
+        return _error_answer_for(tx, SamlStatus.NO_PASSIVE, "interaction_required")
+    tx.update(
+        session_pending=False,
+        user=session_user(sso) if sso is not None else None,
+        # The session this login runs in: its device must be proven again (login pages).
+        sid=sso.public_id if sso is not None else None,
+        sso_device=sso.device_id if sso is not None else None,
+    )
+    if not store.put(str(tx_id), tx):
+        session.pop(TX_KEY, None)
+        return _login_expired()
+    if sso is not None:
+        log.info("saml login in SSO session user=%s sp=%s", sso.user_id, saml["sp"])
+    target = "oidc_login.device_page" if sso is not None else "oidc_login.login_page"
     response: Response = redirect(url_for(target), 303)  # type: ignore[assignment]
     return response
 
@@ -345,7 +420,7 @@ def _success(tx: Mapping[str, Any], verdict: Decision) -> Response:
             in_response_to=saml["request_id"],
             name_id=name_id.value,
             name_id_format=name_id.format,
-            session_index=new_id(),
+            session_index=str(tx.get("sid") or new_id()),
             authn_instant=datetime.fromtimestamp(int(user["auth_time"]), UTC),
             signer=idp.signer,
             now=datetime.now(UTC),
@@ -394,6 +469,11 @@ class SamlFrontEnd:
             )
         if verdict.outcome == "warn":
             return _success(tx, verdict)  # no notice page may be shown
+        return None
+
+    def needs_credentials(self, tx: Mapping[str, Any]) -> Response | None:
+        if tx["saml"]["passive"]:  # no page may ask for them
+            return _error_answer_for(tx, SamlStatus.NO_PASSIVE, "other_device")
         return None
 
     def issue(self, tx: Mapping[str, Any], verdict: Decision) -> Response:

@@ -10,6 +10,10 @@
   requires it —, Destination, IssueInstant window, the ACS resolved EXACTLY against the
   metadata, RelayState bounded), its ID spent once in the shared replay store, then
   :func:`posture_gateway.saml.flow.start_login`;
+- ``GET /saml/sso/continue``: where a login started above goes next (a top-level GET
+  navigation, which carries the ``SameSite=Lax`` SSO cookie even after the SP's cross-site
+  POST): :func:`posture_gateway.saml.flow.resume_login` uses the SSO session or asks for
+  credentials;
 - ``GET /saml/idp-initiated?sp=<entity id>[&RelayState=]``: an unsolicited login for an SP
   configured ``allow_idp_initiated: true``, answered to its default ACS.
 
@@ -31,7 +35,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.api.openapi import not_json
 from posture_gateway.observability.decisions import log_decision
-from posture_gateway.saml.flow import NameId, SamlLoginRequest, error_page, start_login
+from posture_gateway.saml.flow import (
+    NameId,
+    SamlLoginRequest,
+    error_page,
+    resume_login,
+    start_login,
+)
 from posture_gateway.saml.idp import SamlIdp, current_idp, saml_configured
 from posture_gateway.saml.protocol.authn_request import (
     AuthnRequest,
@@ -43,7 +53,7 @@ from posture_gateway.saml.protocol.errors import BindingError, SamlError
 from posture_gateway.saml.protocol.metadata import idp_metadata_xml
 from posture_gateway.saml.protocol.xml_safety import XmlLimits
 
-__all__ = ["bp", "METADATA_PATH", "SSO_PATH", "IDP_INITIATED_PATH"]
+__all__ = ["bp", "METADATA_PATH", "SSO_PATH", "RESUME_PATH", "IDP_INITIATED_PATH"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,7 @@ bp = Blueprint("saml", __name__, template_folder="../pages/templates")
 
 METADATA_PATH = "/saml/metadata"
 SSO_PATH = "/saml/sso"
+RESUME_PATH = "/saml/sso/continue"
 IDP_INITIATED_PATH = "/saml/idp-initiated"
 
 #: What the user reads for each refusal reason of the protocol layer.
@@ -189,6 +200,14 @@ def sso() -> ResponseReturnValue:
             subject=subject,
         ),
     )
+
+
+@bp.get(RESUME_PATH)
+@not_json("redirect to the login pages, html error page or form_post answer")
+def resume() -> ResponseReturnValue:
+    if not saml_configured():
+        return _not_configured()
+    return resume_login()
 
 
 @bp.get(IDP_INITIATED_PATH)

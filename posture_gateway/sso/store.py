@@ -1,4 +1,4 @@
-"""The SSO session record and the store protocol (protocol-neutral: OIDC today, SAML later).
+"""The SSO session record and the store protocol (protocol-neutral: OIDC and SAML logins).
 
 A session is what a finished, allowed login leaves behind so that the next application's login
 in the same browser does not ask for the password again. It is bound to the device the login

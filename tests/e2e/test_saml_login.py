@@ -186,7 +186,20 @@ def test_sp_initiated_login_in_chromium_then_a_failing_device_gets_no_assertion(
         decisions = dep.decisions()
         assert decisions[0].outcome == outcome
 
-        # The device is made unhealthy: the agent's next snapshot reports encryption off.
+        # Inside the SSO session (Chromium's own SameSite=Lax cookie): no password page, the
+        # device proven again, the SessionIndex the same session's.
+        again = sp.login()
+        browser.get(again["url"])
+        assert _finish(browser) in ("allow", "warn"), _debug(browser, dep)
+        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "sp-result"))
+        second = sp.acs_result()
+        assert second["ok"] is True, second
+        assert second["profile"]["inResponseTo"] == again["request_id"]
+        assert second["profile"]["sessionIndex"] == profile["sessionIndex"]
+        assert len(dep.decisions()) == len(decisions) + 1
+
+        # The device is made unhealthy (a posture block, which ends the session): the agent's
+        # next snapshot reports encryption off.
         dep.host.set_encrypted(False)
         _check_in(dep)
         browser.get(sp.login()["url"])
@@ -201,7 +214,7 @@ def test_sp_initiated_login_in_chromium_then_a_failing_device_gets_no_assertion(
         assert "encryption" in shown, shown
         assert "SAMLResponse" not in browser.page_source
     assert dep.decisions()[0].outcome == "block"
-    assert sp.stop() == 1  # the ACS got the first login only
+    assert sp.stop() == 2  # the ACS got the two allowed logins only
 
 
 def test_idp_initiated_and_okta_factor_only_in_chromium(

@@ -212,7 +212,10 @@ def test_sp_initiated_post_binding_with_force_authn_asks_the_password(world: Wor
             },
         )
         assert started.status_code == 303
-        assert started.headers["Location"].endswith("/login")  # credentials asked
+        # a top-level GET first (it carries the SameSite=Lax SSO cookie the POST lacked)
+        assert started.headers["Location"].endswith("/saml/sso/continue")
+        resumed = http.get(world.stack.url + started.headers["Location"])
+        assert resumed.headers["Location"].endswith("/login")  # credentials asked
         answer = http_saml_login(http, world.stack.url, world.stack.url + "/login")
     result = _validated(world.sp, answer)
     assert result["ok"] is True, result
@@ -355,7 +358,8 @@ def test_signed_requests_required_unsigned_is_refused(world: World) -> None:
 def test_is_passive_without_a_session_answers_no_passive(world: World) -> None:
     login = world.sp.login(passive=True)
     with world.client() as http:
-        page = http.get(login["url"])
+        page = http.get(login["url"], follow_redirects=True)  # via /saml/sso/continue
+    assert [r.headers["Location"] for r in page.history] == ["/saml/sso/continue"]
     answer = answer_of(page)
     assert answer.action == world.sp.acs_url
     assert _status(answer.response_xml) == ("Requester", "NoPassive")
