@@ -123,8 +123,11 @@ def test_ten_logins_in_a_row_then_an_unhealthy_device_is_stopped(
             # The device is made unhealthy: the next snapshot reports encryption off.
             dep.host.set_encrypted(False)
             codes_before = dep.codes_issued()
-            _sign_in(browser, rp.authorization_url(dep.url))
+            # The browser is inside its SSO session (login 1): no password is asked, but the
+            # device is checked again (zero tolerance) and now fails.
+            browser.get(rp.authorization_url(dep.url))
             _wait_landed(browser)
+            assert not browser.find_elements(By.ID, "password"), _debug(browser)
             assert browser.find_elements(By.CSS_SELECTOR, "[data-outcome=block]"), _debug(browser)
             assert browser.current_url == dep.url + "/login/device", _debug(browser)
             # each failed check is shown with its own fix (the remediation page's pairs)
