@@ -40,7 +40,7 @@ from tests.e2e.cluster import (
 )
 from tests.e2e.deployment import FixtureHost, _env, _Process, _run, _start, _stop
 from tests.e2e.live_server import POLICY_DIR
-from tests.services import free_port
+from tests.services import _wait_port, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -113,6 +113,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             tmp_path,
         )  # fmt: skip
         try:
+            _wait_port(helper_port)  # the page's script asks the helper at once
             yield Stack(c, host, helper_port, match.group(1), agent, helper)
         finally:
             _stop(helper)

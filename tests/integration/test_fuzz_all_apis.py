@@ -44,6 +44,7 @@ POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 OPERATIONS = [
     ("/.well-known/openid-configuration", "GET"),
     ("/admin/api/policies", "GET"),
+    ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
     ("/api/v1/decision", "POST"),
     ("/api/v1/nonce", "POST"),
@@ -188,6 +189,7 @@ NO_INPUT = {
 # Operations whose credentials this module makes per request (see _credentials).
 CREDENTIALED = {
     ("/admin/api/policies", "GET"),
+    ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
     ("/mdm/v1/checkin", "POST"),
     ("/mdm/v1/commands/wait", "GET"),

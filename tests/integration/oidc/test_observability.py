@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from idp_connectors import errors as idp_errors
 from mdm_core.access.decision import OUTCOMES
@@ -33,6 +34,7 @@ from mdm_core.simulator.reports import DeviceTraits, native_reports
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings
+from posture_gateway.signals.metrics import LATENCY as SSF_LATENCY
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.integration.oidc.conftest import CONF_SECRET, PASSWORD, Browser, basic, write_files
 from tests.integration.oidc.test_login_with_device import _add_user, _core, _finish
@@ -208,7 +210,11 @@ def test_every_metric_label_is_bounded(app: Flask, provider: OIDCProvider) -> No
     reasons |= {"device_proof_invalid", "device_check_failed"}
     allowed: dict[str, set[str]] = {
         "channel": set(get_args(Channel)),
-        "outcome": set(OUTCOMES),
+        # access decisions, and Shared Signals deliveries (posture_gateway/signals/metrics.py)
+        "outcome": set(OUTCOMES) | {"delivered", "retry", "failed", "dropped"},
+        "method": {"push", "poll"},
+        # histogram buckets: the fixed upper bounds of the SET delivery latency
+        "le": {floatToGoString(b) for b in SSF_LATENCY._upper_bounds},
         "kind": {"request", "login", "entra_hint", "upstream_id_token"},
         "reason": reasons,
         "format": set(FORMATS) | {"other"},
