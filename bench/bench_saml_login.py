@@ -102,8 +102,18 @@ def one_login(
     response = client.get(redirect_url(sso, xml, relay_state="r"))
     if response.status_code != 303:
         raise RuntimeError(f"sso {response.status_code}: {response.text[:300]}")
+    # /saml/sso -> /saml/sso/continue (a top-level GET: the SSO session cookie is read
+    # there) -> the login page.
+    location = response.headers["location"]
+    for _ in range(3):
+        if "/saml/sso/continue" not in location:
+            break
+        response = client.get(urljoin(base, location))
+        if response.status_code not in (302, 303):
+            raise RuntimeError(f"sso continue {response.status_code}: {response.text[:300]}")
+        location = response.headers["location"]
     mark("sso")
-    page = client.get(urljoin(base, response.headers["location"]))
+    page = client.get(urljoin(base, location))
     mark("login_page")
     response = client.post(
         "/login/password",
