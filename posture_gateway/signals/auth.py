@@ -5,14 +5,16 @@ by the gateway's :class:`~posture_gateway.access.read_model.CachedBearerTokens`:
 our keys only, ``alg`` pinned, issuer, audience, expiry, not revoked). Its ``scope`` must carry
 the endpoint's scope (``ssf.read`` to read, ``ssf.manage`` to change; ``ssf.manage`` implies
 read) and its ``client_id`` must be a configured receiver. Any failure is
-:class:`AuthFailure` (401 ``invalid_token`` / 403 ``insufficient_scope``), before any state is
-read or changed.
+:class:`AuthFailure` (401 ``invalid_token`` / 403 ``insufficient_scope``; 503
+``temporarily_unavailable`` when the token store cannot answer), before any state is read or
+changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from posture_gateway.access.backends import is_backend_outage
 from posture_gateway.integrations.state import AccessTokenVerifier
 from posture_gateway.signals.settings import (
     SCOPE_MANAGE,
@@ -54,6 +56,10 @@ def authenticate(
     try:
         claims = verifier.verify_access_token(token)
     except Exception as exc:  # any failure of the verifier is a refusal
+        if is_backend_outage(exc):  # the token store cannot say now: not the caller's fault
+            raise AuthFailure(
+                503, "temporarily_unavailable", "cannot verify the access token now"
+            ) from exc
         reason = getattr(exc, "reason", None) or type(exc).__name__
         raise AuthFailure(401, "invalid_token", f"access token refused: {reason}") from exc
     client_id = claims.get("client_id")

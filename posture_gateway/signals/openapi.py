@@ -23,6 +23,7 @@ _TEXT = {
     404: "No such stream (or another receiver's)",
     409: "Limit reached, or the stream is disabled",
     413: "Body too large",
+    503: "The token store cannot answer now: nothing changed, try again",
 }
 
 OPENAPI_SECURITY_SCHEMES: dict[str, Any] = {
@@ -43,7 +44,7 @@ def _op(
     answer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    for code in (ok, *errors):
+    for code in (ok, *errors, 503):  # every bearer-checked operation may answer 503
         entry: dict[str, Any] = {"description": _TEXT[code]}
         if code == 200 and answer is None and op_id in _EMPTY_200:
             pass  # an empty 200 (SSF 8.1.3.2)
