@@ -61,6 +61,7 @@ __all__ = [
     "compliance_changed_event",
     "verdict_changed",
     "outcome_changed",
+    "record_verdict",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,19 +139,7 @@ class PolicyComplianceHook:
             policy_ids=list(decision.policy_ids),
             evaluated_at=now,
         )
-        if verdict_changed(before, record):
-            uow.compliance.put_state(record)
-        if (
-            outcome is Outcome.BLOCK
-            and status is not DeviceStatus.QUARANTINED
-            and (before is None or before.outcome != Outcome.BLOCK.value)
-        ):
-            # Blocking posture ends the device's sessions and tokens now, in this transaction.
-            end_device_access(uow, device.id, reason="posture_block", at=now)
-        if outcome_changed(before, record):
-            uow.outbox.add(
-                [compliance_changed_event(device, record, before, status, decision, policies)]
-            )
+        record_verdict(uow, device, before, record, status, decision, policies, now)
         return ComplianceSummary(
             state=state.value,
             outcome=outcome.value,
@@ -187,6 +176,44 @@ class PolicyComplianceHook:
             change_status(uow, device.id, new, reason=reason, at=now)
             log.warning("device %s status %s -> %s (%s)", device.id, current, new, reason)
         return new
+
+
+def record_verdict(
+    uow: UnitOfWork,
+    device: DeviceRecord,
+    before: ComplianceRecord | None,
+    record: ComplianceRecord,
+    status: DeviceStatus,
+    decision: Decision,
+    policies: CompiledPolicySet,
+    now: datetime,
+    *,
+    revoke_reason: str = "posture_block",
+    cause: str | None = None,
+) -> int:
+    """Store a new verdict in ``uow`` (check-in or stale sweep): the state when it changed; a
+    newly blocking outcome without quarantine ends the device's sessions and tokens now
+    (``revoke_reason``; a quarantine revokes through its status change), after
+    ``compliance.changed`` when the outcome changed (the cause before its effect in the
+    outbox). Returns how many live credentials ended."""
+    if verdict_changed(before, record):
+        uow.compliance.put_state(record)
+    if outcome_changed(before, record):
+        uow.outbox.add(
+            [
+                compliance_changed_event(
+                    device, record, before, status, decision, policies, cause=cause
+                )
+            ]
+        )
+    revoked = 0
+    if (
+        record.outcome == Outcome.BLOCK.value
+        and status is not DeviceStatus.QUARANTINED
+        and (before is None or before.outcome != Outcome.BLOCK.value)
+    ):
+        revoked = end_device_access(uow, device.id, reason=revoke_reason, at=now)
+    return revoked
 
 
 def compliance_changed_event(

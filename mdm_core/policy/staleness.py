@@ -47,14 +47,9 @@ from datetime import UTC, datetime, timedelta
 from mdm_core.access.evaluate import evaluate_state, stored_posture
 from mdm_core.access.state import AccessState
 from mdm_core.directory.mirror import effective_group_names
-from mdm_core.domain.device_lifecycle import end_device_access
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.policy.compiled import CompiledPolicySet
-from mdm_core.policy.compliance_hook import (
-    compliance_changed_event,
-    compliance_state_of,
-    verdict_changed,
-)
+from mdm_core.policy.compliance_hook import compliance_state_of, record_verdict
 from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.policy.model import Outcome, ReasonCode, UserContext
 from mdm_core.storage.compliance import ComplianceRecord
@@ -216,16 +211,18 @@ class StaleSweep:
             policy_ids=list(decision.policy_ids),
             evaluated_at=now,
         )
-        if verdict_changed(before, record):
-            uow.compliance.put_state(record)
-        uow.outbox.add(
-            [
-                compliance_changed_event(
-                    device, record, before, device.status, decision, policies, cause=STALE_REASON
-                )
-            ]
+        return record_verdict(
+            uow,
+            device,
+            before,
+            record,
+            device.status,
+            decision,
+            policies,
+            now,
+            revoke_reason=STALE_REASON,
+            cause=STALE_REASON,
         )
-        return end_device_access(uow, device_id, reason=STALE_REASON, at=now)
 
     # --- the background loop ---------------------------------------------------------------
 

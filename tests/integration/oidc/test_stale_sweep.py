@@ -233,7 +233,8 @@ def test_store_error_rolls_back_everything(
 ) -> None:
     """The revocation fails inside the sweep's unit of work: the verdict, the event and
     every revocation roll back; a later sweep does the whole job."""
-    import mdm_core.policy.staleness as staleness
+    # The sweep records its verdict through the compliance hook's record_verdict.
+    import mdm_core.policy.compliance_hook as staleness
 
     before = events(app, ios.device_id)
 
