@@ -24,6 +24,7 @@ from mdm_core.policy.staleness import DEFAULT_INTERVAL as STALE_SWEEP_INTERVAL
 from mdm_core.read_model.warm import DEFAULT_WARM_DEVICES
 from mdm_core.support.durations import DurationsModel
 from posture_gateway.directory.settings import DirectorySettings
+from posture_gateway.hr.settings import HrSettings
 from posture_gateway.integrations.settings import IntegrationSettings
 from posture_gateway.observability.logs import LogFormat
 from posture_gateway.observability.settings import MetricsSettings
@@ -137,6 +138,8 @@ class Settings(_Strict):
     scim: ScimSettings = Field(default_factory=ScimSettings)
     # Shared Signals transmitter: receivers and delivery (docs/shared-signals.md).
     signals: SignalsSettings = Field(default_factory=SignalsSettings)
+    # HR webhooks (BambooHR, generic) that start offboarding (docs/hr-triggers.md).
+    hr: HrSettings = Field(default_factory=HrSettings)
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     read_model: ReadModelSettings = Field(default_factory=ReadModelSettings)
     stale_sweep: StaleSweepSettings = Field(default_factory=StaleSweepSettings)
