@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import metadata
+from posture_gateway.admin.tables import metadata as admin_metadata
 from posture_gateway.hr.tables import metadata as hr_metadata
 from posture_gateway.oidc.tables import metadata as gateway_metadata
 from posture_gateway.signals.tables import metadata as signals_metadata
@@ -21,7 +22,7 @@ def test_migrations_match_tables(database: Database) -> None:
     with database.engine.connect() as conn:
         diff = compare_metadata(
             MigrationContext.configure(conn),
-            [metadata, gateway_metadata, signals_metadata, hr_metadata],
+            [metadata, gateway_metadata, signals_metadata, admin_metadata, hr_metadata],
         )
     assert diff == []
 
@@ -32,6 +33,7 @@ def test_gateway_tables_come_from_the_migrations(database: Database) -> None:
     assert set(gateway_metadata.tables) <= tables
     assert set(metadata.tables) <= tables
     assert set(signals_metadata.tables) <= tables
+    assert set(admin_metadata.tables) <= tables
     assert set(hr_metadata.tables) <= tables
 
 
@@ -44,7 +46,7 @@ def test_migrate_keeps_gateway_tables_created_earlier(tmp_path: Path) -> None:
         with db.engine.connect() as conn:
             diff = compare_metadata(
                 MigrationContext.configure(conn),
-                [metadata, gateway_metadata, signals_metadata, hr_metadata],
+                [metadata, gateway_metadata, signals_metadata, admin_metadata, hr_metadata],
             )
         assert diff == []
     finally:
