@@ -24,6 +24,7 @@ from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.hr.errors import HrError
 from posture_gateway.hr.events import from_bamboohr, from_generic
 from posture_gateway.hr.metrics import REFUSED
+from posture_gateway.hr.openapi import WEBHOOK_MODELS, WEBHOOK_PATHS, WEBHOOK_SECURITY_SCHEMES
 from posture_gateway.hr.payloads import parse_bamboohr, parse_generic
 from posture_gateway.hr.signature import verify
 from posture_gateway.hr.state import HrState, hr_state
@@ -136,3 +137,9 @@ def generic() -> ResponseReturnValue:
     response = jsonify(result.to_json())
     response.headers.update(_NO_STORE)
     return response
+
+
+# The OpenAPI document reads these from the blueprint's module (posture_gateway/api/openapi.py).
+OPENAPI_PATHS = WEBHOOK_PATHS
+OPENAPI_MODELS = WEBHOOK_MODELS
+OPENAPI_SECURITY_SCHEMES = WEBHOOK_SECURITY_SCHEMES
