@@ -6,14 +6,14 @@ in, plus ``GET /admin/api/policies`` (the set in force and whether the files on 
 currently validate), and ``GET /admin/api/sessions?user_id=U`` (or ``device_id=D``): the SSO
 sessions of a user or a device, live and ended (:mod:`posture_gateway.sso`).
 
-Guard: ``Authorization: Bearer <settings.admin_token>``, compared in constant time. No
-token configured (or one shorter than 32 characters) disables the API: every request is
-refused, fail closed. Errors are JSON ``{"error": code, "reason": text}``.
+Guard: :mod:`posture_gateway.admin.guard` -- a named admin's own token (any role), or, on
+these three read-only routes only, the old shared ``settings.admin_token`` (compared in
+constant time; none configured or shorter than 32 characters: refused, fail closed). Errors
+are JSON ``{"error": code, "reason": text}``.
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from mdm_core.access.whatif import what_if
 from mdm_core.policy.errors import PolicySetUnavailable
 from posture_gateway.access.device_gate import evaluator
+from posture_gateway.admin.guard import MIN_TOKEN_LENGTH, install_admin_guard
 from posture_gateway.sso.sql import SqlSessionStore
 from posture_gateway.state import state
 
@@ -30,7 +31,6 @@ __all__ = ["bp", "MIN_TOKEN_LENGTH"]
 
 bp = Blueprint("admin_api", __name__, url_prefix="/admin/api")
 
-MIN_TOKEN_LENGTH = 32
 _ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,256}$")
 _APP = re.compile(r"^[\x21-\x7e]{1,512}$")
 
@@ -43,19 +43,7 @@ def _error(status: int, code: str, reason: str) -> tuple[Response, int]:
     return response, status
 
 
-@bp.before_request
-def _require_admin() -> tuple[Response, int] | None:
-    configured = state().settings.admin_token
-    secret = configured.get_secret_value() if configured is not None else ""
-    if len(secret) < MIN_TOKEN_LENGTH:
-        return _error(403, "admin_api_disabled", "no admin token (>= 32 characters) is set")
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        return _error(401, "unauthorized", "a bearer admin token is required")
-    if not hmac.compare_digest(presented.strip().encode(), secret.encode()):
-        return _error(401, "unauthorized", "the admin token is not valid")
-    return None
+install_admin_guard(bp)  # named admins; the shared token on these three routes only
 
 
 @bp.get("/what-if")

@@ -83,6 +83,9 @@ cli.add_command(sessions_group)  # posture sessions list|revoke
 from posture_gateway.cli.signals import signals_group  # noqa: E402
 
 cli.add_command(signals_group)  # posture signals streams|retry
+from posture_gateway.cli.admins import admin_group  # noqa: E402
+
+cli.add_command(admin_group)  # posture admin add|list|disable|rotate
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.tables import metadata
+from posture_gateway.admin.tables import metadata as admin_metadata
 from posture_gateway.oidc.tables import metadata as gateway_metadata
 from posture_gateway.signals.tables import metadata as signals_metadata
 
@@ -19,7 +20,8 @@ from posture_gateway.signals.tables import metadata as signals_metadata
 def test_migrations_match_tables(database: Database) -> None:
     with database.engine.connect() as conn:
         diff = compare_metadata(
-            MigrationContext.configure(conn), [metadata, gateway_metadata, signals_metadata]
+            MigrationContext.configure(conn),
+            [metadata, gateway_metadata, signals_metadata, admin_metadata],
         )
     assert diff == []
 
@@ -30,6 +32,7 @@ def test_gateway_tables_come_from_the_migrations(database: Database) -> None:
     assert set(gateway_metadata.tables) <= tables
     assert set(metadata.tables) <= tables
     assert set(signals_metadata.tables) <= tables
+    assert set(admin_metadata.tables) <= tables
 
 
 def test_migrate_keeps_gateway_tables_created_earlier(tmp_path: Path) -> None:
@@ -40,7 +43,8 @@ def test_migrate_keeps_gateway_tables_created_earlier(tmp_path: Path) -> None:
         db.migrate()
         with db.engine.connect() as conn:
             diff = compare_metadata(
-                MigrationContext.configure(conn), [metadata, gateway_metadata, signals_metadata]
+                MigrationContext.configure(conn),
+                [metadata, gateway_metadata, signals_metadata, admin_metadata],
             )
         assert diff == []
     finally:

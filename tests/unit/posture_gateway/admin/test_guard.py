@@ -1,0 +1,170 @@
+"""The admin guard over HTTP: named tokens, roles, the legacy shared token kept to the three
+read-only routes, refusals audited and answered with JSON, ``no-store`` everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Blueprint, Flask, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from mdm_core.storage.sql.tables import audit_log
+from posture_gateway.admin.guard import current_admin, install_admin_guard, require_role
+from posture_gateway.admin.principals import Role
+from posture_gateway.admin.service import add_admin, disable_admin
+from posture_gateway.app import create_app
+from posture_gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[4]
+SHARED = "s" * 40
+
+
+def _probe_blueprint() -> Blueprint:
+    bp = Blueprint("probe_admin", __name__, url_prefix="/admin/api/probe")
+    install_admin_guard(bp)
+
+    @bp.get("/look")
+    @require_role(Role.HELPDESK)
+    def look() -> ResponseReturnValue:
+        return jsonify({"actor": current_admin().actor})
+
+    @bp.post("/<device_id>/wipe")
+    @require_role(Role.ADMIN)
+    def wipe(device_id: str) -> ResponseReturnValue:
+        return jsonify({"wiped": device_id, "by": current_admin().actor})
+
+    return bp
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(
+        Settings(
+            data_dir=tmp_path,
+            dev_mode=True,
+            policy_dir=ROOT / "policies",
+            admin_token=SHARED,  # type: ignore[arg-type]
+        )
+    )
+    app.register_blueprint(_probe_blueprint())
+    try:
+        yield app
+    finally:
+        app.extensions["posture"].core.close()
+
+
+def _tokens(app: Flask) -> dict[str, str]:
+    storage = app.extensions["posture"].core.storage
+    _, admin = add_admin(storage, "ada", Role.ADMIN, actor="operator:test")
+    _, helpdesk = add_admin(storage, "hal", Role.HELPDESK, actor="operator:test")
+    return {"admin": admin.value, "helpdesk": helpdesk.value}
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _audit(app: Flask) -> list[tuple[str, str, str, str]]:
+    with app.extensions["posture"].core.database.engine.connect() as conn:
+        rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).all()
+    return [(r.actor, r.action, r.subject, r.outcome) for r in rows]
+
+
+def test_named_admins_reach_routes_their_role_allows(app: Flask) -> None:
+    tokens = _tokens(app)
+    client = app.test_client()
+    look = client.get("/admin/api/probe/look", headers=_bearer(tokens["helpdesk"]))
+    assert look.status_code == 200 and look.json == {"actor": "admin:hal"}
+    assert look.headers["Cache-Control"] == "no-store"
+    wipe = client.post("/admin/api/probe/d1/wipe", headers=_bearer(tokens["admin"]))
+    assert wipe.status_code == 200 and wipe.json == {"wiped": "d1", "by": "admin:ada"}
+
+
+def test_helpdesk_is_refused_an_admin_route_and_the_refusal_audited(app: Flask) -> None:
+    tokens = _tokens(app)
+    before = _audit(app)
+    refused = app.test_client().post(
+        "/admin/api/probe/d1/wipe", headers=_bearer(tokens["helpdesk"])
+    )
+    assert refused.status_code == 403
+    assert refused.json is not None and refused.json["error"] == "forbidden"
+    assert _audit(app)[len(before) :] == [("admin:hal", "admin.probe_admin.wipe", "d1", "refused")]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer " + SHARED,  # the legacy shared token on a new route
+        "Bearer pga_nothex_x",
+        "Bearer pga_0123456789abcdef_" + "A" * 43,  # well-formed, unknown id
+        "bearer  ",
+    ],
+)
+def test_anything_but_a_named_token_is_refused_on_new_routes(
+    app: Flask, header: str | None
+) -> None:
+    _tokens(app)
+    headers = {"Authorization": header} if header is not None else {}
+    client = app.test_client()
+    for method, path in (("GET", "/admin/api/probe/look"), ("POST", "/admin/api/probe/d1/wipe")):
+        answer = client.open(path, method=method, headers=headers)
+        assert answer.status_code == 401, (header, path)
+        assert answer.json is not None and answer.json["error"] == "unauthorized"
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert "WWW-Authenticate" in answer.headers
+
+
+def test_a_forged_secret_with_a_real_id_is_refused_and_audited(app: Flask) -> None:
+    tokens = _tokens(app)
+    prefix, secret = tokens["admin"][:21], tokens["admin"][21:]  # "pga_<16 hex>_", secret
+    forged = prefix + ("B" * 43 if secret != "B" * 43 else "C" * 43)
+    answer = app.test_client().post("/admin/api/probe/d1/wipe", headers=_bearer(forged))
+    assert answer.status_code == 401
+    assert _audit(app)[-1] == (
+        "admin:ada",
+        "admin.authentication",
+        "/admin/api/probe/d1/wipe",
+        "refused",
+    )
+
+
+def test_a_disabled_admin_is_refused_everywhere(app: Flask) -> None:
+    tokens = _tokens(app)
+    disable_admin(app.extensions["posture"].core.storage, "ada", actor="operator:test")
+    client = app.test_client()
+    for path in ("/admin/api/probe/look", "/admin/api/policies"):
+        answer = client.get(path, headers=_bearer(tokens["admin"]))
+        assert answer.status_code == 401
+        assert answer.json is not None and answer.json["error"] == "admin_disabled"
+
+
+def test_the_shared_token_keeps_the_three_read_only_routes(app: Flask) -> None:
+    tokens = _tokens(app)
+    client = app.test_client()
+    for token in (SHARED, tokens["helpdesk"], tokens["admin"]):
+        assert client.get("/admin/api/policies", headers=_bearer(token)).status_code == 200
+        sessions = client.get("/admin/api/sessions?user_id=u1", headers=_bearer(token))
+        assert sessions.status_code == 200
+    assert client.get("/admin/api/policies", headers=_bearer("x" * 40)).status_code == 401
+    assert client.get("/admin/api/policies").status_code == 401
+
+
+def test_without_a_shared_token_the_legacy_routes_need_a_named_admin(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, dev_mode=True, policy_dir=ROOT / "policies"))
+    try:
+        tokens = _tokens(app)
+        client = app.test_client()
+        off = client.get("/admin/api/policies", headers=_bearer("x" * 40))
+        assert off.status_code == 403
+        assert off.json is not None and off.json["error"] == "admin_api_disabled"
+        named = client.get("/admin/api/policies", headers=_bearer(tokens["helpdesk"]))
+        assert named.status_code == 200
+    finally:
+        app.extensions["posture"].core.close()
