@@ -30,6 +30,8 @@ from mdm_core.directory.mirror import DirectoryService
 from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.privacy import PrivacyProfiles
 from mdm_core.domain.quarantine import QuarantineService
+from mdm_core.offboarding.directory_trigger import listener_factory
+from mdm_core.offboarding.service import OffboardingService, WipeRequestView
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
 from mdm_core.ratelimit.limiter import RateLimiter
@@ -96,6 +98,8 @@ class MdmCore:
     quarantine: QuarantineService  # the admin release of quarantined devices
     #: Membership changes and policy edits queue the commands that make devices match.
     convergence: ConvergenceService
+    #: The durable offboarding job (block, revoke, wipe/lock/retire per device).
+    offboarding: OffboardingService = field(init=False)
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -103,6 +107,7 @@ class MdmCore:
         if isinstance(waits, WaitRegistry):
             waits.shutdown()
         self.policies.stop()
+        self.offboarding.stop()
         self.relay.stop()
         self.convergence.stop()
         self.bus.close()
@@ -177,6 +182,10 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         quarantine=QuarantineService(storage),
         convergence=ConvergenceService(storage, commands, policies.current),
     )
+    core.offboarding = OffboardingService(
+        storage, policies.current, _NoFullWipes(), commands, enrollment=core.enrollment
+    )
+    storage.add_outbox_listener(listener_factory(core.offboarding))
     bus.subscribe(EventType.USER_GROUPS_CHANGED, core.convergence.on_user_groups_changed)
     policies.on_change(core.convergence.on_policy_change)
     core.convergence.start()
@@ -185,6 +194,19 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     )
     relay.start()
     return core
+
+
+class _NoFullWipes:
+    """Until the full-wipe rights land (``wipe-rights``): every full wipe is refused, so
+    offboarding falls back to lock and retire."""
+
+    def request_full_wipe(self, device_id: str, **_: object) -> WipeRequestView:
+        from mdm_core.domain.errors import Conflict
+
+        raise Conflict("full wipes are not available")
+
+    def get(self, request_id: str) -> WipeRequestView | None:
+        return None
 
 
 def _replay_store(config: CoreConfig) -> ReplayStore | None:

@@ -25,6 +25,8 @@ Owns the enrollment flows of the MDM (the DESIGN's section 2 "Enrollment"):
   :mod:`mdm_core.domain.quarantine` for the admin release).
 - **Renewal** (:meth:`EnrollmentService.renew`) of an authenticated device's certificate.
 - **Revocation** (:meth:`EnrollmentService.revoke_device`): certificates revoked, device retired.
+- **Offboarded users** (:mod:`mdm_core.offboarding`) get no token, no serial registration and
+  no enrollment (:class:`mdm_core.offboarding.model.UserOffboarded`, 403) until reinstated.
 
 Revocation and re-enrollment also revoke the device's access credentials (OAuth tokens) in the
 same unit of work (:mod:`mdm_core.domain.device_lifecycle`).
@@ -64,6 +66,7 @@ from mdm_core.domain.errors import (
     UnregisteredSerial,
 )
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
+from mdm_core.offboarding.model import UserOffboarded
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.storage.certauth import CertificateRecord
 from mdm_core.storage.enrollment import EnrollmentTokenRecord, RegisteredSerial
@@ -109,6 +112,14 @@ def _check_secret(registration: RegisteredSerial, presented: str | None) -> None
         raise InvalidEnrollmentSecret("enrollment by serial needs the serial's enrollment secret")
     if not hmac.compare_digest(hash_token(presented).encode(), registration.secret_hash.encode()):
         raise InvalidEnrollmentSecret("wrong enrollment secret for this serial")
+
+
+def _refuse_offboarded(uow: UnitOfWork, user_id: str) -> None:
+    """Offboarding disabled enrollment for this user (until an admin reinstates them)."""
+    if uow.offboarding.blocked(user_id) is not None:
+        raise UserOffboarded(
+            f"user {user_id} is offboarded: enrollment is disabled until an admin reinstates them"
+        )
 
 
 def _utcnow() -> datetime:
@@ -222,6 +233,7 @@ class EnrollmentService:
             expires_at=now + ttl,
         )
         with self._storage.unit_of_work() as uow:
+            _refuse_offboarded(uow, user_id)
             uow.enrollment_tokens.add_token(record)
             uow.audit.record(
                 actor=created_by,
@@ -260,6 +272,8 @@ class EnrollmentService:
             secret_hash=hash_token(secret),
         )
         with self._storage.unit_of_work() as uow:
+            if user_id is not None:
+                _refuse_offboarded(uow, user_id)
             uow.serials.register(registration)
             uow.audit.record(
                 actor=registered_by,
@@ -277,44 +291,49 @@ class EnrollmentService:
         assert stored is not None
         return SerialRegistration(registration=stored, enrollment_secret=secret)
 
-    def revoke_device(self, device_id: str, *, actor: str, reason: str) -> list[str]:
+    def revoke_device(
+        self, device_id: str, *, actor: str, reason: str, uow: UnitOfWork | None = None
+    ) -> list[str]:
         """Revoke every certificate of ``device_id`` and retire it; returns the serials
-        revoked. Raises :class:`mdm_core.domain.errors.NotFound` for an unknown device."""
+        revoked. Raises :class:`mdm_core.domain.errors.NotFound` for an unknown device. Pass
+        ``uow`` to make it part of the caller's transaction (offboarding's retire step)."""
+        if uow is None:
+            with self._storage.unit_of_work() as own:
+                return self.revoke_device(device_id, actor=actor, reason=reason, uow=own)
         now = self._clock()
-        with self._storage.unit_of_work() as uow:
-            device = uow.devices.get(device_id)
-            if device is None:
-                raise NotFound(f"unknown device {device_id}")
-            revoked = uow.certificates.revoke_for_device(device_id, reason=reason, at=now)
-            # Retiring revokes the device's access credentials in this same transaction.
-            if device.status not in _GONE:
-                change_status(
-                    uow,
-                    device_id,
-                    DeviceStatus.RETIRED,
-                    reason=f"revoked: {reason}",
-                    at=now,
-                    actor=actor,
-                )
-            else:
-                end_device_access(uow, device_id, reason="device_revoked", at=now, actor=actor)
-            uow.outbox.add(
-                [
-                    DomainEvent(
-                        type=EventType.CERTIFICATE_REVOKED,
-                        subject=device_id,
-                        payload={"serials": revoked, "reason": reason, "device_retired": True},
-                    )
-                ]
-            )
-            uow.audit.record(
-                actor=actor,
-                action="device.revoke",
-                subject=device_id,
-                outcome="ok",
-                detail={"serials": revoked, "reason": reason},
+        device = uow.devices.get(device_id)
+        if device is None:
+            raise NotFound(f"unknown device {device_id}")
+        revoked = uow.certificates.revoke_for_device(device_id, reason=reason, at=now)
+        # Retiring revokes the device's access credentials in this same transaction.
+        if device.status not in _GONE:
+            change_status(
+                uow,
+                device_id,
+                DeviceStatus.RETIRED,
+                reason=f"revoked: {reason}",
                 at=now,
+                actor=actor,
             )
+        else:
+            end_device_access(uow, device_id, reason="device_revoked", at=now, actor=actor)
+        uow.outbox.add(
+            [
+                DomainEvent(
+                    type=EventType.CERTIFICATE_REVOKED,
+                    subject=device_id,
+                    payload={"serials": revoked, "reason": reason, "device_retired": True},
+                )
+            ]
+        )
+        uow.audit.record(
+            actor=actor,
+            action="device.revoke",
+            subject=device_id,
+            outcome="ok",
+            detail={"serials": revoked, "reason": reason},
+            at=now,
+        )
         return revoked
 
     # --- device side ----------------------------------------------------------------------
@@ -486,6 +505,8 @@ class EnrollmentService:
         now: datetime,
     ) -> EnrollmentResult:
         existing = target.existing
+        if target.user_id != UNASSIGNED_USER:
+            _refuse_offboarded(uow, target.user_id)  # before the token is spent
         device_id = existing.id if existing else str(uuid.uuid4())
         if target.token is not None:
             redeemed = uow.enrollment_tokens.redeem_token(

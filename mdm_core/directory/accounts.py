@@ -9,10 +9,11 @@ outbox) commit together or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from mdm_core.bus.events import DomainEvent, EventType
-from mdm_core.directory.mirror import remove_membership
+from mdm_core.directory.mirror import effective_group_names, remove_membership
 from mdm_core.domain.device_lifecycle import end_user_access
 from mdm_core.storage.directory import MemberKind
 from mdm_core.storage.uow import UnitOfWork
@@ -29,9 +30,12 @@ def account_event(
     actor: str,
     reason: str,
     at: datetime,
+    groups: Collection[str] = (),
 ) -> DomainEvent:
     """THE ``directory.account_disabled`` / ``directory.account_deleted`` event (one payload
-    for every source: the offboarding job reads these fields and no others)."""
+    for every source: the offboarding job reads these fields and no others). ``groups``: the
+    user's effective group names read BEFORE the change removed any membership, so the
+    offboarding policy that applies is still known once the user row is gone."""
     return DomainEvent(
         type=kind,
         subject=user_id,
@@ -41,6 +45,7 @@ def account_event(
             "source": source,
             "actor": actor,
             "reason": reason,
+            "groups": sorted(groups),
         },
         occurred_at=at,
     )
@@ -53,6 +58,7 @@ def disable_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, 
     Raises :class:`mdm_core.domain.errors.NotFound` for an unknown user.
     """
     user = uow.directory_users.get(user_id)
+    groups = effective_group_names(uow, user_id) if user is not None else frozenset()
     uow.directory_users.set_active(user_id, False, at=at)
     revoked = end_user_access(uow, user_id, reason="user_disabled", at=at, actor=actor)
     uow.outbox.add(
@@ -65,6 +71,7 @@ def disable_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, 
                 actor=actor,
                 reason="disabled_in_source",
                 at=at,
+                groups=groups,
             )
         ]
     )
@@ -78,6 +85,7 @@ def delete_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, s
     user = uow.directory_users.get(user_id)
     if user is None:
         return False
+    groups = effective_group_names(uow, user_id)  # before the memberships go
     for membership in uow.memberships.parents(MemberKind.USER, [user_id]):
         remove_membership(uow, membership, at=at)
     end_user_access(uow, user_id, reason="user_deleted", at=at, actor=actor)
@@ -92,6 +100,7 @@ def delete_account(uow: UnitOfWork, user_id: str, *, at: datetime, actor: str, s
                 actor=actor,
                 reason="deleted_in_source",
                 at=at,
+                groups=groups,
             )
         ]
     )

@@ -88,11 +88,14 @@ def transitive_user_members(uow: UnitOfWork, group_id: str) -> frozenset[str]:
 
 
 def user_context(uow: UnitOfWork, user_id: str) -> UserContext | None:
-    """The user as the decision engine sees them, or ``None`` if not in the mirror."""
+    """The user as the decision engine sees them, or ``None`` if not in the mirror; a user
+    offboarding blocked (``user_blocks``, until reinstated) is ``active=False``."""
     user = uow.directory_users.get(user_id)
     if user is None:
         return None
-    return UserContext(id=user.id, groups=effective_group_names(uow, user.id), active=user.active)
+    # Offboarding's block outlives the directory row: a sync saying "active" lifts nothing.
+    active = user.active and uow.offboarding.blocked(user.id) is None
+    return UserContext(id=user.id, groups=effective_group_names(uow, user.id), active=active)
 
 
 def _affected(uow: UnitOfWork, membership: Membership) -> list[str]:

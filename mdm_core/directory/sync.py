@@ -54,6 +54,7 @@ from mdm_core.directory.mirror import (
     MAX_NESTING,
     GroupChangeTracker,
     add_membership,
+    effective_group_names,
     remove_membership,
 )
 from mdm_core.directory.precedence import Override, SourceOfTruth
@@ -264,6 +265,7 @@ class _Sync:
                     actor=self.actor,
                     reason=reason,
                     at=self.at,
+                    groups=effective_group_names(self.uow, user.id),
                 )
             ]
         )
@@ -499,6 +501,7 @@ def write_resolved(
                     actor=actor,
                     reason="disabled_in_source",
                     at=at,
+                    groups=effective_group_names(uow, user_id),
                 )
             ]
         )

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from mdm_core.offboarding.store import OffboardingStore
     from mdm_core.storage.audit import AuditStore
     from mdm_core.storage.certauth import CaKeyStore, CertificateStore
     from mdm_core.storage.compliance import ComplianceStore
@@ -90,6 +91,8 @@ class UnitOfWork(Protocol):
     def scim_resources(self) -> ScimResourceStore: ...
     @property
     def stale_postures(self) -> StalePostureStore: ...
+    @property
+    def offboarding(self) -> OffboardingStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

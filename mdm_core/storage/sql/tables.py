@@ -214,6 +214,63 @@ command_transitions = Table(
     _ts("at"),
 )
 
+# --- offboarding (mdm_core.offboarding) -----------------------------------------------------
+
+# One durable offboarding job per user and trigger. ``open_user`` is the user id while the
+# job is scheduled or running and NULL once it is done or cancelled: its unique constraint is
+# what makes "one open job per user" hold under concurrent triggers.
+offboarding_jobs = Table(
+    "offboarding_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("open_user", String(128), nullable=True, unique=True),
+    Column("username", String(256), nullable=True),
+    Column("groups", JSON, nullable=False),  # the user's group names when it was requested
+    Column("trigger", String(32), nullable=False),
+    Column("source_ref", String(256), nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=True),
+    # scheduled | running | done | cancelled (mdm_core.offboarding.model.JobStatus)
+    Column("status", String(16), nullable=False),
+    _ts("effective_at"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("started_at", nullable=True),
+    _ts("finished_at", nullable=True),
+    Index("ix_offboarding_jobs_due", "status", "effective_at"),
+    UniqueConstraint("trigger", "source_ref", name="uq_offboarding_jobs_trigger_source_ref"),
+)
+
+# Per job, each of the user's devices and what was done to it.
+offboarding_devices = Table(
+    "offboarding_devices",
+    metadata,
+    Column("job_id", String(64), ForeignKey("offboarding_jobs.id"), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("ownership", String(16), nullable=False),
+    Column("action", String(24), nullable=False),  # selective_wipe | full_wipe | lock_and_retire
+    # pending | retired | wiped | failed | skipped (mdm_core.offboarding.model.DeviceState)
+    Column("state", String(16), nullable=False),
+    Column("command_id", String(64), nullable=True),
+    Column("lock_command_id", String(64), nullable=True),
+    Column("wipe_request_id", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+    _ts("updated_at"),
+)
+
+# Users whose logins and enrollment are blocked by offboarding, until an admin reinstates
+# them. Keyed by user id, not a directory row: a later sync or a re-created account does not
+# lift it. Writes bump the read model's ``directory`` version (migration 0012_offboarding).
+user_blocks = Table(
+    "user_blocks",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("job_id", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
+    _ts("blocked_at"),
+)
+
 # --- events and audit -----------------------------------------------------------------------
 
 outbox = Table(

@@ -14,6 +14,7 @@ from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
+    from mdm_core.offboarding.sql_store import SqlOffboardingStore
     from mdm_core.storage.credentials import AllCredentials, CredentialRevoker
     from mdm_core.storage.outbox import OutboxListener
     from mdm_core.storage.sql.audit import SqlAuditStore
@@ -227,6 +228,12 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.staleness import SqlStalePostureStore
 
         return SqlStalePostureStore(self.conn, self.dialect)
+
+    @cached_property
+    def offboarding(self) -> SqlOffboardingStore:
+        from mdm_core.offboarding.sql_store import SqlOffboardingStore
+
+        return SqlOffboardingStore(self.conn, self.dialect)
 
 
 class SqlStorage:
