@@ -27,6 +27,7 @@ from posture_gateway.api.health import bp as health_bp
 from posture_gateway.cookie_session import install as install_cookie_session
 from posture_gateway.directory.ldap_schedule import init_ldap_schedule
 from posture_gateway.directory.local_users import sync_users_file
+from posture_gateway.hr.setup import register as register_hr
 from posture_gateway.integrations.setup import register as register_integrations
 from posture_gateway.login.transactions import install as install_login_transactions
 from posture_gateway.observability.logs import configure_logging
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_signals(app, services.signals)  # Shared Signals transmitter (SSF, CAEP, RISC)
     register_saml(app, services.saml)  # the SAML IdP: /saml/metadata, /saml/sso
+    register_hr(app, services.hr)  # HR webhooks /hr/v1/webhooks/*, /admin/api/hr/deliveries
     init_scim(
         app,
         settings.scim,

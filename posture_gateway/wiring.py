@@ -57,6 +57,8 @@ from posture_gateway.oidc.login import complete_authentication
 from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.setup import build_provider
+from posture_gateway.hr.setup import build as build_hr
+from posture_gateway.hr.state import HrState
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.saml.idp import SamlIdp
 from posture_gateway.saml.replay import RequestReplayGuard
@@ -82,6 +84,7 @@ class GatewayServices:
     integrations: IntegrationsState
     signals: SignalsState
     saml: SamlIdp | None = None
+    hr: HrState | None = None  # the HR webhooks (posture_gateway/hr); None only in tests
 
 
 def build_services(
@@ -162,6 +165,7 @@ def build_services(
     try:
         saml = build_idp(settings, core, provider, replay=saml_replay, upstreams=saml_upstreams)
         signals = build_signals(settings, core, provider, access_tokens)
+        hr = build_hr(settings.hr, core)  # HR webhooks -> core.offboarding
     except BaseException:
         integrations.close()  # closes the shared HTTP client too
         raise
@@ -172,4 +176,5 @@ def build_services(
         integrations=integrations,
         saml=saml,
         signals=signals,
+        hr=hr,
     )

@@ -118,7 +118,7 @@ class HrTriggerService:
     # ---- one delivery ---------------------------------------------------------------------
 
     def _replayed(
-        self, source: str, key: str, body_sha256: str, earlier: list[DeliveryRecord]
+        self, source: str, key: str, body_sha256: str, earlier: Sequence[DeliveryRecord]
     ) -> DeliveryResult:
         if not earlier:  # cannot happen: the insert that beat us committed these rows
             raise HrError(409, "event_id_reused", "the delivery is being processed; retry")

@@ -65,10 +65,12 @@ def test_termination_date_schedules_moves_cancels_and_schedules_again(hr_app: Hr
     first = (date.today() + timedelta(days=10)).isoformat()
     moved = (date.today() + timedelta(days=20)).isoformat()
 
+    sent = iter(range(100))
+
     def send(termination: str | None) -> dict[str, object]:
-        answer = post_bamboo(
-            hr_app.client, body_of([employee(terminationDate=termination, workEmail=EMAIL)])
-        )
+        # each a new change (BambooHR's bodies differ); the same bytes would be a redelivery
+        fields = {"terminationDate": termination, "workEmail": EMAIL, "n": next(sent)}
+        answer = post_bamboo(hr_app.client, body_of([employee(**fields)]))
         assert answer.status_code == 200, answer.json
         return _events(answer.json)[0]
 
