@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from mdm_core.posture.model import Ownership, Platform
+from posture_gateway.admin.principals import Role
+from posture_gateway.admin.service import add_admin
 from posture_gateway.api.openapi import build_document
 from posture_gateway.app import create_app
+from posture_gateway.hr.signature import sign as hr_sign
 from posture_gateway.settings import Settings
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.integration.oidc.conftest import CONF_SECRET, write_files
@@ -90,6 +94,10 @@ OPERATIONS = [
     ("/scim/v2/Users/{resource_id}", "PUT"),
     # Shared Signals transmitter (posture_gateway/signals)
     ("/.well-known/ssf-configuration", "GET"),
+    # HR webhooks and their admin listing (posture_gateway/hr)
+    ("/admin/api/hr/deliveries", "GET"),
+    ("/hr/v1/webhooks/bamboohr", "POST"),
+    ("/hr/v1/webhooks/generic", "POST"),
     ("/ssf/poll/{stream_id}", "POST"),
     ("/ssf/status", "GET"),
     ("/ssf/status", "POST"),
@@ -104,6 +112,9 @@ OPERATIONS = [
 ]
 #: The Shared Signals receiver's access token (client credentials), made by the fixture.
 SSF_TOKEN: dict[str, str] = {}
+#: The HR webhooks' secrets, and a named helpdesk admin's token (made by the fixture).
+HR_KEYS = {"bamboohr": "fuzz-bamboo-key-" + "b" * 24, "postureHr": "fuzz-generic-key-" + "g" * 24}
+NAMED_ADMIN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +137,10 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
                     # every anonymous run fails authentication from the same address
                     "auth_failures_per_minute": 1_000_000,
                 },
+                "hr": {
+                    "bamboohr": {"secret": HR_KEYS["bamboohr"]},
+                    "generic": {"secret": HR_KEYS["postureHr"]},
+                },
             }
         )
     )
@@ -139,6 +154,8 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     )
     assert issued.status_code == 200, issued.get_data(as_text=True)
     SSF_TOKEN["token"] = issued.json["access_token"]  # type: ignore[index]
+    _, named = add_admin(core.storage, "fuzz", Role.HELPDESK, actor="operator:fuzz")
+    NAMED_ADMIN["token"] = named.value
     yield app, device
     app.extensions["posture_signals"].close()
     core.close()
@@ -162,6 +179,17 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
         headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
     if "scimBearer" in schemes:
         headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
+    for scheme in ("bamboohr", "postureHr"):  # HR webhooks: HMAC over body || timestamp
+        if f"{scheme}Signature" in schemes:
+            body = kwargs.get("data") or b""
+            stamp = str(int(time.time()))
+            prefix = "X-BambooHR" if scheme == "bamboohr" else "X-Posture"
+            headers[f"{prefix}-Timestamp"] = stamp
+            headers[f"{prefix}-Signature"] = hr_sign(
+                HR_KEYS[scheme].encode(), body if isinstance(body, bytes) else body.encode(), stamp
+            )
+    if "namedAdminToken" in schemes:
+        headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
     if "ssfBearer" in schemes:
         headers["Authorization"] = f"Bearer {SSF_TOKEN['token']}"
     if "clientSecretBasic" in schemes:
@@ -188,6 +216,9 @@ NO_INPUT = {
 }
 # Operations whose credentials this module makes per request (see _credentials).
 CREDENTIALED = {
+    ("/admin/api/hr/deliveries", "GET"),
+    ("/hr/v1/webhooks/bamboohr", "POST"),
+    ("/hr/v1/webhooks/generic", "POST"),
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),

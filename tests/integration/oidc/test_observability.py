@@ -31,6 +31,9 @@ from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import FORMATS
 from mdm_core.ratelimit.guard import LIMIT_NAMES
 from mdm_core.simulator.reports import DeviceTraits, native_reports
+from posture_gateway.hr.metrics import REFUSAL_REASONS as HR_REFUSAL_REASONS
+from posture_gateway.hr.metrics import SOURCES as HR_SOURCES
+from posture_gateway.hr.service import OUTCOMES as HR_OUTCOMES
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.settings import Settings
@@ -206,6 +209,8 @@ def test_every_metric_label_is_bounded(app: Flask, provider: OIDCProvider) -> No
             "/mdm/v1/checkin", data=body, headers=headers, content_type="application/json"
         )
         assert refused.status_code == 401
+    hr = client.post("/hr/v1/webhooks/bamboohr", data=b"{}", content_type="application/json")
+    assert hr.status_code == 404  # not configured here: a refusal counted by source and reason
     reasons = _all_subclass_reasons(MdmError) | _reason_codes(mdm_errors, idp_errors)
     reasons |= {"device_proof_invalid", "device_check_failed"}
     allowed: dict[str, set[str]] = {
@@ -222,7 +227,11 @@ def test_every_metric_label_is_bounded(app: Flask, provider: OIDCProvider) -> No
         "type": {t.value for t in CommandType},
         "status": {s.value for s in CommandStatus},
         "limit": set(LIMIT_NAMES),
+        # HR webhooks (posture_gateway/hr/metrics.py)
+        "source": set(HR_SOURCES),
     }
+    allowed["outcome"] |= set(HR_OUTCOMES)
+    allowed["reason"] |= set(HR_REFUSAL_REASONS)
     seen: dict[str, set[str]] = {}
     for family in REGISTRY.collect():
         if not family.name.startswith("posture_"):
