@@ -45,7 +45,7 @@ from mdm_core.device.commands import CommandService
 from mdm_core.device.enrollment import EnrollmentService
 from mdm_core.directory.mirror import effective_group_names
 from mdm_core.domain.device_lifecycle import change_status, end_user_access
-from mdm_core.domain.errors import Conflict, MdmError, NotFound
+from mdm_core.domain.errors import Conflict, NotFound
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.offboarding.model import (
     OPEN_STATUSES,
@@ -720,26 +720,40 @@ class OffboardingService:
 
     # --- the served worker's loop -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Run :meth:`run_due` every ``interval`` on a daemon thread (served workers only)."""
+    def start(self, *, interval: timedelta | None = None) -> None:
+        """Run :meth:`run_due` every ``interval`` (default: the constructor's) on a daemon
+        thread: served workers only (``posture_gateway.offboarding.runner``)."""
         if self._thread is not None:
             return
+        if interval is not None:
+            if interval <= timedelta(0):
+                raise ValueError("the offboarding interval must be positive")
+            self.interval = interval
+            self.lease_ttl = max(interval * 4, timedelta(minutes=1))
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="offboarding", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the loop (waits for a step in progress) and release the lease; a service
+        that was never started touches nothing."""
         thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=5)
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=60)
+        try:
+            with self.storage.unit_of_work() as uow:
+                uow.leases.release(LEASE_NAME, self.holder)
+        except Exception:  # shutting down: the lease expires by itself
+            log.exception("could not release the offboarding lease")
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval.total_seconds()):
+        while not self._stop.is_set():
             try:
-                while self.run_due() and not self._stop.is_set():
-                    pass  # more due work: keep going without waiting
-            except MdmError:
-                log.exception("offboarding tick refused")
-            except Exception:  # the next tick retries; nothing was half-done
+                # A full page means more is due: go on at once instead of waiting a tick.
+                while self.run_due() >= 1 and not self._stop.is_set():
+                    pass
+            except Exception:  # the next tick retries; each step is its own unit of work
                 log.exception("offboarding tick failed")
+            self._stop.wait(self.interval.total_seconds())
