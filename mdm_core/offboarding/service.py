@@ -115,7 +115,9 @@ class FullWipes(Protocol):
         now: datetime | None = None,
     ) -> WipeRequestView: ...
 
-    def get(self, request_id: str) -> WipeRequestView | None: ...
+    def get(self, request_id: str, *, uow: UnitOfWork | None = None) -> WipeRequestView:
+        """The request; ``NotFound`` for an unknown id."""
+        ...
 
 
 #: ``(uow, device_id, reason) -> payload`` of the device's ``selective_wipe``
@@ -558,10 +560,9 @@ class OffboardingService:
         if request_id is None:
             return None
         try:
-            found = self.wipes.get(request_id)
+            return str(self.wipes.get(request_id).status)
         except NotFound:
             return None
-        return None if found is None else found.status
 
     # --- run_due ----------------------------------------------------------------------------
 
@@ -621,14 +622,6 @@ class OffboardingService:
 
     def _advance(self, job_id: str, device_id: str, now: datetime) -> bool:
         """One device of a running job, one unit of work: ``True`` when it moved."""
-        request = None
-        with self.storage.unit_of_work() as uow:
-            row = uow.offboarding.device(job_id, device_id)
-        if row is not None and row.state is DeviceState.AWAITING_APPROVAL and row.wipe_request_id:
-            try:
-                request = self.wipes.get(row.wipe_request_id)  # its own unit of work
-            except NotFound:
-                request = None
         with self.storage.unit_of_work() as uow:
             job = uow.offboarding.get(job_id, lock=True)
             row = uow.offboarding.device(job_id, device_id)
@@ -642,6 +635,12 @@ class OffboardingService:
                     uow, job, row, DeviceState.SKIPPED, f"device {gone} outside offboarding", now
                 )
             if row.state is DeviceState.AWAITING_APPROVAL:
+                request = None
+                if row.wipe_request_id is not None:
+                    try:
+                        request = self.wipes.get(row.wipe_request_id, uow=uow)
+                    except NotFound:
+                        request = None
                 return self._approval_moved(uow, job, row, request, now)
             command = uow.commands.get(row.command_id) if row.command_id else None
             if command is None:
