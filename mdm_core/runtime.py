@@ -26,12 +26,13 @@ from mdm_core.device.long_poll import (
     WaitRegistry,
 )
 from mdm_core.device.proof import DeviceProofVerifier
+from mdm_core.device.wipes import WipeService
 from mdm_core.directory.mirror import DirectoryService
 from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.privacy import PrivacyProfiles
 from mdm_core.domain.quarantine import QuarantineService
 from mdm_core.offboarding.directory_trigger import listener_factory
-from mdm_core.offboarding.service import OffboardingService, WipeRequestView
+from mdm_core.offboarding.service import OffboardingService
 from mdm_core.policy.compliance_hook import PolicyComplianceHook
 from mdm_core.policy.repository import PolicyRepository
 from mdm_core.ratelimit.limiter import RateLimiter
@@ -100,6 +101,8 @@ class MdmCore:
     convergence: ConvergenceService
     #: The durable offboarding job (block, revoke, wipe/lock/retire per device).
     offboarding: OffboardingService = field(init=False)
+    #: Full wipes: corporate only, the two-person rule, the one place that queues a wipe.
+    wipes: WipeService
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -181,9 +184,10 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         rate_limiter=_rate_limiter(config, database),
         quarantine=QuarantineService(storage),
         convergence=ConvergenceService(storage, commands, policies.current),
+        wipes=WipeService(storage, policies.current, kick=relay.kick),
     )
     core.offboarding = OffboardingService(
-        storage, policies.current, _NoFullWipes(), commands, enrollment=core.enrollment
+        storage, policies.current, core.wipes, commands, enrollment=core.enrollment
     )
     storage.add_outbox_listener(listener_factory(core.offboarding))
     bus.subscribe(EventType.USER_GROUPS_CHANGED, core.convergence.on_user_groups_changed)
@@ -194,19 +198,6 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
     )
     relay.start()
     return core
-
-
-class _NoFullWipes:
-    """Until the full-wipe rights land (``wipe-rights``): every full wipe is refused, so
-    offboarding falls back to lock and retire."""
-
-    def request_full_wipe(self, device_id: str, **_: object) -> WipeRequestView:
-        from mdm_core.domain.errors import Conflict
-
-        raise Conflict("full wipes are not available")
-
-    def get(self, request_id: str) -> WipeRequestView | None:
-        return None
 
 
 def _replay_store(config: CoreConfig) -> ReplayStore | None:

@@ -33,6 +33,8 @@ from posture_gateway.login.transactions import install as install_login_transact
 from posture_gateway.observability.logs import configure_logging
 from posture_gateway.observability.metrics import bp as metrics_bp
 from posture_gateway.observability.requests import init_app as init_request_log
+from posture_gateway.offboarding.api import bp as offboarding_bp
+from posture_gateway.offboarding.runner import init_offboarding_runner
 from posture_gateway.oidc.setup import register as register_oidc
 from posture_gateway.oidc.web import baseline_headers
 from posture_gateway.pages.landing import bp as landing_bp
@@ -152,7 +154,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(metrics_bp)  # GET /metrics (bearer token) unless metrics.listen
     app.register_blueprint(landing_bp)  # /, /privacy, /help/sign-in, /enroll (HTML pages)
+    app.register_blueprint(offboarding_bp)  # /admin/api/offboarding (named admins)
     init_ldap_schedule(app)  # the scheduled LDAP sync, in served workers, one at a time by lease
     init_stale_sweep(app)  # silent devices blocked + revoked, in served workers, one by lease
+    init_offboarding_runner(app)  # offboarding jobs fire and advance, served workers, by lease
     init_read_model_warm(app)  # served workers read their read model in (daemon thread)
     return app

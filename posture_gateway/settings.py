@@ -110,6 +110,13 @@ class StaleSweepSettings(_Strict):
     batch: int = Field(default=STALE_SWEEP_BATCH, ge=1, le=10_000)
 
 
+class OffboardingSettings(_Strict):
+    # The durable offboarding job (mdm_core.offboarding, docs/offboarding.md): every interval,
+    # in every `posture serve` worker (a lease makes one do the work), scheduled jobs that are
+    # due fire and running ones advance (retire after the acknowledgement, done).
+    interval: timedelta = Field(default=timedelta(seconds=5), gt=timedelta(0))
+
+
 class Settings(_Strict):
     """Everything the server needs to start. Tests pass ``Settings(...)`` directly."""
 
@@ -143,6 +150,7 @@ class Settings(_Strict):
     long_poll: LongPollSettings = Field(default_factory=LongPollSettings)
     read_model: ReadModelSettings = Field(default_factory=ReadModelSettings)
     stale_sweep: StaleSweepSettings = Field(default_factory=StaleSweepSettings)
+    offboarding: OffboardingSettings = Field(default_factory=OffboardingSettings)
     max_request_bytes: int = 256 * 1024
     posture_history_length: int = 20
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent

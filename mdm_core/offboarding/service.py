@@ -45,7 +45,7 @@ from mdm_core.device.commands import CommandService
 from mdm_core.device.enrollment import EnrollmentService
 from mdm_core.directory.mirror import effective_group_names
 from mdm_core.domain.device_lifecycle import change_status, end_user_access
-from mdm_core.domain.errors import Conflict, MdmError, NotFound
+from mdm_core.domain.errors import Conflict, NotFound
 from mdm_core.domain.model import DeviceRecord, DeviceStatus
 from mdm_core.offboarding.model import (
     OPEN_STATUSES,
@@ -115,7 +115,9 @@ class FullWipes(Protocol):
         now: datetime | None = None,
     ) -> WipeRequestView: ...
 
-    def get(self, request_id: str) -> WipeRequestView | None: ...
+    def get(self, request_id: str, *, uow: UnitOfWork | None = None) -> WipeRequestView:
+        """The request; ``NotFound`` for an unknown id."""
+        ...
 
 
 #: ``(uow, device_id, reason) -> payload`` of the device's ``selective_wipe``
@@ -558,10 +560,9 @@ class OffboardingService:
         if request_id is None:
             return None
         try:
-            found = self.wipes.get(request_id)
+            return str(self.wipes.get(request_id).status)
         except NotFound:
             return None
-        return None if found is None else found.status
 
     # --- run_due ----------------------------------------------------------------------------
 
@@ -621,14 +622,6 @@ class OffboardingService:
 
     def _advance(self, job_id: str, device_id: str, now: datetime) -> bool:
         """One device of a running job, one unit of work: ``True`` when it moved."""
-        request = None
-        with self.storage.unit_of_work() as uow:
-            row = uow.offboarding.device(job_id, device_id)
-        if row is not None and row.state is DeviceState.AWAITING_APPROVAL and row.wipe_request_id:
-            try:
-                request = self.wipes.get(row.wipe_request_id)  # its own unit of work
-            except NotFound:
-                request = None
         with self.storage.unit_of_work() as uow:
             job = uow.offboarding.get(job_id, lock=True)
             row = uow.offboarding.device(job_id, device_id)
@@ -642,6 +635,12 @@ class OffboardingService:
                     uow, job, row, DeviceState.SKIPPED, f"device {gone} outside offboarding", now
                 )
             if row.state is DeviceState.AWAITING_APPROVAL:
+                request = None
+                if row.wipe_request_id is not None:
+                    try:
+                        request = self.wipes.get(row.wipe_request_id, uow=uow)
+                    except NotFound:
+                        request = None
                 return self._approval_moved(uow, job, row, request, now)
             command = uow.commands.get(row.command_id) if row.command_id else None
             if command is None:
@@ -720,26 +719,40 @@ class OffboardingService:
 
     # --- the served worker's loop -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Run :meth:`run_due` every ``interval`` on a daemon thread (served workers only)."""
+    def start(self, *, interval: timedelta | None = None) -> None:
+        """Run :meth:`run_due` every ``interval`` (default: the constructor's) on a daemon
+        thread: served workers only (``posture_gateway.offboarding.runner``)."""
         if self._thread is not None:
             return
+        if interval is not None:
+            if interval <= timedelta(0):
+                raise ValueError("the offboarding interval must be positive")
+            self.interval = interval
+            self.lease_ttl = max(interval * 4, timedelta(minutes=1))
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="offboarding", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the loop (waits for a step in progress) and release the lease; a service
+        that was never started touches nothing."""
         thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=5)
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=60)
+        try:
+            with self.storage.unit_of_work() as uow:
+                uow.leases.release(LEASE_NAME, self.holder)
+        except Exception:  # shutting down: the lease expires by itself
+            log.exception("could not release the offboarding lease")
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval.total_seconds()):
+        while not self._stop.is_set():
             try:
-                while self.run_due() and not self._stop.is_set():
-                    pass  # more due work: keep going without waiting
-            except MdmError:
-                log.exception("offboarding tick refused")
-            except Exception:  # the next tick retries; nothing was half-done
+                # A full page means more is due: go on at once instead of waiting a tick.
+                while self.run_due() >= 1 and not self._stop.is_set():
+                    pass
+            except Exception:  # the next tick retries; each step is its own unit of work
                 log.exception("offboarding tick failed")
+            self._stop.wait(self.interval.total_seconds())

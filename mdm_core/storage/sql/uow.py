@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         SqlSourceEntryStore,
         SqlSyncCursorStore,
     )
+    from mdm_core.storage.sql.wipe_requests import SqlWipeRequestStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory", "OutboxListenerFactory"]
 
@@ -234,6 +235,12 @@ class SqlUnitOfWork:
         from mdm_core.offboarding.sql_store import SqlOffboardingStore
 
         return SqlOffboardingStore(self.conn, self.dialect)
+
+    @cached_property
+    def wipe_requests(self) -> SqlWipeRequestStore:
+        from mdm_core.storage.sql.wipe_requests import SqlWipeRequestStore
+
+        return SqlWipeRequestStore(self.conn, self.dialect)
 
 
 class SqlStorage:
