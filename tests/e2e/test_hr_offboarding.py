@@ -18,6 +18,7 @@ inactive, and:
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,14 +154,20 @@ def test_signed_bamboohr_webhook_to_acknowledged_selective_wipe(
         (wipe,) = [c for c in _device_commands(dep) if c.type.value == "selective_wipe"]
         assert wipe.status.value == "queued"
         assert not [c for c in _device_commands(dep) if c.type.value == "wipe"]
-        named = {k: v for k, v in wipe.payload.items() if k in ("apps", "certificates")}
-        for key, values in named.items():
-            assert set(values) <= set(APPS + CERTIFICATES), (key, values)
+        assert wipe.payload["work_container"] is True
+        assert sorted(wipe.payload["apps"]) == sorted(APPS)
+        assert sorted(wipe.payload["certificates"]) == sorted(CERTIFICATES)
 
         # The agent's next check-in gets it and acknowledges it.
         dep.checkin()
         (wipe,) = [c for c in _device_commands(dep) if c.type.value == "selective_wipe"]
         assert wipe.status.value == "acknowledged", wipe
+        # Only managed data is gone: the work container and the MDM's apps and certificates.
+        assert not managed.exists()
+        left = json.loads((dep.state_dir / "installed.json").read_text())
+        assert not set(left.get("apps", [])) & set(APPS), left
+        assert not set(left.get("certificates", [])) & set(CERTIFICATES), left
+        assert (dep.state_dir / "enrollment.json").exists()  # the agent itself stays
         assert (personal / "holiday.jpg").read_bytes() == b"\xff\xd8 personal photo"
         assert (dep.state_dir.parent / "notes.txt").read_text(encoding="utf-8") == "my own notes"
 
