@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-saml-login bench-ldap bench-scim bench-overhead bench-saml-sign bench-propagation bench-stale-sweep format clean
+.PHONY: help venv system-deps test lint demo bench bench-quick bench-checkin bench-policy bench-decision bench-oidc-flow bench-saml-login bench-ldap bench-scim bench-overhead bench-saml-sign bench-propagation bench-stale-sweep bench-offboarding format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,7 @@ bench: $(STAMP) ## every benchmark; each ends with one JSON line {"bench", "metr
 	-$(MAKE) --no-print-directory bench-saml-sign
 	-$(MAKE) --no-print-directory bench-propagation
 	-$(MAKE) --no-print-directory bench-stale-sweep
+	-$(MAKE) --no-print-directory bench-offboarding
 
 bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (small data, short loads)
 	-$(PY) bench/bench_policy.py --quick
@@ -63,6 +64,7 @@ bench-quick: system-deps $(STAMP) ## every benchmark in its --quick smoke mode (
 	-$(PY) bench/bench_saml_sign.py --quick
 	-$(PY) bench/bench_propagation.py --quick
 	-$(PY) bench/bench_stale_sweep.py --quick
+	-$(PY) bench/bench_offboarding.py --quick
 
 bench-checkin: system-deps $(STAMP) ## signed check-ins over HTTP: posture serve on durable PostgreSQL + Redis, 20,000 devices (BENCH_ARGS=--relaxed adds the fsync-off pass)
 	$(PY) bench/bench_checkin.py $(BENCH_ARGS)
@@ -90,6 +92,9 @@ bench-propagation: system-deps $(STAMP) ## 1,000 degrading check-ins on instance
 
 bench-stale-sweep: system-deps $(STAMP) ## the stale-posture sweep on durable PostgreSQL: idle sweep cost over 20,000 devices, silent devices blocked + revoked per second
 	$(PY) bench/bench_stale_sweep.py $(BENCH_ARGS)
+
+bench-offboarding: system-deps $(STAMP) ## signed HR webhook -> sessions/tokens revoked + wipe commands queued (verified in the DB): p99, and 1,000 offboardings end to end (posture serve, durable PostgreSQL + Redis)
+	$(PY) bench/bench_offboarding.py $(BENCH_ARGS)
 
 bench-overhead: system-deps $(STAMP) ## the app's per-request cost: server CPU ms/request of /healthz and a bare ES256 verify, real app vs bare Flask under posture serve's argv (wrk)
 	$(PY) bench/bench_overhead.py $(BENCH_ARGS)
