@@ -48,6 +48,8 @@ from posture_gateway.access.device_gate import PolicyDeviceBinding, log_observer
 from posture_gateway.access.nonces import NonceStore
 from posture_gateway.access.read_model import CachedBearerTokens, CachedUserDirectory
 from posture_gateway.directory.identity import DirectoryUserResolver
+from posture_gateway.hr.setup import build as build_hr
+from posture_gateway.hr.state import HrState
 from posture_gateway.integrations.entra_eam import eam_token_issuer
 from posture_gateway.integrations.state import IntegrationsState, build_upstreams
 from posture_gateway.integrations.state import build as build_integrations
@@ -57,8 +59,6 @@ from posture_gateway.oidc.login import complete_authentication
 from posture_gateway.oidc.redis_nonces import RedisNonceStore
 from posture_gateway.oidc.server import OIDCProvider
 from posture_gateway.oidc.setup import build_provider
-from posture_gateway.hr.setup import build as build_hr
-from posture_gateway.hr.state import HrState
 from posture_gateway.oidc.sql_nonces import SqlNonceStore
 from posture_gateway.saml.idp import SamlIdp
 from posture_gateway.saml.replay import RequestReplayGuard

@@ -103,7 +103,7 @@ def _audit_actions(dep: HrDeployment) -> list[tuple[str, str, str]]:
 def _job_done(dep: HrDeployment, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        status = dep.admin_get("/admin/api/offboarding", user_id=USER_ID)
+        status: dict[str, Any] = dep.admin_get("/admin/api/offboarding", user_id=USER_ID)
         if status["jobs"] and status["jobs"][0]["status"] == "done":
             return status
         assert time.monotonic() < deadline, f"{status}\n{dep.logs()}"

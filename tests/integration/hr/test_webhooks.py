@@ -69,8 +69,8 @@ def test_termination_date_schedules_moves_cancels_and_schedules_again(hr_app: Hr
 
     def send(termination: str | None) -> dict[str, object]:
         # each a new change (BambooHR's bodies differ); the same bytes would be a redelivery
-        fields = {"terminationDate": termination, "workEmail": EMAIL, "n": next(sent)}
-        answer = post_bamboo(hr_app.client, body_of([employee(**fields)]))
+        change = employee(terminationDate=termination, workEmail=EMAIL, n=next(sent))
+        answer = post_bamboo(hr_app.client, body_of([change]))
         assert answer.status_code == 200, answer.json
         return _events(answer.json)[0]
 
