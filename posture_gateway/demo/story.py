@@ -19,8 +19,11 @@ remediation page with no code; 7. the laptop is offline and Carol locks it: the 
 queued; 8. the laptop comes back, receives the lock and acknowledges it; 9. the laptop's
 encryption-off check-in quarantines it, a passing check-in alone does not release it, Carol
 releases it (audited) and the next passing check-in lets Alice sign in (where this host's real
-posture cannot pass, the demo says so and names the values it stands in for); 10. the record:
-every audit record of the run with the compliance decisions and command states.
+posture cannot pass, the demo says so and names the values it stands in for); 10. a signed
+BambooHR webhook says Bob left (a forged one is refused first): his logins and tokens end, his
+iPhone gets a selective wipe (work container and managed apps only), acknowledges it at its
+next check-in, and the redelivered webhook changes nothing; 11. the record: every audit record
+of the run with the compliance decisions and command states.
 
 Every step asserts what it shows: if anything does not happen as told, the demo stops with
 :class:`DemoFailure` and the command exits non-zero.
@@ -28,7 +31,9 @@ Every step asserts what it shows: if anything does not happen as told, the demo 
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -60,6 +65,7 @@ from mdm_core.simulator.reports import DeviceTraits, native_reports
 from mdm_core.storage.sql.tables import audit_log, outbox
 from posture_gateway.app import core_config
 from posture_gateway.demo.login import DemoRelyingParty, LoginResult, write_oidc_files
+from posture_gateway.hr.signature import sign as hr_sign
 from posture_gateway.oidc.tables import oidc_codes
 from posture_gateway.settings import SHIPPED_POLICY_DIR, Settings
 
@@ -185,6 +191,7 @@ class Story:
     #: Values the laptop's collector reports instead of this host's (empty: the real posture).
     laptop_overrides: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    hr_secret: str = ""  # the BambooHR webhook's private key of this run
 
     def collect_laptop(self) -> LinuxPosture:
         """This host's real posture, with the demo's stand-ins (if any) on top."""
@@ -632,6 +639,75 @@ EXPECTED_AUDIT: dict[str, int] = {
 TIMELINE_EVENTS = ("compliance.changed", "command.state_changed")
 
 
+def step_hr_offboards_bob(s: Story) -> None:
+    """A signed BambooHR webhook says Bob left: his phone's selective wipe is acknowledged."""
+    assert s.phone is not None
+    employee = {
+        "id": "1042", "action": "Updated", "changedFields": ["Status"],
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000"),
+        "fields": {"status": "Inactive", "workEmail": BOB, "firstName": "Bob"},
+    }  # fmt: skip
+    body = json.dumps({"employees": [employee]}).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-BambooHR-Timestamp": stamp,
+        "X-BambooHR-Signature": hr_sign(s.hr_secret.encode(), body, stamp),
+    }
+    forged = httpx.post(
+        s.server.url + "/hr/v1/webhooks/bamboohr",
+        content=body,
+        headers={**headers, "X-BambooHR-Signature": "0" * 64},
+        timeout=10,
+    )
+    check(forged.status_code == 401, f"a forged HR webhook got {forged.status_code}")
+    s.say("Attacker", "posts the same body with a forged signature: 401 invalid_signature.")
+    answer = httpx.post(
+        s.server.url + "/hr/v1/webhooks/bamboohr", content=body, headers=headers, timeout=15
+    )
+    check(answer.status_code == 200, f"the HR webhook got {answer.status_code}: {answer.text}")
+    (event,) = answer.json()["events"]
+    check(event["outcome"] == "offboarding_started", f"HR event outcome {event['outcome']}")
+    s.say(
+        "BambooHR",
+        f"posts a signed webhook (HMAC-SHA256 over body + timestamp): employee 1042, "
+        f"{BOB}, status Inactive -> [bold]{event['outcome']}[/] (job {event['job_id'][:8]}…).",
+    )
+    wipes = [c for c in s.core.commands.for_device(s.phone_id) if c.type.value == "selective_wipe"]
+    check(len(wipes) == 1, "no selective wipe was queued for Bob's phone")
+    wipe = wipes[0]
+    check(wipe.payload.get("work_container") is True, "the selective wipe skips the container")
+    check(
+        not [c for c in s.core.commands.for_device(s.phone_id) if c.type.value == "wipe"],
+        "a full wipe was queued for a BYOD phone",
+    )
+    named = ", ".join(wipe.payload.get("apps", [])) or "none reported"
+    s.say(
+        "Server",
+        "blocks Bob's logins, revokes his sessions and tokens, and queues a "
+        f"[bold]selective wipe[/] for his iPhone: the work container and managed apps ({named}); "
+        "never a full wipe of a personal phone.",
+    )
+    now = datetime.now(UTC)
+    fmt, report = native_reports("ios", IPHONE_SERIAL, "byod", DeviceTraits(), now)[0]
+    got = s.phone.checkin(fmt, report)
+    delivered = [c for c in got.commands if c.get("id") == wipe.id]
+    check(len(delivered) == 1, "the selective wipe was not delivered at the next check-in")
+    s.phone.post_result(wipe.id, "acknowledged", "work container and managed apps removed")
+    done = s.core.commands.get(wipe.id)
+    check(done is not None and done.status is CommandStatus.ACKNOWLEDGED, "wipe not acknowledged")
+    s.say(
+        "Bob's iPhone",
+        "checks in, receives the selective wipe, removes the work data and acknowledges it; "
+        "his photos and messages stay.",
+    )
+    again = httpx.post(
+        s.server.url + "/hr/v1/webhooks/bamboohr", content=body, headers=headers, timeout=15
+    )
+    check(again.status_code == 200 and again.json()["replayed"] is True, "redelivery not replayed")
+    s.say("BambooHR", "redelivers the same webhook: answered from the record, nothing repeats.")
+
+
 def _record_rows(s: Story) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Every audit record of the run plus its decision and command events, in time order;
     and the count of every event type (the demo's database is its own: all of it is the run)."""
@@ -738,10 +814,17 @@ def step_audit(s: Story) -> None:
         (s.laptop_id, "allow"),
     ):
         check((subject, outcome) in decisions, f"no audited {outcome} decision for {subject}")
-    lock_states = [str(r["outcome"]) for r in rows if r["what"] == "command.state_changed"]
+    states = [str(r["outcome"]) for r in rows if r["what"] == "command.state_changed"]
+    lock_states = [x for x in states if x.startswith("lock:")]
     check(
         lock_states == ["lock: queued", "lock: delivered", "lock: acknowledged"],
         f"the record does not show the lock's states: {lock_states}",
+    )
+    wipe_states = [x for x in states if x.startswith("selective_wipe:")]
+    check(
+        wipe_states
+        == ["selective_wipe: queued", "selective_wipe: delivered", "selective_wipe: acknowledged"],
+        f"the record does not show the selective wipe's states: {wipe_states}",
     )
     compliance = [r for r in rows if r["what"] == "compliance.changed"]
     check(
@@ -762,6 +845,7 @@ STEPS: list[tuple[str, Callable[[Story], None]]] = [
     ("The laptop is offline; Carol locks it", step_lock_while_offline),
     ("The laptop comes back", step_laptop_returns),
     ("Alice's laptop: quarantine, fix, release", step_laptop_quarantine),
+    ("HR says Bob left: offboarding and a selective wipe", step_hr_offboards_bob),
     ("The record", step_audit),
 ]
 
@@ -829,12 +913,14 @@ def run_demo(console: Console, *, keep: bool = False) -> float:
         clients, users, client_secret, passwords = write_oidc_files(
             workdir, redirect_uri, {ALICE: "alice", BOB: "bob", DAVE: "dave"}
         )
+        hr_secret = secrets.token_urlsafe(32)  # the BambooHR webhook's key, this run only
         server = DemoServer(
             settings,
             port,
             extra_env={
                 "POSTURE_OIDC__CLIENTS_FILE": str(clients),
                 "POSTURE_OIDC__USERS_FILE": str(users),
+                "POSTURE_HR__BAMBOOHR__SECRET": hr_secret,
             },
         )
         console.print(
@@ -846,7 +932,9 @@ def run_demo(console: Console, *, keep: bool = False) -> float:
                 title="Posture Gateway demo: the embedded default",
             )
         )
-        story = Story(console=console, core=core, server=server, workdir=workdir)
+        story = Story(
+            console=console, core=core, server=server, workdir=workdir, hr_secret=hr_secret
+        )
         story.rp = DemoRelyingParty(server.url, redirect_uri, client_secret)
         story.passwords = passwords
         try:

@@ -111,6 +111,32 @@ def test_quarantined_laptop_needs_an_admin_release_then_a_passing_checkin(
 
 
 @pytest.mark.slow
+def test_hr_offboarding_chapter(
+    demo_run: tuple[subprocess.CompletedProcess[str], float, Path],
+) -> None:
+    out = demo_run[0].stdout
+    story = " ".join(out[out.index("HR says Bob left") : out.index("The record:")].split())
+    steps = [
+        "forged signature: 401 invalid_signature",
+        "status Inactive -> offboarding_started",
+        "queues a selective wipe for his iPhone",
+        "never a full wipe of a personal phone",
+        "receives the selective wipe, removes the work data and acknowledges it",
+        "redelivers the same webhook: answered from the record, nothing repeats",
+    ]
+    at = 0
+    for step in steps:
+        found = story.find(step, at)
+        assert found >= 0, step
+        at = found
+    record = out[out.index("The record:") :]
+    assert _row(
+        record, "hr:bamboohr", "hr.employee_event", "bob@example.com", "offboarding_started"
+    )
+    assert _row(record, "command.state_changed", "selective_wipe: acknowledged")
+
+
+@pytest.mark.slow
 def test_the_record_lists_decisions_commands_and_enrollments(
     demo_run: tuple[subprocess.CompletedProcess[str], float, Path],
 ) -> None:
