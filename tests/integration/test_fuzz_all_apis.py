@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from mdm_core.posture.model import Ownership, Platform
+from posture_gateway.admin.principals import Role
+from posture_gateway.admin.service import add_admin
 from posture_gateway.api.openapi import build_document
 from posture_gateway.app import create_app
 from posture_gateway.settings import Settings
@@ -46,6 +48,11 @@ OPERATIONS = [
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
+    # Offboarding (posture_gateway/offboarding): named admins only
+    ("/admin/api/offboarding", "GET"),
+    ("/admin/api/offboarding", "POST"),
+    ("/admin/api/offboarding/reinstate", "POST"),
+    ("/admin/api/offboarding/{job_id}/cancel", "POST"),
     ("/api/v1/decision", "POST"),
     ("/api/v1/nonce", "POST"),
     ("/entra/eam/.well-known/openid-configuration", "GET"),
@@ -104,6 +111,9 @@ OPERATIONS = [
 ]
 #: The Shared Signals receiver's access token (client credentials), made by the fixture.
 SSF_TOKEN: dict[str, str] = {}
+#: A named admin's token (role admin), made by the fixture, for the routes that need one.
+NAMED_ADMIN: dict[str, str] = {}
+NAMED_ADMIN_ROUTES = ("/admin/api/offboarding",)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +149,8 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     )
     assert issued.status_code == 200, issued.get_data(as_text=True)
     SSF_TOKEN["token"] = issued.json["access_token"]  # type: ignore[index]
+    _, named = add_admin(core.storage, "fuzz", Role.ADMIN, actor="operator:test")
+    NAMED_ADMIN["token"] = named.value
     yield app, device
     app.extensions["posture_signals"].close()
     core.close()
@@ -160,6 +172,8 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
         headers["Device-Proof"] = device.request_proof(kwargs["method"], url, body)
     if "adminToken" in schemes:
         headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        if kwargs["path"].startswith(NAMED_ADMIN_ROUTES):
+            headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
     if "scimBearer" in schemes:
         headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
     if "ssfBearer" in schemes:
@@ -191,6 +205,10 @@ CREDENTIALED = {
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
+    ("/admin/api/offboarding", "GET"),
+    ("/admin/api/offboarding", "POST"),
+    ("/admin/api/offboarding/reinstate", "POST"),
+    ("/admin/api/offboarding/{job_id}/cancel", "POST"),
     ("/mdm/v1/checkin", "POST"),
     ("/mdm/v1/commands/wait", "GET"),
     ("/mdm/v1/commands/{command_id}/result", "POST"),
