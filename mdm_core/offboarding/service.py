@@ -15,8 +15,8 @@ source_ref)`` returns the job it made. Effective now (``effective_at`` None or p
 3. per device of the user (by ``user_id`` on the device rows; not retired or wiped), the
    offboarding policy's action (:func:`~mdm_core.policy.configuration.offboarding_action`):
    BYOD a ``selective_wipe`` naming only what the MDM put there
-   (:func:`~mdm_core.device.selective_wipe.selective_wipe_payload`); corporate ``full_wipe`` a full-wipe
-   request (:class:`FullWipes`; when it waits for a second admin, a ``lock`` meanwhile);
+   (:func:`~mdm_core.device.selective_wipe.selective_wipe_payload`); corporate ``full_wipe``
+   a full-wipe request (:class:`FullWipes`; when it waits for a second admin, a ``lock`` meanwhile);
    corporate ``lock_and_retire`` a ``lock``. Idempotency key ``offboarding:<job>:<device>``.
 
 Later effective dates are stored ``scheduled`` (cancellable). :meth:`run_due` (one process
