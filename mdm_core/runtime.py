@@ -26,7 +26,6 @@ from mdm_core.device.long_poll import (
     WaitRegistry,
 )
 from mdm_core.device.proof import DeviceProofVerifier
-from mdm_core.device.selective_wipe import selective_wipe_payload
 from mdm_core.device.wipes import WipeService
 from mdm_core.directory.mirror import DirectoryService
 from mdm_core.directory.precedence import SourceOfTruth
@@ -188,15 +187,7 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         wipes=WipeService(storage, policies.current, kick=relay.kick),
     )
     core.offboarding = OffboardingService(
-        storage,
-        policies.current,
-        core.wipes,
-        commands,
-        enrollment=core.enrollment,
-        # BYOD: a selective wipe naming only what the MDM put on the device (issue 12)
-        selective_payload=lambda uow, device_id, why: selective_wipe_payload(
-            uow, device_id, reason=why
-        ),
+        storage, policies.current, core.wipes, commands, enrollment=core.enrollment
     )
     storage.add_outbox_listener(listener_factory(core.offboarding))
     bus.subscribe(EventType.USER_GROUPS_CHANGED, core.convergence.on_user_groups_changed)

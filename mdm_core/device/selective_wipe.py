@@ -7,8 +7,10 @@ device from three sources, and from nothing else:
   (the MDM-managed lists; ``installed_apps``, the personal inventory, is never read);
 - the configuration policies in force for the device (its user's groups, platform and
   ownership): the apps and certificates they install;
-- the ``apply_configuration`` commands the MDM queued for the device (their
-  ``configuration_id``), unless cancelled before they were delivered.
+- the commands the MDM queued for the device that put something on it: ``install_app``
+  (``app_id``), ``install_certificate`` (``name``), ``apply_configuration``
+  (``configuration_id``), unless cancelled before they were delivered (an app installed
+  while the device has not reported since is named too).
 
 The work container (work profile, the managed-data area) is always named. A name that is not
 a valid managed name (:data:`mdm_core.device.command_model.MANAGED_NAME_PATTERN`: no
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Any
 
 from mdm_core.device.command_model import (
@@ -44,11 +46,11 @@ __all__ = ["selective_wipe_payload"]
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(MANAGED_NAME_PATTERN)
-#: How many apply_configuration commands are read back (newest first).
-_CONFIGURATION_COMMANDS = 5000
+#: How many commands of each installing type are read back (newest first).
+_COMMANDS_READ = 5000
 
 
-def _names(values: Iterable[object], what: str, device_id: str, cap: int) -> list[str]:
+def _names(values: Collection[object], what: str, device_id: str, cap: int) -> list[str]:
     """The valid names among ``values``, distinct and sorted, at most ``cap``."""
     valid = {v for v in values if isinstance(v, str) and _NAME.fullmatch(v)}
     dropped = len({v for v in values if isinstance(v, str)}) - len(valid)
@@ -60,6 +62,16 @@ def _names(values: Iterable[object], what: str, device_id: str, cap: int) -> lis
     if len(names) > cap:
         log.warning("selective wipe of %s: %d %s, only %d named", device_id, len(names), what, cap)
     return names[:cap]
+
+
+def _queued(uow: UnitOfWork, device_id: str, kind: CommandType, key: str) -> set[object]:
+    """``payload[key]`` of the device's ``kind`` commands, but those cancelled before they
+    were ever delivered (they never reached it)."""
+    return {
+        c.payload.get(key)
+        for c in uow.commands.of_type(device_id, kind, limit=_COMMANDS_READ)
+        if not (c.status is CommandStatus.CANCELLED and c.delivered_at is None)
+    }
 
 
 def selective_wipe_payload(
@@ -77,8 +89,8 @@ def selective_wipe_payload(
     device = uow.devices.get(device_id)
     if device is None:
         raise NoSuchDevice(f"unknown device {device_id!r}")
-    apps: set[str] = set()
-    certificates: set[str] = set()
+    apps: set[object] = set()
+    certificates: set[object] = set()
     latest = uow.posture.latest(device_id)
     if latest is not None:
         apps.update(a.app_id for a in latest.posture.managed_apps)
@@ -92,13 +104,9 @@ def selective_wipe_payload(
         )
         apps |= desired.install_apps
         certificates |= desired.install_certificates
-    configurations = {
-        c.payload.get("configuration_id")
-        for c in uow.commands.of_type(
-            device_id, CommandType.APPLY_CONFIGURATION, limit=_CONFIGURATION_COMMANDS
-        )
-        if not (c.status is CommandStatus.CANCELLED and c.delivered_at is None)
-    }
+    apps.update(_queued(uow, device_id, CommandType.INSTALL_APP, "app_id"))
+    certificates.update(_queued(uow, device_id, CommandType.INSTALL_CERTIFICATE, "name"))
+    configurations = _queued(uow, device_id, CommandType.APPLY_CONFIGURATION, "configuration_id")
     payload = {
         "reason": None if reason is None else reason[:256],
         "work_container": True,

@@ -17,7 +17,7 @@ the server, whatever the caller (admin API, CLI, offboarding job):
 
 Every request, approval, rejection and refusal is audited with its actor (refusals in a unit
 of work of their own, since the refused one rolls back). A device has at most one open
-request: asking again returns it.
+request: asking again returns it (audited ``already_open``).
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ class WipeService:
             existing = u.wipe_requests.open_for_device(device_id)
             if existing is not None:
                 if not self._finished(u, existing):
+                    self._already_open(u, actor, existing, why, at)
                     return existing
                 self._close_finished(u, existing, at)
             required = self._two_person_rule(u, device)
@@ -150,8 +151,9 @@ class WipeService:
                 updated_at=at,
             )
             stored, created = u.wipe_requests.create(request)
-            if not created:
-                return stored  # a concurrent request for the device won
+            if not created:  # a concurrent request for the device won
+                self._already_open(u, actor, stored, why, at)
+                return stored
             u.audit.record(
                 actor,
                 "wipe.requested",
@@ -421,6 +423,20 @@ class WipeService:
         groups = u.memberships.effective_group_names(device.user_id)
         policy = offboarding_policy_for(self._policies(), groups=groups, ownership=device.ownership)
         return policy is not None and policy.two_person_rule
+
+    @staticmethod
+    def _already_open(
+        u: UnitOfWork, actor: str, request: WipeRequest, reason: str, at: datetime
+    ) -> None:
+        """Audit a request answered with the device's open one (nothing new is queued)."""
+        u.audit.record(
+            actor,
+            "wipe.requested",
+            request.device_id,
+            "already_open",
+            {"request_id": request.id, "status": request.status.value, "reason": reason},
+            at=at,
+        )
 
     @staticmethod
     def _finished(u: UnitOfWork, request: WipeRequest) -> bool:

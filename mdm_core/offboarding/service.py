@@ -14,8 +14,9 @@ source_ref)`` returns the job it made. Effective now (``effective_at`` None or p
    which writes ``access.revoked``) and ``user.offboarded`` goes to the outbox;
 3. per device of the user (by ``user_id`` on the device rows; not retired or wiped), the
    offboarding policy's action (:func:`~mdm_core.policy.configuration.offboarding_action`):
-   BYOD a ``selective_wipe`` naming only managed data; corporate ``full_wipe`` a full-wipe
-   request (:class:`FullWipes`; when it waits for a second admin, a ``lock`` meanwhile);
+   BYOD a ``selective_wipe`` naming only what the MDM put there
+   (:func:`~mdm_core.device.selective_wipe.selective_wipe_payload`); corporate ``full_wipe``
+   a full-wipe request (:class:`FullWipes`; when it waits for a second admin, a ``lock`` meanwhile);
    corporate ``lock_and_retire`` a ``lock``. Idempotency key ``offboarding:<job>:<device>``.
 
 Later effective dates are stored ``scheduled`` (cancellable). :meth:`run_due` (one process
@@ -43,6 +44,7 @@ from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.device.command_model import CommandStatus, CommandType
 from mdm_core.device.commands import CommandService
 from mdm_core.device.enrollment import EnrollmentService
+from mdm_core.device.selective_wipe import selective_wipe_payload
 from mdm_core.directory.mirror import effective_group_names
 from mdm_core.domain.device_lifecycle import change_status, end_user_access
 from mdm_core.domain.errors import Conflict, NotFound
@@ -125,10 +127,6 @@ class FullWipes(Protocol):
 SelectivePayload = Callable[[UnitOfWork, str, str | None], Mapping[str, Any]]
 
 
-def _reason_only(_uow: UnitOfWork, _device_id: str, reason: str | None) -> Mapping[str, Any]:
-    return {"reason": reason}
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -154,7 +152,7 @@ class OffboardingService:
         commands: CommandService,
         *,
         enrollment: EnrollmentService,
-        selective_payload: SelectivePayload = _reason_only,
+        selective_payload: SelectivePayload | None = None,
         clock: Callable[[], datetime] = _utcnow,
         holder: str | None = None,
         interval: timedelta = DEFAULT_INTERVAL,
@@ -168,7 +166,8 @@ class OffboardingService:
         self.wipes = wipes
         self.commands = commands
         self.enrollment = enrollment
-        self.selective_payload = selective_payload
+        #: What a BYOD device's selective wipe names (only what the MDM put there).
+        self.selective_payload: SelectivePayload = selective_payload or self._managed_data
         self.clock = clock
         self.interval = interval
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -430,6 +429,11 @@ class OffboardingService:
             },
             at=now,
         )
+
+    def _managed_data(
+        self, uow: UnitOfWork, device_id: str, reason: str | None
+    ) -> Mapping[str, Any]:
+        return selective_wipe_payload(uow, device_id, reason=reason, policies=self.policies())
 
     def _lock(self, uow: UnitOfWork, device_id: str, actor: str, key: str, now: datetime) -> str:
         return self.commands.enqueue(

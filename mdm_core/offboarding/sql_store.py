@@ -89,8 +89,10 @@ class SqlOffboardingStore:
 
     def _insert_ignore(self, table: Any, values: dict[str, Any]) -> bool:
         ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        result = self.conn.execute(ins.values(**values).on_conflict_do_nothing())
-        return bool(result.rowcount)
+        key = next(iter(table.primary_key.columns))
+        # RETURNING, not rowcount: psycopg reports no reliable count for DO NOTHING.
+        inserted = self.conn.execute(ins.values(**values).on_conflict_do_nothing().returning(key))
+        return inserted.first() is not None
 
     # --- jobs -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from posture_gateway.admin.guard import install_admin_guard, require_role
 from posture_gateway.admin.principals import Role
 from posture_gateway.hr.metrics import SOURCES
-from posture_gateway.hr.openapi import ADMIN_PATHS, ADMIN_SECURITY_SCHEMES
+from posture_gateway.hr.openapi import ADMIN_PATHS
 from posture_gateway.hr.service import OUTCOMES
 from posture_gateway.hr.state import hr_state
 
@@ -59,4 +59,3 @@ def deliveries() -> ResponseReturnValue:
 
 # The OpenAPI document reads these from the blueprint's module (posture_gateway/api/openapi.py).
 OPENAPI_PATHS = ADMIN_PATHS
-OPENAPI_SECURITY_SCHEMES = ADMIN_SECURITY_SCHEMES

@@ -13,7 +13,6 @@ __all__ = [
     "ADMIN_PATHS",
     "WEBHOOK_MODELS",
     "WEBHOOK_SECURITY_SCHEMES",
-    "ADMIN_SECURITY_SCHEMES",
 ]
 
 WEBHOOK_MODELS = (BambooPayload, GenericEvent)
@@ -99,13 +98,6 @@ WEBHOOK_SECURITY_SCHEMES: dict[str, Any] = {
     "postureHrSignature": _api_key("X-Posture-Signature"),
     "postureHrTimestamp": _api_key("X-Posture-Timestamp"),
 }
-ADMIN_SECURITY_SCHEMES: dict[str, Any] = {
-    "namedAdminToken": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "A named admin's own token (`posture admin add`): pga_<id>_<secret>",
-    }
-}
 
 WEBHOOK_PATHS: dict[str, Any] = {
     "/hr/v1/webhooks/bamboohr": _webhook(
@@ -130,7 +122,7 @@ ADMIN_PATHS: dict[str, Any] = {
             "operationId": "adminHrDeliveries",
             "summary": "Recorded HR events, newest first (helpdesk role)",
             "tags": ["admin"],
-            "security": [{"namedAdminToken": []}],
+            "security": [{"adminToken": []}],  # a named admin's token (helpdesk or admin)
             "parameters": [
                 {
                     "name": "outcome",

@@ -34,9 +34,10 @@ from posture_gateway.admin.guard import (
     require_role,
 )
 from posture_gateway.admin.principals import Role
+from posture_gateway.offboarding.openapi import OPENAPI_PATHS
 from posture_gateway.state import state
 
-__all__ = ["bp"]
+__all__ = ["bp", "OPENAPI_PATHS"]
 
 bp = Blueprint("offboarding_admin", __name__, url_prefix="/admin/api/offboarding")
 install_admin_guard(bp)

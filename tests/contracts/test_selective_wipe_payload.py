@@ -119,11 +119,22 @@ def test_a_byod_selective_wipe_names_only_managed_data(storage: SqlStorage, tmp_
     )
     commands.cancel(withdrawn.id, by="admin:x", now=T0)  # cancelled before delivery: not on it
     assert applied.id
+    # installed since the last report: named; an install withdrawn before delivery: not
+    commands.enqueue("phone", "install_app", {"app_id": "com.example.new"}, created_by="t")
+    with storage.unit_of_work() as uow:
+        commands.deliver(uow, "phone", now=T0)
+    never = commands.enqueue("phone", "install_app", {"app_id": "com.example.no"}, created_by="t")
+    commands.cancel(never.id, by="admin:x", now=T0)
     payload = _payload(storage, "phone", _policies(tmp_path))
     assert payload == {
         "reason": "offboarded",
         "work_container": True,
-        "apps": ["com.example.agent", "com.example.mail", "com.example.payroll"],
+        "apps": [
+            "com.example.agent",
+            "com.example.mail",
+            "com.example.new",
+            "com.example.payroll",
+        ],
         "certificates": ["corp-root", "finance-vpn", "wifi"],
         "configurations": ["corp-wifi"],
     }

@@ -257,7 +257,10 @@ def test_without_the_rule_the_wipe_is_queued_at_once(
     # asked again while the wipe is on its way: the same request, no second wipe
     again = wipes.request_full_wipe("corp", requested_by="admin:eve", reason="again", now=T0)
     assert again.id == request.id and _wipes(database, "corp") == [request.command_id]
-    assert [a for a, *_ in _audit(database, "wipe.requested")] == ["offboarding:j1"]
+    assert [(a, o) for a, _, o, _ in _audit(database, "wipe.requested")] == [
+        ("offboarding:j1", "ok"),
+        ("admin:eve", "already_open"),
+    ]
     assert [a for a, *_ in _audit(database, "wipe.queued")] == ["offboarding:j1"]
     assert wipes.get(request.id) == again
     assert [r.id for r in wipes.list(device_id="corp")] == [request.id]

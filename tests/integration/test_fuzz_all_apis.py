@@ -50,6 +50,11 @@ OPERATIONS = [
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
+    # Offboarding (posture_gateway/offboarding): named admins only
+    ("/admin/api/offboarding", "GET"),
+    ("/admin/api/offboarding", "POST"),
+    ("/admin/api/offboarding/reinstate", "POST"),
+    ("/admin/api/offboarding/{job_id}/cancel", "POST"),
     ("/api/v1/decision", "POST"),
     ("/api/v1/nonce", "POST"),
     ("/entra/eam/.well-known/openid-configuration", "GET"),
@@ -112,9 +117,11 @@ OPERATIONS = [
 ]
 #: The Shared Signals receiver's access token (client credentials), made by the fixture.
 SSF_TOKEN: dict[str, str] = {}
-#: The HR webhooks' secrets, and a named helpdesk admin's token (made by the fixture).
-HR_KEYS = {"bamboohr": "fuzz-bamboo-key-" + "b" * 24, "postureHr": "fuzz-generic-key-" + "g" * 24}
+#: A named admin's token (role admin), made by the fixture, for the routes that need one.
 NAMED_ADMIN: dict[str, str] = {}
+NAMED_ADMIN_ROUTES = ("/admin/api/offboarding", "/admin/api/hr")
+#: The HR webhooks' secrets (the fixture configures them).
+HR_KEYS = {"bamboohr": "fuzz-bamboo-key-" + "b" * 24, "postureHr": "fuzz-generic-key-" + "g" * 24}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +161,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     )
     assert issued.status_code == 200, issued.get_data(as_text=True)
     SSF_TOKEN["token"] = issued.json["access_token"]  # type: ignore[index]
-    _, named = add_admin(core.storage, "fuzz", Role.HELPDESK, actor="operator:fuzz")
+    _, named = add_admin(core.storage, "fuzz", Role.ADMIN, actor="operator:test")
     NAMED_ADMIN["token"] = named.value
     yield app, device
     app.extensions["posture_signals"].close()
@@ -177,6 +184,8 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
         headers["Device-Proof"] = device.request_proof(kwargs["method"], url, body)
     if "adminToken" in schemes:
         headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        if kwargs["path"].startswith(NAMED_ADMIN_ROUTES):
+            headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
     if "scimBearer" in schemes:
         headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
     for scheme in ("bamboohr", "postureHr"):  # HR webhooks: HMAC over body || timestamp
@@ -188,8 +197,6 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
             headers[f"{prefix}-Signature"] = hr_sign(
                 HR_KEYS[scheme].encode(), body if isinstance(body, bytes) else body.encode(), stamp
             )
-    if "namedAdminToken" in schemes:
-        headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
     if "ssfBearer" in schemes:
         headers["Authorization"] = f"Bearer {SSF_TOKEN['token']}"
     if "clientSecretBasic" in schemes:
@@ -222,6 +229,10 @@ CREDENTIALED = {
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
+    ("/admin/api/offboarding", "GET"),
+    ("/admin/api/offboarding", "POST"),
+    ("/admin/api/offboarding/reinstate", "POST"),
+    ("/admin/api/offboarding/{job_id}/cancel", "POST"),
     ("/mdm/v1/checkin", "POST"),
     ("/mdm/v1/commands/wait", "GET"),
     ("/mdm/v1/commands/{command_id}/result", "POST"),

@@ -250,8 +250,9 @@ offboarding_devices = Table(
     Column("device_id", String(64), primary_key=True),
     Column("ownership", String(16), nullable=False),
     Column("action", String(24), nullable=False),  # selective_wipe | full_wipe | lock_and_retire
-    # pending | retired | wiped | failed | skipped (mdm_core.offboarding.model.DeviceState)
-    Column("state", String(16), nullable=False),
+    # pending | awaiting_approval | retired | wiped | failed | skipped
+    # (mdm_core.offboarding.model.DeviceState)
+    Column("state", String(24), nullable=False),
     Column("command_id", String(64), nullable=True),
     Column("lock_command_id", String(64), nullable=True),
     Column("wipe_request_id", String(64), nullable=True),

@@ -44,13 +44,13 @@ def _core(db: Database, tmp_path: Path, two_person: bool) -> Iterator[MdmCore]:
 
 
 @pytest.fixture
-def wipe_core(sqlite_database: Database, tmp_path: Path) -> Iterator[MdmCore]:
-    yield from _core(sqlite_database, tmp_path, two_person=False)
+def wipe_core(database: Database, tmp_path: Path) -> Iterator[MdmCore]:
+    yield from _core(database, tmp_path, two_person=False)
 
 
 @pytest.fixture
-def two_person_core(sqlite_database: Database, tmp_path: Path) -> Iterator[MdmCore]:
-    yield from _core(sqlite_database, tmp_path, two_person=True)
+def two_person_core(database: Database, tmp_path: Path) -> Iterator[MdmCore]:
+    yield from _core(database, tmp_path, two_person=True)
 
 
 def _offboard(core: MdmCore) -> str:

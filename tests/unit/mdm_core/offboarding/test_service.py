@@ -101,6 +101,16 @@ def test_at_once_blocks_revokes_and_queues_one_command_per_device(
     assert (byod["type"], byod["status"]) == ("selective_wipe", "queued")
     assert (corp["type"], corp["status"]) == ("lock", "queued")
     assert byod["idempotency_key"] == f"offboarding:{job.id}:{alice['byod']}"
+    # The selective wipe names the work container and managed data only.
+    wipe = core.commands.get(byod["id"])
+    assert wipe is not None and wipe.payload["work_container"] is True
+    assert set(wipe.payload) == {
+        "reason",
+        "work_container",
+        "apps",
+        "certificates",
+        "configurations",
+    }
     # Nothing retired before the device answered.
     assert status_of(core, alice["byod"]) is DeviceStatus.ACTIVE
     assert status_of(core, alice["corp"]) is DeviceStatus.ACTIVE

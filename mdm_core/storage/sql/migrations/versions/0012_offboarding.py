@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column("ownership", sa.String(length=16), nullable=False),
         sa.Column("action", sa.String(length=24), nullable=False),
-        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("state", sa.String(length=24), nullable=False),
         sa.Column("command_id", sa.String(length=64), nullable=True),
         sa.Column("lock_command_id", sa.String(length=64), nullable=True),
         sa.Column("wipe_request_id", sa.String(length=64), nullable=True),
