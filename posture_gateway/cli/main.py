@@ -86,6 +86,9 @@ cli.add_command(signals_group)  # posture signals streams|retry
 from posture_gateway.cli.admins import admin_group  # noqa: E402
 
 cli.add_command(admin_group)  # posture admin add|list|disable|rotate
+from posture_gateway.cli.devices import device_group  # noqa: E402
+
+cli.add_command(device_group)  # posture device list|show|commands|lock|wipe|retire|...
 
 
 def main() -> None:

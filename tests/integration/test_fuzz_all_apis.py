@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from mdm_core.posture.model import Ownership, Platform
+from posture_gateway.admin.principals import Role
+from posture_gateway.admin.service import add_admin
 from posture_gateway.api.openapi import build_document
 from posture_gateway.app import create_app
 from posture_gateway.settings import Settings
@@ -43,6 +45,17 @@ POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 # Every documented operation; a test below checks this list IS the document.
 OPERATIONS = [
     ("/.well-known/openid-configuration", "GET"),
+    ("/admin/api/commands/{command_id}/cancel", "POST"),
+    ("/admin/api/devices", "GET"),
+    ("/admin/api/devices/{device_id}", "GET"),
+    ("/admin/api/devices/{device_id}/commands", "GET"),
+    ("/admin/api/devices/{device_id}/lock", "POST"),
+    ("/admin/api/devices/{device_id}/retire", "POST"),
+    ("/admin/api/devices/{device_id}/selective-wipe", "POST"),
+    ("/admin/api/devices/{device_id}/wipe", "POST"),
+    ("/admin/api/wipe-requests", "GET"),
+    ("/admin/api/wipe-requests/{request_id}/approve", "POST"),
+    ("/admin/api/wipe-requests/{request_id}/reject", "POST"),
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
@@ -104,6 +117,8 @@ OPERATIONS = [
 ]
 #: The Shared Signals receiver's access token (client credentials), made by the fixture.
 SSF_TOKEN: dict[str, str] = {}
+#: A named admin's token (role admin: every admin route), made by the fixture.
+NAMED_ADMIN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +154,9 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     )
     assert issued.status_code == 200, issued.get_data(as_text=True)
     SSF_TOKEN["token"] = issued.json["access_token"]  # type: ignore[index]
+    NAMED_ADMIN["token"] = add_admin(core.storage, "fuzz", Role.ADMIN, actor="operator:fuzz")[
+        1
+    ].value
     yield app, device
     app.extensions["posture_signals"].close()
     core.close()
@@ -158,8 +176,8 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
             body = body.encode()
         url = PUBLIC_URL + kwargs["path"]
         headers["Device-Proof"] = device.request_proof(kwargs["method"], url, body)
-    if "adminToken" in schemes:
-        headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+    if "adminToken" in schemes:  # a named admin: the shared token opens 3 read-only routes
+        headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
     if "scimBearer" in schemes:
         headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
     if "ssfBearer" in schemes:
@@ -188,6 +206,17 @@ NO_INPUT = {
 }
 # Operations whose credentials this module makes per request (see _credentials).
 CREDENTIALED = {
+    ("/admin/api/commands/{command_id}/cancel", "POST"),
+    ("/admin/api/devices", "GET"),
+    ("/admin/api/devices/{device_id}", "GET"),
+    ("/admin/api/devices/{device_id}/commands", "GET"),
+    ("/admin/api/devices/{device_id}/lock", "POST"),
+    ("/admin/api/devices/{device_id}/retire", "POST"),
+    ("/admin/api/devices/{device_id}/selective-wipe", "POST"),
+    ("/admin/api/devices/{device_id}/wipe", "POST"),
+    ("/admin/api/wipe-requests", "GET"),
+    ("/admin/api/wipe-requests/{request_id}/approve", "POST"),
+    ("/admin/api/wipe-requests/{request_id}/reject", "POST"),
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
