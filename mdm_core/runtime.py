@@ -26,6 +26,7 @@ from mdm_core.device.long_poll import (
     WaitRegistry,
 )
 from mdm_core.device.proof import DeviceProofVerifier
+from mdm_core.device.wipes import WipeService
 from mdm_core.directory.mirror import DirectoryService
 from mdm_core.directory.precedence import SourceOfTruth
 from mdm_core.domain.privacy import PrivacyProfiles
@@ -96,6 +97,8 @@ class MdmCore:
     quarantine: QuarantineService  # the admin release of quarantined devices
     #: Membership changes and policy edits queue the commands that make devices match.
     convergence: ConvergenceService
+    #: Full wipes: corporate only, the two-person rule, the one place that queues a wipe.
+    wipes: WipeService
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -176,6 +179,7 @@ def build_core(config: CoreConfig, *, bus: EventBus | None = None) -> MdmCore:
         rate_limiter=_rate_limiter(config, database),
         quarantine=QuarantineService(storage),
         convergence=ConvergenceService(storage, commands, policies.current),
+        wipes=WipeService(storage, policies.current, kick=relay.kick),
     )
     bus.subscribe(EventType.USER_GROUPS_CHANGED, core.convergence.on_user_groups_changed)
     policies.on_change(core.convergence.on_policy_change)

@@ -38,6 +38,7 @@ __all__ = [
     "IdempotencyConflict",
     "NoSuchDevice",
     "InactiveDevice",
+    "FullWipeRefused",
     "check_transition",
     "validate_payload",
 ]
@@ -129,6 +130,15 @@ class InactiveDevice(Conflict):
     """The device is retired or wiped: it will never check in again, so nothing is queued."""
 
     reason = "device_inactive"
+
+
+class FullWipeRefused(Conflict):
+    """A full wipe (``wipe``) of a device whose ownership is not ``corporate``: only a
+    corporate device may ever be erased; a BYOD device gets a selective wipe. Defined here so
+    the command service can refuse it whatever the caller; :mod:`mdm_core.device.wipes`
+    re-exports it."""
+
+    reason = "full_wipe_not_corporate"
 
 
 def check_transition(current: CommandStatus | None, new: CommandStatus) -> None:

@@ -19,6 +19,13 @@ tokens dies with it. Every transition is
 written to ``command_transitions`` with its time and detail, and a ``command.state_changed``
 event goes to the outbox in the same unit of work.
 
+A full ``wipe`` is only ever for a ``corporate`` device, whatever the caller: ``enqueue`` /
+``enqueue_many`` refuse it for any other ownership (:class:`FullWipeRefused`, audited,
+nothing written), and a ``wipe`` still pending when a device whose ownership changed (a
+re-enrollment as BYOD) checks in is cancelled at delivery, never handed to it. Who may ask for
+a wipe, and the two-person rule, is :mod:`mdm_core.device.wipes`, the one module that
+enqueues it.
+
 NotNow follows NanoMDM: the device is busy (locked screen, in a call), the command waits for
 the next time the device is ready, which for us is its next check-in.
 """
@@ -40,6 +47,7 @@ from mdm_core.device.command_model import (
     Command,
     CommandStatus,
     CommandType,
+    FullWipeRefused,
     IdempotencyConflict,
     IllegalTransition,
     InactiveDevice,
@@ -53,6 +61,7 @@ from mdm_core.device.command_model import (
 )
 from mdm_core.device.metrics import count_command
 from mdm_core.domain.device_lifecycle import end_device_access
+from mdm_core.posture.model import Ownership
 from mdm_core.storage.uow import Storage, UnitOfWork
 
 __all__ = [
@@ -72,6 +81,7 @@ __all__ = [
     "IdempotencyConflict",
     "NoSuchDevice",
     "InactiveDevice",
+    "FullWipeRefused",
     "check_transition",
     "validate_payload",
     "CommandService",
@@ -173,6 +183,8 @@ class CommandService:
         ]
 
         def run(u: UnitOfWork) -> list[Command]:
+            if kind is CommandType.WIPE:
+                self._refuse_wipe_unless_corporate(u, ids, created_by, at)
             results = u.commands.enqueue(news)
             created = [cmd for cmd, is_new in results if is_new]
             u.outbox.add(
@@ -210,11 +222,15 @@ class CommandService:
         pending = uow.commands.next_commands(device_id, limit)
         if not pending:
             return []
+        recorded: list[DomainEvent] = []
+        if any(c.type is CommandType.WIPE for c in pending):  # rare: off the hot path
+            pending = self._cancel_refused_wipes(uow, device_id, pending, now, recorded)
         transitions = uow.commands.mark_delivered(pending, now)
+        recorded.extend(_recorded(transitions))
         if events is not None:
-            events.extend(_recorded(transitions))
-        else:
-            uow.outbox.add(_recorded(transitions))
+            events.extend(recorded)
+        elif recorded:
+            uow.outbox.add(recorded)
         by_id = {t.command_id: t for t in transitions}
         return [_delivered(c, now, by_id[c.id].attempts) for c in pending]
 
@@ -286,6 +302,83 @@ class CommandService:
     def for_device(self, device_id: str, *, limit: int = 100) -> list[Command]:
         with self.storage.unit_of_work() as u:
             return u.commands.for_device(device_id, limit=limit)
+
+    def _refuse_wipe_unless_corporate(
+        self, uow: UnitOfWork, device_ids: list[str], actor: str, at: datetime
+    ) -> None:
+        """Raise :class:`FullWipeRefused` (all or nothing) if any known device is not
+        corporate; the refusal is audited in a unit of work of its own, since this one rolls
+        back. Unknown devices are left to the store (:class:`NoSuchDevice`)."""
+        refused = []
+        for device_id in device_ids:
+            device = uow.devices.get(device_id)
+            if device is not None and device.ownership is not Ownership.CORPORATE:
+                refused.append((device_id, device.ownership.value))
+        if not refused:
+            return
+
+        def audit() -> None:
+            with self.storage.unit_of_work() as own:
+                for device_id, ownership in refused:
+                    own.audit.record(
+                        actor,
+                        "command.refused",
+                        device_id,
+                        "refused",
+                        {
+                            "type": CommandType.WIPE.value,
+                            "reason": FullWipeRefused.reason,
+                            "ownership": ownership,
+                        },
+                        at=at,
+                    )
+
+        uow.call_after(audit)
+        raise FullWipeRefused(
+            "a full wipe is only possible on a corporate device; refused for "
+            + ", ".join(f"{d} ({o})" for d, o in refused)
+            + " (use selective_wipe)"
+        )
+
+    @staticmethod
+    def _cancel_refused_wipes(
+        uow: UnitOfWork,
+        device_id: str,
+        pending: list[Command],
+        now: datetime,
+        events: list[DomainEvent],
+    ) -> list[Command]:
+        """``pending`` without its ``wipe`` commands when the device is not (or no longer)
+        corporate: those are cancelled, with their events, and never delivered."""
+        device = uow.devices.get(device_id)
+        if device is not None and device.ownership is Ownership.CORPORATE:
+            return pending
+        ownership = "unknown" if device is None else device.ownership.value
+        detail = (
+            f"cancelled at delivery: {FullWipeRefused.reason} (the device is {ownership}; "
+            "a full wipe is only ever delivered to a corporate device)"
+        )
+        keep = []
+        for command in pending:
+            if command.type is not CommandType.WIPE:
+                keep.append(command)
+                continue
+            _, transition = uow.commands.cancel(command.id, detail, now)
+            events.extend(_recorded([transition]))
+            uow.audit.record(
+                "system",
+                "command.cancelled",
+                device_id,
+                "refused",
+                {
+                    "command_id": command.id,
+                    "type": command.type.value,
+                    "reason": FullWipeRefused.reason,
+                    "ownership": ownership,
+                },
+                at=now,
+            )
+        return keep
 
     def _run(self, fn: Callable[[UnitOfWork], _T], uow: UnitOfWork | None) -> _T:
         """Run ``fn`` in ``uow`` or a new unit of work; kick the relay once it has ended."""

@@ -172,6 +172,8 @@ class OffboardingPolicy:
     actions: Mapping[Ownership, OffboardingAction]
     file: str
     line: int
+    #: A full wipe under this policy needs a second, different admin's approval.
+    two_person_rule: bool = False
 
 
 @dataclass(frozen=True, slots=True)

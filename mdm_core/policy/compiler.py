@@ -363,6 +363,7 @@ def _offboarding(ctx: _Ctx, doc: SourceDocument, data: dict[str, Any]) -> Offboa
         actions=actions,
         file=doc.file,
         line=doc.line,
+        two_person_rule=bool(data.get("two_person_rule", False)),
     )
 
 

@@ -13,10 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mdm_core.policy.compiled import CompiledPolicySet
+from mdm_core.policy.compiled import CompiledPolicySet, OffboardingPolicy
 from mdm_core.posture.model import Ownership, Platform
 
-__all__ = ["DesiredConfiguration", "desired_configuration", "offboarding_action"]
+__all__ = [
+    "DesiredConfiguration",
+    "desired_configuration",
+    "offboarding_action",
+    "offboarding_policy_for",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +73,31 @@ def desired_configuration(
     )
 
 
-def offboarding_action(
+def offboarding_policy_for(
     policies: CompiledPolicySet, *, groups: frozenset[str], ownership: Ownership
-) -> str:
-    """What offboarding does to a device of ``ownership``: the first matching offboarding
-    policy with a group assignment wins over an unassigned one. BYOD is always
-    ``selective_wipe``; a corporate device no policy covers gets ``lock_and_retire``
-    (never a silent no-op, never an unrequested full wipe)."""
-    if ownership is Ownership.BYOD:
-        return "selective_wipe"
+) -> OffboardingPolicy | None:
+    """The offboarding policy that decides for a device of ``ownership`` whose user is in
+    ``groups``: among the policies whose groups match and which name an action for that
+    ownership, a group-assigned one wins over an unassigned one (then the lowest id).
+    ``None`` when none covers it. :func:`offboarding_action` and the two-person rule of a
+    full wipe (:mod:`mdm_core.device.wipes`) both read this one answer."""
     ordered = sorted(policies.offboarding, key=lambda p: (p.assign.groups is None, p.id))
     for policy in ordered:
         if policy.assign.matches_groups(groups) and ownership in policy.actions:
-            return policy.actions[ownership].value
-    return "lock_and_retire"
+            return policy
+    return None
+
+
+def offboarding_action(
+    policies: CompiledPolicySet, *, groups: frozenset[str], ownership: Ownership
+) -> str:
+    """What offboarding does to a device of ``ownership``: the action of
+    :func:`offboarding_policy_for`. BYOD is always ``selective_wipe``; a corporate device no
+    policy covers gets ``lock_and_retire`` (never a silent no-op, never an unrequested full
+    wipe)."""
+    if ownership is Ownership.BYOD:
+        return "selective_wipe"
+    policy = offboarding_policy_for(policies, groups=groups, ownership=ownership)
+    if policy is None:
+        return "lock_and_retire"
+    return policy.actions[ownership].value

@@ -212,6 +212,10 @@ _DEFS: dict[str, Any] = {
                     for o in _OWNERSHIPS
                 },
             },
+            "two_person_rule": {
+                "type": "boolean",
+                "description": "a full wipe needs a second, different admin's approval",
+            },
         },
     ),
     "PrivacyProfile": _kind(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mdm_core.storage.scim import ScimResourceStore
     from mdm_core.storage.staleness import StalePostureStore
     from mdm_core.storage.sync_state import LeaseStore, SourceEntryStore, SyncCursorStore
+    from mdm_core.storage.wipe_requests import WipeRequestStore
 
 __all__ = ["UnitOfWork", "Storage"]
 
@@ -90,6 +91,8 @@ class UnitOfWork(Protocol):
     def scim_resources(self) -> ScimResourceStore: ...
     @property
     def stale_postures(self) -> StalePostureStore: ...
+    @property
+    def wipe_requests(self) -> WipeRequestStore: ...
 
     def call_after(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this unit of work ends, committed or rolled back (for work

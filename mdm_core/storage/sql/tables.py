@@ -214,6 +214,28 @@ command_transitions = Table(
     _ts("at"),
 )
 
+# Full-wipe requests (mdm_core.device.wipes: the two-person rule). ``open_device_id`` is the
+# device id while the request is open and NULL once it is closed: its unique constraint is
+# what keeps one open request per device, even between racing transactions.
+wipe_requests = Table(
+    "wipe_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("device_id", String(64), ForeignKey("devices.id"), nullable=False, index=True),
+    Column("user_id", String(128), nullable=False),
+    # pending_approval | queued | rejected | cancelled (mdm_core.device.wipe_model)
+    Column("status", String(24), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("approvals", JSON, nullable=False),  # ["admin:<name>", ...] in signing order
+    Column("command_id", String(64), nullable=True),
+    Column("open_device_id", String(64), nullable=True, unique=True),
+    Column("closed_by", String(128), nullable=True),
+    Column("close_reason", Text, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
 # --- events and audit -----------------------------------------------------------------------
 
 outbox = Table(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         SqlSourceEntryStore,
         SqlSyncCursorStore,
     )
+    from mdm_core.storage.sql.wipe_requests import SqlWipeRequestStore
 
 __all__ = ["SqlUnitOfWork", "SqlStorage", "CredentialRevokerFactory", "OutboxListenerFactory"]
 
@@ -227,6 +228,12 @@ class SqlUnitOfWork:
         from mdm_core.storage.sql.staleness import SqlStalePostureStore
 
         return SqlStalePostureStore(self.conn, self.dialect)
+
+    @cached_property
+    def wipe_requests(self) -> SqlWipeRequestStore:
+        from mdm_core.storage.sql.wipe_requests import SqlWipeRequestStore
+
+        return SqlWipeRequestStore(self.conn, self.dialect)
 
 
 class SqlStorage:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdm_core.policy.configuration import desired_configuration, offboarding_action
+from mdm_core.policy.configuration import (
+    desired_configuration,
+    offboarding_action,
+    offboarding_policy_for,
+)
 from mdm_core.posture.model import Ownership, Platform
 
 from .factories import REPO_POLICIES, policy_set
@@ -41,6 +45,7 @@ kind: OffboardingPolicy
 id: execs
 assign: {groups: [executives]}
 actions: {corporate: full_wipe}
+two_person_rule: true
 """
 
 
@@ -91,11 +96,31 @@ def test_offboarding_action(tmp_path: Path) -> None:
     )
 
 
+def test_the_policy_that_applies_is_the_one_offboarding_action_reads(tmp_path: Path) -> None:
+    ps = policy_set(tmp_path, {"c.yaml": CONFIG})
+    execs = offboarding_policy_for(
+        ps, groups=frozenset({"executives"}), ownership=Ownership.CORPORATE
+    )
+    assert execs is not None and execs.id == "execs" and execs.two_person_rule is True
+    # execs names no BYOD action: the unassigned default decides BYOD, without the rule
+    byod = offboarding_policy_for(ps, groups=frozenset({"executives"}), ownership=Ownership.BYOD)
+    assert byod is not None and byod.id == "default" and byod.two_person_rule is False
+    default = offboarding_policy_for(ps, groups=frozenset(), ownership=Ownership.CORPORATE)
+    assert default is not None and default.id == "default"
+    for groups in (frozenset(), frozenset({"executives"}), frozenset({"finance"})):
+        policy = offboarding_policy_for(ps, groups=groups, ownership=Ownership.CORPORATE)
+        assert policy is not None
+        assert offboarding_action(ps, groups=groups, ownership=Ownership.CORPORATE) == (
+            policy.actions[Ownership.CORPORATE].value
+        )
+
+
 def test_offboarding_defaults_without_a_policy(tmp_path: Path) -> None:
     ps = policy_set(tmp_path, {"c.yaml": CONFIG.split("---\nkind: OffboardingPolicy")[0]})
     assert offboarding_action(ps, groups=frozenset(), ownership=Ownership.CORPORATE) == (
         "lock_and_retire"
     )
+    assert offboarding_policy_for(ps, groups=frozenset(), ownership=Ownership.CORPORATE) is None
 
 
 def test_shipped_configuration() -> None:

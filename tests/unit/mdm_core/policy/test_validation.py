@@ -166,6 +166,12 @@ CASES: list[tuple[str, str, int, str]] = [
         "BYOD devices only get selective_wipe",
     ),
     (
+        "two-person rule not a boolean",
+        "kind: OffboardingPolicy\nid: o\nactions: {corporate: full_wipe}\ntwo_person_rule: 'yes'\n",
+        4,
+        "two_person_rule: expected boolean",
+    ),
+    (
         "access scopes empty",
         "kind: AccessPolicy\nid: a\napplications: [{client_id: c}]\n"
         "sensitivity: low\noutcomes:\n  restrict: {scopes: []}\n",
