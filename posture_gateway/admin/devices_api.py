@@ -27,10 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from mdm_core.device.command_model import CommandType, NoSuchDevice
-from mdm_core.device.selective_wipe import selective_wipe_payload
 from mdm_core.domain.errors import MdmError
-from mdm_core.domain.model import DeviceStatus
 from mdm_core.domain.infra_errors import InfraError
+from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.sql.uow import SqlStorage
 from mdm_core.support.json_input import loads_bounded
@@ -266,6 +265,8 @@ def wipe_view(device_id: str) -> tuple[Response, int]:
 def selective_wipe_view(device_id: str) -> tuple[Response, int]:
     _checked_id(device_id, "device id")
     body = _body(ReasonBody, empty_ok=False)
+    from mdm_core.device.selective_wipe import selective_wipe_payload  # TEMP until merged
+
     core = state().core
     with core.storage.unit_of_work() as uow:
         if uow.devices.get(device_id) is None:

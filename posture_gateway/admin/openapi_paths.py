@@ -357,9 +357,7 @@ DEVICE_ADMIN_PATHS: dict[str, Any] = {
                     "The requests",
                     {
                         "type": "object",
-                        "properties": {
-                            "wipe_requests": {"type": "array", "items": _WIPE_REQUEST}
-                        },
+                        "properties": {"wipe_requests": {"type": "array", "items": _WIPE_REQUEST}},
                         "required": ["wipe_requests"],
                     },
                 ),
@@ -387,9 +385,7 @@ DEVICE_ADMIN_PATHS: dict[str, Any] = {
                 **_errors(400, 401, 403, 404, 409, 413, 503),
             },
             parameters=[_path("request_id")],
-            requestBody=_body(
-                {"type": "object", "additionalProperties": False}, required=False
-            ),
+            requestBody=_body({"type": "object", "additionalProperties": False}, required=False),
         )
     },
     "/admin/api/wipe-requests/{request_id}/reject": {

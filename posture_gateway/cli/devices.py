@@ -250,9 +250,7 @@ def wipe_cmd(device_id: str, reason: str, as_json: bool, server: str, token: str
 @_reason_option
 @_json_option
 @admin_client_options
-def selective_wipe_cmd(
-    device_id: str, reason: str, as_json: bool, server: str, token: str
-) -> None:
+def selective_wipe_cmd(device_id: str, reason: str, as_json: bool, server: str, token: str) -> None:
     """Remove only what the MDM installed (admin)."""
     body = AdminClient(server, token).post(
         f"/admin/api/devices/{_seg(device_id)}/selective-wipe", {"reason": reason}

@@ -56,9 +56,7 @@ class AdminApp:
         certificates."""
         with self.core.database.engine.connect() as conn:
             return {
-                "commands": conn.execute(
-                    text("SELECT id, status FROM commands ORDER BY id")
-                ).all(),
+                "commands": conn.execute(text("SELECT id, status FROM commands ORDER BY id")).all(),
                 "wipe_requests": conn.execute(
                     text("SELECT id, status, approvals FROM wipe_requests ORDER BY id")
                 ).all(),
@@ -71,12 +69,10 @@ class AdminApp:
     def audit(self, actor: str) -> list[tuple[str, str, str]]:
         with self.core.database.engine.connect() as conn:
             rows = conn.execute(
-                text(
-                    "SELECT action, subject, outcome FROM audit_log WHERE actor = :a ORDER BY id"
-                ),
+                text("SELECT action, subject, outcome FROM audit_log WHERE actor = :a ORDER BY id"),
                 {"a": actor},
             ).all()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(r[0], r[1], r[2]) for r in rows]
 
 
 def _build(tmp: Path, database_url: str | None, two_person_rule: bool) -> AdminApp:
