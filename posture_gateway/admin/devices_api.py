@@ -16,19 +16,16 @@ items are :mod:`.openapi_paths`.
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from mdm_core.device.command_model import CommandType, NoSuchDevice
 from mdm_core.domain.errors import MdmError
-from mdm_core.domain.infra_errors import InfraError
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.sql.uow import SqlStorage
@@ -56,7 +53,6 @@ from posture_gateway.state import state
 
 __all__ = ["bp", "OPENAPI_PATHS"]
 
-_log = logging.getLogger(__name__)
 #: Merged into /openapi.json by :func:`posture_gateway.api.openapi.build_document`.
 OPENAPI_PATHS = DEVICE_ADMIN_PATHS
 
@@ -136,13 +132,6 @@ def _invalid(exc: _Invalid) -> tuple[Response, int]:
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
     code = (exc.name or "error").lower().replace(" ", "_")
     return admin_error(exc.code or 400, code, exc.description or code)
-
-
-@bp.errorhandler(SQLAlchemyError)
-@bp.errorhandler(InfraError)
-def _store_down(exc: Exception) -> tuple[Response, int]:
-    _log.warning("admin devices API: store unavailable: %s", type(exc).__name__)
-    return admin_error(503, "store_unavailable", "the server's store is unavailable; retry")
 
 
 @bp.errorhandler(MdmError)
