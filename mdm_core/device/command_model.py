@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mdm_core.bus.events import DomainEvent, EventType
 from mdm_core.domain.errors import Conflict, MdmError, NotFound
@@ -168,10 +168,40 @@ class WipePayload(_Payload):
     pin: str | None = Field(default=None, pattern=r"^[0-9]{6}$")  # macOS EraseDevice PIN
 
 
+#: A managed item's name in a selective wipe: an app id (``com.example.vpn``), a certificate
+#: or configuration name. No whitespace, no path separator: a name is never a path.
+MANAGED_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:+@!~-]{0,255}$"
+ManagedName = Annotated[str, Field(pattern=MANAGED_NAME_PATTERN)]
+MAX_WIPE_APPS = 2000  # as many as a posture can report (mdm_core.posture.model)
+MAX_WIPE_CERTIFICATES = 500
+MAX_WIPE_CONFIGURATIONS = 500
+
+
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("names must be distinct")
+    return values
+
+
 class SelectiveWipePayload(_Payload):
-    """Remove what the MDM put there (work profile, managed apps and their data)."""
+    """Remove what the MDM put there, and only that: the work container (work profile,
+    managed-data area), the named managed apps and their data, the named MDM-installed
+    certificates and configurations. There is no field for anything else (a path, a
+    personal app, "everything"): extra keys are refused. Built by
+    :func:`mdm_core.device.selective_wipe.selective_wipe_payload` from what the MDM
+    manages on the device."""
 
     reason: str | None = Field(default=None, max_length=256)
+    work_container: bool = True
+    apps: Annotated[list[ManagedName], AfterValidator(_distinct)] = Field(
+        default_factory=list, max_length=MAX_WIPE_APPS
+    )
+    certificates: Annotated[list[ManagedName], AfterValidator(_distinct)] = Field(
+        default_factory=list, max_length=MAX_WIPE_CERTIFICATES
+    )
+    configurations: Annotated[list[ManagedName], AfterValidator(_distinct)] = Field(
+        default_factory=list, max_length=MAX_WIPE_CONFIGURATIONS
+    )
 
 
 class InstallAppPayload(_Payload):

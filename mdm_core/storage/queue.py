@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from mdm_core.device.command_model import Command, CommandStatus, NewCommand, Transition
+from mdm_core.device.command_model import (
+    Command,
+    CommandStatus,
+    CommandType,
+    NewCommand,
+    Transition,
+)
 
 __all__ = ["CommandQueueStore", "CommandReadStore", "CommandStore"]
 
@@ -74,6 +80,10 @@ class CommandReadStore(Protocol):
 
     def for_device(self, device_id: str, *, limit: int = 100) -> list[Command]:
         """The device's commands, newest first; ``[]`` when none."""
+        ...
+
+    def of_type(self, device_id: str, command_type: CommandType, *, limit: int) -> list[Command]:
+        """The device's commands of ``command_type``, newest first, at most ``limit``."""
         ...
 
 

@@ -327,6 +327,15 @@ class SqlCommandStore:
         )
         return [_command(r) for r in self.conn.execute(stmt)]
 
+    def of_type(self, device_id: str, command_type: CommandType, *, limit: int) -> list[Command]:
+        stmt = (
+            select(commands)
+            .where(commands.c.device_id == device_id, commands.c.type == command_type.value)
+            .order_by(commands.c.created_at.desc(), commands.c.id)
+            .limit(max(1, limit))
+        )
+        return [_command(r) for r in self.conn.execute(stmt)]
+
 
 def _new_command(c: NewCommand) -> Command:
     return Command(
