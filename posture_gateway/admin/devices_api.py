@@ -25,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from mdm_core.device.command_model import CommandType, NoSuchDevice
+from mdm_core.device.selective_wipe import selective_wipe_payload
 from mdm_core.domain.errors import MdmError
 from mdm_core.domain.model import DeviceStatus
+from mdm_core.policy.errors import PolicySetUnavailable
 from mdm_core.posture.model import Ownership
 from mdm_core.storage.sql.uow import SqlStorage
 from mdm_core.support.json_input import loads_bounded
@@ -254,13 +256,15 @@ def wipe_view(device_id: str) -> tuple[Response, int]:
 def selective_wipe_view(device_id: str) -> tuple[Response, int]:
     _checked_id(device_id, "device id")
     body = _body(ReasonBody, empty_ok=False)
-    from mdm_core.device.selective_wipe import selective_wipe_payload  # TEMP until merged
-
     core = state().core
     with core.storage.unit_of_work() as uow:
         if uow.devices.get(device_id) is None:
             raise NoSuchDevice(f"unknown device {device_id}")
-        payload = selective_wipe_payload(uow, device_id, reason=body.reason)
+        try:  # the configuration policies in force name what they installed, too
+            policies = core.policies.current()
+        except PolicySetUnavailable:
+            policies = None  # what the device reports and the MDM queued still counts
+        payload = selective_wipe_payload(uow, device_id, reason=body.reason, policies=policies)
         command = core.commands.enqueue(
             device_id,
             CommandType.SELECTIVE_WIPE.value,
