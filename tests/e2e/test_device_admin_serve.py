@@ -129,3 +129,17 @@ def test_admins_lock_and_two_person_wipe_over_the_shipped_commands(
         commands = _ok_json(dep, tokens["hal"], "commands", device_id)["commands"]
         wipe = next(c for c in commands if c["type"] == "wipe")
         assert wipe["id"] == approved["command_id"] and wipe["status"] == "acknowledged"
+
+        # the audit trail names who did what, refusals included
+        core = dep.core()
+        try:
+            with core.storage.unit_of_work() as uow:
+                trail = {
+                    (e.actor, e.action, e.outcome) for e in uow.audit.recent(device_id, limit=200)
+                }
+        finally:
+            core.close()
+        assert ("admin:hal", "command.queued", "ok") in trail
+        assert ("admin:hal", "admin.admin_devices.wipe_view", "refused") in trail
+        assert ("admin:ada", "wipe.requested", "ok") in trail
+        assert ("admin:bob", "wipe.approved", "ok") in trail
