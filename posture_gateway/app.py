@@ -22,6 +22,7 @@ from mdm_core.runtime import CoreConfig, build_core
 from mdm_core.support.secret_file import SecretFileError, load_or_create_secret
 from posture_gateway.access.device_gate import install as install_evaluator
 from posture_gateway.access.warm_start import init_read_model_warm
+from posture_gateway.admin.devices_api import bp as admin_devices_bp
 from posture_gateway.api.admin import bp as admin_api_bp
 from posture_gateway.api.health import bp as health_bp
 from posture_gateway.cookie_session import install as install_cookie_session
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(checkin_bp)  # device check-ins, command results, long-poll
     app.register_blueprint(enrollment_bp)  # device enrollment, renewal, CA certificate
     app.register_blueprint(admin_api_bp)  # /admin/api: what-if, policy status (bearer token)
+    app.register_blueprint(admin_devices_bp)  # /admin/api: devices, commands, wipe requests
     register_oidc(app, services.provider)  # the OpenID provider: /oauth/*, login pages
     sync_users_file(  # its users into the mirror
         core.storage, settings.oidc.users_file, source_of_truth=core.directory.source_of_truth

@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
+from mdm_core.domain.infra_errors import InfraError
 from posture_gateway.admin.principals import AdminPrincipal, Role
 from posture_gateway.admin.service import authenticate_token
 from posture_gateway.admin.tokens import looks_named
@@ -124,10 +126,20 @@ def _no_store(response: Response) -> Response:
     return response
 
 
+def _store_down(exc: Exception) -> tuple[Response, int]:
+    """The database or Redis is unreachable (while authenticating or acting): 503, fail
+    closed; the unit of work rolled back."""
+    _log.warning("admin API: store unavailable: %s", type(exc).__name__)
+    return admin_error(503, "store_unavailable", "the server's store is unavailable; retry")
+
+
 def install_admin_guard(bp: Blueprint) -> None:
-    """Run :func:`authenticate_admin` before every request of ``bp`` (no-store answers)."""
+    """Run :func:`authenticate_admin` before every request of ``bp`` (no-store answers; a
+    store outage is 503 ``store_unavailable``, never a 500 or a pass)."""
     bp.before_request(authenticate_admin)
     bp.after_request(_no_store)
+    bp.register_error_handler(SQLAlchemyError, _store_down)
+    bp.register_error_handler(InfraError, _store_down)
 
 
 def current_admin() -> AdminPrincipal:

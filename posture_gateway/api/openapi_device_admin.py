@@ -422,6 +422,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
     "adminToken": {
         "type": "http",
         "scheme": "bearer",
-        "description": "The admin token (settings.admin_token, >= 32 characters)",
+        "description": "A named admin's token (pga_<id>_<secret>, from `posture admin add`); "
+        "the legacy shared settings.admin_token only on what-if, policies and sessions",
     },
 }

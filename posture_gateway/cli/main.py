@@ -90,6 +90,10 @@ from posture_gateway.cli.offboard import offboard_group  # noqa: E402
 
 cli.add_command(offboard_group)  # posture offboard start|status|cancel|reinstate
 
+from posture_gateway.cli.devices import device_group  # noqa: E402
+
+cli.add_command(device_group)  # posture device list|show|commands|lock|wipe|retire|...
+
 
 def main() -> None:
     cli(prog_name="posture")  # errors: one line, exit 2 (usage/config) or 1 (cli_base)

@@ -189,13 +189,14 @@ def _write_config(
     redirect_uri: str,
     backend: dict[str, str],
     extra_lines: tuple[str, ...] = (),
+    policy_dir: Path = POLICY_DIR,
 ) -> Path:
     clients, users = _write_files(tmp, redirect_uri)
     config = tmp / "posture.yaml"
     lines = [
         f"data_dir: {tmp / 'server'}",
         f"public_url: {url}",
-        f"policy_dir: {POLICY_DIR}",
+        f"policy_dir: {policy_dir}",
         "dev_mode: true",
         *(f"{key}: {value}" for key, value in backend.items()),
         "oidc:",
@@ -214,15 +215,16 @@ def deployment(
     rp: NodeRelyingParty | None,
     backend: dict[str, str],
     extra_config: tuple[str, ...] = (),
+    policy_dir: Path = POLICY_DIR,
 ) -> Iterator[Deployment]:
     """The whole deployment on ephemeral ports; ``backend`` adds ``database_url`` and
     ``redis_url`` to the config file (empty: the embedded default); ``extra_config`` adds
-    top-level YAML lines (a ``saml:`` section). Without ``rp`` the clients file names a
-    redirect URI nobody serves."""
+    top-level YAML lines (a ``saml:`` section); ``policy_dir`` replaces the shipped
+    policies. Without ``rp`` the clients file names a redirect URI nobody serves."""
     port, helper_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     redirect_uri = rp.redirect_uri if rp is not None else "http://127.0.0.1:9/unused"
-    config = _write_config(tmp, url, helper_port, redirect_uri, backend, extra_config)
+    config = _write_config(tmp, url, helper_port, redirect_uri, backend, extra_config, policy_dir)
     host = FixtureHost(tmp / "host")
     env = _env()
     agent_env = _env({"POSTURE_AGENT_HOST_ROOT": str(host.root)})

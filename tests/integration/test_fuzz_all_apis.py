@@ -47,6 +47,17 @@ POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 # Every documented operation; a test below checks this list IS the document.
 OPERATIONS = [
     ("/.well-known/openid-configuration", "GET"),
+    ("/admin/api/commands/{command_id}/cancel", "POST"),
+    ("/admin/api/devices", "GET"),
+    ("/admin/api/devices/{device_id}", "GET"),
+    ("/admin/api/devices/{device_id}/commands", "GET"),
+    ("/admin/api/devices/{device_id}/lock", "POST"),
+    ("/admin/api/devices/{device_id}/retire", "POST"),
+    ("/admin/api/devices/{device_id}/selective-wipe", "POST"),
+    ("/admin/api/devices/{device_id}/wipe", "POST"),
+    ("/admin/api/wipe-requests", "GET"),
+    ("/admin/api/wipe-requests/{request_id}/approve", "POST"),
+    ("/admin/api/wipe-requests/{request_id}/reject", "POST"),
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),
@@ -117,9 +128,8 @@ OPERATIONS = [
 ]
 #: The Shared Signals receiver's access token (client credentials), made by the fixture.
 SSF_TOKEN: dict[str, str] = {}
-#: A named admin's token (role admin), made by the fixture, for the routes that need one.
+#: A named admin's token (role admin: every admin route), made by the fixture.
 NAMED_ADMIN: dict[str, str] = {}
-NAMED_ADMIN_ROUTES = ("/admin/api/offboarding", "/admin/api/hr")
 #: The HR webhooks' secrets (the fixture configures them).
 HR_KEYS = {"bamboohr": "fuzz-bamboo-key-" + "b" * 24, "postureHr": "fuzz-generic-key-" + "g" * 24}
 
@@ -161,8 +171,9 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     )
     assert issued.status_code == 200, issued.get_data(as_text=True)
     SSF_TOKEN["token"] = issued.json["access_token"]  # type: ignore[index]
-    _, named = add_admin(core.storage, "fuzz", Role.ADMIN, actor="operator:test")
-    NAMED_ADMIN["token"] = named.value
+    NAMED_ADMIN["token"] = add_admin(core.storage, "fuzz", Role.ADMIN, actor="operator:fuzz")[
+        1
+    ].value
     yield app, device
     app.extensions["posture_signals"].close()
     core.close()
@@ -182,10 +193,8 @@ def _credentials(operation: Any, kwargs: dict[str, Any], device: EnrolledDevice)
             body = body.encode()
         url = PUBLIC_URL + kwargs["path"]
         headers["Device-Proof"] = device.request_proof(kwargs["method"], url, body)
-    if "adminToken" in schemes:
-        headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
-        if kwargs["path"].startswith(NAMED_ADMIN_ROUTES):
-            headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
+    if "adminToken" in schemes:  # a named admin: the shared token opens 3 read-only routes
+        headers["Authorization"] = f"Bearer {NAMED_ADMIN['token']}"
     if "scimBearer" in schemes:
         headers["Authorization"] = f"Bearer {SCIM_TOKEN}"
     for scheme in ("bamboohr", "postureHr"):  # HR webhooks: HMAC over body || timestamp
@@ -226,6 +235,17 @@ CREDENTIALED = {
     ("/admin/api/hr/deliveries", "GET"),
     ("/hr/v1/webhooks/bamboohr", "POST"),
     ("/hr/v1/webhooks/generic", "POST"),
+    ("/admin/api/commands/{command_id}/cancel", "POST"),
+    ("/admin/api/devices", "GET"),
+    ("/admin/api/devices/{device_id}", "GET"),
+    ("/admin/api/devices/{device_id}/commands", "GET"),
+    ("/admin/api/devices/{device_id}/lock", "POST"),
+    ("/admin/api/devices/{device_id}/retire", "POST"),
+    ("/admin/api/devices/{device_id}/selective-wipe", "POST"),
+    ("/admin/api/devices/{device_id}/wipe", "POST"),
+    ("/admin/api/wipe-requests", "GET"),
+    ("/admin/api/wipe-requests/{request_id}/approve", "POST"),
+    ("/admin/api/wipe-requests/{request_id}/reject", "POST"),
     ("/admin/api/policies", "GET"),
     ("/admin/api/sessions", "GET"),
     ("/admin/api/what-if", "GET"),

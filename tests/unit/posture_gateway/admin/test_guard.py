@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from mdm_core.storage.sql.tables import audit_log
 from posture_gateway.admin.guard import current_admin, install_admin_guard, require_role
@@ -168,3 +168,15 @@ def test_without_a_shared_token_the_legacy_routes_need_a_named_admin(tmp_path: P
         assert named.status_code == 200
     finally:
         app.extensions["posture"].core.close()
+
+
+def test_a_store_outage_is_503_never_a_pass(app: Flask) -> None:
+    tokens = _tokens(app)
+    database = app.extensions["posture"].core.database
+    database.engine.dispose()
+    url = database.engine.url
+    # Point the engine at a database that cannot be opened: authentication must fail closed.
+    database.engine = create_engine(f"sqlite:////nonexistent-dir/{url.database or 'x'}")
+    answer = app.test_client().post("/admin/api/probe/d1/wipe", headers=_bearer(tokens["admin"]))
+    assert answer.status_code == 503
+    assert answer.json is not None and answer.json["error"] == "store_unavailable"
