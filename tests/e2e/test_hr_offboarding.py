@@ -48,6 +48,9 @@ __all__: list[str] = []
 
 pytestmark = [pytest.mark.slow]
 
+#: The app the shipped configuration policy installs on every device.
+POLICY_APP = "com.example.posture-agent"
+
 
 @pytest.fixture(
     params=[
@@ -155,7 +158,9 @@ def test_signed_bamboohr_webhook_to_acknowledged_selective_wipe(
         assert wipe.status.value == "queued"
         assert not [c for c in _device_commands(dep) if c.type.value == "wipe"]
         assert wipe.payload["work_container"] is True
-        assert sorted(wipe.payload["apps"]) == sorted(APPS)
+        # what the MDM installed, plus what the configuration policy in force installs
+        # (policies/configuration.yaml: everyone gets the posture agent app); nothing else
+        assert sorted(wipe.payload["apps"]) == sorted((*APPS, POLICY_APP))
         assert sorted(wipe.payload["certificates"]) == sorted(CERTIFICATES)
 
         # The agent's next check-in gets it and acknowledges it.
