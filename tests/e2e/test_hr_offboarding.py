@@ -187,9 +187,12 @@ def test_signed_bamboohr_webhook_to_acknowledged_selective_wipe(
         actions = _audit_actions(dep)
         steps = [a for _, a, _ in actions]
         for step in (
-            "hr.employee_event",
+            "hr.employee_event",  # the HR event, by hr:bamboohr
             "offboarding.requested",
-            "credentials.revoked",
+            "offboarding.started",
+            "credentials.revoked",  # sessions and tokens
+            "command.queued",  # the selective wipe
+            "offboarding.device_queued",
         ):
             assert step in steps, (step, steps)
         assert ("hr:bamboohr", "hr.employee_event", "offboarding_started") in actions
