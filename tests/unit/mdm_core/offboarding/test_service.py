@@ -335,3 +335,16 @@ def test_retired_devices_are_left_alone(core: MdmCore, alice: dict[str, str]) ->
     devices = {d.device.device_id for d in core.offboarding.status("alice")[0].devices}
     assert devices == {alice["byod"]}
     assert job.status is JobStatus.RUNNING
+
+
+def test_a_warmed_read_model_sees_the_block(core: MdmCore, alice: dict[str, str]) -> None:
+    """A worker starting after the offboarding warms its cache in bulk: the user is inactive
+    there too (not only on the per-user miss path)."""
+    check_in(core, alice["corp"])
+    offboard(core)
+    add_user(core.directory, "alice", ("staff",), active=True)  # a sync says active
+    model = read_model_of(core)
+    model.cache.clear()
+    report = model.reads.warm(100)
+    assert report.users == 1
+    assert model.reads.decision_state("alice", alice["corp"]).user.active is False
