@@ -13,16 +13,20 @@ so a replayed event never makes a second job.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from mdm_core.bus.events import DomainEvent, EventType
+from mdm_core.domain.errors import NotFound
 
 if TYPE_CHECKING:
     from mdm_core.offboarding.service import OffboardingService
     from mdm_core.storage.sql.uow import SqlUnitOfWork
 
 __all__ = ["TRIGGER_EVENTS", "DirectoryTrigger", "trigger_for", "listener_factory"]
+
+log = logging.getLogger(__name__)
 
 TRIGGER_EVENTS = frozenset({EventType.ACCOUNT_DISABLED, EventType.ACCOUNT_DELETED})
 
@@ -48,17 +52,21 @@ class DirectoryTrigger:
             payload = event.payload
             trigger = trigger_for(payload.get("source"))
             username = payload.get("username")
-            self._service.request(
-                self._uow,
-                user_id=str(payload.get("user_id") or event.subject),
-                trigger=trigger,
-                source_ref=f"{event.type}:{event.id}",
-                effective_at=None,
-                actor=trigger,
-                username=str(username) if username else None,
-                groups=frozenset(str(g) for g in payload.get("groups") or ()),
-                reason=str(payload.get("reason") or event.type),
-            )
+            user_id = str(payload.get("user_id") or event.subject)
+            try:
+                self._service.request(
+                    self._uow,
+                    user_id=user_id,
+                    trigger=trigger,
+                    source_ref=f"{event.type}:{event.id}",
+                    effective_at=None,
+                    actor=trigger,
+                    username=str(username) if username else None,
+                    groups=frozenset(str(g) for g in payload.get("groups") or ()),
+                    reason=str(payload.get("reason") or event.type),
+                )
+            except NotFound:  # raised before any write: not in the mirror, no device, no name
+                log.info("%s for unknown user %s: nothing to offboard", event.type, user_id)
 
 
 def listener_factory(service: OffboardingService) -> Callable[[SqlUnitOfWork], DirectoryTrigger]:

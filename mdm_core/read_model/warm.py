@@ -85,6 +85,7 @@ def _recent(limit: int) -> Subquery:
 
 # The owners of the recent devices, each with their effective group names: one row per
 # (user, group), or one row with a NULL name for a user in no group (covered all the same).
+# An offboarded user (``user_blocks``) is inactive, as ``user_context`` reads it.
 _USERS = text(
     """
 WITH RECURSIVE owners(user_id) AS (
@@ -100,8 +101,9 @@ WITH RECURSIVE owners(user_id) AS (
     JOIN grp ON m.member_kind = 'group' AND m.member_id = grp.id
     WHERE grp.depth < :max_nesting
 )
-SELECT u.id AS id, u.active AS active, g.name AS name
+SELECT u.id AS id, (u.active AND b.user_id IS NULL) AS active, g.name AS name
 FROM owners o JOIN directory_users u ON u.id = o.user_id
+LEFT JOIN user_blocks b ON b.user_id = u.id
 LEFT JOIN (SELECT DISTINCT user_id, id FROM grp) eg ON eg.user_id = u.id
 LEFT JOIN directory_groups g ON g.id = eg.id
 """

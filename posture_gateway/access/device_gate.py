@@ -109,12 +109,14 @@ class PolicyDeviceBinding:
         with self._storage.unit_of_work() as uow:
             device = uow.devices.get(subject.device_id)
             user = uow.directory_users.get(subject.user_id)
+            offboarded = uow.offboarding.blocked(subject.user_id) is not None
         return (
             device is not None
             and device.user_id == subject.user_id  # identifiers, not secrets
             and device.status is DeviceStatus.ACTIVE
             and user is not None
             and user.active
+            and not offboarded  # an offboarding block outlives any sync saying "active"
         )
 
 

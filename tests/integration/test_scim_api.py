@@ -156,6 +156,12 @@ def test_okta_lifecycle(app: Flask, okta: Scim) -> None:
     # Okta's PUT (AIW apps) re-activates
     put = okta.call("PUT", f"/Users/{dave['id']}", {**_strip(dave), "active": True})
     assert put.status_code == 200 and put.json["active"] is True
+    # ...but the deactivation offboarded dave: logins stay blocked until an admin reinstates
+    # (docs/offboarding.md), whatever a later sync says.
+    assert not user_context_of(app, dave["id"]).active  # type: ignore[union-attr]
+    app.extensions["posture"].core.offboarding.reinstate(
+        dave["id"], actor="admin:test", reason="re-activated in Okta"
+    )
     assert user_context_of(app, dave["id"]).active  # type: ignore[union-attr]
     # groups: create, rename with the id repeated, members by path and filter
     eng = okta.call(

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mdm_core.device.enrollment import EnrollmentRequest
+from mdm_core.domain.device_lifecycle import change_status
 from mdm_core.domain.errors import NotFound
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.offboarding.model import (
@@ -189,7 +190,10 @@ def test_offline_for_30_days_still_gets_its_command_at_the_next_checkin(
     later = now() + timedelta(days=30)
     # The stale-posture sweep blocks the silent device (its verdict), which must not stop
     # the delivery; nor does run_due retire anything meanwhile.
-    StaleSweep(core.storage, core.policies.current, clock=lambda: later).run_once()
+    swept = StaleSweep(core.storage, core.policies.current, clock=lambda: later).run_once()
+    assert swept is not None and swept.blocked == [alice["byod"]]
+    with core.storage.unit_of_work() as uow:  # and it is quarantined meanwhile, too
+        change_status(uow, alice["byod"], DeviceStatus.QUARANTINED, reason="x", at=later)
     assert core.offboarding.run_due(now=later) == 0
     assert status_of(core, alice["byod"]) is not DeviceStatus.RETIRED
     delivered = check_in(core, alice["byod"], later)
@@ -335,3 +339,16 @@ def test_retired_devices_are_left_alone(core: MdmCore, alice: dict[str, str]) ->
     devices = {d.device.device_id for d in core.offboarding.status("alice")[0].devices}
     assert devices == {alice["byod"]}
     assert job.status is JobStatus.RUNNING
+
+
+def test_a_warmed_read_model_sees_the_block(core: MdmCore, alice: dict[str, str]) -> None:
+    """A worker starting after the offboarding warms its cache in bulk: the user is inactive
+    there too (not only on the per-user miss path)."""
+    check_in(core, alice["corp"])
+    offboard(core)
+    add_user(core.directory, "alice", ("staff",), active=True)  # a sync says active
+    model = read_model_of(core)
+    model.cache.clear()
+    report = model.reads.warm(100)
+    assert report.users == 1
+    assert model.reads.decision_state("alice", alice["corp"]).user.active is False
