@@ -69,6 +69,18 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 
 @pytest.fixture
+def postgres_database(postgres_server_url: str) -> Iterator[Database]:
+    """A migrated, empty database on a real PostgreSQL (for what only it can show: row locks
+    and racing transactions between connections)."""
+    db = Database(_fresh_postgres_db(postgres_server_url))
+    db.migrate()
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
 def sqlite_database(tmp_path: Path) -> Iterator[Database]:
     """A migrated SQLite database (for tests that are not about the backend)."""
     db = Database(f"sqlite:///{tmp_path}/store.sqlite3")

@@ -116,6 +116,7 @@ class WipeService:
         *,
         requested_by: str,
         reason: str,
+        groups: frozenset[str] | None = None,
         uow: UnitOfWork | None = None,
         now: datetime | None = None,
     ) -> WipeRequest:
@@ -123,7 +124,9 @@ class WipeService:
         retired or wiped: :class:`InactiveDevice`; not corporate: :class:`FullWipeRefused`.
         Without the two-person rule the ``wipe`` is queued at once (status ``queued``);
         with it, a ``pending_approval`` request is stored. An open request of the device is
-        returned as is."""
+        returned as is. ``groups`` are the user's group names the offboarding policy is
+        chosen by when the caller holds a snapshot (an offboarding job whose user the
+        directory already deleted); by default the user's current groups."""
         actor = _actor(requested_by, "requested_by")
         why = _text(reason, "reason")
         at = _now(now)
@@ -136,7 +139,7 @@ class WipeService:
                     self._already_open(u, actor, existing, why, at)
                     return existing
                 self._close_finished(u, existing, at)
-            required = self._two_person_rule(u, device)
+            required = self._two_person_rule(u, device, groups)
             signed = (actor,) if is_human_admin(actor) else ()
             request = WipeRequest(
                 id=str(uuid.uuid4()),
@@ -419,8 +422,11 @@ class WipeService:
         self._refuse(u, actor, action, device_id, error.reason, at)
         raise error
 
-    def _two_person_rule(self, u: UnitOfWork, device: DeviceRecord) -> bool:
-        groups = u.memberships.effective_group_names(device.user_id)
+    def _two_person_rule(
+        self, u: UnitOfWork, device: DeviceRecord, groups: frozenset[str] | None
+    ) -> bool:
+        if groups is None:
+            groups = u.memberships.effective_group_names(device.user_id)
         policy = offboarding_policy_for(self._policies(), groups=groups, ownership=device.ownership)
         return policy is not None and policy.two_person_rule
 

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from mdm_core.bus.events import DomainEvent, EventType
-from mdm_core.device.command_model import CommandStatus, CommandType
+from mdm_core.device.command_model import DELIVERABLE_STATUSES, CommandStatus, CommandType
 from mdm_core.device.commands import CommandService
 from mdm_core.device.enrollment import EnrollmentService
 from mdm_core.device.selective_wipe import selective_wipe_payload
@@ -139,6 +139,12 @@ def is_blocked(uow: UnitOfWork, user_id: str) -> bool:
 @dataclass(slots=True)
 class _Tick:
     steps: int = 0
+
+
+#: Commands that put managed data on a device: cancelled when the device is offboarded.
+_INSTALLS = frozenset(
+    {CommandType.INSTALL_APP, CommandType.INSTALL_CERTIFICATE, CommandType.APPLY_CONFIGURATION}
+)
 
 
 class OffboardingService:
@@ -381,7 +387,12 @@ class OffboardingService:
         elif action is Action.FULL_WIPE:
             try:
                 request = self.wipes.request_full_wipe(
-                    device.id, requested_by=actor, reason=why[:_MAX_TEXT], uow=uow, now=now
+                    device.id,
+                    requested_by=actor,
+                    reason=why[:_MAX_TEXT],
+                    groups=groups,  # the job's snapshot: the directory may have deleted them
+                    uow=uow,
+                    now=now,
                 )
             except Conflict as refused:  # e.g. not corporate after all: lock and retire
                 action, detail = Action.LOCK_AND_RETIRE, f"full wipe refused: {refused.reason}"
@@ -398,6 +409,7 @@ class OffboardingService:
                     detail = f"full wipe request {request.status}"
         if action is Action.LOCK_AND_RETIRE:
             command_id = self._lock(uow, device.id, actor, key, now)
+        self._cancel_installs(uow, device.id, actor, now)
         row = JobDevice(
             job_id=job.id,
             device_id=device.id,
@@ -435,6 +447,13 @@ class OffboardingService:
     ) -> Mapping[str, Any]:
         return selective_wipe_payload(uow, device_id, reason=reason, policies=self.policies())
 
+    def _cancel_installs(self, uow: UnitOfWork, device_id: str, actor: str, now: datetime) -> None:
+        """Cancel what the MDM still meant to put on the device: an install delivered after
+        the wipe (a lower priority, the same check-in's batch) would put managed data back."""
+        for command in uow.commands.for_device(device_id, limit=500):
+            if command.type in _INSTALLS and command.status in DELIVERABLE_STATUSES:
+                self.commands.cancel(command.id, by=actor, reason="offboarding", now=now, uow=uow)
+
     def _lock(self, uow: UnitOfWork, device_id: str, actor: str, key: str, now: datetime) -> str:
         return self.commands.enqueue(
             device_id, CommandType.LOCK.value, {"message": LOCK_MESSAGE}, created_by=actor,
@@ -443,32 +462,40 @@ class OffboardingService:
 
     # --- cancel, reinstate ------------------------------------------------------------------
 
-    def cancel(self, job_id: str, *, actor: str, reason: str) -> OffboardingJob:
+    def cancel(
+        self, job_id: str, *, actor: str, reason: str, uow: UnitOfWork | None = None
+    ) -> OffboardingJob:
         """Cancel a scheduled job; one that started (or ended) is :class:`OffboardingStarted`,
-        an unknown id :class:`JobNotFound`."""
-        now = self.clock()
-        with self.storage.unit_of_work() as uow:
-            job = uow.offboarding.get(job_id, lock=True)
-            if job is None:
-                raise JobNotFound(f"unknown offboarding job {job_id}")
-            if job.status is not JobStatus.SCHEDULED:
-                uow.call_after(lambda: self._audit_refused(actor, job, "cancel", now))
-                raise OffboardingStarted(
-                    f"offboarding job {job_id} is {job.status.value}: only a scheduled job "
-                    "can be cancelled"
-                )
-            uow.offboarding.update_job(
-                job_id, expected=JobStatus.SCHEDULED, status=JobStatus.CANCELLED, at=now
+        an unknown id :class:`JobNotFound`. With ``uow`` the cancellation joins the caller's
+        unit of work (an HR delivery that clears a termination date commits with it)."""
+        if uow is not None:
+            return self._cancel(uow, job_id, actor=actor, reason=reason, now=self.clock())
+        with self.storage.unit_of_work() as own:
+            return self._cancel(own, job_id, actor=actor, reason=reason, now=self.clock())
+
+    def _cancel(
+        self, uow: UnitOfWork, job_id: str, *, actor: str, reason: str, now: datetime
+    ) -> OffboardingJob:
+        job = uow.offboarding.get(job_id, lock=True)
+        if job is None:
+            raise JobNotFound(f"unknown offboarding job {job_id}")
+        if job.status is not JobStatus.SCHEDULED or not uow.offboarding.update_job(
+            job_id, expected=JobStatus.SCHEDULED, status=JobStatus.CANCELLED, at=now
+        ):
+            uow.call_after(lambda: self._audit_refused(actor, job, "cancel", now))
+            raise OffboardingStarted(
+                f"offboarding job {job_id} is {job.status.value}: only a scheduled job "
+                "can be cancelled"
             )
-            uow.audit.record(
-                actor,
-                "offboarding.cancelled",
-                job.user_id,
-                "ok",
-                {"job_id": job_id, "reason": reason[:_MAX_TEXT]},
-                at=now,
-            )
-            cancelled = uow.offboarding.get(job_id)
+        uow.audit.record(
+            actor,
+            "offboarding.cancelled",
+            job.user_id,
+            "ok",
+            {"job_id": job_id, "reason": reason[:_MAX_TEXT]},
+            at=now,
+        )
+        cancelled = uow.offboarding.get(job_id)
         assert cancelled is not None
         return cancelled
 

@@ -197,23 +197,12 @@ class HrTriggerService:
     def _cancel_scheduled(
         self, uow: SqlUnitOfWork, job: OffboardingJob, actor: str, reason: str, now: datetime
     ) -> bool:
-        """Cancel a scheduled job inside THIS unit of work (``OffboardingService.cancel``
-        opens its own): the cancellation commits with the delivery record or not at all."""
+        """Cancel a scheduled job inside THIS unit of work: the cancellation commits with the
+        delivery record or not at all. ``False`` when it is no longer scheduled."""
         locked = uow.offboarding.get(job.id, lock=True)
         if locked is None or locked.status is not JobStatus.SCHEDULED:
             return False
-        if not uow.offboarding.update_job(
-            job.id, expected=JobStatus.SCHEDULED, status=JobStatus.CANCELLED, at=now
-        ):
-            return False
-        uow.audit.record(
-            actor,
-            "offboarding.cancelled",
-            job.user_id,
-            "ok",
-            {"job_id": job.id, "reason": reason[:256]},
-            at=now,
-        )
+        self.offboarding.cancel(job.id, actor=actor, reason=reason, uow=uow)
         return True
 
     @staticmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from mdm_core.bus.events import DomainEvent, InProcessBus
 from mdm_core.bus.outbox_relay import OutboxRelay
 from mdm_core.storage.sql.database import Database
 from mdm_core.storage.sql.uow import SqlStorage
-from tests.conftest import _fresh_postgres_db
 
 
 class RecordingBus(InProcessBus):
@@ -122,16 +120,6 @@ def test_background_thread_publishes_on_kick_and_stops(database: Database) -> No
     relay.kick()  # stopped: nothing happens
     time.sleep(0.1)
     assert _n(bus) == [0]
-
-
-@pytest.fixture
-def postgres_database(postgres_server_url: str) -> Iterator[Database]:
-    db = Database(_fresh_postgres_db(postgres_server_url))
-    db.migrate()
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 def test_concurrent_relays_take_disjoint_rows_on_postgres(

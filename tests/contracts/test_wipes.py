@@ -112,13 +112,23 @@ def _set_ownership(database: Database, device_id: str, ownership: str) -> None:
         conn.execute(update(devices).where(devices.c.id == device_id).values(ownership=ownership))
 
 
-@pytest.fixture
-def storage(database: Database) -> SqlStorage:
+def _seeded(database: Database) -> SqlStorage:
     add_device(database, "corp", ownership="corporate")
     add_device(database, "corp2", ownership="corporate")
     add_device(database, "phone", ownership="byod")
     add_device(database, "gone", ownership="corporate", status="retired")
     return SqlStorage(database)
+
+
+@pytest.fixture
+def storage(database: Database) -> SqlStorage:
+    return _seeded(database)
+
+
+@pytest.fixture
+def pg_storage(postgres_database: Database) -> SqlStorage:
+    """The same devices on PostgreSQL only (the race tests)."""
+    return _seeded(postgres_database)
 
 
 # --- the command service: corporate only, whatever the caller ------------------------------
@@ -419,10 +429,10 @@ def _race(*calls: Callable[[], object]) -> list[object]:
 
 @pytest.mark.parametrize("requester", ["admin:alice", "offboarding:j1"])
 def test_two_admins_approving_at_once_queue_exactly_one_wipe(
-    storage: SqlStorage, database: Database, tmp_path: Path, requester: str
+    pg_storage: SqlStorage, postgres_database: Database, tmp_path: Path, requester: str
 ) -> None:
-    if database.dialect != "postgresql":
-        pytest.skip("row locks between connections: PostgreSQL")
+    """Row locks between connections: PostgreSQL only (SQLite serialises writers)."""
+    storage, database = pg_storage, postgres_database
     wipes = WipeService(storage, _policies(tmp_path, RULE_FOR_ALL))
     for attempt in range(5):
         device = "corp" if attempt == 0 else f"race-{attempt}"
@@ -445,10 +455,10 @@ def test_two_admins_approving_at_once_queue_exactly_one_wipe(
 
 
 def test_two_requests_at_once_make_one_open_request(
-    storage: SqlStorage, database: Database, tmp_path: Path
+    pg_storage: SqlStorage, postgres_database: Database, tmp_path: Path
 ) -> None:
-    if database.dialect != "postgresql":
-        pytest.skip("racing transactions: PostgreSQL")
+    """Racing transactions: PostgreSQL only (SQLite serialises writers)."""
+    storage, database = pg_storage, postgres_database
     wipes = WipeService(storage, _policies(tmp_path, NO_RULE))
     results = _race(
         lambda: wipes.request_full_wipe("corp", requested_by="admin:a", reason="x", now=T0),

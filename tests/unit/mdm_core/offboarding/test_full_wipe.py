@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from mdm_core.directory.accounts import delete_account
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.offboarding.model import Action, DeviceState, JobStatus
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.runtime import MdmCore
 from mdm_core.storage.sql.database import Database
 from tests.helpers.enrolled import enroll_device, make_core
-from tests.unit.mdm_core.offboarding.helpers import ack, add_user, check_in, commands_of
+from tests.unit.mdm_core.offboarding.helpers import ack, add_user, check_in, commands_of, now
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -132,3 +133,30 @@ def test_a_rejected_wipe_fails_the_device_and_keeps_it_locked(two_person_core: M
     assert [c["type"] for c in commands_of(core, corp.device_id)] == ["lock"]
     with core.storage.unit_of_work() as uow:
         assert uow.devices.get(corp.device_id).status is not DeviceStatus.WIPED  # type: ignore[union-attr]
+
+
+def test_a_deleted_users_group_policy_still_asks_for_two_admins(
+    database: Database, tmp_path: Path
+) -> None:
+    """The directory deletes the user (and their memberships) before the job runs: the
+    two-person rule of their group's policy is read from the job's snapshot of the groups,
+    not from the user's groups of now (none), which would pick the unassigned policy."""
+    target = _policies(tmp_path, two_person=False)  # unassigned: full wipe, one signature
+    (target / "offboarding-executives.yaml").write_text(
+        "kind: OffboardingPolicy\nid: executives-offboarding\n"
+        "assign: {groups: [executives]}\nactions:\n  corporate: full_wipe\n"
+        "two_person_rule: true\n"
+    )
+    core = make_core(database, tmp_path, policy_dir=target)
+    try:
+        add_user(core.directory, "bob", ("executives",))
+        corp = enroll_device(core, "bob", ownership=Ownership.CORPORATE, platform=Platform.MACOS)
+        with core.storage.unit_of_work() as uow:  # the directory trigger fires in here
+            assert delete_account(uow, "bob", at=now(), actor="directory:scim", source="scim")
+        [report] = core.offboarding.status("bob")
+        assert report.job.groups == ("executives",)
+        [row] = report.devices
+        assert row.wipe_request_status == "pending_approval"
+        assert [c["type"] for c in commands_of(core, corp.device_id)] == ["lock"]
+    finally:
+        core.close()

@@ -352,3 +352,24 @@ def test_a_warmed_read_model_sees_the_block(core: MdmCore, alice: dict[str, str]
     report = model.reads.warm(100)
     assert report.users == 1
     assert model.reads.decision_state("alice", alice["corp"]).user.active is False
+
+
+def test_installs_still_queued_are_cancelled_so_the_wipe_is_not_undone(
+    core: MdmCore, alice: dict[str, str]
+) -> None:
+    """An install_app queued before the offboarding has a lower priority than the selective
+    wipe, so the same check-in would hand it over after the wipe and put managed data back:
+    the job cancels it."""
+    install = core.commands.enqueue(
+        alice["byod"], "install_app", {"app_id": "com.example.crm"}, created_by="admin:root"
+    )
+    job = offboard(core)
+    cancelled = core.commands.get(install.id)
+    assert cancelled is not None and cancelled.status.value == "cancelled"
+    [wipe] = check_in(core, alice["byod"])
+    assert wipe.type.value == "selective_wipe"
+    delivered = {c.id for c in core.commands.for_device(alice["byod"]) if c.delivered_at}
+    assert install.id not in delivered
+    assert (f"offboarding:{job.id}", "offboarding.device_queued", alice["byod"]) in (
+        audit_actions(core)
+    )
