@@ -37,6 +37,7 @@ from posture_gateway.state import state
 
 __all__ = [
     "LEGACY_ENDPOINTS",
+    "REQUIRED_ROLE",
     "MIN_TOKEN_LENGTH",
     "authenticate_admin",
     "install_admin_guard",
@@ -55,6 +56,10 @@ LEGACY_ENDPOINTS = frozenset(
     {"admin_api.what_if_view", "admin_api.policies_view", "admin_api.sessions_view"}
 )
 _PRINCIPAL = "posture_admin_principal"
+#: The attribute :func:`require_role` sets on the views it wraps: every admin route that is
+#: not a legacy read-only one must carry it (a test walks the URL map), so a route added
+#: without a role check is caught instead of opening to every named admin.
+REQUIRED_ROLE = "posture_required_role"
 
 
 def admin_error(status: int, code: str, reason: str) -> tuple[Response, int]:
@@ -186,6 +191,7 @@ def require_role(role: Role) -> Callable[[_F], _F]:
                 )
             return view(*args, **kwargs)
 
+        setattr(wrapper, REQUIRED_ROLE, role)  # the route-rule test reads it
         return cast(_F, wrapper)
 
     return decorate

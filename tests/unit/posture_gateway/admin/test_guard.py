@@ -12,7 +12,13 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import create_engine, select
 
 from mdm_core.storage.sql.tables import audit_log
-from posture_gateway.admin.guard import current_admin, install_admin_guard, require_role
+from posture_gateway.admin.guard import (
+    LEGACY_ENDPOINTS,
+    REQUIRED_ROLE,
+    current_admin,
+    install_admin_guard,
+    require_role,
+)
 from posture_gateway.admin.principals import Role
 from posture_gateway.admin.service import add_admin, disable_admin
 from posture_gateway.app import create_app
@@ -180,3 +186,25 @@ def test_a_store_outage_is_503_never_a_pass(app: Flask) -> None:
     answer = app.test_client().post("/admin/api/probe/d1/wipe", headers=_bearer(tokens["admin"]))
     assert answer.status_code == 503
     assert answer.json is not None and answer.json["error"] == "store_unavailable"
+
+
+def test_every_admin_route_declares_its_role(app: Flask) -> None:
+    """A view under /admin/api without require_role would open to every named admin,
+    helpdesk included: each one declares its role, except the three legacy read-only
+    routes the shared token keeps (which any named admin may read)."""
+    checked = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/admin/api"):
+            continue
+        view = app.view_functions[rule.endpoint]
+        if rule.endpoint in LEGACY_ENDPOINTS:
+            assert not hasattr(view, REQUIRED_ROLE), rule.endpoint
+            continue
+        assert isinstance(getattr(view, REQUIRED_ROLE, None), Role), (
+            f"{rule.rule} ({rule.endpoint}) has no require_role"
+        )
+        checked.append(rule.endpoint)
+    # The shipped blueprints were walked: devices and wipe requests, offboarding, HR.
+    assert {"admin_devices", "offboarding_admin", "hr_admin"} <= {
+        e.split(".")[0] for e in checked
+    }, checked
