@@ -4,6 +4,7 @@ them; the acknowledgement, setErrs, the bounded long poll, and the delivery metr
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -12,6 +13,7 @@ from flask import Flask
 from prometheus_client import REGISTRY
 
 from mdm_core.bus.events import DomainEvent
+from mdm_core.storage.directory import DirectoryUser
 from posture_gateway.signals.store import open_store
 from tests.unit.posture_gateway.signals.conftest import (
     DCC,
@@ -128,3 +130,28 @@ def test_poll_refuses_push_streams_and_bad_bodies(app: Flask) -> None:
         {"ack": ["j" * 65]},
     ):
         assert c.post(f"/ssf/poll/{sid}", json=body, headers=bearer(tok)).status_code == 400
+
+
+def test_an_offboarding_job_queues_risc_account_disabled(app: Flask) -> None:
+    """The real job, not a hand-written event: ``user.offboarded``, written in the job's
+    unit of work, reaches the receiver as RISC account-disabled for the user."""
+    tok = token(app, "rx-a", "ssf.read ssf.manage")
+    sid = _poll_stream(app, tok, [DISABLED])
+    core = core_of(app)
+    core.directory.upsert_user(
+        DirectoryUser(
+            id="u-carol", username="carol", active=True, source="local",
+            updated_at=datetime.now(UTC),
+        )
+    )  # fmt: skip
+    with core.storage.unit_of_work() as uow:
+        job = core.offboarding.request(
+            uow, user_id="u-carol", trigger="hr:generic", source_ref="e-9", effective_at=None,
+            actor="hr:generic",
+        )  # fmt: skip
+    assert job.status.value == "running"
+    got = _poll(app, tok, sid, returnImmediately=True)
+    [set_token] = got["sets"].values()
+    claims = jwt.decode(set_token, options={"verify_signature": False})
+    assert list(claims["events"]) == [DISABLED]
+    assert claims["sub_id"]["sub"] == "u-carol"
