@@ -23,7 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from mdm_core.access.whatif import what_if
 from mdm_core.policy.errors import PolicySetUnavailable
 from posture_gateway.access.device_gate import evaluator
-from posture_gateway.admin.guard import MIN_TOKEN_LENGTH, install_admin_guard
+from posture_gateway.admin.guard import MIN_TOKEN_LENGTH, admin_error, install_admin_guard
 from posture_gateway.sso.sql import SqlSessionStore
 from posture_gateway.state import state
 
@@ -35,14 +35,6 @@ _ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,256}$")
 _APP = re.compile(r"^[\x21-\x7e]{1,512}$")
 
 
-def _error(status: int, code: str, reason: str) -> tuple[Response, int]:
-    response = jsonify({"error": code, "reason": reason})
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="posture-admin"'
-    response.headers["Cache-Control"] = "no-store"
-    return response, status
-
-
 install_admin_guard(bp)  # named admins; the shared token on these three routes only
 
 
@@ -52,16 +44,16 @@ def what_if_view() -> tuple[Response, int]:
     device_id = request.args.get("device", "")
     app = request.args.get("app") or None
     if not _ID.match(user_id):
-        return _error(400, "bad_request", "`user` is required (1-256 characters, no spaces)")
+        return admin_error(400, "bad_request", "`user` is required (1-256 characters, no spaces)")
     if not _ID.match(device_id):
-        return _error(400, "bad_request", "`device` is required (1-256 characters, no spaces)")
+        return admin_error(400, "bad_request", "`device` is required (1-256 characters, no spaces)")
     if app is not None and not _APP.match(app):
-        return _error(400, "bad_request", "`app` must be 1-512 printable characters")
+        return admin_error(400, "bad_request", "`app` must be 1-512 printable characters")
     core = state().core
     try:
         core.policies.current()  # none in force: say so (the evaluator would block everything)
     except PolicySetUnavailable as exc:
-        return _error(503, "policy_set_unavailable", str(exc))
+        return admin_error(503, "policy_set_unavailable", str(exc))
     result = what_if(
         evaluator(), user_id=user_id, device_id=device_id, app=app, now=datetime.now(UTC)
     )
@@ -91,10 +83,10 @@ def sessions_view() -> tuple[Response, int]:
     user_id = request.args.get("user_id")
     device_id = request.args.get("device_id")
     if (user_id is None) == (device_id is None):
-        return _error(400, "bad_request", "give exactly one of `user_id`, `device_id`")
+        return admin_error(400, "bad_request", "give exactly one of `user_id`, `device_id`")
     selector = user_id if user_id is not None else device_id
     if not _ID.match(selector or ""):
-        return _error(400, "bad_request", "the id must be 1-256 characters, no spaces")
+        return admin_error(400, "bad_request", "the id must be 1-256 characters, no spaces")
     gateway = state()
     lifetimes = gateway.settings.sessions
     store = SqlSessionStore(
