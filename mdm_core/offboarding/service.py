@@ -677,7 +677,7 @@ class OffboardingService:
             if command is None:
                 return self._settle(uow, job, row, DeviceState.FAILED, "command missing", now)
             if command.status is CommandStatus.ACKNOWLEDGED:
-                if command.type is CommandType.WIPE:
+                if row.action is Action.FULL_WIPE:  # its command is the wipe (wipes.py)
                     uow.certificates.revoke_for_device(device_id, reason="wiped", at=now)
                     change_status(
                         uow, device_id, DeviceStatus.WIPED, reason=f"offboarding {job.id}",

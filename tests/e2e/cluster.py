@@ -230,12 +230,27 @@ def _stop(instance: Instance) -> None:
             instance.proc.wait(timeout=10)
 
 
+_GRANIAN_WORKERS = re.compile(r"with granian \((\d+) workers?\)")
+
+
+def _all_workers_started(output: str) -> bool:
+    """Granian logs ``Started worker-N`` once a worker has built its app: a ready answer
+    from one worker does not mean the other has (under load it may still be booting, and a
+    test that stops Redis or PostgreSQL then would fail that worker's start)."""
+    found = _GRANIAN_WORKERS.search(output)
+    if found is None:  # another server: its readiness answer is all there is
+        return True
+    return output.count("Started worker-") >= int(found.group(1))
+
+
 def wait_ready(instance: Instance, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert instance.alive(), f"{instance.url} exited:\n{instance.output()}"
         try:
-            if httpx.get(instance.url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(
+                instance.url + "/readyz", timeout=2
+            ).status_code == 200 and _all_workers_started(instance.output()):
                 return
         except httpx.HTTPError:
             pass
