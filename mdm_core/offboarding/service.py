@@ -113,6 +113,7 @@ class FullWipes(Protocol):
         *,
         requested_by: str,
         reason: str,
+        groups: frozenset[str] | None = None,
         uow: UnitOfWork | None = None,
         now: datetime | None = None,
     ) -> WipeRequestView: ...
