@@ -64,14 +64,22 @@ def _names(values: Collection[object], what: str, device_id: str, cap: int) -> l
     return names[:cap]
 
 
-def _queued(uow: UnitOfWork, device_id: str, kind: CommandType, key: str) -> set[object]:
-    """``payload[key]`` of the device's ``kind`` commands, but those cancelled before they
-    were ever delivered (they never reached it)."""
-    return {
-        c.payload.get(key)
-        for c in uow.commands.of_type(device_id, kind, limit=_COMMANDS_READ)
-        if not (c.status is CommandStatus.CANCELLED and c.delivered_at is None)
-    }
+#: The commands by which the MDM put data on a device, and the payload key naming it.
+_INSTALLED_BY: dict[CommandType, str] = {
+    CommandType.INSTALL_APP: "app_id",
+    CommandType.INSTALL_CERTIFICATE: "name",
+    CommandType.APPLY_CONFIGURATION: "configuration_id",
+}
+
+
+def _queued(uow: UnitOfWork, device_id: str) -> dict[CommandType, set[object]]:
+    """Per install type, what the device's install commands named (one statement), but those
+    cancelled before they were ever delivered (they never reached it)."""
+    named: dict[CommandType, set[object]] = {kind: set() for kind in _INSTALLED_BY}
+    for c in uow.commands.of_types(device_id, _INSTALLED_BY, limit=_COMMANDS_READ):
+        if not (c.status is CommandStatus.CANCELLED and c.delivered_at is None):
+            named[c.type].add(c.payload.get(_INSTALLED_BY[c.type]))
+    return named
 
 
 def selective_wipe_payload(
@@ -104,9 +112,10 @@ def selective_wipe_payload(
         )
         apps |= desired.install_apps
         certificates |= desired.install_certificates
-    apps.update(_queued(uow, device_id, CommandType.INSTALL_APP, "app_id"))
-    certificates.update(_queued(uow, device_id, CommandType.INSTALL_CERTIFICATE, "name"))
-    configurations = _queued(uow, device_id, CommandType.APPLY_CONFIGURATION, "configuration_id")
+    queued = _queued(uow, device_id)
+    apps |= queued[CommandType.INSTALL_APP]
+    certificates |= queued[CommandType.INSTALL_CERTIFICATE]
+    configurations = queued[CommandType.APPLY_CONFIGURATION]
     payload = {
         "reason": None if reason is None else reason[:256],
         "work_container": True,

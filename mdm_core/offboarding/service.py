@@ -36,7 +36,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -229,10 +229,12 @@ class OffboardingService:
             source_ref=source_ref,
             actor=actor,
             reason=(reason or None) and reason[:_MAX_TEXT],
-            status=JobStatus.SCHEDULED,
+            # Effective now: inserted running, its at-once steps follow in this transaction.
+            status=JobStatus.SCHEDULED if when > now else JobStatus.RUNNING,
             effective_at=when,
             created_at=now,
             updated_at=now,
+            started_at=None if when > now else now,
         )
         if not uow.offboarding.add_job(job):  # a concurrent trigger made it first: that one
             found = (
@@ -257,7 +259,7 @@ class OffboardingService:
         )
         if when > now:
             return job
-        return self._start(uow, job, now)
+        return self._run_at_once(uow, job, now)
 
     def _bring_forward(
         self,
@@ -297,8 +299,8 @@ class OffboardingService:
     # --- the at-once steps ------------------------------------------------------------------
 
     def _start(self, uow: UnitOfWork, job: OffboardingJob, now: datetime) -> OffboardingJob:
-        """Run the at-once steps of a scheduled job (the caller holds it): block, revoke,
-        event, then one command (or wipe request) per device."""
+        """Fire a scheduled job (the caller holds it): claimed (scheduled -> running, with the
+        user's groups of today), then its at-once steps, in one transaction."""
         user = uow.directory_users.get(job.user_id)
         groups = job.groups
         username = job.username
@@ -316,7 +318,29 @@ class OffboardingService:
             current = uow.offboarding.get(job.id)
             assert current is not None
             return current
+        return self._run_at_once(
+            uow,
+            replace(
+                job, status=JobStatus.RUNNING, groups=groups, username=username, updated_at=now
+            ),
+            now,
+        )
+
+    def _run_at_once(self, uow: UnitOfWork, job: OffboardingJob, now: datetime) -> OffboardingJob:
+        """The at-once steps of a running job: one command (or wipe request) per device,
+        then block, revoke, event (the caller's transaction). Returns ``job``."""
+        groups = job.groups
+        username = job.username
         actor = job.actor_name
+        # The devices first, then the block and the revocation: all of it commits together,
+        # but the block and the revocation bump the read model's shared ``directory`` and
+        # ``tokens`` version rows, whose row locks every concurrent offboarding waits for;
+        # taken last, they are held for the commit only, not for the per-device work.
+        policies = self.policies()
+        for device in uow.devices.list_for_user(job.user_id):
+            if device.status in _GONE:
+                continue
+            self._device_step(uow, job, device, frozenset(groups), policies, now)
         uow.offboarding.block(UserBlock(job.user_id, job.id, job.reason or job.trigger, now))
         revoked = end_user_access(uow, job.user_id, reason="user_offboarded", at=now, actor=actor)
         uow.outbox.add(
@@ -350,14 +374,7 @@ class OffboardingService:
             },
             at=now,
         )
-        policies = self.policies()
-        for device in uow.devices.list_for_user(job.user_id):
-            if device.status in _GONE:
-                continue
-            self._device_step(uow, job, device, frozenset(groups), policies, now)
-        started = uow.offboarding.get(job.id)
-        assert started is not None
-        return started
+        return job
 
     def _device_step(
         self,
@@ -451,8 +468,8 @@ class OffboardingService:
     def _cancel_installs(self, uow: UnitOfWork, device_id: str, actor: str, now: datetime) -> None:
         """Cancel what the MDM still meant to put on the device: an install delivered after
         the wipe (a lower priority, the same check-in's batch) would put managed data back."""
-        for command in uow.commands.for_device(device_id, limit=500):
-            if command.type in _INSTALLS and command.status in DELIVERABLE_STATUSES:
+        for command in uow.commands.of_types(device_id, _INSTALLS, limit=500):
+            if command.status in DELIVERABLE_STATUSES:
                 self.commands.cancel(command.id, by=actor, reason="offboarding", now=now, uow=uow)
 
     def _lock(self, uow: UnitOfWork, device_id: str, actor: str, key: str, now: datetime) -> str:

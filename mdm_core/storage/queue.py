@@ -7,7 +7,7 @@ transitions are the service's job (it writes them to the outbox in the same unit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -82,8 +82,11 @@ class CommandReadStore(Protocol):
         """The device's commands, newest first; ``[]`` when none."""
         ...
 
-    def of_type(self, device_id: str, command_type: CommandType, *, limit: int) -> list[Command]:
-        """The device's commands of ``command_type``, newest first, at most ``limit``."""
+    def of_types(
+        self, device_id: str, command_types: Collection[CommandType], *, limit: int
+    ) -> list[Command]:
+        """The device's commands of any of ``command_types``, newest first, at most
+        ``limit`` (one statement for several types)."""
         ...
 
 

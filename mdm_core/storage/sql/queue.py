@@ -8,7 +8,7 @@ id IN``, one multi-row transition insert). Results and cancellations lock the co
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -327,10 +327,17 @@ class SqlCommandStore:
         )
         return [_command(r) for r in self.conn.execute(stmt)]
 
-    def of_type(self, device_id: str, command_type: CommandType, *, limit: int) -> list[Command]:
+    def of_types(
+        self, device_id: str, command_types: Collection[CommandType], *, limit: int
+    ) -> list[Command]:
+        if not command_types:
+            return []
         stmt = (
             select(commands)
-            .where(commands.c.device_id == device_id, commands.c.type == command_type.value)
+            .where(
+                commands.c.device_id == device_id,
+                commands.c.type.in_(sorted(t.value for t in command_types)),
+            )
             .order_by(commands.c.created_at.desc(), commands.c.id)
             .limit(max(1, limit))
         )
