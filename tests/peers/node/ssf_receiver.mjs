@@ -162,6 +162,16 @@ async function main() {
         answer(202);
         out({ set: payload, header: protectedHeader, status: 202, duplicate, at: Date.now() });
       } catch (err) {
+        // Our own key fetch failing (the transmitter restarting, its JWKS unreachable for a
+        // moment) says nothing about the SET: a receiver answers that as temporarily
+        // unavailable so the transmitter retries, not 400 (which ends the SET's delivery).
+        const jwksDown = err instanceof jose.errors.JWKSTimeout
+          || (err instanceof TypeError && /fetch failed/.test(String(err.message)));
+        if (jwksDown) {
+          out({ unavailable: 'jwks', reason: String(err.message), status: 503 });
+          res.writeHead(503, { 'Retry-After': '1' });
+          return res.end();
+        }
         out({ refused: String(err && err.message || err), status: 400 });
         answer(400, { err: 'invalid_request', description: String(err && err.message || err) });
       }
