@@ -10,17 +10,15 @@ from typing import Any
 from mdm_core.device.command_model import CommandStatus, CommandType
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.posture.model import Ownership, Platform
+from posture_gateway.api.openapi_parts import ADMIN_SECURITY as _ADMIN
+from posture_gateway.api.openapi_parts import ERROR as _ERROR
+from posture_gateway.api.openapi_parts import json_body as _body
+from posture_gateway.api.openapi_parts import json_response as _json
 
 __all__ = ["DEVICE_ADMIN_PATHS"]
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
-_ERROR = {
-    "type": "object",
-    "properties": {"error": _STR, "reason": _STR},
-    "required": ["error", "reason"],
-}
-_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 _PATH_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:@+=-]{1,64}$"}
 _QUERY_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:@/+=-]{1,256}$"}
 _TEXT = {
@@ -36,16 +34,8 @@ _TEXT = {
 }
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(_TEXT[code], _ERROR) for code in codes}
-
-
-def _body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def _path(name: str) -> dict[str, Any]:

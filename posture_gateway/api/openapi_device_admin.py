@@ -15,21 +15,15 @@ from typing import Any
 from mdm_core.device.commands import CommandStatus, CommandType
 from mdm_core.posture.model import Ownership, Platform
 from mdm_core.posture.normalize import FORMATS
+from posture_gateway.api.openapi_parts import ADMIN_SECURITY as _ADMIN
+from posture_gateway.api.openapi_parts import ERROR as _ERROR
+from posture_gateway.api.openapi_parts import json_body as _body
+from posture_gateway.api.openapi_parts import json_response as _json
 
 __all__ = ["BLUEPRINT_PATHS", "SECURITY_SCHEMES"]
 
 _STR = {"type": "string"}
-_ERROR = {
-    "type": "object",
-    "properties": {"error": _STR, "reason": _STR},
-    "required": ["error", "reason"],
-}
 _DEVICE: list[dict[str, list[str]]] = [{"deviceProof": []}]
-_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -46,10 +40,6 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "Cannot answer now: the store or the limiter is down (fail closed, Retry-After)",
     }
     return {str(code): _json(text[code], _ERROR) for code in codes}
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 _ENROLLED = {

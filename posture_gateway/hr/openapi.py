@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from posture_gateway.api.openapi_parts import ERROR as _ERROR
+from posture_gateway.api.openapi_parts import json_response as _json
 from posture_gateway.hr.payloads import BambooPayload, GenericEvent
 from posture_gateway.hr.service import OUTCOMES
 
@@ -17,11 +19,6 @@ __all__ = [
 
 WEBHOOK_MODELS = (BambooPayload, GenericEvent)
 
-_ERROR: dict[str, Any] = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
-    "required": ["error", "reason"],
-}
 _NULLABLE_STR: dict[str, Any] = {"type": ["string", "null"]}
 _RECORD: dict[str, Any] = {
     "type": "object",
@@ -51,10 +48,6 @@ _RESULT: dict[str, Any] = {
     },
     "required": ["source", "delivery_key", "replayed", "events"],
 }
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _webhook(op_id: str, summary: str, model: str, scheme: str, headers: str) -> dict[str, Any]:

@@ -10,18 +10,16 @@ from typing import Any
 
 from mdm_core.device.command_model import CommandStatus
 from mdm_core.offboarding.model import Action, DeviceState, JobStatus
+from posture_gateway.api.openapi_parts import ADMIN_SECURITY as _ADMIN
+from posture_gateway.api.openapi_parts import ERROR as _ERROR
+from posture_gateway.api.openapi_parts import json_body as _body
+from posture_gateway.api.openapi_parts import json_response as _json
 
 __all__ = ["OPENAPI_PATHS"]
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
 _TS = {"type": ["string", "null"], "format": "date-time"}
-_ERROR = {
-    "type": "object",
-    "properties": {"error": _STR, "reason": _STR},
-    "required": ["error", "reason"],
-}
-_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 _TAGS = ["admin", "offboarding"]
 _JOB_ID = {
     "name": "job_id",
@@ -29,10 +27,6 @@ _JOB_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 _ERRORS = {
@@ -48,10 +42,6 @@ _ERRORS = {
 
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ERRORS[c], _ERROR) for c in codes}
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 _USER_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,128}$"}
