@@ -61,6 +61,7 @@ _KEY_SIZES = {ALG_AES256_GCM: 32, ALG_AES128_GCM: 16, ALG_AES128_CBC: 16, ALG_AE
 _X = f"{{{NS_XENC}}}"
 _DS = f"{{{NS_DS}}}"
 _SAML = f"{{{NS_SAML}}}"
+_UNDECRYPTABLE = "EncryptedAssertion cannot be decrypted with our key"
 
 
 def _b64(data: bytes) -> str:
@@ -197,11 +198,18 @@ def decrypt_assertion(
                 raise ValueError("padding")
             plaintext = padded[:-pad]
     except Exception as exc:  # one message for every failure: no oracle
-        raise EncryptionError("EncryptedAssertion cannot be decrypted with our key") from exc
+        raise EncryptionError(_UNDECRYPTABLE) from exc
+    authenticated = content_alg in (ALG_AES256_GCM, ALG_AES128_GCM)
     try:
         assertion = parse_xml(plaintext, limits=limits)
     except SamlError as exc:
+        if not authenticated:
+            # CBC has no integrity: a tampered block that leaves valid padding decrypts to
+            # garbage. Telling "bad padding" from "bad XML" would be a padding oracle.
+            raise EncryptionError(_UNDECRYPTABLE) from exc
         raise EncryptionError(f"decrypted assertion is not acceptable XML: {exc}") from exc
     if assertion.tag != _SAML + "Assertion":
+        if not authenticated:
+            raise EncryptionError(_UNDECRYPTABLE)
         raise EncryptionError("EncryptedAssertion does not hold a saml:Assertion")
     return assertion

@@ -341,6 +341,80 @@ def test_tampered_ciphertext_is_one_uniform_encryption_error(
             verify(fresh, idp_key, decryption_key=other_key.private_key)
 
 
+def _cbc_encrypted(plaintext: bytes, certificate, *, pad: bytes | None = None) -> etree._Element:
+    """An EncryptedAssertion whose AES-128-CBC content is ``plaintext`` (PKCS#7-padded unless
+    ``pad`` is given), with the content key wrapped to ``certificate``: what an attacker who
+    flips ciphertext blocks can make us decrypt."""
+    import base64 as b64
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding as asym
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from posture_gateway.saml.protocol.encryption import encrypt_assertion
+
+    key, iv = os.urandom(16), os.urandom(16)
+    if pad is None:
+        n = 16 - len(plaintext) % 16
+        pad = bytes([n]) * n
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    content = iv + encryptor.update(plaintext + pad) + encryptor.finalize()
+    wrapped = certificate.public_key().encrypt(
+        key, asym.OAEP(mgf=asym.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    )
+    encrypted = encrypt_assertion(
+        etree.Element(f"{{{NS_SAML}}}Assertion"), certificate=certificate, algorithm="aes128-cbc"
+    )
+    values = encrypted.findall(".//{http://www.w3.org/2001/04/xmlenc#}CipherValue")
+    values[0].text = b64.b64encode(wrapped).decode()
+    values[1].text = b64.b64encode(content).decode()
+    return encrypted
+
+
+@pytest.mark.parametrize(
+    ("plaintext", "pad"),
+    [
+        (b"\x8f\x01 not xml at all \xfe", None),  # valid padding, garbage inside
+        (b"<saml:Assertion xmlns:saml='urn:oasis:names:tc:SAML:2.0:assertion'>", None),  # cut
+        (b"<other xmlns='urn:x'/>", None),  # well-formed, not an Assertion
+        (b"<a/>", b"\x00" * 12),  # bad padding: zero
+        (b"<a/>", b"\x11" * 12),  # bad padding: longer than a block
+    ],
+)
+def test_cbc_content_gives_no_padding_oracle(sp_key, plaintext: bytes, pad: bytes | None) -> None:
+    """Bad padding, garbage and a wrong root all read the same under CBC, which has no integrity:
+    a different message for each would let an attacker decrypt it block by block."""
+    from posture_gateway.saml.protocol.encryption import decrypt_assertion
+    from posture_gateway.saml.protocol.errors import EncryptionError
+
+    encrypted = _cbc_encrypted(plaintext, sp_key.certificate, pad=pad)
+    with pytest.raises(EncryptionError) as caught:
+        decrypt_assertion(encrypted, private_key=sp_key.private_key)
+    assert str(caught.value) == "EncryptedAssertion cannot be decrypted with our key"
+
+
+def test_cbc_round_trip_still_decrypts(sp_key) -> None:
+    from posture_gateway.saml.protocol.encryption import decrypt_assertion
+
+    plaintext = f"<saml:Assertion xmlns:saml='{NS_SAML}' ID='_a'/>".encode()
+    assertion = decrypt_assertion(
+        _cbc_encrypted(plaintext, sp_key.certificate), private_key=sp_key.private_key
+    )
+    assert assertion.get("ID") == "_a"
+
+
+def test_gcm_content_that_is_not_an_assertion_says_so(sp_key) -> None:
+    """GCM is authenticated: what decrypts came from the key holder, so the precise reason helps
+    the admin and tells an attacker nothing."""
+    from posture_gateway.saml.protocol.encryption import decrypt_assertion, encrypt_assertion
+    from posture_gateway.saml.protocol.errors import EncryptionError
+
+    encrypted = encrypt_assertion(etree.Element("{urn:x}other"), certificate=sp_key.certificate)
+    with pytest.raises(EncryptionError, match="does not hold a saml:Assertion"):
+        decrypt_assertion(encrypted, private_key=sp_key.private_key)
+
+
 def test_sha1_signed_response_is_refused(upstream, idp_key) -> None:
     from posture_gateway.saml.protocol.errors import UnsupportedAlgorithm
 
