@@ -360,8 +360,9 @@ def _cbc_encrypted(plaintext: bytes, certificate, *, pad: bytes | None = None) -
         pad = bytes([n]) * n
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     content = iv + encryptor.update(plaintext + pad) + encryptor.finalize()
+    sha1 = hashes.SHA1()  # noqa: S303 - rsa-oaep-mgf1p's fixed mask hash, not a signature
     wrapped = certificate.public_key().encrypt(
-        key, asym.OAEP(mgf=asym.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+        key, asym.OAEP(mgf=asym.MGF1(sha1), algorithm=sha1, label=None)
     )
     encrypted = encrypt_assertion(
         etree.Element(f"{{{NS_SAML}}}Assertion"), certificate=certificate, algorithm="aes128-cbc"
