@@ -10,9 +10,9 @@ mode), Microsoft Entra (EAM), the Okta hook and the posture API each name a user
 2. **Not linked yet**: the issuer's :class:`~idp_connectors.identity.IdentityLinking` rule
    decides whether a first link is made (``none``: never; ``email``: a verified email in an
    allowed domain; ``username``: opted in). A user who already has a link from this issuer
-   (another subject) is not linked again; a disabled user is never linked. A link made for
-   one issuer is never used for another: a second upstream asserting ``alice`` gets nothing
-   from alice's link at the first. Every link made and every first link refused is audited.
+   (another subject) is not linked again; a disabled user, or one offboarding blocked, is never
+   linked. A link made for one issuer is never used for another: a second upstream asserting
+   ``alice`` gets nothing from alice's link at the first. Every link made and every first link refused is audited.
 
 Which rule applies to which issuer comes from the integration settings
 (:meth:`DirectoryUserResolver.from_settings`); an issuer with no rule gets ``none``.
@@ -147,6 +147,9 @@ class DirectoryUserResolver:
             return self._refuse(uow, identity, refusal or "no_matching_user", rule)
         if not candidate.active:
             return self._refuse(uow, identity, "user_disabled", rule, candidate.id)
+        if uow.offboarding.blocked(candidate.id) is not None:
+            # Offboarding blocked them: no new way in, even before the directory says disabled.
+            return self._refuse(uow, identity, "user_offboarding", rule, candidate.id)
         taken = [
             x for x in uow.identity_links.for_user(candidate.id) if x.issuer == identity.issuer
         ]

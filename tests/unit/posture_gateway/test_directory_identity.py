@@ -181,6 +181,21 @@ def test_a_link_to_a_disabled_user_gives_no_access(storage: SqlStorage) -> None:
     assert links(storage, "u-carl") == []
 
 
+def test_a_user_offboarding_blocked_is_never_linked(storage: SqlStorage) -> None:
+    """HR said "gone" before the directory did: no new identity may be tied to the account."""
+    from mdm_core.offboarding.model import UserBlock
+
+    with storage.unit_of_work() as uow:
+        uow.offboarding.block(UserBlock("u-alice", "job-1", "terminated", T0))
+    r = resolver(storage, corp=USERNAME)
+    assert r.resolve(ident(username="alice")) is None
+    assert links(storage) == []
+    assert [d["reason"] for d in audit(storage, "identity.link_refused")] == ["user_offboarding"]
+    with storage.unit_of_work() as uow:  # reinstated: the first link is made as usual
+        uow.offboarding.unblock("u-alice")
+    assert r.resolve(ident(username="alice")) == "u-alice"
+
+
 def test_a_link_to_a_deleted_user_gives_no_access(storage: SqlStorage) -> None:
     r = resolver(storage, corp=USERNAME)
     assert r.resolve(ident(username="bob")) == "u-bob"
