@@ -12,7 +12,8 @@ mode), Microsoft Entra (EAM), the Okta hook and the posture API each name a user
    allowed domain; ``username``: opted in). A user who already has a link from this issuer
    (another subject) is not linked again; a disabled user, or one offboarding blocked, is never
    linked. A link made for one issuer is never used for another: a second upstream asserting
-   ``alice`` gets nothing from alice's link at the first. Every link made and every first link refused is audited.
+   ``alice`` gets nothing from alice's link at the first. Every link made and every first
+   link refused is audited.
 
 Which rule applies to which issuer comes from the integration settings
 (:meth:`DirectoryUserResolver.from_settings`); an issuer with no rule gets ``none``.
