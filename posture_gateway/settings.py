@@ -156,6 +156,8 @@ class Settings(_Strict):
     secret_key: SecretStr | None = None  # Flask session signing; generated when absent
     # Bearer token of the admin JSON API (/admin/api/...); None disables it. >= 32 characters.
     admin_token: SecretStr | None = None
+    # Failed admin API authentications allowed per source address and minute (then 429).
+    admin_auth_failures_per_minute: int = Field(default=30, ge=1)
     # Prometheus /metrics: token-protected or on a separate listener (docs/operations.md).
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     # Who people contact when a failed check is not theirs to fix (remediation page).

@@ -41,6 +41,7 @@ LIMIT_NAMES = frozenset(
         "login_account",
         "scim_client",
         "scim_auth_source",
+        "admin_auth_source",
     }
 )
 

@@ -12,6 +12,11 @@ their role allows the route.
   ``forbidden`` and the refusal is audited (``admin.refused``, actor ``admin:<name>``);
   nothing else happens.
 - :func:`current_admin` is the caller inside a request.
+- Guessing is limited per source address (``admin_auth_failures_per_minute``, 30): every
+  401 counts one failure; once over the limit a failed attempt is answered 429 with
+  ``Retry-After`` (audited once per window, ``ratelimit.refused``), before it is even
+  checked. A caller with a valid token is not guessing and is never refused by it. A limiter
+  that fails means 503: no limit, no answer.
 
 Every answer of a guarded blueprint carries ``Cache-Control: no-store``. Errors are JSON
 ``{"error": code, "reason": text}``; secrets are never logged.
@@ -23,13 +28,15 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from mdm_core.domain.errors import LimiterUnavailable, RateLimited
 from mdm_core.domain.infra_errors import InfraError
+from mdm_core.ratelimit.guard import RateGuard
 from posture_gateway.admin.principals import AdminPrincipal, Role
 from posture_gateway.admin.service import authenticate_token
 from posture_gateway.admin.tokens import looks_named
@@ -60,6 +67,7 @@ _PRINCIPAL = "posture_admin_principal"
 #: not a legacy read-only one must carry it (a test walks the URL map), so a route added
 #: without a role check is caught instead of opening to every named admin.
 REQUIRED_ROLE = "posture_required_role"
+_MINUTE = timedelta(minutes=1)
 
 
 def admin_error(status: int, code: str, reason: str) -> tuple[Response, int]:
@@ -102,7 +110,35 @@ def _audit(actor: str, action: str, target: str, detail: dict[str, Any]) -> None
 
 def authenticate_admin() -> tuple[Response, int] | None:
     """``before_request`` of every admin blueprint: a named admin, or the legacy token on a
-    legacy read-only route; anything else is refused before the view runs."""
+    legacy read-only route; anything else is refused before the view runs (and a refused
+    authentication counts against its source address)."""
+    refused = _authenticate()
+    if refused is not None and refused[1] == 401:
+        return _limit_guessing(refused)
+    return refused
+
+
+def _limit_guessing(refusal: tuple[Response, int]) -> tuple[Response, int]:
+    """``refusal`` (a 401), counted against the caller's address: 429 once over the limit."""
+    st = state()
+    source = f"admin:src:{request.remote_addr or '-'}"
+    limit = st.settings.admin_auth_failures_per_minute
+    guard = RateGuard(st.core.rate_limiter, st.core.storage)
+    try:
+        guard.check("admin_auth_source", source, limit, _MINUTE, actor="-", subject=source)
+        guard.count_failure("admin_auth_source", source, limit, _MINUTE)
+    except RateLimited as exc:
+        response, status = admin_error(
+            429, "rate_limited", "too many failed admin authentications from this address"
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, status
+    except LimiterUnavailable:
+        return admin_error(503, "store_unavailable", "the rate limiter is unavailable; retry")
+    return refusal
+
+
+def _authenticate() -> tuple[Response, int] | None:
     presented = _bearer()
     if presented is not None and looks_named(presented):
         outcome = authenticate_token(state().core.storage, presented)

@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from posture_gateway.api.openapi_device_admin import BLUEPRINT_PATHS, SECURITY_SCHEMES
+from posture_gateway.api.openapi_parts import with_admin_auth_limit
 
 __all__ = [
     "bp",
@@ -330,7 +331,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             "it in `device_proof`. See the `issueDecisionNonce` operation.",
         },
         "servers": [{"url": base or "/"}],
-        "paths": dict(sorted(paths.items())),
+        "paths": dict(sorted(with_admin_auth_limit(paths).items())),
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ERROR", "ADMIN_SECURITY", "json_response", "json_body"]
+__all__ = ["ERROR", "ADMIN_SECURITY", "json_response", "json_body", "with_admin_auth_limit"]
 
 #: Every error answer: ``{"error": code, "reason": text}``.
 ERROR: dict[str, Any] = {
@@ -24,3 +24,27 @@ def json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+#: What every admin operation may answer once its caller's address failed too often.
+_AUTH_LIMITED: dict[str, Any] = {
+    "description": "Too many failed admin authentications from this address: retry after "
+    "Retry-After seconds (a valid token is never refused by this limit)",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": ERROR}},
+}
+
+
+def with_admin_auth_limit(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` with a 429 answer on every operation secured by the admin token (the guard
+    limits failed authentications per address on all of them)."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        new_item = dict(item)
+        for method, op in item.items():
+            if isinstance(op, dict) and op.get("security") == ADMIN_SECURITY:
+                responses = {**op.get("responses", {})}
+                responses.setdefault("429", _AUTH_LIMITED)
+                new_item[method] = {**op, "responses": responses}
+        out[path] = new_item
+    return out

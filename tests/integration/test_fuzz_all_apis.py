@@ -146,6 +146,8 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
                 "public_url": PUBLIC_URL,
                 "policy_dir": POLICY_DIR,
                 "admin_token": ADMIN_TOKEN,
+                # every run without a valid admin token fails from the same address
+                "admin_auth_failures_per_minute": 1_000_000,
                 "oidc": {"clients_file": clients, "users_file": users},
                 # the confidential client is a Shared Signals receiver; polls do not wait
                 "signals": {"receivers": [{"client_id": "conf"}], "poll_max_wait": "0s"},

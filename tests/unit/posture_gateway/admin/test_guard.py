@@ -176,6 +176,80 @@ def test_without_a_shared_token_the_legacy_routes_need_a_named_admin(tmp_path: P
         app.extensions["posture"].core.close()
 
 
+def test_guessing_is_limited_per_address_and_a_valid_token_still_works(app: Flask) -> None:
+    """The default: 30 failed authentications a minute from one address, then 429 (audited
+    once), before the guess is even checked; the real admin is not locked out."""
+    tokens = _tokens(app)
+    client = app.test_client()
+    wrong = tokens["admin"][:21] + "Z" * 43
+    for _ in range(30):
+        assert client.get("/admin/api/probe/look", headers=_bearer(wrong)).status_code == 401
+    for headers in (_bearer(wrong), _bearer("x" * 40), {}):
+        limited = client.get("/admin/api/probe/look", headers=headers)
+        assert limited.status_code == 429
+        assert limited.json == {
+            "error": "rate_limited",
+            "reason": "too many failed admin authentications from this address",
+        }
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert limited.headers["Cache-Control"] == "no-store"
+    # the right token from the same address is not a guess
+    ok = client.get("/admin/api/probe/look", headers=_bearer(tokens["helpdesk"]))
+    assert ok.status_code == 200 and ok.json == {"actor": "admin:hal"}
+    assert client.get("/admin/api/policies", headers=_bearer(SHARED)).status_code == 200
+    # another address has its own count
+    other = client.get(
+        "/admin/api/probe/look",
+        headers=_bearer(wrong),
+        environ_overrides={"REMOTE_ADDR": "192.0.2.7"},
+    )
+    assert other.status_code == 401
+    refusals = [a for a in _audit(app) if a[1] == "ratelimit.refused"]
+    assert refusals == [("-", "ratelimit.refused", "admin:src:127.0.0.1", "refused")]
+
+
+def test_the_limit_is_configurable_and_a_broken_limiter_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mdm_core.domain.infra_errors import InfraError
+
+    app = create_app(
+        Settings(
+            data_dir=tmp_path,
+            dev_mode=True,
+            policy_dir=ROOT / "policies",
+            admin_auth_failures_per_minute=2,
+        )
+    )
+    app.register_blueprint(_probe_blueprint())
+    try:
+        tokens = _tokens(app)
+        client = app.test_client()
+        codes = [client.get("/admin/api/probe/look").status_code for _ in range(3)]
+        assert codes == [401, 401, 429]
+        limiter = app.extensions["posture"].core.rate_limiter
+
+        def down(*_: object, **__: object) -> bool:
+            raise InfraError("redis", "rate limit", "connection refused")
+
+        monkeypatch.setattr(limiter, "allows", down)
+        broken = client.get("/admin/api/probe/look", environ_overrides={"REMOTE_ADDR": "192.0.2.9"})
+        assert broken.status_code == 503
+        assert broken.json is not None and broken.json["error"] == "store_unavailable"
+        # a valid token never asks the limiter
+        ok = client.get("/admin/api/probe/look", headers=_bearer(tokens["admin"]))
+        assert ok.status_code == 200
+    finally:
+        app.extensions["posture"].core.close()
+
+
+def test_an_invalid_limit_is_a_configuration_error(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="admin_auth_failures_per_minute"):
+        Settings(data_dir=tmp_path, admin_auth_failures_per_minute=0)
+
+
 def test_a_store_outage_is_503_never_a_pass(app: Flask) -> None:
     tokens = _tokens(app)
     database = app.extensions["posture"].core.database
