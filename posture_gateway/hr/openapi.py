@@ -56,7 +56,8 @@ def _webhook(op_id: str, summary: str, model: str, scheme: str, headers: str) ->
             "operationId": op_id,
             "summary": summary,
             "description": f"Signed: `{headers}-Signature` is the hex HMAC-SHA256 of the raw "
-            f"body followed by `{headers}-Timestamp` (Unix seconds, at most 5 minutes old). "
+            f"body followed by `{headers}-Timestamp` (Unix seconds or milliseconds, or ISO "
+            "8601 with an offset; at most 5 minutes old). "
             "A redelivered body answers 200 with the stored outcome (`replayed: true`) and "
             "changes nothing. docs/hr-triggers.md.",
             "tags": ["hr"],

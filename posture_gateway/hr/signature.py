@@ -4,7 +4,14 @@ BambooHR signs ``body || X-BambooHR-Timestamp`` with the webhook's private key a
 hex digest in ``X-BambooHR-Signature``; our generic shape is signed the same way
 (``X-Posture-Signature`` over ``body || X-Posture-Timestamp``). :func:`verify` refuses a missing
 or malformed header, a timestamp outside ``[now - max_age, now + future_leeway]`` and a wrong
-signature; the digests are compared in constant time. The timestamp is Unix seconds.
+signature; the digests are compared in constant time.
+
+BambooHR does not publish the timestamp's encoding, so the three unambiguous ones are read:
+Unix seconds (up to 11 digits), Unix milliseconds (13 digits) and ISO 8601 with an explicit
+offset (``2026-12-01T12:00:00Z``, or ``+0000`` as BambooHR writes its payload's timestamps).
+The signature covers the header exactly as sent, so how it is read changes only the replay
+window's check, never what is signed. Anything else (a fraction, a sign, 12 digits, a time
+without its offset) is ``invalid_timestamp``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,26 @@ __all__ = ["sign", "verify", "SIGNATURE_HEX_LENGTH"]
 #: A SHA-256 digest in hex.
 SIGNATURE_HEX_LENGTH = 64
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_SECONDS = re.compile(r"^[0-9]{1,12}$")
+_SECONDS = re.compile(r"^[0-9]{1,11}$")
+_MILLISECONDS = re.compile(r"^[0-9]{13}$")
+_ISO = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"  # date and time
+    r"(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:?[0-9]{2})$"  # an optional fraction, the offset
+)
+
+
+def _sent_at(timestamp: str) -> float | None:
+    """The Unix time ``timestamp`` names, or ``None`` when it is none of the three encodings."""
+    if _SECONDS.fullmatch(timestamp):
+        return float(int(timestamp))
+    if _MILLISECONDS.fullmatch(timestamp):
+        return int(timestamp) / 1000
+    if _ISO.fullmatch(timestamp):
+        try:
+            return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:  # 2026-13-45...
+            return None
+    return None
 
 
 def sign(secret: bytes, body: bytes, timestamp: str) -> str:
@@ -42,16 +68,21 @@ def verify(
     """Check one delivery; returns its timestamp. Raises :class:`HrError` (401) otherwise."""
     if not signature or not timestamp:
         raise HrError(401, "missing_signature", "the signature and timestamp headers are required")
-    if not _SECONDS.match(timestamp):
-        raise HrError(401, "invalid_timestamp", "the timestamp header is not Unix seconds")
-    if not _HEX.match(signature):
+    sent = _sent_at(timestamp)
+    if sent is None:
+        raise HrError(
+            401,
+            "invalid_timestamp",
+            "the timestamp header is not Unix seconds, milliseconds or ISO 8601 with an offset",
+        )
+    if not _HEX.fullmatch(signature):
         raise HrError(401, "invalid_signature", "the signature is not a hex HMAC-SHA256")
     expected = sign(secret, body, timestamp)
     # Compared before the clock so that the answer to an unsigned caller never depends on
     # its timestamp's value; constant time either way.
     if not hmac.compare_digest(expected, signature.lower()):
         raise HrError(401, "invalid_signature", "the signature does not match the body")
-    sent, at = int(timestamp), now.timestamp()
+    at = now.timestamp()
     if sent < at - max_age.total_seconds():
         raise HrError(401, "stale_timestamp", "the delivery is older than the replay window")
     if sent > at + future_leeway.total_seconds():

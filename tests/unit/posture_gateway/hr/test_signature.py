@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -51,8 +51,13 @@ def test_refusals() -> None:
     assert _code("", TS) == "missing_signature"
     assert _code(good, "12.5") == "invalid_timestamp"
     assert _code(good, "-1") == "invalid_timestamp"
-    assert _code(good, "9" * 13) == "invalid_timestamp"
-    assert _code(good, "2026-12-01T12:00:00Z") == "invalid_timestamp"
+    assert _code(good, "9" * 12) == "invalid_timestamp"  # neither seconds nor milliseconds
+    assert _code(good, "9" * 14) == "invalid_timestamp"
+    assert _code(good, "2026-12-01T12:00:00") == "invalid_timestamp"  # no offset: whose noon?
+    assert _code(good, "2026-13-01T12:00:00Z") == "invalid_timestamp"
+    assert _code(good, "2026-12-01 12:00:00Z") == "invalid_timestamp"
+    assert _code(good, " " + TS) == "invalid_timestamp"
+    assert _code(good, TS + "\n") == "invalid_timestamp"
     assert _code(good[:40], TS) == "invalid_signature"  # sha1 length
     assert _code("z" * 64, TS) == "invalid_signature"  # not hex
     assert _code("sha256=" + good, TS) == "invalid_signature"
@@ -69,7 +74,30 @@ def test_the_window() -> None:
     assert _verify(sign(KEY, BODY, edge), edge)
     ahead = str(int(NOW.timestamp()) + 61)
     assert _code(sign(KEY, BODY, ahead), ahead) == "future_timestamp"
-    far = "9" * 12
+    far = "9" * 11
     assert _code(sign(KEY, BODY, far), far) == "future_timestamp"
     zero = "0"
     assert _code(sign(KEY, BODY, zero), zero) == "stale_timestamp"
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda t: str(int(t.timestamp())),
+        lambda t: str(int(t.timestamp() * 1000)),
+        lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        lambda t: t.astimezone(timezone(timedelta(hours=-5))).isoformat(),
+        lambda t: t.isoformat(timespec="milliseconds"),
+        lambda t: t.strftime("%Y-%m-%dT%H:%M:%S+0000"),  # as in BambooHR's payload
+    ],
+    ids=["seconds", "milliseconds", "iso-z", "iso-offset", "iso-fraction", "iso-bamboohr"],
+)
+def test_every_unambiguous_timestamp_encoding_gets_the_same_window(encode) -> None:
+    """BambooHR does not say how it writes the timestamp: whichever it is, 5 minutes old is
+    accepted, 5 minutes and 2 seconds is stale, and the value is still what is signed."""
+    edge, stale = encode(NOW - timedelta(seconds=299)), encode(NOW - timedelta(seconds=302))
+    assert abs(_verify(sign(KEY, BODY, edge), edge) - (NOW - timedelta(seconds=299))) < timedelta(
+        seconds=1
+    )
+    assert _code(sign(KEY, BODY, stale), stale) == "stale_timestamp"
+    assert _code(sign(KEY, BODY, edge), stale) == "invalid_signature"
