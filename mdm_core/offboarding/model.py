@@ -45,7 +45,7 @@ class JobStatus(StrEnum):
     SCHEDULED = "scheduled"  # effective later; cancel() still possible
     RUNNING = "running"  # the at-once steps ran; devices not all final yet
     DONE = "done"  # every device final
-    CANCELLED = "cancelled"  # cancelled while scheduled (or by reinstate)
+    CANCELLED = "cancelled"  # cancelled while scheduled, or halted by a reinstatement
 
 
 OPEN_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.RUNNING})
@@ -66,10 +66,17 @@ class DeviceState(StrEnum):
     WIPED = "wiped"  # full wipe acknowledged
     FAILED = "failed"  # the device answered error, the command or wipe request was closed
     SKIPPED = "skipped"  # the device was retired or wiped by someone else meanwhile
+    CANCELLED = "cancelled"  # the user was reinstated first: its undelivered commands cancelled
 
 
 FINAL_DEVICE_STATES = frozenset(
-    {DeviceState.RETIRED, DeviceState.WIPED, DeviceState.FAILED, DeviceState.SKIPPED}
+    {
+        DeviceState.RETIRED,
+        DeviceState.WIPED,
+        DeviceState.FAILED,
+        DeviceState.SKIPPED,
+        DeviceState.CANCELLED,
+    }
 )
 
 

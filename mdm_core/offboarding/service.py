@@ -90,6 +90,7 @@ DEFAULT_INTERVAL = timedelta(seconds=5)
 LOCK_MESSAGE = "This device is no longer managed by your organisation."
 _GONE = frozenset({DeviceStatus.RETIRED, DeviceStatus.WIPED})
 _MAX_TEXT = 256
+_QUEUED = CommandStatus.QUEUED
 
 
 class WipeRequestView(Protocol):
@@ -120,6 +121,18 @@ class FullWipes(Protocol):
 
     def get(self, request_id: str, *, uow: UnitOfWork | None = None) -> WipeRequestView:
         """The request; ``NotFound`` for an unknown id."""
+        ...
+
+    def cancel(
+        self,
+        request_id: str,
+        *,
+        by: str,
+        reason: str,
+        uow: UnitOfWork | None = None,
+        now: datetime | None = None,
+    ) -> WipeRequestView:
+        """Withdraw a request still waiting for approval; ``Conflict`` once it is closed."""
         ...
 
 
@@ -518,18 +531,28 @@ class OffboardingService:
         return cancelled
 
     def reinstate(self, user_id: str, *, actor: str, reason: str) -> bool:
-        """Lift the user's login and enrollment block (a scheduled job is cancelled too; a
-        running job's device commands are left as they are). :class:`NotBlocked` when the
-        user is neither blocked nor scheduled."""
+        """Lift the user's login and enrollment block and end their open job, in one unit of
+        work: a scheduled job is cancelled; a running one is halted (:meth:`_halt`: every
+        command it queued that the device has not acknowledged is cancelled, a full wipe
+        still waiting for approval is withdrawn, no device is retired or marked wiped after
+        this). :class:`NotBlocked` when the user is neither blocked nor has an open job."""
         check_user_id(user_id)
         now = self.clock()
         with self.storage.unit_of_work() as uow:
             lifted = uow.offboarding.unblock(user_id)
-            job = uow.offboarding.open_for_user(user_id)
+            found = uow.offboarding.open_for_user(user_id)
+            job = uow.offboarding.get(found.id, lock=True) if found is not None else None
             cancelled = None
+            halted: dict[str, str] = {}
             if job is not None and job.status is JobStatus.SCHEDULED:
                 uow.offboarding.update_job(
                     job.id, expected=JobStatus.SCHEDULED, status=JobStatus.CANCELLED, at=now
+                )
+                cancelled = job.id
+            elif job is not None and job.status is JobStatus.RUNNING:
+                halted = self._halt(uow, job, actor, now)
+                uow.offboarding.update_job(
+                    job.id, expected=JobStatus.RUNNING, status=JobStatus.CANCELLED, at=now
                 )
                 cancelled = job.id
             if not lifted and cancelled is None:
@@ -539,10 +562,53 @@ class OffboardingService:
                 "offboarding.reinstated",
                 user_id,
                 "ok",
-                {"reason": reason[:_MAX_TEXT], "unblocked": lifted, "cancelled_job": cancelled},
+                {
+                    "reason": reason[:_MAX_TEXT],
+                    "unblocked": lifted,
+                    "cancelled_job": cancelled,
+                    "devices": halted,
+                },
                 at=now,
             )
         return True
+
+    def _halt(
+        self, uow: UnitOfWork, job: OffboardingJob, actor: str, now: datetime
+    ) -> dict[str, str]:
+        """Stop a running job's devices that are not final (the caller holds the job): each
+        command not yet acknowledged is cancelled, so a later check-in does not wipe or lock
+        a device whose user is back; one the device already fetched may have been carried
+        out, and the row says so. Returns what happened, by device."""
+        out: dict[str, str] = {}
+        for row in uow.offboarding.devices(job.id):
+            if row.final:
+                continue
+            notes: list[str] = []
+            for command_id in (row.command_id, row.lock_command_id):
+                command = uow.commands.get(command_id) if command_id else None
+                if command is None:
+                    continue
+                name, was = command.type.value, command.status
+                if was in DELIVERABLE_STATUSES:
+                    self.commands.cancel(
+                        command.id, by=actor, reason="user reinstated", now=now, uow=uow
+                    )
+                    fetched = " (already fetched: it may have run)" if was is not _QUEUED else ""
+                    notes.append(f"{name} cancelled{fetched}")
+                else:
+                    notes.append(f"{name} {was.value}")
+            if row.state is DeviceState.AWAITING_APPROVAL and row.wipe_request_id:
+                try:
+                    self.wipes.cancel(
+                        row.wipe_request_id, by=actor, reason="user reinstated", uow=uow, now=now
+                    )
+                    notes.append("full wipe request withdrawn")
+                except (Conflict, NotFound):
+                    notes.append("full wipe request already closed")
+            detail = ("reinstated: " + ("; ".join(notes) or "nothing queued"))[:_MAX_TEXT]
+            self._settle(uow, job, row, DeviceState.CANCELLED, detail, now)
+            out[row.device_id] = detail
+        return out
 
     def _audit_refused(self, actor: str, job: OffboardingJob, what: str, now: datetime) -> None:
         with self.storage.unit_of_work() as uow:

@@ -120,6 +120,7 @@ def cancel_cmd(job_id: str, reason: str, server: str, token: str) -> None:
 @click.option("--reason", required=True, help="Why (kept in the audit trail).")
 @admin_client_options
 def reinstate_cmd(user_id: str, reason: str, server: str, token: str) -> None:
-    """Lift USER_ID's login and enrollment block."""
+    """Lift USER_ID's login and enrollment block; their open offboarding stops (commands
+    the devices have not acknowledged are cancelled)."""
     AdminClient(server, token).post(f"{_PATH}/reinstate", {"user_id": user_id, "reason": reason})
     Console().print(f"{user_id}: reinstated (logins and enrollment allowed again)")

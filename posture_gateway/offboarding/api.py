@@ -8,7 +8,7 @@
 - ``POST /admin/api/offboarding/<job_id>/cancel`` ``{reason}`` (admin): only while
   scheduled (else 409 ``offboarding_started``).
 - ``POST /admin/api/offboarding/reinstate`` ``{user_id, reason}`` (admin): lift the login and
-  enrollment block.
+  enrollment block and stop the open job (its unacknowledged commands cancelled).
 
 Authentication and roles: :func:`posture_gateway.admin.guard.install_admin_guard` and
 :func:`~posture_gateway.admin.guard.require_role`; the shared admin token opens none of these.

@@ -184,6 +184,9 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": {
             "operationId": "reinstateOffboardedUser",
             "summary": "Lift an offboarded user's login and enrollment block (admin role)",
+            "description": "Also ends the user's open job: a scheduled one is cancelled; a "
+            "running one is halted, every command its devices have not acknowledged is "
+            "cancelled and a full wipe waiting for approval is withdrawn. docs/offboarding.md.",
             "tags": _TAGS,
             "security": _ADMIN,
             "requestBody": _body(

@@ -250,7 +250,7 @@ offboarding_devices = Table(
     Column("device_id", String(64), primary_key=True),
     Column("ownership", String(16), nullable=False),
     Column("action", String(24), nullable=False),  # selective_wipe | full_wipe | lock_and_retire
-    # pending | awaiting_approval | retired | wiped | failed | skipped
+    # pending | awaiting_approval | retired | wiped | failed | skipped | cancelled
     # (mdm_core.offboarding.model.DeviceState)
     Column("state", String(24), nullable=False),
     Column("command_id", String(64), nullable=True),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mdm_core.device.wipe_model import WipeRequestClosed
 from mdm_core.directory.accounts import delete_account
 from mdm_core.domain.model import DeviceStatus
 from mdm_core.offboarding.model import Action, DeviceState, JobStatus
@@ -160,3 +161,26 @@ def test_a_deleted_users_group_policy_still_asks_for_two_admins(
         assert [c["type"] for c in commands_of(core, corp.device_id)] == ["lock"]
     finally:
         core.close()
+
+
+def test_a_reinstatement_withdraws_a_full_wipe_still_waiting_for_approval(
+    two_person_core: MdmCore,
+) -> None:
+    core = two_person_core
+    add_user(core.directory, "bob")
+    corp = enroll_device(core, "bob", ownership=Ownership.CORPORATE, platform=Platform.MACOS)
+    _offboard(core)
+    row = _device_row(core, corp.device_id)
+    request_id = row.device.wipe_request_id  # type: ignore[attr-defined]
+    core.offboarding.reinstate("bob", actor="admin:root", reason="wrong person")
+    assert core.wipes.get(request_id).status == "cancelled"
+    with pytest.raises(WipeRequestClosed):  # no approval brings it back
+        core.wipes.approve(request_id, approver="admin:ada", now=now())
+    assert [c["status"] for c in commands_of(core, corp.device_id)] == ["cancelled"]  # the lock
+    row = _device_row(core, corp.device_id)
+    assert row.device.state is DeviceState.CANCELLED  # type: ignore[attr-defined]
+    assert row.device.detail == (  # type: ignore[attr-defined]
+        "reinstated: lock cancelled; full wipe request withdrawn"
+    )
+    assert core.offboarding.run_due() == 0
+    assert check_in(core, corp.device_id) == []

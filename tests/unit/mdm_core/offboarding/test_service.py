@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from mdm_core.device.command_model import IllegalTransition
 from mdm_core.device.enrollment import EnrollmentRequest
 from mdm_core.domain.device_lifecycle import change_status
 from mdm_core.domain.errors import NotFound
@@ -373,3 +374,72 @@ def test_installs_still_queued_are_cancelled_so_the_wipe_is_not_undone(
     assert (f"offboarding:{job.id}", "offboarding.device_queued", alice["byod"]) in (
         audit_actions(core)
     )
+
+
+def test_reinstating_a_running_job_cancels_what_the_devices_have_not_acknowledged(
+    core: MdmCore, alice: dict[str, str]
+) -> None:
+    """The user is back (a wrong trigger, a rehire): no device of theirs may be locked,
+    wiped or retired after that. What was fetched and not acknowledged is cancelled and the
+    report says it may have run; nothing is retired even when its late ack comes in."""
+    job = offboard(core)
+    [lock] = check_in(core, alice["corp"])  # fetched, not acknowledged
+    core.offboarding.reinstate("alice", actor="admin:root", reason="wrong person")
+    [report] = core.offboarding.status("alice")
+    assert report.job.status is JobStatus.CANCELLED and not report.blocked
+    rows = {d.device.device_id: d.device for d in report.devices}
+    assert {r.state for r in rows.values()} == {DeviceState.CANCELLED}
+    assert rows[alice["byod"]].detail == "reinstated: selective_wipe cancelled"
+    assert rows[alice["corp"]].detail == (
+        "reinstated: lock cancelled (already fetched: it may have run)"
+    )
+    assert [c["status"] for c in commands_of(core, alice["byod"])] == ["cancelled"]
+    assert [c["status"] for c in commands_of(core, alice["corp"])] == ["cancelled"]
+    # The next check-ins hand out nothing; a late ack of the fetched lock is refused (the
+    # command is cancelled) and retires nothing.
+    assert check_in(core, alice["byod"]) == [] and check_in(core, alice["corp"]) == []
+    with pytest.raises(IllegalTransition):
+        ack(core, lock)
+    assert core.offboarding.run_due() == 0
+    assert status_of(core, alice["byod"]) is DeviceStatus.ACTIVE
+    assert status_of(core, alice["corp"]) is DeviceStatus.ACTIVE
+    actor = f"offboarding:{job.id}"
+    cancelled = [a for a in audit_actions(core) if a[1] == "offboarding.device_cancelled"]
+    assert sorted(cancelled) == sorted(
+        (actor, "offboarding.device_cancelled", d) for d in alice.values()
+    )
+    # A new trigger later is a new job, with new commands.
+    again = offboard(core, trigger="hr:generic", source_ref="evt-2")
+    assert again.id != job.id and again.status is JobStatus.RUNNING
+    assert [c["status"] for c in commands_of(core, alice["byod"])] == ["cancelled", "queued"]
+
+
+def test_reinstating_after_an_ack_but_before_the_retire_keeps_the_device(
+    core: MdmCore, alice: dict[str, str]
+) -> None:
+    offboard(core)
+    [lock] = check_in(core, alice["corp"])
+    ack(core, lock)  # locked, acknowledged; the runner has not retired it yet
+    core.offboarding.reinstate("alice", actor="admin:root", reason="came back")
+    assert core.offboarding.run_due() == 0
+    assert status_of(core, alice["corp"]) is DeviceStatus.ACTIVE  # not retired: unlock it
+    [report] = core.offboarding.status("alice")
+    corp = next(d for d in report.devices if d.device.device_id == alice["corp"])
+    assert (corp.device.state, corp.device.detail) == (
+        DeviceState.CANCELLED,
+        "reinstated: lock acknowledged",
+    )
+
+
+def test_a_finished_job_is_left_as_it_is_by_a_reinstatement(
+    core: MdmCore, alice: dict[str, str]
+) -> None:
+    offboard(core)
+    for device_id in alice.values():
+        [command] = check_in(core, device_id)
+        ack(core, command)
+    core.offboarding.run_due()
+    core.offboarding.reinstate("alice", actor="admin:root", reason="rehired")
+    [report] = core.offboarding.status("alice")
+    assert report.job.status is JobStatus.DONE and not report.blocked
+    assert {d.device.state for d in report.devices} == {DeviceState.RETIRED}
