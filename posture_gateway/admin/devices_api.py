@@ -12,6 +12,12 @@ offboarding policy says so, only after a second, different admin approved
 and changes nothing. Domain errors are JSON ``{"error": reason, "reason": text}`` with their
 status (400, 404, 409, 422); answers are ``Cache-Control: no-store``. The OpenAPI path
 items are :mod:`.openapi_paths`.
+
+``lock`` and ``selective-wipe`` take an optional ``Idempotency-Key`` header (1-64 of
+``A-Za-z0-9._:-``): the same admin sending the same key for the same device gets the command
+it already queued (a double click or a retried request is one command); the same key for a
+different command is 409 ``idempotency_conflict``. Keys are per admin: one admin's key never
+answers with another admin's command.
 """
 
 from __future__ import annotations
@@ -117,6 +123,20 @@ def _ok(body: dict[str, Any], status: int = 200) -> tuple[Response, int]:
 
 def _storage() -> SqlStorage:
     return state().core.storage
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _idempotency_key() -> str | None:
+    """The command's idempotency key from the ``Idempotency-Key`` header, scoped to the
+    admin (``None`` without the header; 400 for a malformed one)."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise _Invalid("Idempotency-Key must be 1-64 characters of A-Za-z0-9._:-")
+    return f"{current_admin().actor}:{value}"
 
 
 def _checked_id(value: str, what: str) -> str:
@@ -236,6 +256,7 @@ def lock_view(device_id: str) -> tuple[Response, int]:
         CommandType.LOCK.value,
         body.model_dump(exclude_none=True),
         created_by=current_admin().actor,
+        idempotency_key=_idempotency_key(),
     )
     return _ok({"command": command.to_json()}, 202)
 
@@ -256,6 +277,7 @@ def wipe_view(device_id: str) -> tuple[Response, int]:
 def selective_wipe_view(device_id: str) -> tuple[Response, int]:
     _checked_id(device_id, "device id")
     body = _body(ReasonBody, empty_ok=False)
+    key = _idempotency_key()
     core = state().core
     with core.storage.unit_of_work() as uow:
         if uow.devices.get(device_id) is None:
@@ -270,6 +292,7 @@ def selective_wipe_view(device_id: str) -> tuple[Response, int]:
             CommandType.SELECTIVE_WIPE.value,
             payload,
             created_by=current_admin().actor,
+            idempotency_key=key,
             uow=uow,
         )
     return _ok({"command": command.to_json()}, 202)

@@ -125,6 +125,17 @@ _WIPE_ANSWER = {
 }
 
 
+#: Optional ``Idempotency-Key`` of the command-queuing routes (lock, selective wipe).
+_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same admin, key and device again returns the command already "
+    "queued; the same key for a different command is 409 idempotency_conflict",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+}
+
+
 def _op(
     op_id: str, summary: str, role: str, responses: dict[str, Any], **more: Any
 ) -> dict[str, Any]:
@@ -249,7 +260,7 @@ DEVICE_ADMIN_PATHS: dict[str, Any] = {
                 "202": _json("The lock command, queued", _COMMAND_ANSWER),
                 **_errors(400, 401, 403, 404, 409, 413, 422, 503),
             },
-            parameters=[_path("device_id")],
+            parameters=[_path("device_id"), _IDEMPOTENCY_KEY],
             requestBody=_body(
                 {
                     "type": "object",
@@ -290,7 +301,7 @@ DEVICE_ADMIN_PATHS: dict[str, Any] = {
                 "202": _json("The selective_wipe command, queued", _COMMAND_ANSWER),
                 **_errors(400, 401, 403, 404, 409, 413, 422, 503),
             },
-            parameters=[_path("device_id")],
+            parameters=[_path("device_id"), _IDEMPOTENCY_KEY],
             requestBody=_body(_REASON),
         )
     },

@@ -183,6 +183,48 @@ def test_selective_wipe_names_only_managed_data(admin_app: AdminApp) -> None:
     }
 
 
+def test_an_idempotency_key_makes_a_double_click_one_command(admin_app: AdminApp) -> None:
+    """The same admin, key and device: the command already queued, not a second one; the
+    key used for another command is 409; another admin's same key is their own command; a
+    malformed key is 400 and queues nothing."""
+    device_id = _device(admin_app, "bob", Ownership.BYOD)
+    client = _client(admin_app)
+    path = f"/admin/api/devices/{device_id}/selective-wipe"
+
+    def send(who: str, key: str, body: dict[str, Any], where: str = path) -> Any:
+        headers = {**admin_app.headers(who), "Idempotency-Key": key}
+        return client.post(where, json=body, headers=headers)
+
+    first = send("ada", "click-1", {"reason": "left"})
+    again = send("ada", "click-1", {"reason": "left"})
+    assert first.status_code == again.status_code == 202
+    assert _j(first)["command"]["id"] == _j(again)["command"]["id"]
+    other_reason = send("ada", "click-1", {"reason": "another reason"})
+    assert other_reason.status_code == 409
+    assert _j(other_reason)["error"] == "idempotency_conflict"
+    by_bob = send("bob", "click-1", {"reason": "left"})
+    assert by_bob.status_code == 202
+    assert _j(by_bob)["command"]["id"] != _j(first)["command"]["id"]
+    lock = f"/admin/api/devices/{device_id}/lock"
+    locks = [send("hal", "lock-7", {"message": "call us"}, lock) for _ in range(2)]
+    assert [a.status_code for a in locks] == [202, 202]
+    assert _j(locks[0])["command"]["id"] == _j(locks[1])["command"]["id"]
+    before = admin_app.snapshot()
+    for bad in ("", "x" * 65, "has space", "a/b", "é"):
+        refused = send("ada", bad, {"reason": "left"})
+        assert refused.status_code == 400, bad
+        assert _j(refused)["error"] == "bad_request"
+    assert admin_app.snapshot() == before
+    listed = client.get(
+        f"/admin/api/devices/{device_id}/commands", headers=admin_app.headers("hal")
+    )
+    assert sorted(c["type"] for c in _j(listed)["commands"]) == [
+        "lock",
+        "selective_wipe",
+        "selective_wipe",
+    ]
+
+
 def test_retire_then_lock_is_refused(admin_app: AdminApp) -> None:
     device_id = _device(admin_app)
     retired = _post(admin_app, "ada", f"/admin/api/devices/{device_id}/retire", {"reason": "gone"})
