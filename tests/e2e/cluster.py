@@ -53,6 +53,7 @@ from tests.services import PrivatePostgres, PrivateRedis, free_port
 
 __all__ = [
     "APP_CLIENT",
+    "all_workers_started",
     "Cluster",
     "PASSWORD",
     "REDIRECT",
@@ -233,7 +234,7 @@ def _stop(instance: Instance) -> None:
 _GRANIAN_WORKERS = re.compile(r"with granian \((\d+) workers?\)")
 
 
-def _all_workers_started(output: str) -> bool:
+def all_workers_started(output: str) -> bool:
     """Granian logs ``Started worker-N`` once a worker has built its app: a ready answer
     from one worker does not mean the other has (under load it may still be booting, and a
     test that stops Redis or PostgreSQL then would fail that worker's start)."""
@@ -250,7 +251,7 @@ def wait_ready(instance: Instance, timeout: float = 60) -> None:
         try:
             if httpx.get(
                 instance.url + "/readyz", timeout=2
-            ).status_code == 200 and _all_workers_started(instance.output()):
+            ).status_code == 200 and all_workers_started(instance.output()):
                 return
         except httpx.HTTPError:
             pass

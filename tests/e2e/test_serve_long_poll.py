@@ -8,6 +8,10 @@ login page, password) and a check-in must each answer normally within a few seco
 bounded number of waits is ever held (at most ``max_waits`` per worker); the others answer at
 once, superseded or refused with 503 + Retry-After. The only setting changed is the longest
 wait (10 s instead of 25 s), to keep the test short.
+
+"Normally" is asserted by order, not by a stopwatch (a slow machine must not fail it): every
+login, check-in and non-held answer must come back before the first held wait ends. A server
+whose threads the waits starved could answer them only after that.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from mdm_core.runtime import build_core
 from posture_gateway.app import core_config
 from posture_gateway.oidc.passwords import hash_client_secret, hash_password
 from posture_gateway.settings import load_settings
+from tests.e2e.cluster import all_workers_started
 from tests.helpers.enrolled import EnrolledDevice, enroll_device
 from tests.services import free_port
 
@@ -115,10 +120,13 @@ def served(tmp_path: Path) -> Iterator[Served]:
         while True:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text("utf-8")
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
+                ready = httpx.get(f"{url}/readyz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.2)
+                ready = False
+            # Both workers: a crowd sent while one still boots waits in its accept queue.
+            if ready and all_workers_started(log.read_text("utf-8")):
+                break
+            time.sleep(0.2)
         yield Served(url=url, devices=devices, log=log)
     finally:
         proc.terminate()
@@ -126,22 +134,21 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def _wait(served: Served, device: EnrolledDevice) -> tuple[int, dict[str, Any], float, str]:
+    """One long-poll: (status, body, monotonic time it ended, Retry-After)."""
     path = "/mdm/v1/commands/wait"
     proof = device.request_proof("GET", served.url + path, b"")
-    started = time.monotonic()
     resp = httpx.get(
         f"{served.url}{path}?timeout=60",
         headers={"Device-Proof": proof},
-        timeout=MAX_WAIT_S + 30,
+        timeout=MAX_WAIT_S + 60,
     )
-    took = time.monotonic() - started
-    return resp.status_code, resp.json(), took, resp.headers.get("Retry-After", "")
+    return resp.status_code, resp.json(), time.monotonic(), resp.headers.get("Retry-After", "")
 
 
-def _timed(fn: Any) -> float:
-    started = time.monotonic()
+def _ended(fn: Any) -> float:
+    """Run ``fn``; the monotonic time it ended."""
     fn()
-    return time.monotonic() - started
+    return time.monotonic()
 
 
 def _login(served: Served) -> None:
@@ -200,12 +207,17 @@ def test_a_hundred_waits_do_not_starve_logins_or_checkins(served: Served) -> Non
     with ThreadPoolExecutor(max_workers=100) as pool:
         futures = [pool.submit(one, d) for d in crowd]
         time.sleep(1.0)  # the crowd is in
-        timings = []
-        for _ in range(3):
-            timings.append(("login", _timed(lambda: _login(served))))
-            timings.append(("checkin", _timed(lambda: _check_in(served, served.devices[9]))))
-        for name, took in timings:
-            assert took < 3.0, (name, timings, served.log.read_text("utf-8")[-3000:])
+        # three logins and three check-ins side by side (a slow machine adds, it does not
+        # multiply), each timed by when it ended
+        with ThreadPoolExecutor(max_workers=6) as others:
+            asked = [others.submit(_ended, lambda: _login(served)) for _ in range(3)] + [
+                others.submit(_ended, lambda: _check_in(served, served.devices[9]))
+                for _ in range(3)
+            ]
+            ends = [
+                (name, f.result())
+                for name, f in zip(["login"] * 3 + ["checkin"] * 3, asked, strict=True)
+            ]
         for future in futures:
             future.result()
 
@@ -217,8 +229,13 @@ def test_a_hundred_waits_do_not_starve_logins_or_checkins(served: Served) -> Non
     # At most max_waits per worker were ever held; everything else answered at once.
     assert len(held) <= WORKERS * MAX_WAITS
     assert all(r[1]["timeout_s"] == MAX_WAIT_S for r in held)
-    assert superseded and refused
-    assert all(took < 5 for _, _, took, _ in superseded + refused)
+    assert held and superseded and refused
+    # Not starved: the logins and check-ins, and every wait that was not held, answered
+    # before the first held wait ended (at its timeout): while the waits held their threads.
+    first_held_end = min(ended for _, _, ended, _ in held)
+    late = [(name, ended - first_held_end) for name, ended in ends if ended >= first_held_end]
+    assert not late, (late, served.log.read_text("utf-8")[-3000:])
+    assert all(ended < first_held_end for _, _, ended, _ in superseded + refused)
     assert all(r[1]["error"] == "long_poll_unavailable" and int(r[3]) > 0 for r in refused)
 
 
