@@ -56,7 +56,6 @@ def test_posture_demo_runs_to_exit_zero(
         "The record",
     ):
         assert expected in out, expected
-    assert elapsed < 30
     assert list(tmp_path.iterdir()) == []  # the demo cleans up after itself, writes nothing here
 
 
