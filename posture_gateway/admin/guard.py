@@ -12,11 +12,12 @@ their role allows the route.
   ``forbidden`` and the refusal is audited (``admin.refused``, actor ``admin:<name>``);
   nothing else happens.
 - :func:`current_admin` is the caller inside a request.
-- Guessing is limited per source address (``admin_auth_failures_per_minute``, 30): every
-  401 counts one failure; once over the limit a failed attempt is answered 429 with
-  ``Retry-After`` (audited once per window, ``ratelimit.refused``), before it is even
-  checked. A caller with a valid token is not guessing and is never refused by it. A limiter
-  that fails means 503: no limit, no answer.
+- Failed authentications are limited per source address (``admin_auth_failures_per_minute``,
+  30): every 401 counts one failure; once over the limit a failed attempt is answered 429
+  with ``Retry-After`` instead of 401 (audited once per window, ``ratelimit.refused``). The
+  token is checked first, so a valid one always works (nobody at a shared address is locked
+  out); a secret of 256 random bits cannot be guessed anyway: the limit caps what a flood of
+  attempts costs and makes it visible. A limiter that fails means 503, never a 401 unlimited.
 
 Every answer of a guarded blueprint carries ``Cache-Control: no-store``. Errors are JSON
 ``{"error": code, "reason": text}``; secrets are never logged.

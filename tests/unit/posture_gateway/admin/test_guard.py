@@ -177,8 +177,8 @@ def test_without_a_shared_token_the_legacy_routes_need_a_named_admin(tmp_path: P
 
 
 def test_guessing_is_limited_per_address_and_a_valid_token_still_works(app: Flask) -> None:
-    """The default: 30 failed authentications a minute from one address, then 429 (audited
-    once), before the guess is even checked; the real admin is not locked out."""
+    """The default: 30 failed authentications a minute from one address, then 429 instead of
+    401 (audited once); the real admin, whose token is checked first, is not locked out."""
     tokens = _tokens(app)
     client = app.test_client()
     wrong = tokens["admin"][:21] + "Z" * 43
