@@ -159,8 +159,7 @@ def _authenticate() -> None:
             # before the guess counts; a client with its valid token is not guessing.
             source = f"scim:src:{request.remote_addr or '-'}"
             limit = st.settings.auth_failures_per_minute
-            st.guard.check("scim_auth_source", source, limit, _MINUTE, actor="-", subject=source)
-            st.guard.count_failure("scim_auth_source", source, limit, _MINUTE)
+            st.guard.failed("scim_auth_source", source, limit, _MINUTE, actor="-", subject=source)
             raise Unauthorized("a valid bearer token of a SCIM client is required")
         st.guard.hit(
             "scim_client",

@@ -90,7 +90,6 @@ DEFAULT_INTERVAL = timedelta(seconds=5)
 LOCK_MESSAGE = "This device is no longer managed by your organisation."
 _GONE = frozenset({DeviceStatus.RETIRED, DeviceStatus.WIPED})
 _MAX_TEXT = 256
-_QUEUED = CommandStatus.QUEUED
 
 
 class WipeRequestView(Protocol):
@@ -544,15 +543,11 @@ class OffboardingService:
             job = uow.offboarding.get(found.id, lock=True) if found is not None else None
             cancelled = None
             halted: dict[str, str] = {}
-            if job is not None and job.status is JobStatus.SCHEDULED:
+            if job is not None and job.status in OPEN_STATUSES:  # re-read under the lock
+                if job.status is JobStatus.RUNNING:
+                    halted = self._halt(uow, job, actor, now)
                 uow.offboarding.update_job(
-                    job.id, expected=JobStatus.SCHEDULED, status=JobStatus.CANCELLED, at=now
-                )
-                cancelled = job.id
-            elif job is not None and job.status is JobStatus.RUNNING:
-                halted = self._halt(uow, job, actor, now)
-                uow.offboarding.update_job(
-                    job.id, expected=JobStatus.RUNNING, status=JobStatus.CANCELLED, at=now
+                    job.id, expected=job.status, status=JobStatus.CANCELLED, at=now
                 )
                 cancelled = job.id
             if not lifted and cancelled is None:
@@ -593,7 +588,9 @@ class OffboardingService:
                     self.commands.cancel(
                         command.id, by=actor, reason="user reinstated", now=now, uow=uow
                     )
-                    fetched = " (already fetched: it may have run)" if was is not _QUEUED else ""
+                    fetched = (
+                        "" if was is CommandStatus.QUEUED else " (already fetched: it may have run)"
+                    )
                     notes.append(f"{name} cancelled{fetched}")
                 else:
                     notes.append(f"{name} {was.value}")

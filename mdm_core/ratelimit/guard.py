@@ -105,6 +105,16 @@ class RateGuard:
         except InfraError as exc:
             self.unavailable(name, exc)
 
+    def failed(
+        self, name: str, key: str, limit: int, window: timedelta, *, actor: str, subject: str
+    ) -> None:
+        """An attempt on ``key`` just failed (a wrong credential): raise ``RateLimited`` when
+        ``key`` is already over ``limit`` failures per ``window``, else count this one. For
+        limits on guessing that must never refuse a caller whose credential is right (it is
+        checked first, and only its failure comes here)."""
+        self.check(name, key, limit, window, actor=actor, subject=subject)
+        self.count_failure(name, key, limit, window)
+
     def unavailable(self, name: str, exc: Exception) -> LimiterUnavailable:
         """Count a limiter failure and return the refusal to raise."""
         LIMITER_ERRORS.labels(_label(name)).inc()

@@ -126,8 +126,7 @@ def _limit_guessing(refusal: tuple[Response, int]) -> tuple[Response, int]:
     limit = st.settings.admin_auth_failures_per_minute
     guard = RateGuard(st.core.rate_limiter, st.core.storage)
     try:
-        guard.check("admin_auth_source", source, limit, _MINUTE, actor="-", subject=source)
-        guard.count_failure("admin_auth_source", source, limit, _MINUTE)
+        guard.failed("admin_auth_source", source, limit, _MINUTE, actor="-", subject=source)
     except RateLimited as exc:
         response, status = admin_error(
             429, "rate_limited", "too many failed admin authentications from this address"

@@ -120,6 +120,26 @@ def test_guard_refuses_counts_and_audits_once_per_window(sqlite_database: Databa
     guard.hit("enroll_source", "t:src:1", 2, TEN_S, actor="source:1", subject="1")
 
 
+def test_failed_counts_each_failure_then_refuses_and_a_broken_limiter_is_503(
+    sqlite_database: Database,
+) -> None:
+    """``failed``: the first ``limit`` failures are counted and pass through (the caller then
+    answers its own 401); the next one is refused; a limiter that fails refuses too."""
+    clock = FakeClock()
+    guard = RateGuard(SqlRateLimiter(sqlite_database, clock=clock), SqlStorage(sqlite_database))
+    for _ in range(3):
+        guard.failed("admin_auth_source", "a:src:1", 3, TEN_S, actor="-", subject="1")
+    with pytest.raises(RateLimited):
+        guard.failed("admin_auth_source", "a:src:1", 3, TEN_S, actor="-", subject="1")
+    guard.failed("admin_auth_source", "a:src:2", 3, TEN_S, actor="-", subject="2")  # its own
+    clock.now += 25.0
+    guard.failed("admin_auth_source", "a:src:1", 3, TEN_S, actor="-", subject="1")
+    with sqlite_database.transaction() as conn:
+        conn.execute(text("DROP TABLE rate_limits"))
+    with pytest.raises(LimiterUnavailable):
+        guard.failed("admin_auth_source", "a:src:3", 3, TEN_S, actor="-", subject="3")
+
+
 def test_guard_fails_closed_when_the_limiter_fails(sqlite_database: Database) -> None:
     guard = RateGuard(SqlRateLimiter(sqlite_database), SqlStorage(sqlite_database))
     with sqlite_database.transaction() as conn:
