@@ -14,6 +14,7 @@ import pytest
 from flask import Flask, Response, jsonify, session
 from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
 
 from posture_gateway.cookie_session import CachedCookieSessionInterface, install
 from posture_gateway.observability.logs import configure_logging, timestamp
@@ -62,7 +63,10 @@ def _answers(app: Flask) -> list[tuple[int, str, list[str], str | None]]:
     return out
 
 
-def test_cached_cookie_session_answers_exactly_as_flasks() -> None:
+def test_cached_cookie_session_answers_exactly_as_flasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cookie carries the second it was signed in: both runs sign at the same second, or
+    # a run that straddles a second boundary differs in the timestamp alone.
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: 1_800_000_000)
     assert isinstance(_app().session_interface, CachedCookieSessionInterface)
     assert _answers(_app()) == _answers(_app(SecureCookieSessionInterface()))
 
