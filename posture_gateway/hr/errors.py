@@ -15,3 +15,16 @@ class HrError(Exception):
         self.status = status
         self.code = code
         self.reason = reason
+
+
+class NotAllApplied(HrError):
+    """Some employee events of a delivery could not be applied; the others were (each in its
+    own transaction). 503, so that the sender retries: the retry applies only what is missing."""
+
+    def __init__(self, failed: int, total: int) -> None:
+        super().__init__(
+            503,
+            "not_all_applied",
+            f"{failed} of {total} employee events could not be applied (the others were); "
+            "send the delivery again",
+        )

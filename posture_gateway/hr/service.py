@@ -1,33 +1,40 @@
-"""Accepting one verified HR delivery: its record and its effect in ONE unit of work.
+"""Accepting one verified HR delivery: each employee event's record and effect in ONE unit
+of work.
 
 :meth:`HrTriggerService.accept` takes the events of a delivery whose signature and shape
-were checked (the views do that) and, in one transaction: finds whether the delivery was
-accepted before (``hr_deliveries``; then the stored outcome is the answer and nothing else
-happens), matches each employee to a directory user, asks ``core.offboarding`` to offboard
-(at once or scheduled), reschedule or cancel, audits each event, and stores the delivery's
-records. A failure anywhere rolls all of it back: the sender's retry finds nothing half done.
-Two concurrent copies of one delivery: the second insert fails, its transaction rolls back,
-and it answers with the first one's outcome.
+were checked (the views do that). It reads what was accepted of the delivery before
+(``hr_deliveries``): a delivery recorded whole is answered with its stored outcome and
+nothing else happens. Every event not yet recorded is then applied in its own transaction:
+match the employee to a directory user, ask ``core.offboarding`` to offboard (at once or
+scheduled), reschedule or cancel, audit the event, store its record. A failure rolls back
+that employee's event only: the others of the delivery still take effect, the answer is 503,
+and the sender's retry applies only what is missing (the rest answers from its records). Two
+concurrent copies of one delivery: the second insert of an event fails, that transaction
+rolls back, and the event answers with the first copy's outcome.
+
+Records older than ``hr.delivery_retention`` (default 90 days, always longer than the replay
+window) are purged, at most once a minute per process, after an accepted delivery.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mdm_core.offboarding.model import JobStatus, OffboardingJob
 from mdm_core.offboarding.service import OffboardingService
 from mdm_core.storage.sql.uow import SqlStorage, SqlUnitOfWork
-from posture_gateway.hr.errors import HrError
+from posture_gateway.hr.errors import HrError, NotAllApplied
 from posture_gateway.hr.events import EventKind, HrEvent
 from posture_gateway.hr.matching import match_user
-from posture_gateway.hr.metrics import EVENTS, REPLAYS
+from posture_gateway.hr.metrics import EVENTS, FAILED, PURGED, REPLAYS
 from posture_gateway.hr.store import DeliveryExists, DeliveryRecord, HrDeliveryStore
 
-__all__ = ["HrTriggerService", "DeliveryResult", "OUTCOMES", "AUDIT_ACTION"]
+__all__ = ["HrTriggerService", "DeliveryResult", "OUTCOMES", "AUDIT_ACTION", "DEFAULT_RETENTION"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,10 @@ OUTCOMES = (
     "invalid",
 )
 AUDIT_ACTION = "hr.employee_event"
+#: How long delivery records are kept (``hr.delivery_retention``).
+DEFAULT_RETENTION = timedelta(days=90)
+#: At most one purge of old records per this interval, per process.
+_PURGE_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +80,15 @@ class HrTriggerService:
         storage: SqlStorage,
         offboarding: OffboardingService,
         *,
+        retention: timedelta = DEFAULT_RETENTION,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.storage = storage
         self.offboarding = offboarding
+        self.retention = retention
         self.clock = clock
+        self._purge_lock = threading.Lock()
+        self._purged_at: datetime | None = None
 
     def accept(
         self, source: str, *, delivery_key: str, body_sha256: str, events: Sequence[HrEvent]
@@ -81,26 +96,95 @@ class HrTriggerService:
         """Record and act on one delivery, or answer a redelivery with its first outcome.
 
         Raises :class:`HrError` 409 ``event_id_reused`` when ``delivery_key`` was accepted
-        with a different body (a generic ``event_id`` used twice)."""
+        with a different body (a generic ``event_id`` used twice). When some events were
+        applied and others failed, raises :class:`NotAllApplied` (503; the applied ones
+        stay); when none could be, the first failure itself."""
         now = self.clock()
+        with self.storage.unit_of_work() as uow:
+            earlier = {r.seq: r for r in HrDeliveryStore(uow.conn).get(source, delivery_key)}
+        if earlier:
+            self._check_body(body_sha256, earlier.values())
+            if all(seq in earlier for seq in range(len(events))):
+                REPLAYS.labels(source=source).inc()
+                return DeliveryResult(source, delivery_key, True, tuple(earlier.values()))
+        records: list[DeliveryRecord] = []
+        applied = 0
+        failures: list[Exception] = []
+        for seq, event in enumerate(events):
+            if seq in earlier:
+                records.append(earlier[seq])
+                continue
+            try:
+                record, new = self._accept_one(source, delivery_key, body_sha256, seq, event, now)
+            except HrError:
+                raise  # event_id_reused: the delivery, not this event, is wrong
+            except Exception as exc:  # this employee's unit rolled back; go on with the others
+                log.exception(
+                    "hr webhook: event %d of delivery %s/%s not applied", seq, source, delivery_key
+                )
+                FAILED.labels(source=source).inc()
+                failures.append(exc)
+                continue
+            records.append(record)
+            if new:
+                applied += 1
+                EVENTS.labels(source=source, outcome=record.outcome).inc()
+        if failures:
+            if not applied and not earlier:
+                raise failures[0]
+            raise NotAllApplied(len(failures), len(events)) from failures[0]
+        self._purge_old(now)
+        replayed = applied == 0 and bool(records)  # every event was a concurrent copy's
+        if replayed:
+            REPLAYS.labels(source=source).inc()
+        return DeliveryResult(source, delivery_key, replayed, tuple(records))
+
+    def _accept_one(
+        self,
+        source: str,
+        key: str,
+        body_sha256: str,
+        seq: int,
+        event: HrEvent,
+        now: datetime,
+    ) -> tuple[DeliveryRecord, bool]:
+        """One event's record and effect in one unit of work: ``(record, True)``, or the
+        record a concurrent copy of the delivery committed first and ``False``."""
         try:
             with self.storage.unit_of_work() as uow:
-                store = HrDeliveryStore(uow.conn)
-                earlier = store.get(source, delivery_key)
-                if earlier:
-                    return self._replayed(source, delivery_key, body_sha256, earlier)
-                records = tuple(
-                    self._apply(uow, event, source, delivery_key, body_sha256, seq, now)
-                    for seq, event in enumerate(events)
-                )
-                store.add(records)
-        except DeliveryExists:  # a concurrent copy of this delivery committed first
+                record = self._apply(uow, event, source, key, body_sha256, seq, now)
+                HrDeliveryStore(uow.conn).add([record])
+            return record, True
+        except DeliveryExists:  # a concurrent copy of this delivery committed it first
             with self.storage.unit_of_work() as uow:
-                earlier = HrDeliveryStore(uow.conn).get(source, delivery_key)
-            return self._replayed(source, delivery_key, body_sha256, earlier)
-        for record in records:
-            EVENTS.labels(source=source, outcome=record.outcome).inc()
-        return DeliveryResult(source, delivery_key, False, records)
+                won = {r.seq: r for r in HrDeliveryStore(uow.conn).get(source, key)}
+            if seq not in won:  # cannot happen: the insert that beat us committed it
+                raise HrError(
+                    409, "event_id_reused", "the delivery is being processed; retry"
+                ) from None
+            self._check_body(body_sha256, won.values())
+            return won[seq], False
+
+    @staticmethod
+    def _check_body(body_sha256: str, records: Iterable[DeliveryRecord]) -> None:
+        if any(r.body_sha256 != body_sha256 for r in records):
+            raise HrError(409, "event_id_reused", "this event_id was delivered with another body")
+
+    def _purge_old(self, now: datetime) -> None:
+        """Delete records past the retention, at most once per ``_PURGE_EVERY``; a failure is
+        logged (the delivery was accepted: its answer must say so)."""
+        with self._purge_lock:
+            if self._purged_at is not None and now - self._purged_at < _PURGE_EVERY:
+                return
+            self._purged_at = now
+        try:
+            with self.storage.unit_of_work() as uow:
+                purged = HrDeliveryStore(uow.conn).purge(now - self.retention)
+        except Exception:
+            log.exception("hr deliveries: purge failed (retried in a minute)")
+            return
+        if purged:
+            PURGED.inc(purged)
 
     def list(
         self,
@@ -116,16 +200,6 @@ class HrTriggerService:
             )
 
     # ---- one delivery ---------------------------------------------------------------------
-
-    def _replayed(
-        self, source: str, key: str, body_sha256: str, earlier: Sequence[DeliveryRecord]
-    ) -> DeliveryResult:
-        if not earlier:  # cannot happen: the insert that beat us committed these rows
-            raise HrError(409, "event_id_reused", "the delivery is being processed; retry")
-        if earlier[0].body_sha256 != body_sha256:
-            raise HrError(409, "event_id_reused", "this event_id was delivered with another body")
-        REPLAYS.labels(source=source).inc()
-        return DeliveryResult(source, key, True, tuple(earlier))
 
     def _apply(
         self,

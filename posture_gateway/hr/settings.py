@@ -111,6 +111,19 @@ class HrSettings(_Strict):
     future_leeway: timedelta = Field(default=timedelta(seconds=60), ge=timedelta(0))
     # Largest webhook body (bytes); the server's max_request_bytes bounds it too.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # How long each delivery's records are kept (what the admin API lists, and what answers a
+    # redelivery); older ones are purged. Longer than the replay window, so a delivery can
+    # never be applied twice by a replay of the captured request.
+    delivery_retention: timedelta = Field(default=timedelta(days=90))
+
+    @model_validator(mode="after")
+    def _retention_outlives_replay_window(self) -> HrSettings:
+        window = self.max_age + self.future_leeway
+        if self.delivery_retention <= window:
+            raise ValueError(
+                f"delivery_retention must be longer than max_age + future_leeway ({window})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _different_secrets(self) -> HrSettings:

@@ -30,7 +30,9 @@ def build(settings: HrSettings, core: MdmCore) -> HrState:
             raise ConfigError(f"hr.{name}: {exc}") from exc
     return HrState(
         settings=settings,
-        service=HrTriggerService(core.storage, core.offboarding),
+        service=HrTriggerService(
+            core.storage, core.offboarding, retention=settings.delivery_retention
+        ),
         bamboohr_key=keys["bamboohr"],
         generic_key=keys["generic"],
     )

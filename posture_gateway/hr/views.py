@@ -5,7 +5,9 @@ the source is configured (404), the body is ``application/json`` (415) and withi
 ``hr.max_body_bytes`` (413), the signature and timestamp headers verify (401), the body
 parses strictly (400). Only then does :class:`~posture_gateway.hr.service.HrTriggerService`
 record and act on it (200, with the outcome of every employee event; a redelivery gets the
-stored outcome with ``"replayed": true``). A store outage is 503 so that the sender retries.
+stored outcome with ``"replayed": true``). A store outage is 503 so that the sender retries;
+so is a delivery of which some employee events could not be applied (``not_all_applied``:
+the others were, and the retry applies only what is missing).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from mdm_core.domain.errors import MdmError
 from mdm_core.domain.infra_errors import InfraError
-from posture_gateway.hr.errors import HrError
+from posture_gateway.hr.errors import HrError, NotAllApplied
 from posture_gateway.hr.events import from_bamboohr, from_generic
 from posture_gateway.hr.metrics import REFUSED
 from posture_gateway.hr.openapi import WEBHOOK_MODELS, WEBHOOK_PATHS, WEBHOOK_SECURITY_SCHEMES
@@ -66,8 +68,11 @@ def _source() -> str:
 @bp.errorhandler(HrError)
 def _refused(exc: HrError) -> ResponseReturnValue:
     source = _source()
-    REFUSED.labels(source=source, reason=exc.code).inc()
-    log.warning("hr webhook refused: source=%s reason=%s", source, exc.code)
+    if isinstance(exc, NotAllApplied):  # partly applied, not refused (counted as FAILED)
+        log.warning("hr webhook partly applied: source=%s (%s)", source, exc.reason)
+    else:
+        REFUSED.labels(source=source, reason=exc.code).inc()
+        log.warning("hr webhook refused: source=%s reason=%s", source, exc.code)
     return _error(exc.status, exc.code, exc.reason)
 
 

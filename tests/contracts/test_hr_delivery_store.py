@@ -75,3 +75,30 @@ def test_list_filters_newest_first(database: Database) -> None:
         assert [r.delivery_key for r in store.list(user_id="u-x")] == ["gen"]
         assert len(store.list(limit=1)) == 1
         assert store.list(outcome="ignored") == []
+
+
+def test_purge_deletes_only_what_is_older_oldest_first(database: Database) -> None:
+    with database.transaction() as conn:
+        store = HrDeliveryStore(conn)
+        for day in range(5):  # one record per day, on another source every other day
+            store.add(
+                [
+                    _record(
+                        f"d{day}",
+                        0,
+                        source="generic" if day % 2 else "bamboohr",
+                        received_at=AT + timedelta(days=day),
+                    )
+                ]
+            )
+    cutoff = AT + timedelta(days=3)
+    with database.transaction() as conn:  # a batch smaller than what is due: the oldest go
+        assert HrDeliveryStore(conn).purge(cutoff, limit=2) == 2
+    with database.transaction() as conn:
+        store = HrDeliveryStore(conn)
+        assert store.get("bamboohr", "d0") == [] and store.get("generic", "d1") == []
+        assert [r.delivery_key for r in store.get("bamboohr", "d2")] == ["d2"]
+        assert store.purge(cutoff) == 1  # d2; d3 was received AT the cutoff, not before it
+        assert store.purge(cutoff) == 0
+        left = sorted(r.delivery_key for r in store.list(limit=10))
+    assert left == ["d3", "d4"]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 __all__ = ["metadata"]
@@ -340,6 +341,9 @@ directory_users = Table(
     Column("external_id", String(256), nullable=True),
     _ts("updated_at"),
 )
+# HR webhooks find their employee by e-mail ignoring case (``find_by_email``): an index on the
+# expression, so that is a lookup, not a scan of every user, per event.
+Index("ix_directory_users_email_lower", func.lower(directory_users.c.email))
 
 directory_groups = Table(
     "directory_groups",

@@ -53,6 +53,8 @@ def test_inline_and_file_secrets(tmp_path: Path) -> None:
         ),
         (f"hr:\n  bamboohr:\n    secret: {SECRET}\n    unknown: 1\n", "unknown"),
         ("hr:\n  max_age: 0s\n", "max_age"),
+        ("hr:\n  delivery_retention: 5m\n", "delivery_retention must be longer"),
+        ("hr:\n  max_age: 2h\n  delivery_retention: 1h\n", "delivery_retention"),
     ],
 )
 def test_refused_at_start(tmp_path: Path, body: str, needle: str) -> None:
