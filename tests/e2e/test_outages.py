@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from mdm_core.simulator.reports import DeviceTraits
+from mdm_core.storage.sql.database import IDLE_PING_AFTER_S
 from tests.e2e.cluster import (
     Cluster,
     check_in,
@@ -138,8 +139,8 @@ def _logs_in(url: str, dev: EnrolledDevice) -> bool:
 
 def _back_everywhere(c: Cluster, dev: EnrolledDevice) -> None:
     """Service resumes by itself: each instance gets ready, decides and logs in again (a
-    worker's first request may still meet a connection that died with the server), then
-    keeps answering."""
+    request in flight as the server returns may still fail), then keeps answering: every
+    request after that is answered."""
     for url in (c.a, c.b):
         _eventually(
             lambda u=url: httpx.get(u + "/readyz", timeout=5).status_code == 200, c, "ready"
@@ -187,9 +188,13 @@ def test_postgres_stopped_then_started_again(two: Cluster) -> None:
     c = two
     dev, tokens = _warm(c)
     c.pg.pause()
+    down_at = time.monotonic()
     try:
         _down_everywhere(c, dev, tokens)
         assert check_in(c, c.a, dev, DeviceTraits()).status_code == 503
     finally:
+        # The outage this test is about lasts longer than IDLE_PING_AFTER_S: every pooled
+        # connection left from before it is then pinged, and none fails a request afterwards.
+        time.sleep(max(0.0, down_at + IDLE_PING_AFTER_S + 0.5 - time.monotonic()))
         c.pg.resume()
     _back_everywhere(c, dev)

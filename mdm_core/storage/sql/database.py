@@ -76,8 +76,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
 
 
 #: A pooled PostgreSQL connection idle this long is pinged before it is handed out (a server
-#: restart or an idle-killing proxy leaves dead ones behind); a busy pool pings nothing.
-IDLE_PING_AFTER_S = 10.0
+#: restart or an idle-killing proxy leaves dead ones behind). At any load where a round trip
+#: per checkout would matter no connection idles for a second, so a busy pool pings nothing;
+#: after an outage of a second or more, no request meets a connection that died with it (at
+#: 10 s, a worker whose other pool served nothing during a short outage failed its first
+#: request after the return).
+IDLE_PING_AFTER_S = 1.0
 #: Connections older than this are replaced at checkout.
 POOL_RECYCLE_S = 1800
 #: Seconds a new PostgreSQL connection may take (libpq ``connect_timeout``): a server that is
