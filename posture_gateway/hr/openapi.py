@@ -76,7 +76,12 @@ def _webhook(op_id: str, summary: str, model: str, scheme: str, headers: str) ->
                 "409": _json("The event_id was delivered before with another body", _ERROR),
                 "413": _json("Body too large: nothing written", _ERROR),
                 "415": _json("Not application/json: nothing written", _ERROR),
-                "503": _json("The store cannot answer now: nothing written, retry", _ERROR),
+                "503": _json(
+                    "The store cannot answer now (`temporarily_unavailable`: nothing written), "
+                    "or some employee events could not be applied (`not_all_applied`: the "
+                    "others were); retry: the retry applies only what is missing",
+                    _ERROR,
+                ),
             },
         }
     }
