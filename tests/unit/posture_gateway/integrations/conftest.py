@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-import time
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,8 @@ class DictDirectory:
 
 
 class ScriptedDecisions:
-    """Answers every request with ``decision`` (or raises ``error``, or sleeps first)."""
+    """Answers every request with ``decision`` (or raises ``error``); with ``hold`` set it
+    first waits until the test releases it (``finished`` says whether it has answered)."""
 
     def __init__(self) -> None:
         self.requests: list[AccessRequest] = []
@@ -65,12 +66,14 @@ class ScriptedDecisions:
             device_id="dev-1",
         )
         self.error: Exception | None = None
-        self.delay_s = 0.0
+        self.hold: threading.Event | None = None
+        self.finished = False
 
     def decide(self, request: AccessRequest) -> Decision:
         self.requests.append(request)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        if self.hold is not None:
+            self.hold.wait(timeout=60)
+        self.finished = True
         if self.error is not None:
             raise self.error
         return self.decision
