@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select
+from sqlalchemy import Connection, delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from mdm_core.storage.sql.encoding import as_utc
@@ -140,28 +140,14 @@ class HrDeliveryStore:
         return [_record(r) for r in self.conn.execute(stmt)]
 
     def purge(self, before: datetime, *, limit: int = 200) -> int:
-        """Delete at most ``limit`` records received before ``before`` (the oldest first);
-        the number deleted."""
-        keys = self.conn.execute(
+        """Delete at most ``limit`` records received before ``before`` (the oldest first), in
+        one statement; the number deleted."""
+        oldest = (
             select(hr_deliveries.c.source, hr_deliveries.c.delivery_key, hr_deliveries.c.seq)
             .where(hr_deliveries.c.received_at < as_utc(before))
             .order_by(hr_deliveries.c.received_at)
             .limit(limit)
-        ).all()
-        if not keys:
-            return 0
-        result = self.conn.execute(
-            delete(hr_deliveries).where(
-                or_(
-                    *(
-                        and_(
-                            hr_deliveries.c.source == k.source,
-                            hr_deliveries.c.delivery_key == k.delivery_key,
-                            hr_deliveries.c.seq == k.seq,
-                        )
-                        for k in keys
-                    )
-                )
-            )
         )
+        key = tuple_(hr_deliveries.c.source, hr_deliveries.c.delivery_key, hr_deliveries.c.seq)
+        result = self.conn.execute(delete(hr_deliveries).where(key.in_(oldest)))
         return int(result.rowcount)

@@ -68,11 +68,15 @@ def _source() -> str:
 @bp.errorhandler(HrError)
 def _refused(exc: HrError) -> ResponseReturnValue:
     source = _source()
-    if isinstance(exc, NotAllApplied):  # partly applied, not refused (counted as FAILED)
-        log.warning("hr webhook partly applied: source=%s (%s)", source, exc.reason)
-    else:
-        REFUSED.labels(source=source, reason=exc.code).inc()
-        log.warning("hr webhook refused: source=%s reason=%s", source, exc.code)
+    REFUSED.labels(source=source, reason=exc.code).inc()
+    log.warning("hr webhook refused: source=%s reason=%s", source, exc.code)
+    return _error(exc.status, exc.code, exc.reason)
+
+
+@bp.errorhandler(NotAllApplied)
+def _partly_applied(exc: NotAllApplied) -> ResponseReturnValue:
+    """Not a refusal: the failed events are counted as ``FAILED`` by the service."""
+    log.warning("hr webhook partly applied: source=%s (%s)", _source(), exc.reason)
     return _error(exc.status, exc.code, exc.reason)
 
 

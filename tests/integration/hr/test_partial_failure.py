@@ -63,6 +63,10 @@ def test_one_employee_failing_leaves_the_others_applied_and_the_retry_applies_it
     assert first.json is not None and first.json["error"] == "not_all_applied"
     assert "1 of 2" in first.json["reason"]
     assert _sample("posture_hr_event_failures_total", {"source": "bamboohr"}) == failed_before + 1
+    # partly applied is not a refusal: no refusal is counted for it
+    assert not _sample(
+        "posture_hr_refused_total", {"source": "bamboohr", "reason": "not_all_applied"}
+    )
     # Alice's unit committed whole; nothing of Bob's did (no job, no record, no audit entry).
     assert [j.user_id for j in hr_app.jobs()] == ["u-alice"]
     assert hr_app.counts()["hr_deliveries"] == 1
